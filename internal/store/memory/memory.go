@@ -1,0 +1,300 @@
+// Package memory is the in-process implementation of store.Store: PM's
+// embedded default, for one replica whose data may go with the process, and
+// a fast store for tests. It passes the same conformance suite as the
+// Postgres store, so code tested against it behaves the same on Postgres.
+package memory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pmv1 "github.com/oaas/pm/gen/go/oaas/pm/v1"
+	"github.com/oaas/pm/internal/store"
+)
+
+// Store is a store.Store held in maps. It is safe for concurrent use.
+//
+// Stored messages are never mutated: a write replaces the entry with a new
+// clone, so readers can copy an entry without holding the lock for long and
+// a transaction's undo log only needs the old pointers.
+type Store struct {
+	clock store.Clock
+
+	// mu guards pkgs. WithTx holds it for writing during the whole
+	// callback, which makes transactions serial with every other access.
+	mu   sync.RWMutex
+	pkgs map[string]entry
+}
+
+// entry is one stored package. pkg is owned by the store and immutable.
+type entry struct {
+	pkg *pmv1.OPackage
+	rev int64
+}
+
+var _ store.Store = (*Store)(nil)
+
+// New returns an empty Store that stamps times from clock (time.Now if nil).
+func New(clock store.Clock) *Store {
+	if clock == nil {
+		clock = time.Now
+	}
+	return &Store{clock: clock, pkgs: make(map[string]entry)}
+}
+
+// errInsideTx is returned when a WithTx callback calls the Store instead of
+// its tx: the Store's lock is held by the transaction, so the call would
+// otherwise deadlock.
+var errInsideTx = errors.New("memory store: Store method called inside WithTx; use the tx argument")
+
+// txKey marks a context as belonging to a running transaction of a store.
+type txKey struct{}
+
+// enter checks ctx before a Store method takes the lock.
+func (s *Store) enter(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if ctx.Value(txKey{}) == s {
+		return errInsideTx
+	}
+	return nil
+}
+
+// CreatePackage implements store.Packages.
+func (s *Store) CreatePackage(ctx context.Context, p *pmv1.OPackage) (store.Package, error) {
+	if err := s.enter(ctx); err != nil {
+		return store.Package{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.create(p, nil)
+}
+
+// GetPackage implements store.Packages.
+func (s *Store) GetPackage(ctx context.Context, name string) (store.Package, error) {
+	if err := s.enter(ctx); err != nil {
+		return store.Package{}, err
+	}
+	s.mu.RLock()
+	e, ok := s.pkgs[name]
+	s.mu.RUnlock()
+	if !ok {
+		return store.Package{}, notFound(name)
+	}
+	return e.out(), nil
+}
+
+// ListPackages implements store.Packages.
+func (s *Store) ListPackages(ctx context.Context, f store.PackageFilter) ([]store.Package, error) {
+	if err := s.enter(ctx); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	matched := s.list(f)
+	s.mu.RUnlock()
+	return outAll(matched), nil
+}
+
+// UpdatePackage implements store.Packages.
+func (s *Store) UpdatePackage(ctx context.Context, p *pmv1.OPackage, expected int64) (store.Package, error) {
+	if err := s.enter(ctx); err != nil {
+		return store.Package{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.update(p, expected, nil)
+}
+
+// DeletePackage implements store.Packages.
+func (s *Store) DeletePackage(ctx context.Context, name string, expected int64) error {
+	if err := s.enter(ctx); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.delete(name, expected, nil)
+}
+
+// WithTx implements store.Store. fn runs with the store locked, so it sees
+// no one else's writes and no one sees its own until it returns; if it
+// returns an error (or panics) every write it made is undone. There are no
+// serialization failures here, so fn runs exactly once.
+func (s *Store) WithTx(ctx context.Context, fn func(ctx context.Context, tx store.Tx) error) error {
+	if err := s.enter(ctx); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := &tx{s: s, undo: make(map[string]undoEntry)}
+	defer t.close()
+	committed := false
+	defer func() {
+		if !committed {
+			t.rollback()
+		}
+	}()
+	if err := fn(context.WithValue(ctx, txKey{}, s), t); err != nil {
+		return err
+	}
+	committed = true
+	return nil
+}
+
+// Ping implements store.Store; memory is always there.
+func (s *Store) Ping(ctx context.Context) error { return ctx.Err() }
+
+// Close implements store.Store. The data stays readable: a closed memory
+// store has nothing to release.
+func (s *Store) Close() {}
+
+// The methods below do the work of both the Store and a tx. The caller holds
+// s.mu for writing (reading, for list). A non-nil u records what a write
+// replaces so that a transaction can undo it.
+
+func (s *Store) create(p *pmv1.OPackage, u *tx) (store.Package, error) {
+	name := p.GetName()
+	if _, ok := s.pkgs[name]; ok {
+		return store.Package{}, fmt.Errorf("package %q: %w", name, store.ErrAlreadyExists)
+	}
+	pkg := proto.Clone(p).(*pmv1.OPackage)
+	now := timestamppb.New(s.now())
+	md := metadata(pkg)
+	md.CreatedAt, md.UpdatedAt = now, now
+	u.remember(s, name)
+	e := entry{pkg: pkg, rev: 1}
+	s.pkgs[name] = e
+	return e.out(), nil
+}
+
+func (s *Store) update(p *pmv1.OPackage, expected int64, u *tx) (store.Package, error) {
+	name := p.GetName()
+	old, err := s.check(name, expected)
+	if err != nil {
+		return store.Package{}, err
+	}
+	pkg := proto.Clone(p).(*pmv1.OPackage)
+	md := metadata(pkg)
+	md.CreatedAt = old.pkg.GetMetadata().GetCreatedAt()
+	md.UpdatedAt = timestamppb.New(s.now())
+	u.remember(s, name)
+	e := entry{pkg: pkg, rev: old.rev + 1}
+	s.pkgs[name] = e
+	return e.out(), nil
+}
+
+func (s *Store) delete(name string, expected int64, u *tx) error {
+	if _, err := s.check(name, expected); err != nil {
+		return err
+	}
+	u.remember(s, name)
+	delete(s.pkgs, name)
+	return nil
+}
+
+// check returns the stored entry for a revision-checked write.
+func (s *Store) check(name string, expected int64) (entry, error) {
+	e, ok := s.pkgs[name]
+	if !ok {
+		return entry{}, notFound(name)
+	}
+	if expected != store.AnyRevision && e.rev != expected {
+		return entry{}, fmt.Errorf("package %q: %w", name, store.ErrStale)
+	}
+	return e, nil
+}
+
+// list returns the entries matching f in name order (bytewise, as Go
+// compares strings and as the Postgres store's "C" collation does).
+func (s *Store) list(f store.PackageFilter) []entry {
+	var match func(string) bool
+	if f.NamePattern != "" {
+		match = patternMatcher(f.NamePattern)
+	}
+	var out []entry
+	for name, e := range s.pkgs {
+		switch {
+		case match != nil && !match(name),
+			f.Disabled != nil && e.pkg.GetDisabled() != *f.Disabled,
+			len(f.Tags) > 0 && !anyTag(e.pkg.GetMetadata().GetTags(), f.Tags),
+			f.After != "" && name <= f.After:
+			continue
+		}
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(a, b entry) int { return strings.Compare(a.pkg.GetName(), b.pkg.GetName()) })
+	if f.Offset > 0 {
+		out = out[min(f.Offset, len(out)):]
+	}
+	if f.Limit > 0 && len(out) > f.Limit {
+		out = out[:f.Limit]
+	}
+	return out
+}
+
+// now is the clock's time at Postgres's precision, so both stores return
+// the same times.
+func (s *Store) now() time.Time { return s.clock().UTC().Truncate(time.Microsecond) }
+
+// out returns a copy the caller may keep and change.
+func (e entry) out() store.Package {
+	return store.Package{Package: proto.Clone(e.pkg).(*pmv1.OPackage), Revision: e.rev}
+}
+
+// outAll copies entries for a caller, outside the lock: entries are
+// immutable, so cloning them needs no lock.
+func outAll(es []entry) []store.Package {
+	if len(es) == 0 {
+		return nil
+	}
+	out := make([]store.Package, len(es))
+	for i, e := range es {
+		out[i] = e.out()
+	}
+	return out
+}
+
+func notFound(name string) error { return fmt.Errorf("package %q: %w", name, store.ErrNotFound) }
+
+func metadata(pkg *pmv1.OPackage) *pmv1.PackageMetadata {
+	if pkg.Metadata == nil {
+		pkg.Metadata = new(pmv1.PackageMetadata)
+	}
+	return pkg.Metadata
+}
+
+// anyTag reports whether have and want share a tag.
+func anyTag(have, want []string) bool {
+	for _, t := range have {
+		if slices.Contains(want, t) {
+			return true
+		}
+	}
+	return false
+}
+
+// patternMatcher returns a matcher for a name pattern: the pattern matches
+// a substring of the name and '*' matches any run of characters. Because the
+// match is unanchored at both ends, finding the '*'-separated parts in order,
+// each at its leftmost place after the previous one, is exact.
+func patternMatcher(pattern string) func(string) bool {
+	parts := strings.Split(pattern, "*")
+	return func(name string) bool {
+		for _, part := range parts {
+			i := strings.Index(name, part)
+			if i < 0 {
+				return false
+			}
+			name = name[i+len(part):]
+		}
+		return true
+	}
+}

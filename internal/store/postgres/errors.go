@@ -1,0 +1,107 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/puddle/v2"
+
+	"github.com/oaas/pm/internal/fault"
+	"github.com/oaas/pm/internal/store"
+)
+
+// classify translates an error from pgx into the store's vocabulary. It is
+// the only place that knows pgx's error types, so every operation reports
+// the same condition the same way.
+//
+// parent is the caller's context (not the one with the per-call timeout):
+// when the caller gave up, that is reported as such and not blamed on the
+// database. what names the object ("package"), name its identity; both may
+// be empty for operations on no particular object.
+func (r *repo) classify(parent context.Context, what, name string, err error) error {
+	subject := what
+	if name != "" {
+		subject = fmt.Sprintf("%s %q", what, name)
+	}
+	if subject == "" {
+		subject = "postgres"
+	}
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return fmt.Errorf("%s: %w", subject, store.ErrNotFound)
+	case sqlState(err) == "23505": // unique_violation
+		return fmt.Errorf("%s: %w", subject, store.ErrAlreadyExists)
+	case parent.Err() != nil:
+		return fmt.Errorf("%s: %w", subject, parent.Err())
+	case isUnavailable(err):
+		return unavailable(subject, err)
+	default:
+		// Internal: the boundary shows clients a generic message, so the
+		// driver's text may stay in the chain for logs.
+		return fmt.Errorf("%s: %w", subject, err)
+	}
+}
+
+// unavailable returns the error for "the database cannot be reached". Its
+// message is the client-safe "storage unavailable"; errors.Is matches
+// store.ErrUnavailable and the driver error stays reachable for logs.
+func unavailable(op string, cause error) error {
+	return fault.Wrap(fault.Unavailable,
+		fmt.Errorf("%s: %w: %w", op, store.ErrUnavailable, cause),
+		"storage unavailable")
+}
+
+// isUnavailable reports whether err says the database cannot serve at all
+// (as opposed to rejecting this one statement).
+func isUnavailable(err error) bool {
+	// Our per-call timeout fired (the caller's own deadline is checked
+	// before this), or the pool was closed under us.
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, puddle.ErrClosedPool) {
+		return true
+	}
+	if pgconn.Timeout(err) || pgconn.SafeToRetry(err) {
+		return true
+	}
+	var connectErr *pgconn.ConnectError
+	if errors.As(err, &connectErr) {
+		return true
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) {
+		return true
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return true
+	}
+	code := sqlState(err)
+	switch {
+	case strings.HasPrefix(code, "08"): // connection_exception and friends
+		return true
+	case code == "53300", // too_many_connections
+		code == "57P01", // admin_shutdown
+		code == "57P02", // crash_shutdown
+		code == "57P03": // cannot_connect_now (starting up, recovering)
+		return true
+	}
+	return false
+}
+
+// sqlState returns the SQLSTATE of a server error in err's chain, or "".
+func sqlState(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
+}
+
+// isNotFound reports whether err is (or wraps) store.ErrNotFound.
+func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }

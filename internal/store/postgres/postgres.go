@@ -1,0 +1,184 @@
+// Package postgres is the Postgres implementation of store.Store, for PM
+// deployments that run more than one replica or must survive restarts.
+//
+// Each package is one row: a jsonb document holding the whole message (the
+// REST snake_case form, written with protojson) that reads decode, and beside
+// it the columns that filters and revision checks use, so that those queries
+// run on indexes. The schema lives in the migrations package.
+//
+// Every database call runs under Config.Timeout, so that a database that has
+// gone away fails requests quickly with store.ErrUnavailable instead of
+// piling them up. Errors use the store's vocabulary (ErrNotFound,
+// ErrAlreadyExists, ErrStale, ErrUnavailable); driver text only travels as
+// the cause of Internal errors, never in a client-visible message.
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/oaas/pm/internal/fault"
+	"github.com/oaas/pm/internal/store"
+)
+
+// DefaultTimeout bounds a database call when Config.Timeout is zero.
+const DefaultTimeout = 5 * time.Second
+
+// maxTxAttempts caps how often WithTx runs fn when Postgres reports a
+// serialization failure or a deadlock; past that the conflict is the
+// caller's to handle.
+const maxTxAttempts = 5
+
+// Config configures Open.
+type Config struct {
+	// URL is a libpq connection string, as a URL
+	// (postgres://user:pass@host:5432/db?sslmode=disable) or key=value pairs.
+	URL string
+	// MaxConns caps the connection pool; 0 keeps pgxpool's default
+	// (the larger of 4 and the number of CPUs).
+	MaxConns int32
+	// Timeout bounds every database call, including waiting for a pooled
+	// connection and dialing a new one; 0 means DefaultTimeout.
+	Timeout time.Duration
+	// Clock stamps created_at and updated_at; nil means time.Now.
+	Clock store.Clock
+}
+
+// Store is a store.Store backed by a pgx connection pool. It is safe for
+// concurrent use.
+type Store struct {
+	repo
+	pool *pgxpool.Pool
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open returns a Store for cfg. It does not connect: the pool dials on first
+// use, so a server can start while its database is still coming up. Call
+// Ping to check the database is there.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	pcfg, err := pgxpool.ParseConfig(cfg.URL)
+	if err != nil {
+		// pgconn redacts the password in parse errors.
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	if cfg.MaxConns > 0 {
+		pcfg.MaxConns = cfg.MaxConns
+	}
+	if _, ok := pcfg.ConnConfig.RuntimeParams["application_name"]; !ok {
+		// Lets a DBA tell PM's sessions apart in pg_stat_activity.
+		pcfg.ConnConfig.RuntimeParams["application_name"] = "oaas-pm"
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	timeout := cfg.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	clock := cfg.Clock
+	if clock == nil {
+		clock = time.Now
+	}
+	return &Store{
+		repo: repo{q: pool, timeout: timeout, clock: clock},
+		pool: pool,
+	}, nil
+}
+
+// Ping reports whether the database answers; any failure, including a
+// refused login, is store.ErrUnavailable since the store cannot serve.
+func (s *Store) Ping(ctx context.Context) error {
+	octx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	if err := s.pool.Ping(octx); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("ping: %w", ctx.Err())
+		}
+		return unavailable("ping", err)
+	}
+	return nil
+}
+
+// Close closes the pool, waiting for connections in use to be returned.
+func (s *Store) Close() { s.pool.Close() }
+
+// WithTx runs fn in one SERIALIZABLE transaction and commits if fn returns
+// nil. Serializable makes a transaction behave as if it ran alone, which is
+// what the memory store gives; the price is that Postgres may abort it with
+// a serialization failure or a deadlock, and then WithTx runs fn again, up
+// to maxTxAttempts times with a short randomized backoff. A conflict that
+// outlasts the retries comes back as a fault.Conflict.
+//
+// fn must do all its reads and writes through tx: the Store's own methods
+// run on other connections, outside the transaction.
+func (s *Store) WithTx(ctx context.Context, fn func(ctx context.Context, tx store.Tx) error) error {
+	for attempt := 1; ; attempt++ {
+		err := s.runTx(ctx, fn)
+		if err == nil || !isSerializationConflict(err) {
+			return err
+		}
+		if attempt == maxTxAttempts {
+			return fault.Wrap(fault.Conflict, err, "transaction conflicted with concurrent writes; retry")
+		}
+		// Randomized so that the transactions that collided do not collide
+		// again in lockstep: 1-2ms, 2-4ms, 4-8ms, ...
+		base := time.Millisecond << (attempt - 1)
+		wait := base + rand.N(base)
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return fmt.Errorf("transaction: %w", ctx.Err())
+		case <-timer.C:
+		}
+	}
+}
+
+// runTx is one attempt of WithTx.
+func (s *Store) runTx(ctx context.Context, fn func(ctx context.Context, tx store.Tx) error) (err error) {
+	bctx, cancel := context.WithTimeout(ctx, s.timeout)
+	tx, err := s.pool.BeginTx(bctx, pgx.TxOptions{IsoLevel: pgx.Serializable})
+	cancel()
+	if err != nil {
+		return s.classify(ctx, "begin transaction", "", err)
+	}
+	// Rollback must run even when the caller's context is already cancelled,
+	// or the connection would go back to the pool mid-transaction.
+	rollback := func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
+		defer cancel()
+		_ = tx.Rollback(rctx) // On failure pgx closes the connection, which also ends the transaction.
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			rollback()
+		}
+	}()
+
+	r := &repo{q: tx, timeout: s.timeout, clock: s.clock}
+	if err := fn(ctx, r); err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	if err := tx.Commit(cctx); err != nil {
+		return s.classify(ctx, "commit", "", err)
+	}
+	committed = true
+	return nil
+}
+
+// isSerializationConflict reports whether err means "run the transaction
+// again": serialization_failure (40001) or deadlock_detected (40P01).
+func isSerializationConflict(err error) bool {
+	code := sqlState(err)
+	return code == "40001" || code == "40P01"
+}

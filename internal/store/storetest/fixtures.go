@@ -1,0 +1,113 @@
+package storetest
+
+import (
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	common "github.com/oaas/pm/gen/go/oaas/common"
+	pmv1 "github.com/oaas/pm/gen/go/oaas/pm/v1"
+	"github.com/oaas/pm/internal/store"
+)
+
+// ClockStart is the first instant NewClock's clocks return.
+var ClockStart = time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.UTC)
+
+// NewClock returns a fake clock for stores under test: each call returns a
+// later time than the one before (by a second and some nanoseconds), so
+// "updated_at moved forward" can be asserted exactly, and the nanoseconds
+// check that stores truncate to microseconds. Safe for concurrent use.
+func NewClock() store.Clock {
+	var (
+		mu  sync.Mutex
+		now = ClockStart.Add(-(time.Second + 789*time.Nanosecond))
+	)
+	return func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		now = now.Add(time.Second + 789*time.Nanosecond)
+		return now
+	}
+}
+
+// FullPackage returns a package named name that sets every kind of field
+// OPackage has: optional scalars (some set to their zero value, which must
+// survive as "present"), enums, maps, nested and repeated messages, and
+// timestamps with nanoseconds. A store that round-trips it exactly loses
+// nothing in encoding. Each call returns a new message.
+func FullPackage(name string) *pmv1.OPackage {
+	return &pmv1.OPackage{
+		Name:    name,
+		Version: proto.String("1.2.3"),
+		Metadata: &pmv1.PackageMetadata{
+			Author:      proto.String("Ada"),
+			Description: proto.String(`A "quoted", ünïcode, multi-line` + "\ndescription\t with \\ and \x01."),
+			Tags:        []string{"web", "prod"},
+		},
+		Classes: []*pmv1.OClass{{
+			Key:         "Counter",
+			Description: proto.String(""),
+			StateSpec: &pmv1.StateSpecification{
+				KeySpecs:            []*pmv1.KeySpecification{{Name: "count", KeyType: "int"}, {Name: "label"}},
+				DefaultProvider:     "memory",
+				ConsistencyModel:    pmv1.ConsistencyModel_STRONG,
+				Persistent:          true,
+				SerializationFormat: "json",
+			},
+			FunctionBindings: []*pmv1.FunctionBinding{
+				{Name: "inc", FunctionKey: "inc", AccessModifier: pmv1.AccessModifier_INTERNAL, Parameters: []string{"by", "max"}},
+				{Name: "get", FunctionKey: "inc", Stateless: true},
+			},
+			Disabled: true,
+		}, {
+			Key: "Empty",
+		}},
+		Functions: []*pmv1.OFunction{{
+			Key:          "inc",
+			FunctionType: pmv1.FunctionType_WASM,
+			Description:  proto.String("increments"),
+			ProvisionConfig: &common.ProvisionConfig{
+				ContainerImage: proto.String("ghcr.io/oaas/inc:1"),
+				Port:           proto.Uint32(8080),
+				MaxConcurrency: 10,
+				NeedHttp2:      true,
+				CpuRequest:     proto.String("500m"),
+				MemoryLimit:    proto.String("256Mi"),
+				MinScale:       proto.Uint32(0),
+				MaxScale:       proto.Uint32(3),
+			},
+			Config: map[string]string{"HTTP_PORT": "8080", "EMPTY": "", "JSON": `{"a":[1,2]}`},
+		}},
+		Dependencies: []string{"base", "util"},
+		Deployments: []*pmv1.OClassDeployment{{
+			Key:         "counter-eu",
+			PackageName: name,
+			ClassKey:    "Counter",
+			TargetEnvs:  []string{"eu-1", "eu-2"},
+			NfrRequirements: &common.NfrRequirements{
+				MaxLatencyMs:         proto.Uint32(50),
+				Availability:         proto.Float64(0.999),
+				CpuUtilizationTarget: proto.Float64(0),
+			},
+			Functions: []*pmv1.FunctionDeploymentSpec{{
+				FunctionKey:     "inc",
+				QosRequirement:  &pmv1.QosRequirement{Throughput: 100, Availability: 0.99},
+				ProvisionConfig: &common.ProvisionConfig{WasmModuleUrl: proto.String("https://example.com/inc.wasm")},
+				Config:          map[string]string{"MODE": "fast"},
+			}},
+			Condition: pmv1.DeploymentCondition_RUNNING,
+			Odgm:      &pmv1.OdgmDataSpec{Collections: []string{"counters"}, PartitionCount: proto.Int32(3), ShardType: "raft"},
+			Status: &pmv1.DeploymentStatusSummary{
+				ReplicationFactor: 2,
+				SelectedEnvs:      []string{"eu-2", "eu-1"},
+				Clusters: []*pmv1.ClusterRollout{{
+					Cluster: "eu-1", Availability: 0.95, State: "deployed", Attempts: 1,
+					Condition: pmv1.DeploymentCondition_RUNNING,
+				}},
+			},
+			CreatedAt: timestamppb.New(time.Date(2025, 12, 31, 23, 59, 59, 999999999, time.UTC)),
+		}},
+	}
+}
