@@ -1,0 +1,102 @@
+// Package api adapts the domain services to connect handlers: request in,
+// service call, response out. Domain errors become connect codes in exactly
+// one place, ToConnectError.
+package api
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"connectrpc.com/connect"
+
+	"github.com/oaas/pm/internal/correlation"
+	"github.com/oaas/pm/internal/fault"
+)
+
+// ToConnectError is the one boundary between domain errors and protocol
+// codes. Messages of classified errors are shown to clients (fault messages
+// are client-safe by construction); anything unclassified is a bug and the
+// client sees only a generic message with the correlation id.
+func ToConnectError(ctx context.Context, err error) *connect.Error {
+	if err == nil {
+		return nil
+	}
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return ce
+	}
+	switch fault.KindOf(err) {
+	case fault.Invalid:
+		return connect.NewError(connect.CodeInvalidArgument, errors.New(err.Error()))
+	case fault.NotFound:
+		return connect.NewError(connect.CodeNotFound, errors.New(err.Error()))
+	case fault.AlreadyExists:
+		return connect.NewError(connect.CodeAlreadyExists, errors.New(err.Error()))
+	case fault.Conflict:
+		return connect.NewError(connect.CodeAborted, errors.New(err.Error()))
+	case fault.Unavailable:
+		return connect.NewError(connect.CodeUnavailable, errors.New(err.Error()))
+	case fault.DeadlineExceeded:
+		return connect.NewError(connect.CodeDeadlineExceeded, errors.New(err.Error()))
+	}
+	switch {
+	case errors.Is(err, context.Canceled):
+		return connect.NewError(connect.CodeCanceled, errors.New("request canceled"))
+	case errors.Is(err, context.DeadlineExceeded):
+		return connect.NewError(connect.CodeDeadlineExceeded, errors.New("request deadline exceeded"))
+	}
+	return connect.NewError(connect.CodeInternal,
+		errors.New("internal error (correlation id "+correlation.From(ctx)+")"))
+}
+
+// Interceptor gives every call a correlation id (the client's
+// X-Correlation-Id or X-Request-Id, else a new one), echoes it, maps errors
+// through ToConnectError and logs the outcome.
+func Interceptor(log *slog.Logger) connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			id := req.Header().Get(correlation.Header)
+			if id == "" {
+				id = req.Header().Get("X-Request-Id")
+			}
+			if id == "" || len(id) > 128 {
+				id = correlation.New()
+			}
+			ctx = correlation.With(ctx, id)
+			res, err := next(ctx, req)
+			if err != nil {
+				cerr := ToConnectError(ctx, err)
+				cerr.Meta().Set(correlation.Header, id)
+				level := slog.LevelInfo
+				if cerr.Code() == connect.CodeInternal || cerr.Code() == connect.CodeUnknown {
+					level = slog.LevelError
+				}
+				log.Log(ctx, level, "request failed", "procedure", req.Spec().Procedure,
+					"code", cerr.Code().String(), "error", err.Error(), "correlation_id", id)
+				return nil, cerr
+			}
+			res.Header().Set(correlation.Header, id)
+			return res, nil
+		}
+	}
+}
+
+// callInfo returns the call's headers; every handler runs under connect, so
+// it is always present.
+func callInfo(ctx context.Context) connect.CallInfo {
+	ci, ok := connect.CallInfoForHandlerContext(ctx)
+	if !ok {
+		panic("api: handler called outside connect")
+	}
+	return ci
+}
+
+// ifMatch returns the caller's expected revision: the request field, else the
+// If-Match header (how REST clients send it).
+func ifMatch(ctx context.Context, field string) string {
+	if field != "" {
+		return field
+	}
+	return callInfo(ctx).RequestHeader().Get("If-Match")
+}

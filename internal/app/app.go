@@ -1,0 +1,159 @@
+// Package app wires configuration, storage, cluster clients, services and
+// the server together, and owns their lifecycle: start background loops,
+// serve, and stop everything in order on shutdown.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/oaas/pm/gen/go/oaas/pm/v1/pmv1connect"
+	"github.com/oaas/pm/internal/api"
+	"github.com/oaas/pm/internal/catalog"
+	"github.com/oaas/pm/internal/config"
+	"github.com/oaas/pm/internal/server"
+	"github.com/oaas/pm/internal/store"
+	"github.com/oaas/pm/internal/store/memory"
+	"github.com/oaas/pm/internal/store/postgres"
+
+	"connectrpc.com/connect"
+)
+
+// App is a running PM.
+type App struct {
+	cfg      config.Config
+	log      *slog.Logger
+	store    store.Store
+	server   *server.Server
+	listener net.Listener
+	closers  []func()
+}
+
+// NewLogger builds the slog logger the config asks for.
+func NewLogger(cfg config.Log, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.Level}
+	if cfg.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// OpenStore opens the configured store, migrating Postgres when asked.
+func OpenStore(ctx context.Context, cfg config.Storage, log *slog.Logger) (store.Store, error) {
+	switch cfg.Type {
+	case "memory":
+		log.Info("using in-memory storage; data is lost on restart")
+		return memory.New(nil), nil
+	case "postgres":
+		if cfg.AutoMigrate {
+			if err := postgres.MigrateURL(ctx, cfg.DatabaseURL, postgres.Up, io.Discard); err != nil {
+				return nil, fmt.Errorf("applying migrations: %w", err)
+			}
+		}
+		st, err := postgres.Open(ctx, postgres.Config{URL: cfg.DatabaseURL, MaxConns: int32(cfg.MaxConns), Timeout: cfg.Timeout})
+		if err != nil {
+			return nil, fmt.Errorf("opening postgres: %w", err)
+		}
+		log.Info("using postgres storage", "auto_migrate", cfg.AutoMigrate)
+		return st, nil
+	}
+	return nil, fmt.Errorf("STORAGE_TYPE %q is not supported", cfg.Type)
+}
+
+// New builds a PM from cfg and binds its listener; Run serves it.
+func New(ctx context.Context, cfg config.Config, log *slog.Logger) (a *App, err error) {
+	a = &App{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			a.close()
+		}
+	}()
+	st, err := OpenStore(ctx, cfg.Storage, log)
+	if err != nil {
+		return nil, err
+	}
+	a.store = st
+	a.closers = append(a.closers, st.Close)
+
+	registry := catalog.New(st, nil, log)
+	opts := []connect.HandlerOption{connect.WithInterceptors(api.Interceptor(log))}
+	pkgs := api.NewPackages(registry)
+	var services []server.Service
+	// mount takes the name first so the generated constructors' two results
+	// can be passed straight through.
+	mount := func(name string) func(string, http.Handler) {
+		return func(path string, h http.Handler) {
+			services = append(services, server.Service{Name: name, Path: path, Handler: h})
+		}
+	}
+	mount(pmv1connect.PackageServiceName)(pmv1connect.NewPackageServiceHandler(pkgs, opts...))
+	mount(pmv1connect.CatalogServiceName)(pmv1connect.NewCatalogServiceHandler(pkgs, opts...))
+
+	srv, err := server.New(server.Config{
+		Addr: cfg.Server.Addr(), Services: services, Health: a.health,
+		MaxBodyBytes: cfg.Server.MaxBodyBytes, Log: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.server = srv
+	ln, err := net.Listen("tcp", cfg.Server.Addr())
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s (SERVER_HOST/SERVER_PORT): %w", cfg.Server.Addr(), err)
+	}
+	a.listener = ln
+	return a, nil
+}
+
+// Addr is the bound listen address (useful with port 0).
+func (a *App) Addr() string { return a.listener.Addr().String() }
+
+// health reports storage reachability.
+func (a *App) health(ctx context.Context) (bool, map[string]any) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	details := map[string]any{"service": "oaas-pm", "storage": a.cfg.Storage.Type}
+	if err := a.store.Ping(ctx); err != nil {
+		details["storage_error"] = "storage unavailable"
+		return false, details
+	}
+	return true, details
+}
+
+// Run serves until ctx is done, then drains in-flight requests within the
+// shutdown timeout and releases everything.
+func (a *App) Run(ctx context.Context) error {
+	defer a.close()
+	errc := make(chan error, 1)
+	go func() { errc <- a.server.Serve(a.listener) }()
+	a.log.Info("pm listening", "addr", a.Addr(), "storage", a.cfg.Storage.Type)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	a.log.Info("shutting down", "timeout", a.cfg.Server.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.Server.ShutdownTimeout)
+	defer cancel()
+	err := a.server.Shutdown(sctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = fmt.Errorf("in-flight requests did not finish within %s", a.cfg.Server.ShutdownTimeout)
+	}
+	if serveErr := <-errc; err == nil {
+		err = serveErr
+	}
+	return err
+}
+
+func (a *App) close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		a.closers[i]()
+	}
+	a.closers = nil
+}
