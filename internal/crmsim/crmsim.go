@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -34,7 +35,7 @@ import (
 // response metadata, so one request can be followed across PM and CRM logs.
 const CorrelationHeader = "X-Correlation-Id"
 
-// closeTimeout bounds a graceful Close; after it, connections are cut.
+// closeTimeout bounds how long Close lets in-flight calls finish.
 const closeTimeout = 5 * time.Second
 
 // Sim is one running simulated CRM. All methods are safe for concurrent use.
@@ -48,6 +49,8 @@ type Sim struct {
 	closingCtx    context.Context
 	cancelClosing context.CancelFunc
 	served        chan struct{} // closed when the serve loop has returned
+	ln            net.Listener
+	inflight      atomic.Int64 // HTTP requests being served, so Close can drain them
 
 	closeOnce sync.Once
 	closeErr  error
@@ -99,6 +102,7 @@ func Start(ctx context.Context, cfg Config) (*Sim, error) {
 	s := &Sim{
 		env:       cfg.EnvName,
 		addr:      ln.Addr().String(),
+		ln:        ln,
 		log:       cfg.Logger.With(slog.String("env", cfg.EnvName)),
 		served:    make(chan struct{}),
 		cfg:       cfg,
@@ -120,7 +124,7 @@ func Start(ctx context.Context, cfg Config) (*Sim, error) {
 	protocols.SetHTTP2(true)
 	protocols.SetUnencryptedHTTP2(true)
 	s.srv = &http.Server{
-		Handler:           s.routes(),
+		Handler:           s.track(s.routes()),
 		Protocols:         &protocols,
 		TLSConfig:         tlsConf,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -134,7 +138,7 @@ func Start(ctx context.Context, cfg Config) (*Sim, error) {
 		} else {
 			err = s.srv.Serve(ln)
 		}
-		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err != nil && !errors.Is(err, http.ErrServerClosed) && s.closingCtx.Err() == nil {
 			s.log.Error("crmsim serve loop stopped", slog.Any("error", err))
 		}
 	}()
@@ -177,27 +181,48 @@ func (s *Sim) routes() http.Handler {
 		grpcreflect.ReflectV1ServiceName,
 		grpcreflect.ReflectV1AlphaServiceName,
 	)
-	mux.Handle(grpcreflect.NewHandlerV1(reflector))
-	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	passive := connect.WithInterceptors(&interceptor{s: s, passive: true})
+	mux.Handle(grpcreflect.NewHandlerV1(reflector, passive))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, passive))
 	return mux
 }
 
-// Close stops the simulator gracefully: hung and streaming calls are
-// released, in-flight calls get closeTimeout to finish, then connections are
-// cut. It is safe to call more than once.
+// track counts in-flight requests for Close.
+func (s *Sim) track(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.inflight.Add(1)
+		defer s.inflight.Add(-1)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Close stops the simulator: it stops accepting connections, releases hung
+// and streaming calls, gives the other in-flight calls up to closeTimeout to
+// finish, then cuts the connections. It does not wait for idle clients to
+// hang up after a GOAWAY, as http.Server.Shutdown does for HTTP/2 (a second
+// per client connection, which adds up across a test suite). It is safe to
+// call more than once.
 func (s *Sim) Close() error {
 	s.closeOnce.Do(func() {
 		s.stopCtx()
 		s.cancelClosing()
-		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
-		defer cancel()
-		err := s.srv.Shutdown(ctx)
-		if err != nil {
-			err = errors.Join(err, s.srv.Close())
+		var errs []error
+		if err := s.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+		deadline := time.Now().Add(closeTimeout)
+		for s.inflight.Load() > 0 && time.Now().Before(deadline) {
+			time.Sleep(2 * time.Millisecond)
+		}
+		if n := s.inflight.Load(); n > 0 {
+			errs = append(errs, fmt.Errorf("crmsim %s: %d calls still running after %v; cut", s.env, n, closeTimeout))
+		}
+		if err := s.srv.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
 		}
 		<-s.served
-		s.closeErr = err
-		s.log.Info("crmsim closed", slog.Any("error", err))
+		s.closeErr = errors.Join(errs...)
+		s.log.Info("crmsim closed", slog.Any("error", s.closeErr))
 	})
 	return s.closeErr
 }

@@ -39,7 +39,7 @@ func h2cClient(t testing.TB) *http.Client {
 func tlsClient(t testing.TB, conf *tls.Config) *http.Client {
 	var p http.Protocols
 	p.SetHTTP2(true)
-	tr := &http.Transport{Protocols: &p, TLSClientConfig: conf}
+	tr := &http.Transport{Protocols: &p, TLSClientConfig: conf.Clone()} // the transport edits its config
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr}
 }

@@ -13,11 +13,18 @@ import (
 
 // interceptor applies the knobs every CRM call shares (counting, correlation
 // echo, disabled services, latency, hang, random failures) in one place, so
-// the handlers only hold the CRM's behaviour.
-type interceptor struct{ s *Sim }
+// the handlers only hold the CRM's behaviour. With passive set (reflection) it
+// only ties streams to the simulator's lifetime.
+type interceptor struct {
+	s       *Sim
+	passive bool
+}
 
 // WrapUnary implements connect.Interceptor.
 func (i *interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	if i.passive {
+		return next
+	}
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 		var respHeader http.Header
 		if info, ok := connect.CallInfoForHandlerContext(ctx); ok {
@@ -45,7 +52,10 @@ func (i *interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) co
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
 		start := time.Now()
 		procedure := conn.Spec().Procedure
-		_, err := i.admit(ctx, procedure, conn.RequestHeader(), conn.ResponseHeader())
+		var err error
+		if !i.passive {
+			_, err = i.admit(ctx, procedure, conn.RequestHeader(), conn.ResponseHeader())
+		}
 		if err == nil {
 			ctx, cancel := context.WithCancel(ctx)
 			stop := context.AfterFunc(i.s.closingCtx, cancel)
@@ -53,7 +63,9 @@ func (i *interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) co
 			stop()
 			cancel()
 		}
-		i.s.logCall(ctx, procedure, conn.RequestHeader().Get(CorrelationHeader), start, err)
+		if !i.passive {
+			i.s.logCall(ctx, procedure, conn.RequestHeader().Get(CorrelationHeader), start, err)
+		}
 		return err
 	}
 }

@@ -292,7 +292,7 @@ func TestTLSAndMTLS(t *testing.T) {
 
 	t.Run("grpc-go over mTLS", func(t *testing.T) {
 		t.Parallel()
-		conn := grpcConn(t, mtlsSim.Addr(), credentials.NewTLS(withCert))
+		conn := grpcConn(t, mtlsSim.Addr(), credentials.NewTLS(withCert.Clone()))
 		res := new(healthpb.HealthCheckResponse)
 		if err := conn.Invoke(testCtx(t), healthconnect.HealthServiceCheckProcedure, &healthpb.HealthCheckRequest{}, res); err != nil {
 			t.Fatal(err)
