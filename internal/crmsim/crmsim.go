@@ -38,6 +38,10 @@ const CorrelationHeader = "X-Correlation-Id"
 // closeTimeout bounds how long Close lets in-flight calls finish.
 const closeTimeout = 5 * time.Second
 
+// flushGrace is how long Close lets finished calls' responses reach clients
+// before connections are cut.
+const flushGrace = 50 * time.Millisecond
+
 // Sim is one running simulated CRM. All methods are safe for concurrent use.
 type Sim struct {
 	env  string
@@ -198,8 +202,8 @@ func (s *Sim) track(next http.Handler) http.Handler {
 
 // Close stops the simulator: it stops accepting connections, releases hung
 // and streaming calls, gives the other in-flight calls up to closeTimeout to
-// finish, then cuts the connections. It does not wait for idle clients to
-// hang up after a GOAWAY, as http.Server.Shutdown does for HTTP/2 (a second
+// finish, sends GOAWAY, then cuts the connections. It does not wait for idle
+// clients to hang up, as http.Server.Shutdown alone does for HTTP/2 (a second
 // per client connection, which adds up across a test suite). It is safe to
 // call more than once.
 func (s *Sim) Close() error {
@@ -217,6 +221,12 @@ func (s *Sim) Close() error {
 		if n := s.inflight.Load(); n > 0 {
 			errs = append(errs, fmt.Errorf("crmsim %s: %d calls still running after %v; cut", s.env, n, closeTimeout))
 		}
+		// A finished handler's last frames are still being written; Shutdown
+		// lets them out and sends GOAWAY, and the grace stops it from waiting
+		// for every idle client to hang up.
+		graceCtx, cancel := context.WithTimeout(context.Background(), flushGrace)
+		_ = s.srv.Shutdown(graceCtx) // only the listener, already closed, or the grace can fail it
+		cancel()
 		if err := s.srv.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			errs = append(errs, err)
 		}
@@ -236,11 +246,11 @@ func (s *Sim) Addr() string { return s.addr }
 // EnvName is the environment name the simulator reports.
 func (s *Sim) EnvName() string { return s.env }
 
-// Config returns the current knobs.
+// Config returns a copy of the current knobs.
 func (s *Sim) Config() Config {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.cfg
+	return s.cfg.withDefaults() // copies the pointer fields
 }
 
 // Update changes knobs in one step under the simulator's lock, for the knobs
@@ -295,11 +305,15 @@ func (s *Sim) SetLatency(d time.Duration) error {
 	return s.Update(func(c *Config) { c.Latency = d })
 }
 
-// SetFailFirstDeploys makes the next n Deploy calls fail.
+// SetFailFirstDeploys makes the next n Deploy calls fail, whatever failed before.
 func (s *Sim) SetFailFirstDeploys(n int) error {
-	return s.Update(func(c *Config) {
-		c.FailFirstDeploys = n
-	})
+	if err := s.Update(func(c *Config) { c.FailFirstDeploys = n }); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.deployFailures = 0
+	s.mu.Unlock()
+	return nil
 }
 
 // SetFailRate sets the fraction of failing calls and reseeds the RNG, so the

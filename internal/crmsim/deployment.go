@@ -26,7 +26,8 @@ func isMutation(procedure string) bool {
 }
 
 // Deploy creates a runtime, or accepts an existing id without creating a
-// second one (the unit's spec is replaced, like a Kubernetes apply).
+// second one; a changed spec replaces the stored one and rolls out again,
+// like a Kubernetes apply, while an identical retry changes nothing.
 func (d *deploymentServer) Deploy(_ context.Context, req *deploymentpb.DeployRequest) (*deploymentpb.DeployResponse, error) {
 	s := d.s
 	unit := req.GetDeploymentUnit()
@@ -53,7 +54,10 @@ func (d *deploymentServer) Deploy(_ context.Context, req *deploymentpb.DeployReq
 	stored.Id = name
 	msg := "accepted"
 	if rt, ok := s.runtimes[name]; ok {
-		rt.unit = stored
+		if !proto.Equal(rt.unit, stored) {
+			// A changed spec rolls out again, as a Kubernetes Deployment does.
+			rt.unit, rt.createdAt, rt.settled, rt.degraded = stored, time.Now(), false, ""
+		}
 	} else {
 		msg = "created"
 		s.generation++

@@ -191,6 +191,10 @@ func TestLifecycleProgressesToAvailable(t *testing.T) {
 		last = res
 		return res.GetMessage() == "Available"
 	})
+	// Phase was sampled just before the status read; time only moves forward.
+	if p, _ := sim.Phase("shop-order-east"); phases[len(phases)-1] != p {
+		phases = append(phases, p)
+	}
 	if !slices.Equal(messages, []string{"Progressing", "Available"}) {
 		t.Errorf("summaries = %q, want Progressing then Available", messages)
 	}
@@ -388,4 +392,32 @@ func TestInjectAndRemoveRuntime(t *testing.T) {
 	}
 	_, err = c.deploy.GetClassRuntime(testCtx(t), &deploymentpb.GetClassRuntimeRequest{DeploymentId: "orphan-1"})
 	wantCode(t, err, connect.CodeNotFound)
+}
+
+func TestRedeployRollsOutOnlyChangedSpecs(t *testing.T) {
+	t.Parallel()
+	sim := crmsim.StartT(t, crmsim.Config{ProgressDelay: time.Hour})
+	c := newClients(t, sim)
+	u := unit("steady", "p", "C", "e", "f")
+	if err := sim.InjectRuntime(u); err != nil {
+		t.Fatal(err)
+	}
+
+	if res := deploy(t, c, u); res.GetMessage() != "accepted" {
+		t.Fatalf("identical Deploy = %v, want accepted", res)
+	}
+	if p, _ := sim.Phase("steady"); p != crmsim.PhaseRunning {
+		t.Errorf("identical retry moved the runtime to %v", p)
+	}
+
+	u.Functions[0].ProvisionConfig.MinScale = proto.Uint32(4)
+	if res := deploy(t, c, u); res.GetMessage() != "accepted" {
+		t.Fatalf("changed Deploy = %v, want accepted", res)
+	}
+	if p, _ := sim.Phase("steady"); p != crmsim.PhasePending {
+		t.Errorf("changed spec left the runtime %v, want a new rollout", p)
+	}
+	if sim.CreatedCount() != 0 || sim.RuntimeCount() != 1 {
+		t.Errorf("created %d, runtimes %d; want 0, 1", sim.CreatedCount(), sim.RuntimeCount())
+	}
 }
