@@ -45,6 +45,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ListOrder", s.testListOrder},
 		{"ListFilters", s.testListFilters},
 		{"ListKeysetPaging", s.testListKeysetPaging},
+		{"ListAfterWrites", s.testListAfterWrites},
 		{"TxCommit", s.testTxCommit},
 		{"TxRollback", s.testTxRollback},
 		{"CallerMutation", s.testCallerMutation},
@@ -469,6 +470,38 @@ func (s suite) testListKeysetPaging(t *testing.T) {
 	}
 }
 
+// testListAfterWrites checks that filters see what updates changed, not
+// what the package looked like when it was created.
+func (s suite) testListAfterWrites(t *testing.T) {
+	ctx, st := s.setup(t)
+	mustCreate(t, st, &pmv1.OPackage{Name: "pkg", Metadata: &pmv1.PackageMetadata{Tags: []string{"old"}}})
+	mustCreate(t, st, &pmv1.OPackage{Name: "other", Metadata: &pmv1.PackageMetadata{Tags: []string{"old"}}})
+	if _, err := st.UpdatePackage(ctx, &pmv1.OPackage{Name: "pkg", Disabled: true, Metadata: &pmv1.PackageMetadata{Tags: []string{"new"}}}, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeletePackage(ctx, "other", store.AnyRevision); err != nil {
+		t.Fatal(err)
+	}
+	yes, no := true, false
+	tests := []struct {
+		name   string
+		filter store.PackageFilter
+		want   []string
+	}{
+		{"old tag", store.PackageFilter{Tags: []string{"old"}}, nil},
+		{"new tag", store.PackageFilter{Tags: []string{"new"}}, []string{"pkg"}},
+		{"disabled", store.PackageFilter{Disabled: &yes}, []string{"pkg"}},
+		{"enabled", store.PackageFilter{Disabled: &no}, nil},
+		{"deleted name", store.PackageFilter{NamePattern: "other"}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			assertNames(t, mustList(t, st, tc.filter), tc.want...)
+		})
+	}
+}
+
 func (s suite) testTxCommit(t *testing.T) {
 	ctx, st := s.setup(t)
 	mustCreate(t, st, &pmv1.OPackage{Name: "keep"})
@@ -620,7 +653,8 @@ func (s suite) testCallerMutation(t *testing.T) {
 			t.Parallel()
 			ctx, st := s.setup(t)
 			held := tc.hold(ctx, t, st)
-			stored := mustGet(t, st, "pkg")
+			// A deep copy, in case the store hands out what it holds.
+			stored := proto.Clone(mustGet(t, st, "pkg").Package).(*pmv1.OPackage)
 
 			held.Version = proto.String("mutated")
 			held.Metadata.Tags[0] = "mutated"
@@ -629,8 +663,7 @@ func (s suite) testCallerMutation(t *testing.T) {
 			held.Functions[0].Config["HTTP_PORT"] = "1"
 			held.Deployments[0].TargetEnvs = append(held.Deployments[0].TargetEnvs[:0], "mutated")
 
-			after := mustGet(t, st, "pkg")
-			assertEqual(t, after.Package, stored.Package)
+			assertEqual(t, mustGet(t, st, "pkg").Package, stored)
 		})
 	}
 }
