@@ -71,6 +71,7 @@ type options struct {
 // clusterFlag collects repeated --cluster values.
 type clusterFlag struct{ list *[]cluster }
 
+// String implements flag.Value.
 func (f clusterFlag) String() string {
 	if f.list == nil {
 		return ""

@@ -13,10 +13,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -146,7 +147,7 @@ func Start(ctx context.Context, cfg Config) (*Sim, error) {
 			s.log.Error("crmsim serve loop stopped", slog.Any("error", err))
 		}
 	}()
-	s.stopCtx = context.AfterFunc(ctx, func() { _ = s.Close() })
+	s.stopCtx = context.AfterFunc(ctx, func() { _ = s.shutdown() })
 	s.log.Info("crmsim listening", slog.String("url", s.url), slog.Bool("mtls", tlsConf != nil && tlsConf.ClientCAs != nil))
 	return s, nil
 }
@@ -207,8 +208,13 @@ func (s *Sim) track(next http.Handler) http.Handler {
 // per client connection, which adds up across a test suite). It is safe to
 // call more than once.
 func (s *Sim) Close() error {
+	s.stopCtx()
+	return s.shutdown()
+}
+
+// shutdown is Close without releasing the ctx watch, which runs it itself.
+func (s *Sim) shutdown() error {
 	s.closeOnce.Do(func() {
-		s.stopCtx()
 		s.cancelClosing()
 		var errs []error
 		if err := s.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
@@ -539,12 +545,7 @@ func (s *Sim) summaryLocked(rt *runtime, now time.Time) string {
 }
 
 func (s *Sim) sortedIDsLocked() []string {
-	ids := make([]string, 0, len(s.runtimes))
-	for id := range s.runtimes {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	return ids
+	return slices.Sorted(maps.Keys(s.runtimes))
 }
 
 // watch registers onChange for serving-status changes until stop is called.
