@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -26,7 +27,8 @@ import (
 // clone, so readers can copy an entry without holding the lock for long and
 // a transaction's undo log only needs the old pointers.
 type Store struct {
-	clock store.Clock
+	clock  store.Clock
+	closed atomic.Bool
 
 	// mu guards pkgs. WithTx holds it for writing during the whole
 	// callback, which makes transactions serial with every other access.
@@ -58,10 +60,18 @@ var errInsideTx = errors.New("memory store: Store method called inside WithTx; u
 // txKey marks a context as belonging to a running transaction of a store.
 type txKey struct{}
 
-// enter checks ctx before a Store method takes the lock.
+// errClosed is what a closed store answers, as the Postgres store does
+// once its pool is closed.
+var errClosed = fmt.Errorf("memory store closed: %w", store.ErrUnavailable)
+
+// enter checks ctx and the store's state before a Store method takes the
+// lock.
 func (s *Store) enter(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if s.closed.Load() {
+		return errClosed
 	}
 	if ctx.Value(txKey{}) == s {
 		return errInsideTx
@@ -149,12 +159,12 @@ func (s *Store) WithTx(ctx context.Context, fn func(ctx context.Context, tx stor
 	return nil
 }
 
-// Ping implements store.Store; memory is always there.
-func (s *Store) Ping(ctx context.Context) error { return ctx.Err() }
+// Ping implements store.Store; memory is there until closed.
+func (s *Store) Ping(ctx context.Context) error { return s.enter(ctx) }
 
-// Close implements store.Store. The data stays readable: a closed memory
-// store has nothing to release.
-func (s *Store) Close() {}
+// Close implements store.Store. Later calls fail with store.ErrUnavailable,
+// so that code shutting down sees the same thing on either store.
+func (s *Store) Close() { s.closed.Store(true) }
 
 // The methods below do the work of both the Store and a tx. The caller holds
 // s.mu for writing (reading, for list). A non-nil u records what a write

@@ -134,8 +134,20 @@ func AdminDSN(t testing.TB) string {
 
 // clone creates database name from the template. The shared advisory lock
 // keeps another process from dropping the template mid-copy (it does so
-// only under the exclusive lock, when its migrations differ).
+// only under the exclusive lock, when its migrations differ). If such a
+// process did drop it between two tests, clone builds it again.
 func (s *server) clone(ctx context.Context, name string) error {
+	err := s.cloneOnce(ctx, name)
+	if sqlState(err) == "3D000" { // invalid_catalog_name: the template is gone
+		if _, err := prepareTemplate(ctx, s.admin, s.adminDSN); err != nil {
+			return err
+		}
+		err = s.cloneOnce(ctx, name)
+	}
+	return err
+}
+
+func (s *server) cloneOnce(ctx context.Context, name string) error {
 	conn, err := s.admin.Acquire(ctx)
 	if err != nil {
 		return err
@@ -145,8 +157,10 @@ func (s *server) clone(ctx context.Context, name string) error {
 		return err
 	}
 	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock_shared($1)", lockKey) //nolint:errcheck // a lost session releases the lock too
-	_, err = conn.Exec(ctx, "CREATE DATABASE "+name+" TEMPLATE "+s.template)
-	return err
+	return whileInUse(ctx, func() error {
+		_, err := conn.Exec(ctx, "CREATE DATABASE "+name+" TEMPLATE "+s.template)
+		return err
+	})
 }
 
 // setup finds a server and prepares the template. It runs once per process.
@@ -282,10 +296,9 @@ func container() (dsn string, err error) {
 }
 
 // prepareTemplate makes sure a template migrated with the current migration
-// files exists and returns its name. Under the exclusive advisory lock it
-// drops templates of other migration sets and leaked test databases, then
-// builds the template under a temporary name and renames it, so that a
-// template by the final name is always complete.
+// files exists and returns its name. It works under the exclusive advisory
+// lock, and builds a template under a temporary name and renames it when
+// done, so that a template by the final name is always complete.
 func prepareTemplate(ctx context.Context, admin *pgxpool.Pool, adminDSN string) (string, error) {
 	hash, err := migrationsHash()
 	if err != nil {
@@ -302,6 +315,9 @@ func prepareTemplate(ctx context.Context, admin *pgxpool.Pool, adminDSN string) 
 	}
 	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", lockKey) //nolint:errcheck // a lost session releases the lock too
 
+	if err := dropLeaked(ctx, conn.Conn()); err != nil {
+		return "", err
+	}
 	var exists bool
 	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
 		return "", err
@@ -309,7 +325,12 @@ func prepareTemplate(ctx context.Context, admin *pgxpool.Pool, adminDSN string) 
 	if exists {
 		return name, nil
 	}
-	if err := dropStale(ctx, conn.Conn(), name); err != nil {
+	// Templates of other migration sets (and half-built ones) would pile
+	// up as migrations change; they are dropped here, when a new one is
+	// made.
+	if err := dropDatabases(ctx, conn.Conn(), func(n string) bool {
+		return strings.HasPrefix(n, templatePrefix)
+	}); err != nil {
 		return "", err
 	}
 	building := name + "_wip"
@@ -321,22 +342,45 @@ func prepareTemplate(ctx context.Context, admin *pgxpool.Pool, adminDSN string) 
 	}
 	// A rename needs the database idle. migrate closed its connections,
 	// but a server backend exits a moment after its client hangs up.
-	for {
+	err = whileInUse(ctx, func() error {
 		_, err := conn.Exec(ctx, "ALTER DATABASE "+building+" RENAME TO "+name)
-		if err == nil {
-			return name, nil
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	return name, nil
+}
+
+// whileInUse runs f until it stops failing with object_in_use (55006),
+// which CREATE DATABASE ... TEMPLATE and ALTER DATABASE ... RENAME report
+// while a session (a backend still exiting, a developer's psql) is
+// connected to the database.
+func whileInUse(ctx context.Context, f func() error) error {
+	for {
+		err := f()
+		if sqlState(err) != "55006" || ctx.Err() != nil {
+			return err
 		}
-		if sqlState(err) != "55006" || ctx.Err() != nil { // object_in_use
-			return "", err
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(20 * time.Millisecond):
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
-// dropStale drops templates other than keep and per-test databases older
-// than leakedAfter. The caller holds the exclusive lock, so no clone from a
-// template is in progress.
-func dropStale(ctx context.Context, conn *pgx.Conn, keep string) error {
+// dropLeaked drops per-test databases older than leakedAfter: a test
+// process that was killed never ran its cleanups.
+func dropLeaked(ctx context.Context, conn *pgx.Conn) error {
+	return dropDatabases(ctx, conn, func(n string) bool {
+		return strings.HasPrefix(n, testDBPrefix) && leaked(n)
+	})
+}
+
+// dropDatabases drops this package's databases (by prefix) that drop
+// selects. The caller holds the exclusive lock, so no clone is running.
+func dropDatabases(ctx context.Context, conn *pgx.Conn, drop func(name string) bool) error {
 	rows, err := conn.Query(ctx, `SELECT datname FROM pg_database WHERE datname LIKE 'pm\_tmpl\_%' OR datname LIKE 'pm\_t\_%'`)
 	if err != nil {
 		return err
@@ -346,7 +390,7 @@ func dropStale(ctx context.Context, conn *pgx.Conn, keep string) error {
 		return err
 	}
 	for _, n := range names {
-		if n == keep || (strings.HasPrefix(n, testDBPrefix) && !leaked(n)) {
+		if !drop(n) {
 			continue
 		}
 		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+n+" WITH (FORCE)"); err != nil {

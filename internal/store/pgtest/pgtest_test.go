@@ -143,3 +143,31 @@ func TestLeaked(t *testing.T) {
 		}
 	}
 }
+
+// TestTemplateRebuilt drops the template, as a test process with other
+// migrations does when it builds its own, and expects the next database to
+// be made anyway. Not parallel: the other tests here expect the template to
+// exist, and sequential tests finish before parallel ones start.
+func TestTemplateRebuilt(t *testing.T) {
+	srv := get(t)
+	conn := connect(t, AdminDSN(t))
+	ctx := t.Context()
+	// Under the exclusive lock, as prepareTemplate drops templates.
+	for _, stmt := range []string{
+		"SELECT pg_advisory_lock(" + strconv.FormatInt(lockKey, 10) + ")",
+		"DROP DATABASE " + srv.template + " WITH (FORCE)",
+		"SELECT pg_advisory_unlock(" + strconv.FormatInt(lockKey, 10) + ")",
+	} {
+		if _, err := conn.Exec(ctx, stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	var migrated bool
+	err := connect(t, NewDatabase(t)).QueryRow(ctx, "SELECT to_regclass('public.packages') IS NOT NULL").Scan(&migrated)
+	if err != nil || !migrated {
+		t.Fatalf("database after the template was dropped: migrated %v, %v", migrated, err)
+	}
+	if !databaseExists(t, srv.template) {
+		t.Errorf("template %s was not rebuilt", srv.template)
+	}
+}

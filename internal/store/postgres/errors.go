@@ -22,8 +22,9 @@ import (
 // the same condition the same way.
 //
 // parent is the caller's context (not the one with the per-call timeout):
-// when the caller gave up, that is reported as such and not blamed on the
-// database. what names the object ("package"), name its identity; both may
+// when the caller's own deadline or cancellation ended the call, that is
+// reported as such, while the per-call timeout firing means the database
+// is not answering (ErrUnavailable). what names the object ("package"), name its identity; both may
 // be empty for operations on no particular object.
 func (r *repo) classify(parent context.Context, what, name string, err error) error {
 	subject := what
@@ -38,7 +39,17 @@ func (r *repo) classify(parent context.Context, what, name string, err error) er
 		return fmt.Errorf("%s: %w", subject, store.ErrNotFound)
 	case sqlState(err) == "23505": // unique_violation
 		return fmt.Errorf("%s: %w", subject, store.ErrAlreadyExists)
+	case sqlState(err) == "22P05", sqlState(err) == "22021":
+		// untranslatable_character (a \u0000 in jsonb), character_not_in_repertoire
+		// (a NUL byte in a text column): Postgres text cannot hold NUL.
+		return fault.Wrap(fault.Invalid, fmt.Errorf("%s: %w", subject, err),
+			"%s: text contains a NUL character, which cannot be stored", subject)
+	case errors.Is(parent.Err(), context.DeadlineExceeded):
+		// The caller's deadline passed while the database worked.
+		return fault.Wrap(fault.DeadlineExceeded, fmt.Errorf("%s: %w", subject, parent.Err()),
+			"storage did not answer in time")
 	case parent.Err() != nil:
+		// The caller gave up (cancelled); nobody waits for a nicer error.
 		return fmt.Errorf("%s: %w", subject, parent.Err())
 	case isUnavailable(err):
 		return unavailable(subject, err)

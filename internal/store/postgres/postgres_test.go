@@ -405,6 +405,52 @@ func TestUnavailable(t *testing.T) {
 	}
 }
 
+// TestCallerDeadline checks that a caller's deadline, shorter than the
+// store's timeout, ends a call on time as DeadlineExceeded rather than as
+// an unavailable database.
+func TestCallerDeadline(t *testing.T) {
+	t.Parallel()
+	st := open(t, "postgres://pm@"+blackHole(t)+"/pm?sslmode=disable", time.Minute)
+	const deadline = 200 * time.Millisecond
+	ctx, cancel := context.WithTimeout(t.Context(), deadline)
+	defer cancel()
+	start := time.Now()
+	_, err := st.GetPackage(ctx, "p")
+	if elapsed := time.Since(start); elapsed > deadline+500*time.Millisecond {
+		t.Errorf("took %v with a %v deadline", elapsed, deadline)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) || fault.KindOf(err) != fault.DeadlineExceeded {
+		t.Errorf("error = %v (kind %v), want DeadlineExceeded", err, fault.KindOf(err))
+	}
+}
+
+// TestNULIsInvalid: Postgres text cannot hold NUL, which the memory store
+// would take. It must come back as the caller's mistake (Invalid) with a
+// message fit for them, not as a 500.
+func TestNULIsInvalid(t *testing.T) {
+	t.Parallel()
+	st, _ := setup(t)
+	tests := []struct {
+		name string
+		pkg  *pmv1.OPackage
+	}{
+		{"column and document", &pmv1.OPackage{Name: "p1", Version: proto.String("1\x00")}},
+		{"array column", &pmv1.OPackage{Name: "p2", Metadata: &pmv1.PackageMetadata{Tags: []string{"a\x00"}}}},
+		{"document only", &pmv1.OPackage{Name: "p3", Classes: []*pmv1.OClass{{Key: "c\x00"}}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := st.CreatePackage(t.Context(), tc.pkg)
+			if k := fault.KindOf(err); k != fault.Invalid {
+				t.Fatalf("error = %v (kind %v), want Invalid", err, k)
+			}
+			if msg := err.Error(); !strings.Contains(msg, "NUL") || strings.Contains(msg, "SQLSTATE") {
+				t.Errorf("message %q", msg)
+			}
+		})
+	}
+}
+
 func open(t *testing.T, url string, timeout time.Duration) *postgres.Store {
 	t.Helper()
 	st, err := postgres.Open(t.Context(), postgres.Config{URL: url, Timeout: timeout})

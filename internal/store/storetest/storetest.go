@@ -26,8 +26,9 @@ import (
 
 // Run runs the conformance suite. newStore must return a new, empty store
 // whose clock returns a strictly later time on every call (use NewClock);
-// Run closes each store when its subtest ends. Subtests run in parallel,
-// each on its own store.
+// Run closes each store when its subtest ends (Close must tolerate being
+// called twice). Subtests run in parallel, each on its own store, except
+// that table cases which only read share their parent's.
 func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	s := suite{newStore: newStore}
 	tests := []struct {
@@ -53,6 +54,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ConcurrentCreates", s.testConcurrentCreates},
 		{"ConcurrentTransactions", s.testConcurrentTransactions},
 		{"CanceledContext", s.testCanceledContext},
+		{"Closed", s.testClosed},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -832,6 +834,29 @@ func (s suite) testCanceledContext(t *testing.T) {
 				t.Errorf("revision %d, want 1", p.Revision)
 			}
 		})
+	}
+}
+
+// testClosed checks that a closed store refuses work as unavailable, which
+// is what requests still in flight during shutdown get.
+func (s suite) testClosed(t *testing.T) {
+	ctx, st := s.setup(t)
+	mustCreate(t, st, &pmv1.OPackage{Name: "pkg"})
+	if err := st.Ping(ctx); err != nil {
+		t.Fatalf("Ping before Close: %v", err)
+	}
+	st.Close()
+	ops := map[string]error{"ping": st.Ping(ctx)}
+	_, ops["create"] = st.CreatePackage(ctx, &pmv1.OPackage{Name: "new"})
+	_, ops["get"] = st.GetPackage(ctx, "pkg")
+	_, ops["list"] = st.ListPackages(ctx, store.PackageFilter{})
+	_, ops["update"] = st.UpdatePackage(ctx, &pmv1.OPackage{Name: "pkg"}, store.AnyRevision)
+	ops["delete"] = st.DeletePackage(ctx, "pkg", store.AnyRevision)
+	ops["transaction"] = st.WithTx(ctx, func(context.Context, store.Tx) error { return nil })
+	for op, err := range ops {
+		if !errors.Is(err, store.ErrUnavailable) || fault.KindOf(err) != fault.Unavailable {
+			t.Errorf("%s on a closed store: %v, want ErrUnavailable", op, err)
+		}
 	}
 }
 
