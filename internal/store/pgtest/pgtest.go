@@ -259,8 +259,10 @@ func startLocalCluster() error {
 		if _, err := os.Stat(filepath.Join("/etc/postgresql", v.Name(), "main")); err != nil {
 			continue
 		}
-		cmd := exec.Command("pg_ctlcluster", "--skip-systemctl-redirect", v.Name(), "main", "start")
-		if out, err := cmd.CombinedOutput(); err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		out, err := exec.CommandContext(ctx, "pg_ctlcluster", "--skip-systemctl-redirect", v.Name(), "main", "start").CombinedOutput()
+		cancel()
+		if err != nil {
 			errs = append(errs, fmt.Errorf("pg_ctlcluster %s main start: %w: %s", v.Name(), err, strings.TrimSpace(string(out))))
 			continue
 		}
@@ -418,13 +420,11 @@ func migrate(ctx context.Context, dsn string) error {
 		return err
 	}
 	db := stdlib.OpenDB(*cfg)
-	defer db.Close()
 	p, err := goose.NewProvider(goose.DialectPostgres, db, migrations.FS)
-	if err != nil {
-		return err
+	if err == nil {
+		_, err = p.Up(ctx)
 	}
-	_, err = p.Up(ctx)
-	return err
+	return errors.Join(err, db.Close())
 }
 
 // migrationsHash identifies the migration set: a template built from other
@@ -439,8 +439,9 @@ func migrationsHash() (string, error) {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(h, "%s\x00%d\x00", path, len(b))
-		h.Write(b)
+		// Writes to a hash never fail.
+		_, _ = fmt.Fprintf(h, "%s\x00%d\x00", path, len(b))
+		_, _ = h.Write(b)
 		return nil
 	})
 	if err != nil {
@@ -468,8 +469,7 @@ func ping(dsn string) error {
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.Background())
-	return conn.Ping(ctx)
+	return errors.Join(conn.Ping(ctx), conn.Close(ctx))
 }
 
 // startingUp reports whether a connection failed because the server is
@@ -487,11 +487,13 @@ func sqlState(err error) string {
 
 // listening reports whether something accepts TCP connections at addr.
 func listening(addr string) bool {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	c, err := new(net.Dialer).DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return false
 	}
-	c.Close()
+	_ = c.Close() // only the connect mattered
 	return true
 }
 

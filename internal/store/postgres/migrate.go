@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"io"
 
@@ -75,13 +76,13 @@ func Migrate(ctx context.Context, db *sql.DB, dir Direction, out io.Writer) erro
 			if s.State == goose.StateApplied {
 				applied = s.AppliedAt.UTC().Format("2006-01-02T15:04:05Z")
 			}
-			fmt.Fprintf(out, "%-8s %s %s\n", s.State, s.Source.Path, applied)
+			_, _ = fmt.Fprintf(out, "%-8s %s %s\n", s.State, s.Source.Path, applied) // a report; the error below is the outcome
 		}
 	default:
 		return fmt.Errorf("migrate: unknown direction %q", dir)
 	}
 	for _, r := range results {
-		fmt.Fprintln(out, r)
+		_, _ = fmt.Fprintln(out, r)
 	}
 	if err != nil {
 		return fmt.Errorf("migrate %s: %w", dir, err)
@@ -96,8 +97,7 @@ func MigrateURL(ctx context.Context, url string, dir Direction, out io.Writer) e
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	return Migrate(ctx, db, dir, out)
+	return errors.Join(Migrate(ctx, db, dir, out), db.Close())
 }
 
 // OpenDB opens url as a database/sql handle through pgx's stdlib driver,

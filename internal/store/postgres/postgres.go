@@ -97,13 +97,15 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 func (s *Store) Ping(ctx context.Context) error {
 	octx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	if err := s.pool.Ping(octx); err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("ping: %w", ctx.Err())
-		}
+	err := s.pool.Ping(octx)
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return s.classify(ctx, "ping", "", err) // the caller's deadline or cancellation
+	default:
 		return unavailable("ping", err)
 	}
-	return nil
 }
 
 // Close closes the pool, waiting for connections in use to be returned.
@@ -142,7 +144,7 @@ func (s *Store) WithTx(ctx context.Context, fn func(ctx context.Context, tx stor
 }
 
 // runTx is one attempt of WithTx.
-func (s *Store) runTx(ctx context.Context, fn func(ctx context.Context, tx store.Tx) error) (err error) {
+func (s *Store) runTx(ctx context.Context, fn func(ctx context.Context, tx store.Tx) error) error {
 	bctx, cancel := context.WithTimeout(ctx, s.timeout)
 	tx, err := s.pool.BeginTx(bctx, pgx.TxOptions{IsoLevel: pgx.Serializable})
 	cancel()

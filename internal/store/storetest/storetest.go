@@ -520,19 +520,21 @@ func (s suite) testTxCommit(t *testing.T) {
 			return err
 		}
 		// The transaction reads its own writes.
-		if p, err := tx.GetPackage(ctx, "keep"); err != nil || p.Revision != 2 || p.Package.GetVersion() != "2" {
-			return fmt.Errorf("tx reads keep as %v, %v; want revision 2, version 2", p, err)
+		p, err := tx.GetPackage(ctx, "keep")
+		if err != nil {
+			return err
+		}
+		if p.Revision != 2 || p.Package.GetVersion() != "2" {
+			t.Errorf("tx reads keep at revision %d version %q, want 2 and \"2\"", p.Revision, p.Package.GetVersion())
 		}
 		if _, err := tx.GetPackage(ctx, "gone"); !errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("tx reads deleted package: %v, want ErrNotFound", err)
+			t.Errorf("tx reads its deleted package: %v, want ErrNotFound", err)
 		}
 		list, err := tx.ListPackages(ctx, store.PackageFilter{})
 		if err != nil {
 			return err
 		}
-		if got := names(list); !slices.Equal(got, []string{"keep", "new"}) {
-			return fmt.Errorf("tx lists %v, want [keep new]", got)
-		}
+		assertNames(t, list, "keep", "new")
 		return nil
 	})
 	if err != nil {
