@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+
 	healthpb "github.com/oaas/pm/gen/go/oaas/health"
 	"github.com/oaas/pm/gen/go/oaas/health/healthconnect"
 	"github.com/oaas/pm/internal/crmsim"

@@ -43,7 +43,7 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.Storage.Type, "storage", cfg.Storage.Type, "memory or postgres (STORAGE_TYPE)")
 	fs.StringVar(&cfg.Storage.DatabaseURL, "database-url", cfg.Storage.DatabaseURL, "Postgres DSN (DATABASE_URL)")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: pm [flags] [serve | migrate up|down|status]")
+		_, _ = fmt.Fprintln(fs.Output(), "usage: pm [flags] [serve | migrate up|down|status]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

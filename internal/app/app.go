@@ -103,7 +103,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (a *App, err 
 		return nil, err
 	}
 	a.server = srv
-	ln, err := net.Listen("tcp", cfg.Server.Addr())
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", cfg.Server.Addr())
 	if err != nil {
 		return nil, fmt.Errorf("listening on %s (SERVER_HOST/SERVER_PORT): %w", cfg.Server.Addr(), err)
 	}

@@ -49,7 +49,7 @@ func samplePackage(name string) *pmv1.OPackage {
 			Config: map[string]string{"LOG_LEVEL": "debug"},
 		}},
 		Classes: []*pmv1.OClass{{
-			Key: "Echo",
+			Key:       "Echo",
 			StateSpec: &pmv1.StateSpecification{ConsistencyModel: pmv1.ConsistencyModel_STRONG},
 			FunctionBindings: []*pmv1.FunctionBinding{{
 				Name: "echo", FunctionKey: "Echo.echo", AccessModifier: pmv1.AccessModifier_INTERNAL,

@@ -7,16 +7,17 @@ import (
 	"strings"
 	"testing"
 
-	commonpb "github.com/oaas/pm/gen/go/oaas/common"
-	deploymentpb "github.com/oaas/pm/gen/go/oaas/deployment"
-	"github.com/oaas/pm/gen/go/oaas/deployment/deploymentconnect"
-	healthpb "github.com/oaas/pm/gen/go/oaas/health"
-	"github.com/oaas/pm/gen/go/oaas/health/healthconnect"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/descriptorpb"
+
+	commonpb "github.com/oaas/pm/gen/go/oaas/common"
+	deploymentpb "github.com/oaas/pm/gen/go/oaas/deployment"
+	"github.com/oaas/pm/gen/go/oaas/deployment/deploymentconnect"
+	healthpb "github.com/oaas/pm/gen/go/oaas/health"
+	"github.com/oaas/pm/gen/go/oaas/health/healthconnect"
 )
 
 // The CRM wire contract (docs: crm-wire-contract.md), transcribed row by row.
@@ -574,8 +575,8 @@ func presenceDiff(md protoreflect.MessageDescriptor, fd protoreflect.FieldDescri
 			report("scalar has explicit presence; the contract says implicit")
 		}
 	}
-	if fd.IsExtension() || fd.IsWeak() {
-		report("extension or weak field")
+	if fd.IsExtension() {
+		report("extension field")
 	}
 	return problems
 }

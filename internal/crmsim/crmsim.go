@@ -26,10 +26,11 @@ import (
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
+	"google.golang.org/protobuf/proto"
+
 	deploymentpb "github.com/oaas/pm/gen/go/oaas/deployment"
 	"github.com/oaas/pm/gen/go/oaas/deployment/deploymentconnect"
 	"github.com/oaas/pm/gen/go/oaas/health/healthconnect"
-	"google.golang.org/protobuf/proto"
 )
 
 // CorrelationHeader is the request metadata key a CRM echoes back in its

@@ -8,10 +8,11 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
+
 	commonpb "github.com/oaas/pm/gen/go/oaas/common"
 	deploymentpb "github.com/oaas/pm/gen/go/oaas/deployment"
 	"github.com/oaas/pm/gen/go/oaas/deployment/deploymentconnect"
-	"google.golang.org/protobuf/proto"
 )
 
 // deploymentServer is oaas.deployment.DeploymentService as a field CRM serves it.

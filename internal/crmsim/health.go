@@ -7,6 +7,7 @@ import (
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
+
 	commonpb "github.com/oaas/pm/gen/go/oaas/common"
 	"github.com/oaas/pm/gen/go/oaas/deployment/deploymentconnect"
 	healthpb "github.com/oaas/pm/gen/go/oaas/health"

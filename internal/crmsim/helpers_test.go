@@ -9,12 +9,13 @@ import (
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
+	"google.golang.org/protobuf/proto"
+
 	commonpb "github.com/oaas/pm/gen/go/oaas/common"
 	deploymentpb "github.com/oaas/pm/gen/go/oaas/deployment"
 	"github.com/oaas/pm/gen/go/oaas/deployment/deploymentconnect"
 	"github.com/oaas/pm/gen/go/oaas/health/healthconnect"
 	"github.com/oaas/pm/internal/crmsim"
-	"google.golang.org/protobuf/proto"
 )
 
 // clients are gRPC-protocol clients of one simulator, as PM dials a CRM.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+
 	"github.com/oaas/pm/gen/go/oaas/health/healthconnect"
 )
 

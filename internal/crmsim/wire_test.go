@@ -18,11 +18,6 @@ import (
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
-	deploymentpb "github.com/oaas/pm/gen/go/oaas/deployment"
-	"github.com/oaas/pm/gen/go/oaas/deployment/deploymentconnect"
-	healthpb "github.com/oaas/pm/gen/go/oaas/health"
-	"github.com/oaas/pm/gen/go/oaas/health/healthconnect"
-	"github.com/oaas/pm/internal/crmsim"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -30,6 +25,12 @@ import (
 	"google.golang.org/grpc/metadata"
 	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
+
+	deploymentpb "github.com/oaas/pm/gen/go/oaas/deployment"
+	"github.com/oaas/pm/gen/go/oaas/deployment/deploymentconnect"
+	healthpb "github.com/oaas/pm/gen/go/oaas/health"
+	"github.com/oaas/pm/gen/go/oaas/health/healthconnect"
+	"github.com/oaas/pm/internal/crmsim"
 )
 
 // grpcConn dials the simulator with grpc-go, a gRPC peer that shares no code

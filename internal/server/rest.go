@@ -57,7 +57,7 @@ func readBody(w http.ResponseWriter, r *http.Request, maxBody int64) ([]byte, in
 		if errors.As(err, &tooLarge) {
 			return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("request body exceeds %d bytes", maxBody)
 		}
-		return nil, http.StatusBadRequest, fmt.Errorf("reading request body: %v", err)
+		return nil, http.StatusBadRequest, fmt.Errorf("reading request body: %w", err)
 	}
 	ct := r.Header.Get("Content-Type")
 	mt, _, _ := mime.ParseMediaType(ct)
@@ -95,7 +95,7 @@ func rewriteJSON(body []byte, isYAML bool) ([]byte, int, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	if err := dec.Decode(&doc); err != nil {
-		return nil, http.StatusBadRequest, fmt.Errorf("invalid JSON body: %v", err)
+		return nil, http.StatusBadRequest, fmt.Errorf("invalid JSON body: %w", err)
 	}
 	obj, ok := doc.(map[string]any)
 	if !ok {
@@ -118,7 +118,7 @@ func rewriteJSON(body []byte, isYAML bool) ([]byte, int, error) {
 	}
 	out, err := json.Marshal(obj)
 	if err != nil {
-		return nil, http.StatusBadRequest, fmt.Errorf("invalid body: %v", err)
+		return nil, http.StatusBadRequest, fmt.Errorf("invalid body: %w", err)
 	}
 	return out, 0, nil
 }
