@@ -71,9 +71,184 @@ type Packages interface {
 	DeletePackage(ctx context.Context, name string, expected int64) error
 }
 
+// Deployment is a stored class deployment and its revision. Revisions start
+// at 1 and grow by one on every write, as for packages.
+type Deployment struct {
+	Deployment *pmv1.OClassDeployment
+	Revision   int64
+}
+
+// DeploymentFilter selects deployments for ListDeployments. The zero value
+// selects all. Results are always ordered by key.
+type DeploymentFilter struct {
+	// PackageName and ClassKey, when set, must match exactly.
+	PackageName string
+	ClassKey    string
+	// TargetEnv, when set, selects deployments whose target_envs contain it.
+	TargetEnv string
+	// After selects keys strictly greater than After (keyset paging).
+	After string
+	// Offset skips that many matches.
+	Offset int
+	// Limit caps the result; 0 means no cap.
+	Limit int
+}
+
+// Mapping records that a deployment's unit on a cluster has the given id at
+// that cluster's CRM.
+type Mapping struct {
+	DeploymentKey string
+	Cluster       string
+	UnitID        string
+}
+
+// Deployments stores class deployments and their per-cluster unit ids.
+//
+// Implementations stamp created_at/updated_at on the OClassDeployment as
+// for packages and store a copy.
+type Deployments interface {
+	// CreateDeployment stores a new deployment; ErrAlreadyExists if the key
+	// is taken.
+	CreateDeployment(ctx context.Context, d *pmv1.OClassDeployment) (Deployment, error)
+	// GetDeployment returns a deployment; ErrNotFound if absent.
+	GetDeployment(ctx context.Context, key string) (Deployment, error)
+	// ListDeployments returns the matching deployments in key order.
+	ListDeployments(ctx context.Context, f DeploymentFilter) ([]Deployment, error)
+	// UpdateDeployment replaces a deployment, with the same revision check as
+	// UpdatePackage.
+	UpdateDeployment(ctx context.Context, d *pmv1.OClassDeployment, expected int64) (Deployment, error)
+	// DeleteDeployment removes a deployment and its mappings, with the same
+	// revision check as update.
+	DeleteDeployment(ctx context.Context, key string, expected int64) error
+
+	// PutMapping records (or replaces) the unit id of a deployment on a
+	// cluster; ErrNotFound if the deployment does not exist.
+	PutMapping(ctx context.Context, m Mapping) error
+	// DeleteMapping removes one cluster's mapping; deleting an absent
+	// mapping is not an error.
+	DeleteMapping(ctx context.Context, deploymentKey, cluster string) error
+	// Mappings returns a deployment's mappings in cluster order (empty, not
+	// ErrNotFound, for an unknown deployment).
+	Mappings(ctx context.Context, deploymentKey string) ([]Mapping, error)
+	// AllMappings returns every mapping, ordered by deployment key then
+	// cluster; the reconciler compares them with what clusters report.
+	AllMappings(ctx context.Context) ([]Mapping, error)
+}
+
+// OperationKind says what an operation does to a deployment.
+type OperationKind string
+
+// Operation kinds.
+const (
+	// OpDeploy sends units to clusters (create, re-plan, self-heal).
+	OpDeploy OperationKind = "deploy"
+	// OpDelete removes units (one cluster or all) and, when DropDeployment
+	// is set, the deployment itself.
+	OpDelete OperationKind = "delete"
+	// OpRollback removes the units a partial deploy created.
+	OpRollback OperationKind = "rollback"
+)
+
+// OperationState is where an operation or a step is.
+type OperationState string
+
+// Operation and step states.
+const (
+	OpPending   OperationState = "pending"
+	OpSucceeded OperationState = "succeeded"
+	OpFailed    OperationState = "failed"
+)
+
+// Step is one cluster's part of an operation.
+type Step struct {
+	Cluster string
+	UnitID  string
+	State   OperationState
+	// Attempts counts CRM calls made for the step, across PM restarts.
+	Attempts int
+	// Error is the last failure, safe to show to clients.
+	Error string
+}
+
+// Operation is a durable multi-step change to clusters. It is written before
+// any CRM is called, each step's outcome is recorded as it happens, and an
+// operation that is still pending when its lease runs out (its PM died) is
+// claimed and finished by another PM (or the same one after a restart).
+type Operation struct {
+	ID            string
+	Kind          OperationKind
+	DeploymentKey string
+	// DropDeployment: a delete operation also removes the deployment record
+	// once every step succeeded.
+	DropDeployment bool
+	State          OperationState
+	Steps          []Step
+	// Owner holds the lease until LeaseUntil; empty when unleased.
+	Owner      string
+	LeaseUntil time.Time
+	Error      string
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
+}
+
+// Operations stores durable operations.
+type Operations interface {
+	// CreateOperation stores op (ID set by the caller, State pending) leased
+	// to op.Owner until op.LeaseUntil. ErrAlreadyExists if the id is taken.
+	CreateOperation(ctx context.Context, op Operation) error
+	// GetOperation returns an operation; ErrNotFound if absent.
+	GetOperation(ctx context.Context, id string) (Operation, error)
+	// ListOperations returns a deployment's operations, oldest first; with
+	// an empty key, every operation.
+	ListOperations(ctx context.Context, deploymentKey string) ([]Operation, error)
+	// UpdateStep replaces the step of op id for step.Cluster, provided owner
+	// still holds the lease (ErrStale otherwise, so a PM that lost its lease
+	// cannot overwrite the new owner's progress).
+	UpdateStep(ctx context.Context, id, owner string, step Step) error
+	// FinishOperation sets the final state and error of an operation held by
+	// owner and releases the lease (ErrStale if owner lost it).
+	FinishOperation(ctx context.Context, id, owner string, state OperationState, errText string) error
+	// RenewLease extends owner's lease (ErrStale if owner lost it).
+	RenewLease(ctx context.Context, id, owner string, until time.Time) error
+	// ClaimOperations leases up to limit pending operations whose lease has
+	// expired (at now) to owner until until, oldest first. Two callers never
+	// claim the same operation (Postgres: FOR UPDATE SKIP LOCKED).
+	ClaimOperations(ctx context.Context, owner string, now, until time.Time, limit int) ([]Operation, error)
+	// PurgeOperations deletes finished operations last updated before t.
+	PurgeOperations(ctx context.Context, before time.Time) (int, error)
+}
+
+// IdempotencyRecord remembers the response to a request that carried an
+// Idempotency-Key.
+type IdempotencyRecord struct {
+	// Scope is the method the key was used with; keys are per scope.
+	Scope string
+	Key   string
+	// RequestHash identifies the request body; the same key with a
+	// different hash is a conflict.
+	RequestHash string
+	// Response is the serialized response to replay.
+	Response  []byte
+	ExpiresAt time.Time
+}
+
+// Idempotency stores idempotency keys.
+type Idempotency interface {
+	// PutIdempotency stores rec; ErrAlreadyExists if an unexpired record
+	// with the same scope and key exists (an expired one is replaced).
+	PutIdempotency(ctx context.Context, rec IdempotencyRecord) error
+	// GetIdempotency returns an unexpired record (expired ones count as
+	// absent: ErrNotFound), judged at now.
+	GetIdempotency(ctx context.Context, scope, key string, now time.Time) (IdempotencyRecord, error)
+	// PurgeIdempotency deletes records that expired before t.
+	PurgeIdempotency(ctx context.Context, before time.Time) (int, error)
+}
+
 // Tx is what a transaction can do. It grows with each aggregate PM stores.
 type Tx interface {
 	Packages
+	// TODO(store helper): embed Deployments, Operations and Idempotency once
+	// memory and postgres implement them.
 }
 
 // Store is a PM store.
