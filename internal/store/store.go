@@ -195,26 +195,34 @@ type Operation struct {
 type Operations interface {
 	// CreateOperation stores op (ID set by the caller, State pending) leased
 	// to op.Owner until op.LeaseUntil. ErrAlreadyExists if the id is taken.
+	// The store stamps CreatedAt and UpdatedAt from its clock; an empty
+	// State (of the operation or a step) is stored as OpPending.
 	CreateOperation(ctx context.Context, op Operation) error
 	// GetOperation returns an operation; ErrNotFound if absent.
 	GetOperation(ctx context.Context, id string) (Operation, error)
 	// ListOperations returns a deployment's operations, oldest first; with
 	// an empty key, every operation.
 	ListOperations(ctx context.Context, deploymentKey string) ([]Operation, error)
-	// UpdateStep replaces the step of op id for step.Cluster, provided owner
+	// UpdateStep replaces the step of op id for step.Cluster (appending it
+	// if the operation has no step for that cluster yet), provided owner
 	// still holds the lease (ErrStale otherwise, so a PM that lost its lease
-	// cannot overwrite the new owner's progress).
+	// cannot overwrite the new owner's progress; an empty owner never holds
+	// one). ErrNotFound if the operation does not exist.
 	UpdateStep(ctx context.Context, id, owner string, step Step) error
 	// FinishOperation sets the final state and error of an operation held by
 	// owner and releases the lease (ErrStale if owner lost it).
 	FinishOperation(ctx context.Context, id, owner string, state OperationState, errText string) error
-	// RenewLease extends owner's lease (ErrStale if owner lost it).
+	// RenewLease extends owner's lease (ErrStale if owner lost it,
+	// ErrNotFound if the operation does not exist).
 	RenewLease(ctx context.Context, id, owner string, until time.Time) error
 	// ClaimOperations leases up to limit pending operations whose lease has
-	// expired (at now) to owner until until, oldest first. Two callers never
-	// claim the same operation (Postgres: FOR UPDATE SKIP LOCKED).
+	// expired (LeaseUntil <= now, or no lease at all) to owner until until,
+	// oldest first, and returns them as claimed. Two callers never claim the
+	// same operation (Postgres: FOR UPDATE SKIP LOCKED). A limit <= 0 claims
+	// nothing.
 	ClaimOperations(ctx context.Context, owner string, now, until time.Time, limit int) ([]Operation, error)
-	// PurgeOperations deletes finished operations last updated before t.
+	// PurgeOperations deletes finished (not pending) operations last updated
+	// before t and returns how many it deleted.
 	PurgeOperations(ctx context.Context, before time.Time) (int, error)
 }
 
@@ -236,19 +244,22 @@ type IdempotencyRecord struct {
 type Idempotency interface {
 	// PutIdempotency stores rec; ErrAlreadyExists if an unexpired record
 	// with the same scope and key exists (an expired one is replaced).
+	// "Unexpired" is judged at the store's clock, since rec carries no now.
 	PutIdempotency(ctx context.Context, rec IdempotencyRecord) error
-	// GetIdempotency returns an unexpired record (expired ones count as
-	// absent: ErrNotFound), judged at now.
+	// GetIdempotency returns an unexpired record (ExpiresAt after now;
+	// expired ones count as absent: ErrNotFound).
 	GetIdempotency(ctx context.Context, scope, key string, now time.Time) (IdempotencyRecord, error)
-	// PurgeIdempotency deletes records that expired before t.
+	// PurgeIdempotency deletes records that expired before t and returns
+	// how many it deleted.
 	PurgeIdempotency(ctx context.Context, before time.Time) (int, error)
 }
 
 // Tx is what a transaction can do. It grows with each aggregate PM stores.
 type Tx interface {
 	Packages
-	// TODO(store helper): embed Deployments, Operations and Idempotency once
-	// memory and postgres implement them.
+	Deployments
+	Operations
+	Idempotency
 }
 
 // Store is a PM store.

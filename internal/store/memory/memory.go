@@ -30,10 +30,19 @@ type Store struct {
 	clock  store.Clock
 	closed atomic.Bool
 
-	// mu guards pkgs. WithTx holds it for writing during the whole
-	// callback, which makes transactions serial with every other access.
+	// mu guards the maps below. WithTx holds it for writing during the
+	// whole callback, which makes transactions serial with every other
+	// access.
 	mu   sync.RWMutex
 	pkgs map[string]entry
+	deps map[string]depEntry
+	// mappings holds each deployment's unit id by cluster. An inner map is
+	// replaced on every write, never changed, like the entries.
+	mappings map[string]map[string]string
+	// ops values are immutable too: a write stores a new Operation with its
+	// own Steps slice.
+	ops  map[string]store.Operation
+	idem map[idemKey]store.IdempotencyRecord
 }
 
 // entry is one stored package. pkg is owned by the store and immutable.
@@ -49,7 +58,14 @@ func New(clock store.Clock) *Store {
 	if clock == nil {
 		clock = time.Now
 	}
-	return &Store{clock: clock, pkgs: make(map[string]entry)}
+	return &Store{
+		clock:    clock,
+		pkgs:     make(map[string]entry),
+		deps:     make(map[string]depEntry),
+		mappings: make(map[string]map[string]string),
+		ops:      make(map[string]store.Operation),
+		idem:     make(map[idemKey]store.IdempotencyRecord),
+	}
 }
 
 // errInsideTx is returned when a WithTx callback calls the Store instead of
@@ -144,7 +160,7 @@ func (s *Store) WithTx(ctx context.Context, fn func(ctx context.Context, tx stor
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	t := &tx{s: s, undo: make(map[string]undoEntry)}
+	t := &tx{s: s}
 	defer t.close()
 	committed := false
 	defer func() {
@@ -179,7 +195,7 @@ func (s *Store) create(p *pmv1.OPackage, u *tx) (store.Package, error) {
 	now := timestamppb.New(s.now())
 	md := metadata(pkg)
 	md.CreatedAt, md.UpdatedAt = now, now
-	u.remember(s, name)
+	keep(u, s.pkgs, name)
 	e := entry{pkg: pkg, rev: 1}
 	s.pkgs[name] = e
 	return e.out(), nil
@@ -195,7 +211,7 @@ func (s *Store) update(p *pmv1.OPackage, expected int64, u *tx) (store.Package, 
 	md := metadata(pkg)
 	md.CreatedAt = old.pkg.GetMetadata().GetCreatedAt()
 	md.UpdatedAt = timestamppb.New(s.now())
-	u.remember(s, name)
+	keep(u, s.pkgs, name)
 	e := entry{pkg: pkg, rev: old.rev + 1}
 	s.pkgs[name] = e
 	return e.out(), nil
@@ -205,7 +221,7 @@ func (s *Store) delete(name string, expected int64, u *tx) error {
 	if _, err := s.check(name, expected); err != nil {
 		return err
 	}
-	u.remember(s, name)
+	keep(u, s.pkgs, name)
 	delete(s.pkgs, name)
 	return nil
 }

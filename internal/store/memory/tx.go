@@ -11,20 +11,14 @@ import (
 
 // tx is the store.Tx of a WithTx callback. The Store's write lock is held
 // for its whole life, so its methods touch the maps directly; undo records,
-// for each name the transaction wrote, what was stored before its first
-// write, which is all a rollback needs because entries are immutable.
+// for every map entry the transaction wrote, how to put back what was there
+// before, which is all a rollback needs because stored values are immutable.
 type tx struct {
 	s    *Store
-	undo map[string]undoEntry
+	undo []func()
 	// done is atomic only so that a tx leaked to another goroutine fails
 	// cleanly instead of racing.
 	done atomic.Bool
-}
-
-// undoEntry is a name's state before the transaction touched it.
-type undoEntry struct {
-	e      entry
-	exists bool
 }
 
 var _ store.Tx = (*tx)(nil)
@@ -32,28 +26,30 @@ var _ store.Tx = (*tx)(nil)
 // errTxDone is returned when a tx is used after its WithTx returned.
 var errTxDone = errors.New("memory store: transaction already finished")
 
-// remember records name's current state the first time the transaction
-// writes it. A nil tx (a write outside any transaction) records nothing.
-func (t *tx) remember(s *Store, name string) {
+// keep records m[k]'s current value (or absence) so that a rollback of t
+// restores it. A nil t (a write outside any transaction) records nothing.
+// Call it before every write to m[k]; rollback replays the records newest
+// first, so the oldest, the value before the transaction, wins.
+func keep[K comparable, V any](t *tx, m map[K]V, k K) {
 	if t == nil {
 		return
 	}
-	if _, ok := t.undo[name]; ok {
-		return
-	}
-	e, ok := s.pkgs[name]
-	t.undo[name] = undoEntry{e: e, exists: ok}
+	old, ok := m[k]
+	t.undo = append(t.undo, func() {
+		if ok {
+			m[k] = old
+		} else {
+			delete(m, k)
+		}
+	})
 }
 
-// rollback restores every name the transaction wrote.
+// rollback restores every entry the transaction wrote.
 func (t *tx) rollback() {
-	for name, u := range t.undo {
-		if u.exists {
-			t.s.pkgs[name] = u.e
-		} else {
-			delete(t.s.pkgs, name)
-		}
+	for i := len(t.undo) - 1; i >= 0; i-- {
+		t.undo[i]()
 	}
+	t.undo = nil
 }
 
 // close makes later use of t fail instead of touching maps unlocked.
