@@ -16,7 +16,9 @@ import (
 	"github.com/oaas/pm/gen/go/oaas/pm/v1/pmv1connect"
 	"github.com/oaas/pm/internal/api"
 	"github.com/oaas/pm/internal/catalog"
+	"github.com/oaas/pm/internal/cluster"
 	"github.com/oaas/pm/internal/config"
+	"github.com/oaas/pm/internal/crmsim"
 	"github.com/oaas/pm/internal/server"
 	"github.com/oaas/pm/internal/store"
 	"github.com/oaas/pm/internal/store/memory"
@@ -30,6 +32,7 @@ type App struct {
 	cfg      config.Config
 	log      *slog.Logger
 	store    store.Store
+	clusters *cluster.Manager
 	server   *server.Server
 	listener net.Listener
 	closers  []func()
@@ -81,6 +84,12 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (a *App, err 
 	a.store = st
 	a.closers = append(a.closers, st.Close)
 
+	clusters, err := openClusters(ctx, cfg.CRM, log, &a.closers)
+	if err != nil {
+		return nil, err
+	}
+	a.clusters = clusters
+
 	registry := catalog.New(st, nil, log)
 	opts := []connect.HandlerOption{connect.WithInterceptors(api.Interceptor(log))}
 	pkgs := api.NewPackages(registry)
@@ -94,6 +103,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (a *App, err 
 	}
 	mount(pmv1connect.PackageServiceName)(pmv1connect.NewPackageServiceHandler(pkgs, opts...))
 	mount(pmv1connect.CatalogServiceName)(pmv1connect.NewCatalogServiceHandler(pkgs, opts...))
+	mount(pmv1connect.ClusterServiceName)(pmv1connect.NewClusterServiceHandler(api.NewClusters(clusters), opts...))
 
 	srv, err := server.New(server.Config{
 		Addr: cfg.Server.Addr(), Services: services, Health: a.health,
@@ -111,6 +121,37 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (a *App, err 
 	a.listener = ln
 	return a, nil
 }
+
+// openClusters builds the cluster manager. With no CRM configured it first
+// starts an in-process simulated cluster named "default", so a fresh PM can
+// deploy for real. Closers are appended so the manager closes before the
+// simulator, both after the server.
+func openClusters(ctx context.Context, cfg config.CRM, log *slog.Logger, closers *[]func()) (*cluster.Manager, error) {
+	if cfg.EmbeddedSimulator && len(cfg.Clusters) == 0 {
+		sim, err := crmsim.Start(context.WithoutCancel(ctx), crmsim.Config{
+			Addr: "127.0.0.1:0", EnvName: "default", Logger: log.With("component", "crmsim"),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("starting the embedded simulated cluster: %w", err)
+		}
+		*closers = append(*closers, func() {
+			if err := sim.Close(); err != nil {
+				log.Warn("closing the embedded simulated cluster", "error", err)
+			}
+		})
+		cfg.Clusters = []config.Cluster{{Name: "default", URL: sim.URL()}}
+		log.Info("no CRM configured; started an embedded simulated cluster", "cluster", "default", "addr", sim.Addr())
+	}
+	m, err := cluster.New(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	*closers = append(*closers, m.Close)
+	return m, nil
+}
+
+// Clusters is the cluster manager, for wiring services that talk to CRMs.
+func (a *App) Clusters() *cluster.Manager { return a.clusters }
 
 // Addr is the bound listen address (useful with port 0).
 func (a *App) Addr() string { return a.listener.Addr().String() }
@@ -132,6 +173,9 @@ func (a *App) health(ctx context.Context) (bool, map[string]any) {
 func (a *App) Run(ctx context.Context) error {
 	defer a.close()
 	errc := make(chan error, 1)
+	if err := a.clusters.Start(ctx); err != nil {
+		return err
+	}
 	go func() { errc <- a.server.Serve(a.listener) }()
 	a.log.Info("pm listening", "addr", a.Addr(), "storage", a.cfg.Storage.Type)
 	select {

@@ -1,0 +1,299 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"github.com/sony/gobreaker/v2"
+
+	deploymentpb "github.com/oaas/pm/gen/go/oaas/deployment"
+	"github.com/oaas/pm/gen/go/oaas/deployment/deploymentconnect"
+	"github.com/oaas/pm/gen/go/oaas/health/healthconnect"
+	"github.com/oaas/pm/internal/config"
+	"github.com/oaas/pm/internal/correlation"
+	"github.com/oaas/pm/internal/fault"
+)
+
+// retryBase is the first backoff between read retries; later ones grow
+// linearly. Reads are cheap and a CRM blip is short, so it stays small.
+const retryBase = 50 * time.Millisecond
+
+// retryCap bounds one backoff step.
+const retryCap = time.Second
+
+// Client is one cluster's CRM client. Every call carries a per-call deadline
+// (the cluster timeout, or the caller's earlier one) and the caller's
+// x-correlation-id (or a new one), and goes through the cluster's circuit
+// breaker. Errors are fault errors whose messages name the cluster.
+type Client struct {
+	name      string
+	url       string
+	timeout   time.Duration
+	retries   int
+	log       *slog.Logger
+	transport *http.Transport
+	breaker   *gobreaker.CircuitBreaker[struct{}]
+
+	deploy     deploymentconnect.DeploymentServiceClient
+	crmInfo    healthconnect.CrmInfoServiceClient
+	oaasHealth healthconnect.HealthServiceClient
+	grpcHealth *grpchealth.Client
+}
+
+// newClient builds the connect clients of one cluster over its own transport,
+// so one cluster's connections, breaker and failures never affect another.
+func newClient(cl config.Cluster, cfg config.CRM, log *slog.Logger) (*Client, error) {
+	t, err := newTransport(cl)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{
+		name:      cl.Name,
+		url:       cl.URL,
+		timeout:   cfg.Timeout,
+		retries:   cfg.RetryAttempts,
+		log:       log.With(slog.String("cluster", cl.Name)),
+		transport: t,
+	}
+	threshold := uint32(cfg.BreakerFailureThreshold) //nolint:gosec // validated ≥ 1 by New
+	c.breaker = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:    cl.Name,
+		Timeout: cfg.BreakerTimeout,
+		ReadyToTrip: func(counts gobreaker.Counts) bool {
+			return counts.ConsecutiveFailures >= threshold
+		},
+		IsSuccessful: crmAnswered,
+		IsExcluded:   callerGaveUp,
+		OnStateChange: func(_ string, from, to gobreaker.State) {
+			level := slog.LevelInfo
+			if to == gobreaker.StateOpen {
+				level = slog.LevelWarn
+			}
+			c.log.Log(context.Background(), level, "CRM circuit breaker changed state",
+				slog.String("from", from.String()), slog.String("to", to.String()))
+		},
+	})
+	httpClient := &http.Client{Transport: t}
+	opts := []connect.ClientOption{
+		connect.WithGRPC(),
+		connect.WithInterceptors(correlationInterceptor()),
+	}
+	base := cl.URL
+	c.deploy = deploymentconnect.NewDeploymentServiceClient(httpClient, base, opts...)
+	c.crmInfo = healthconnect.NewCrmInfoServiceClient(httpClient, base, opts...)
+	c.oaasHealth = healthconnect.NewHealthServiceClient(httpClient, base, opts...)
+	c.grpcHealth = grpchealth.NewClient(httpClient, base, opts...)
+	return c, nil
+}
+
+// correlationInterceptor sends the context's correlation id (call makes sure
+// there is one) as x-correlation-id, which field CRMs log and echo.
+func correlationInterceptor() connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			if id := correlation.From(ctx); id != "" {
+				req.Header().Set(correlation.Header, id)
+			}
+			return next(ctx, req)
+		}
+	}
+}
+
+// crmAnswered tells the breaker which errors still prove the CRM alive: it
+// answered, and the answer is about the request (unknown id, bad input, an
+// older CRM without a health service), not about its own state.
+func crmAnswered(err error) bool {
+	if err == nil {
+		return true
+	}
+	switch connect.CodeOf(err) {
+	case connect.CodeNotFound, connect.CodeInvalidArgument, connect.CodeAlreadyExists,
+		connect.CodeFailedPrecondition, connect.CodeUnimplemented, connect.CodeOutOfRange:
+		return true
+	}
+	return false
+}
+
+// callerGaveUp keeps calls the caller canceled out of the breaker's counts:
+// they say nothing about the CRM.
+func callerGaveUp(err error) bool {
+	return connect.CodeOf(err) == connect.CodeCanceled || errors.Is(err, context.Canceled)
+}
+
+// Name is the cluster's configured name.
+func (c *Client) Name() string { return c.name }
+
+// URL is the CRM's configured URL.
+func (c *Client) URL() string { return c.url }
+
+// BreakerState is the circuit breaker's state ("closed", "half-open" or
+// "open"), for logs, metrics and tests.
+func (c *Client) BreakerState() string { return c.breaker.State().String() }
+
+// Deploy sends one deployment unit. It is not retried here: the deploy
+// policy retries with the same unit id, which the CRM treats idempotently.
+func (c *Client) Deploy(ctx context.Context, unit *deploymentpb.DeploymentUnit) (*deploymentpb.DeployResponse, error) {
+	return call(ctx, c, "deploy", false, func(ctx context.Context) (*deploymentpb.DeployResponse, error) {
+		return c.deploy.Deploy(ctx, &deploymentpb.DeployRequest{DeploymentUnit: unit})
+	})
+}
+
+// Delete removes a deployment unit. It is not retried (the caller decides);
+// an unknown id is fault.NotFound.
+func (c *Client) Delete(ctx context.Context, id string) (*deploymentpb.DeleteDeploymentResponse, error) {
+	return call(ctx, c, "delete", false, func(ctx context.Context) (*deploymentpb.DeleteDeploymentResponse, error) {
+		return c.deploy.DeleteDeployment(ctx, &deploymentpb.DeleteDeploymentRequest{DeploymentId: id})
+	})
+}
+
+// Status reads a unit's deployment status, retrying transient failures.
+func (c *Client) Status(ctx context.Context, id string) (*deploymentpb.GetDeploymentStatusResponse, error) {
+	return call(ctx, c, "status", true, func(ctx context.Context) (*deploymentpb.GetDeploymentStatusResponse, error) {
+		return c.deploy.GetDeploymentStatus(ctx, &deploymentpb.GetDeploymentStatusRequest{DeploymentId: id})
+	})
+}
+
+// List lists the class runtimes the CRM runs, retrying transient failures.
+func (c *Client) List(ctx context.Context, req *deploymentpb.ListClassRuntimesRequest) (*deploymentpb.ListClassRuntimesResponse, error) {
+	if req == nil {
+		req = &deploymentpb.ListClassRuntimesRequest{}
+	}
+	return call(ctx, c, "list", true, func(ctx context.Context) (*deploymentpb.ListClassRuntimesResponse, error) {
+		return c.deploy.ListClassRuntimes(ctx, req)
+	})
+}
+
+// Get reads one class runtime, retrying transient failures; an unknown id is
+// fault.NotFound.
+func (c *Client) Get(ctx context.Context, id string) (*deploymentpb.GetClassRuntimeResponse, error) {
+	return call(ctx, c, "get", true, func(ctx context.Context) (*deploymentpb.GetClassRuntimeResponse, error) {
+		return c.deploy.GetClassRuntime(ctx, &deploymentpb.GetClassRuntimeRequest{DeploymentId: id})
+	})
+}
+
+// call runs fn with the client's policy: a correlation id, a per-attempt
+// deadline, the breaker, and for idempotent reads up to c.retries retries of
+// transient failures with a short linear backoff. The error is a fault error.
+func call[T any](ctx context.Context, c *Client, op string, retry bool, fn func(context.Context) (T, error)) (T, error) {
+	ctx, _ = correlation.Ensure(ctx)
+	attempts := 1
+	if retry {
+		attempts += c.retries
+	}
+	var (
+		res T
+		err error
+	)
+	for attempt := 0; attempt < attempts; attempt++ {
+		if attempt > 0 {
+			if !sleep(ctx, backoff(attempt)) {
+				break
+			}
+		}
+		res, err = once(ctx, c, fn)
+		if err == nil {
+			return res, nil
+		}
+		if !transient(err) || ctx.Err() != nil {
+			break
+		}
+		c.log.Debug("CRM read failed; retrying", slog.String("op", op), slog.Int("attempt", attempt+1),
+			slog.String("error", err.Error()), slog.String("correlation_id", correlation.From(ctx)))
+	}
+	var zero T
+	return zero, c.fault(ctx, op, err)
+}
+
+// once makes one attempt through the breaker under the per-call deadline.
+func once[T any](ctx context.Context, c *Client, fn func(context.Context) (T, error)) (T, error) {
+	var res T
+	_, err := c.breaker.Execute(func() (struct{}, error) {
+		cctx, cancel := context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+		var err error
+		res, err = fn(cctx)
+		return struct{}{}, err
+	})
+	return res, err
+}
+
+// transient reports whether a failed read is worth repeating: the CRM was
+// unreachable or slow. An open breaker is not: it already knows the answer.
+func transient(err error) bool {
+	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
+		return false
+	}
+	code := connect.CodeOf(err)
+	return code == connect.CodeUnavailable || code == connect.CodeDeadlineExceeded
+}
+
+// backoff is the wait before retry number attempt (1-based): linear with up
+// to 50% jitter, so retries of many callers do not arrive in lockstep.
+func backoff(attempt int) time.Duration {
+	d := min(retryBase*time.Duration(attempt), retryCap)
+	return d + rand.N(d/2+1) //nolint:gosec // jitter needs no cryptographic randomness
+}
+
+// sleep waits d unless ctx ends first; it reports whether the wait completed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// fault turns a CRM call error into a client-safe fault error naming the
+// cluster, and logs the detail with the correlation id.
+func (c *Client) fault(ctx context.Context, op string, err error) error {
+	kind, reason := classify(err, c.timeout)
+	c.log.Debug("CRM call failed", slog.String("op", op), slog.String("kind", kind.String()),
+		slog.String("error", err.Error()), slog.String("correlation_id", correlation.From(ctx)))
+	return fault.Wrap(kind, err, "cluster %q: %s", c.name, reason)
+}
+
+// classify maps a CRM call error to a fault kind and a short, client-safe
+// reason: the CRM's own message for answers about the request, a fixed text
+// for PM-side conditions.
+func classify(err error, timeout time.Duration) (fault.Kind, string) {
+	switch {
+	case errors.Is(err, gobreaker.ErrOpenState):
+		return fault.Unavailable, "circuit breaker open"
+	case errors.Is(err, gobreaker.ErrTooManyRequests):
+		return fault.Unavailable, "circuit breaker half-open; a probe call is in flight"
+	}
+	var ce *connect.Error
+	msg := err.Error()
+	if errors.As(err, &ce) {
+		msg = ce.Message()
+	}
+	switch connect.CodeOf(err) {
+	case connect.CodeNotFound:
+		return fault.NotFound, "not found: " + msg
+	case connect.CodeInvalidArgument, connect.CodeOutOfRange:
+		return fault.Invalid, "CRM rejected the request: " + msg
+	case connect.CodeAlreadyExists:
+		return fault.AlreadyExists, "already exists: " + msg
+	case connect.CodeFailedPrecondition, connect.CodeAborted:
+		return fault.Conflict, "CRM refused the request: " + msg
+	case connect.CodeDeadlineExceeded:
+		return fault.DeadlineExceeded, fmt.Sprintf("CRM did not answer in time (limit %s)", timeout)
+	case connect.CodeCanceled:
+		return fault.Unavailable, "CRM call canceled"
+	case connect.CodeUnimplemented:
+		return fault.Unavailable, "CRM does not implement the call: " + msg
+	case connect.CodeUnavailable:
+		return fault.Unavailable, "CRM unavailable: " + msg
+	}
+	return fault.Unavailable, "CRM failed: " + msg
+}
