@@ -13,7 +13,8 @@ import (
 
 // Packages serves oaas.pm.v1.PackageService and CatalogService.
 type Packages struct {
-	svc *catalog.Service
+	svc  *catalog.Service
+	idem *Idempotency
 }
 
 var (
@@ -22,7 +23,9 @@ var (
 )
 
 // NewPackages returns the package handlers.
-func NewPackages(svc *catalog.Service) *Packages { return &Packages{svc: svc} }
+func NewPackages(svc *catalog.Service, idem *Idempotency) *Packages {
+	return &Packages{svc: svc, idem: idem}
+}
 
 // setETag exposes the revision to REST clients.
 func setETag(ctx context.Context, rev int64) {
@@ -31,17 +34,23 @@ func setETag(ctx context.Context, rev int64) {
 
 // CreatePackage implements PackageService.
 func (h *Packages) CreatePackage(ctx context.Context, req *pmv1.CreatePackageRequest) (*pmv1.CreatePackageResponse, error) {
-	rec, err := h.svc.Create(ctx, req.GetPackage())
+	res, err := idempotent(ctx, h.idem, "CreatePackage", req.GetIdempotencyKey(), req, func() (*pmv1.CreatePackageResponse, error) {
+		rec, err := h.svc.Create(ctx, req.GetPackage())
+		if err != nil {
+			return nil, err
+		}
+		name := rec.Package.GetName()
+		return &pmv1.CreatePackageResponse{
+			Result:   &pmv1.WriteResult{Id: name, Status: "created", Message: fmt.Sprintf("package %q created", name)},
+			Package:  rec.Package,
+			Revision: catalog.FormatRevision(rec.Revision),
+		}, nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	setETag(ctx, rec.Revision)
-	name := rec.Package.GetName()
-	return &pmv1.CreatePackageResponse{
-		Result:   &pmv1.WriteResult{Id: name, Status: "created", Message: fmt.Sprintf("package %q created", name)},
-		Package:  rec.Package,
-		Revision: catalog.FormatRevision(rec.Revision),
-	}, nil
+	callInfo(ctx).ResponseHeader().Set("ETag", fmt.Sprintf("%q", res.GetRevision()))
+	return res, nil
 }
 
 // GetPackage implements PackageService.

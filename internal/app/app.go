@@ -18,6 +18,8 @@ import (
 	"github.com/oaas/pm/internal/catalog"
 	"github.com/oaas/pm/internal/cluster"
 	"github.com/oaas/pm/internal/config"
+	"github.com/oaas/pm/internal/deploy"
+	"github.com/oaas/pm/internal/deploy/plan"
 	"github.com/oaas/pm/internal/crmsim"
 	"github.com/oaas/pm/internal/server"
 	"github.com/oaas/pm/internal/store"
@@ -33,6 +35,7 @@ type App struct {
 	log      *slog.Logger
 	store    store.Store
 	clusters *cluster.Manager
+	deploy   *deploy.Service
 	server   *server.Server
 	listener net.Listener
 	closers  []func()
@@ -90,9 +93,27 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (a *App, err 
 	}
 	a.clusters = clusters
 
-	registry := catalog.New(st, nil, log)
+	alg, err := plan.ParseAlgorithm(cfg.Deploy.ReplicaAlgorithm)
+	if err != nil {
+		return nil, fmt.Errorf("DEPLOY_REPLICA_ALGORITHM: %w", err)
+	}
+	deployments := deploy.New(st, deployClusters{clusters}, deploy.Config{
+		MaxRetries: cfg.Deploy.MaxRetries, RetryBackoff: cfg.Deploy.RetryBackoff,
+		RollbackOnPartial: cfg.Deploy.RollbackOnPartial, ReplicaCap: cfg.Deploy.ReplicaCap,
+		Algorithm: alg, DefaultTarget: cfg.Deploy.DefaultAvailability, HysteresisMargin: cfg.Deploy.HysteresisMargin,
+		Parallelism: cfg.Deploy.Parallelism, Cascade: cfg.PackageDelete.Cascade, Lease: cfg.Reconcile.OperationLease,
+		StatusPollInterval: cfg.Deploy.StatusPollInterval, ReconcileInterval: cfg.Reconcile.Interval,
+		SelfHeal: cfg.Reconcile.SelfHeal, DeleteOrphans: cfg.Reconcile.DeleteOrphans,
+		IdempotencyTTL: cfg.Reconcile.IdempotencyTTL,
+	}, log.With("component", "deploy"))
+	a.deploy = deployments
+	a.closers = append(a.closers, deployments.Stop)
+
+	registry := catalog.New(st, deployments, log)
+	idem := api.NewIdempotency(st, cfg.Reconcile.IdempotencyTTL)
 	opts := []connect.HandlerOption{connect.WithInterceptors(api.Interceptor(log))}
-	pkgs := api.NewPackages(registry)
+	pkgs := api.NewPackages(registry, idem)
+	deps := api.NewDeployments(deployments, idem)
 	var services []server.Service
 	// mount takes the name first so the generated constructors' two results
 	// can be passed straight through.
@@ -104,6 +125,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (a *App, err 
 	mount(pmv1connect.PackageServiceName)(pmv1connect.NewPackageServiceHandler(pkgs, opts...))
 	mount(pmv1connect.CatalogServiceName)(pmv1connect.NewCatalogServiceHandler(pkgs, opts...))
 	mount(pmv1connect.ClusterServiceName)(pmv1connect.NewClusterServiceHandler(api.NewClusters(clusters), opts...))
+	mount(pmv1connect.DeploymentServiceName)(pmv1connect.NewDeploymentServiceHandler(deps, opts...))
+	mount(pmv1connect.ClassRuntimeServiceName)(pmv1connect.NewClassRuntimeServiceHandler(deps, opts...))
 
 	srv, err := server.New(server.Config{
 		Addr: cfg.Server.Addr(), Services: services, Health: a.health,
@@ -153,6 +176,9 @@ func openClusters(ctx context.Context, cfg config.CRM, log *slog.Logger, closers
 // Clusters is the cluster manager, for wiring services that talk to CRMs.
 func (a *App) Clusters() *cluster.Manager { return a.clusters }
 
+// Deployments is the deployment service (tests drive its loops directly).
+func (a *App) Deployments() *deploy.Service { return a.deploy }
+
 // Addr is the bound listen address (useful with port 0).
 func (a *App) Addr() string { return a.listener.Addr().String() }
 
@@ -174,6 +200,9 @@ func (a *App) Run(ctx context.Context) error {
 	defer a.close()
 	errc := make(chan error, 1)
 	if err := a.clusters.Start(ctx); err != nil {
+		return err
+	}
+	if err := a.deploy.Start(ctx); err != nil {
 		return err
 	}
 	go func() { errc <- a.server.Serve(a.listener) }()

@@ -1,0 +1,101 @@
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/oaas/pm/internal/fault"
+	"github.com/oaas/pm/internal/store"
+)
+
+// IdempotencyKeyHeader carries a REST client's idempotency key.
+const IdempotencyKeyHeader = "Idempotency-Key"
+
+// maxIdempotencyKey bounds keys; they are stored and indexed.
+const maxIdempotencyKey = 255
+
+// Idempotency replays the first response to a request that is retried with
+// the same Idempotency-Key, and refuses the key with a different body.
+type Idempotency struct {
+	st  store.Idempotency
+	ttl time.Duration
+	now func() time.Time
+}
+
+// NewIdempotency remembers keys in st for ttl.
+func NewIdempotency(st store.Idempotency, ttl time.Duration) *Idempotency {
+	return &Idempotency{st: st, ttl: ttl, now: time.Now}
+}
+
+// idempotent runs fn at most once per (scope, key): a repeated key with the
+// same request replays the stored response; with a different request it is
+// a conflict. Failures are not stored, so a failed request can be retried
+// with its key. With no key (field or header) fn simply runs.
+func idempotent[Res proto.Message](ctx context.Context, ix *Idempotency, scope, key string, req proto.Message, fn func() (Res, error)) (Res, error) {
+	var zero Res
+	if key == "" {
+		key = callInfo(ctx).RequestHeader().Get(IdempotencyKeyHeader)
+	}
+	if key == "" || ix == nil {
+		return fn()
+	}
+	if len(key) > maxIdempotencyKey {
+		return zero, fault.Invalidf("Idempotency-Key: longer than %d characters", maxIdempotencyKey)
+	}
+	hash, err := requestHash(req)
+	if err != nil {
+		return zero, err
+	}
+	rec, err := ix.st.GetIdempotency(ctx, scope, key, ix.now())
+	switch {
+	case err == nil:
+		if rec.RequestHash != hash {
+			return zero, fault.New(fault.Conflict, "Idempotency-Key %q was already used with a different request", key)
+		}
+		res := zero.ProtoReflect().New().Interface().(Res)
+		if err := proto.Unmarshal(rec.Response, res); err != nil {
+			return zero, fault.Wrap(fault.Internal, err, "replaying the stored response failed")
+		}
+		callInfo(ctx).ResponseHeader().Set("Idempotent-Replayed", "true")
+		return res, nil
+	case !errors.Is(err, store.ErrNotFound):
+		return zero, err
+	}
+	res, err := fn()
+	if err != nil {
+		return zero, err
+	}
+	body, err := proto.Marshal(res)
+	if err != nil {
+		return zero, fault.Wrap(fault.Internal, err, "storing the response failed")
+	}
+	err = ix.st.PutIdempotency(ctx, store.IdempotencyRecord{
+		Scope: scope, Key: key, RequestHash: hash, Response: body, ExpiresAt: ix.now().Add(ix.ttl),
+	})
+	if err != nil && !errors.Is(err, store.ErrAlreadyExists) {
+		// The write itself succeeded; losing the key only costs a future
+		// replay, so the caller still gets its result.
+		return res, nil
+	}
+	return res, nil
+}
+
+// requestHash identifies a request body apart from its idempotency key.
+func requestHash(req proto.Message) (string, error) {
+	m := proto.Clone(req)
+	if fd := m.ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name("idempotency_key")); fd != nil {
+		m.ProtoReflect().Clear(fd)
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		return "", fault.Wrap(fault.Internal, err, "hashing the request failed")
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
+}

@@ -1,0 +1,271 @@
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
+
+	deploymentpb "github.com/oaas/pm/gen/go/oaas/deployment"
+	pmv1 "github.com/oaas/pm/gen/go/oaas/pm/v1"
+	"github.com/oaas/pm/internal/catalog"
+	"github.com/oaas/pm/internal/deploy/plan"
+	"github.com/oaas/pm/internal/fault"
+	"github.com/oaas/pm/internal/store"
+)
+
+// DefaultCluster is the cluster a deployment without target_envs goes to.
+const DefaultCluster = "default"
+
+// CreateOptions tune Create.
+type CreateOptions struct {
+	// DryRun plans and returns the plan with no side effects.
+	DryRun bool
+	// Auto marks a deployment scheduled from a package's embedded specs: its
+	// failures are recorded on the deployment instead of undoing it.
+	Auto bool
+}
+
+// CreateResult is what Create did.
+type CreateResult struct {
+	Deployment store.Deployment
+	// UnitID is the first successful cluster's unit id (empty on dry run).
+	UnitID string
+	Plan   plan.Plan
+}
+
+// prepared is a deployment resolved against the registry and the clusters.
+type prepared struct {
+	pkg     *pmv1.OPackage
+	cls     *pmv1.OClass
+	targets []string // ordered healthy first
+	plan    plan.Plan
+	units   map[string]*deploymentpb.DeploymentUnit
+}
+
+// Create validates, plans and deploys a class deployment.
+func (s *Service) Create(ctx context.Context, d *pmv1.OClassDeployment, opt CreateOptions) (CreateResult, error) {
+	if err := catalog.ValidateDeployment(d); err != nil {
+		return CreateResult{}, err
+	}
+	d = proto.CloneOf(d)
+	catalog.ClearServerFields(d)
+	p, err := s.prepare(ctx, d, 0)
+	if err != nil {
+		return CreateResult{}, err
+	}
+	d.TargetEnvs = p.targets
+	d.Status = summary(p)
+	if opt.DryRun {
+		return CreateResult{Deployment: store.Deployment{Deployment: d}, Plan: p.plan}, nil
+	}
+	if _, err := s.st.GetDeployment(ctx, d.Key); err == nil {
+		return CreateResult{}, fault.New(fault.AlreadyExists, "deployment %q already exists", d.Key)
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return CreateResult{}, err
+	}
+
+	d.Condition = pmv1.DeploymentCondition_DEPLOYING
+	op := s.newOperation(store.OpDeploy, d.Key, !opt.Auto)
+	for _, c := range p.targets {
+		op.Steps = append(op.Steps, store.Step{Cluster: c, UnitID: p.units[c].GetId(), State: store.OpPending})
+	}
+	err = s.st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
+		if _, err := tx.CreateDeployment(ctx, d); err != nil {
+			return err
+		}
+		return tx.CreateOperation(ctx, op)
+	})
+	if errors.Is(err, store.ErrAlreadyExists) {
+		return CreateResult{}, fault.New(fault.AlreadyExists, "deployment %q already exists", d.Key)
+	}
+	if err != nil {
+		return CreateResult{}, err
+	}
+	s.log.InfoContext(ctx, "deployment planned", "deployment", d.Key, "clusters", p.targets,
+		"replicas", p.plan.Replicas, "achieved_availability", p.plan.Achieved, "target_availability", p.plan.Target,
+		"operation", op.ID)
+
+	out, err := s.execute(ctx, op, p.units)
+	if err != nil {
+		return CreateResult{}, err
+	}
+	if out.failure != nil {
+		return CreateResult{}, out.failure
+	}
+	rec, err := s.st.GetDeployment(ctx, d.Key)
+	if err != nil {
+		return CreateResult{}, err
+	}
+	return CreateResult{Deployment: rec, UnitID: out.firstUnit, Plan: p.plan}, nil
+}
+
+// prepare resolves package, class and targets, plans replicas and builds
+// one unit per target. previous is the replica count of an existing plan.
+func (s *Service) prepare(ctx context.Context, d *pmv1.OClassDeployment, previous int) (*prepared, error) {
+	pkg, cls, err := s.resolve(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	var problems catalog.Problems
+	catalog.CheckFunctionSpecs(&problems, "", d, pkg, cls)
+	if err := problems.Err("deployment"); err != nil {
+		return nil, err
+	}
+
+	targets, err := s.targets(d.GetTargetEnvs())
+	if err != nil {
+		return nil, err
+	}
+	inputs, err := s.availabilities(ctx, targets)
+	if err != nil {
+		return nil, err
+	}
+	target := s.cfg.DefaultTarget
+	if a := d.GetNfrRequirements().Availability; a != nil {
+		target = *a
+	}
+	pl, err := plan.Compute(plan.Input{
+		Target:    target,
+		Clusters:  inputs,
+		Algorithm: s.cfg.Algorithm,
+		Cap:       s.cfg.ReplicaCap,
+		Strong:    cls.GetStateSpec().GetConsistencyModel() == pmv1.ConsistencyModel_STRONG,
+		Previous:  previous,
+		Margin:    s.cfg.HysteresisMargin,
+	})
+	if err != nil {
+		return nil, err
+	}
+	ordered := s.cl.Order(ctx, targets)
+	units := make(map[string]*deploymentpb.DeploymentUnit, len(ordered))
+	now := s.now()
+	for _, c := range ordered {
+		u, err := BuildUnit(pkg, cls, d, c, pl.Replicas, now)
+		if err != nil {
+			return nil, err
+		}
+		units[c] = u
+	}
+	return &prepared{pkg: pkg, cls: cls, targets: ordered, plan: pl, units: units}, nil
+}
+
+// resolve finds a deployment's package and class.
+func (s *Service) resolve(ctx context.Context, d *pmv1.OClassDeployment) (*pmv1.OPackage, *pmv1.OClass, error) {
+	rec, err := s.st.GetPackage(ctx, d.GetPackageName())
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil, fault.NotFoundf("package %q not found", d.GetPackageName())
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, c := range rec.Package.GetClasses() {
+		if c.GetKey() == d.GetClassKey() {
+			return rec.Package, c, nil
+		}
+	}
+	return nil, nil, fault.Invalidf("class_key: class %q not found in package %q", d.GetClassKey(), rec.Package.GetName())
+}
+
+// targets validates and deduplicates target clusters.
+func (s *Service) targets(envs []string) ([]string, error) {
+	if len(envs) == 0 {
+		if s.cl.Has(DefaultCluster) {
+			return []string{DefaultCluster}, nil
+		}
+		return nil, fault.Invalidf("target_envs: is empty and no cluster named %q is configured (known: %s)",
+			DefaultCluster, strings.Join(s.cl.Names(), ", "))
+	}
+	var out, unknown []string
+	for _, e := range envs {
+		if slices.Contains(out, e) {
+			continue
+		}
+		if !s.cl.Has(e) {
+			unknown = append(unknown, fmt.Sprintf("%q", e))
+			continue
+		}
+		out = append(out, e)
+	}
+	if len(unknown) > 0 {
+		return nil, fault.Invalidf("target_envs: unknown cluster %s (known: %s)",
+			strings.Join(unknown, ", "), strings.Join(s.cl.Names(), ", "))
+	}
+	return out, nil
+}
+
+// availabilities asks every target for its availability in parallel.
+func (s *Service) availabilities(ctx context.Context, targets []string) ([]plan.Cluster, error) {
+	out := make([]plan.Cluster, len(targets))
+	errs := make([]error, len(targets))
+	var wg sync.WaitGroup
+	for i, name := range targets {
+		wg.Go(func() {
+			sig, err := s.cl.Signals(ctx, name)
+			if err != nil {
+				errs[i] = fault.Wrap(fault.Unavailable, err, "cluster %q: cannot read its availability: %v", name, err)
+				return
+			}
+			a, src, err := plan.Availability(sig.Availability, sig.NodeCount, sig.ReadyNodes)
+			if err != nil {
+				errs[i] = fault.Invalidf("target_envs: cluster %q reports no usable availability: %v", name, err)
+				return
+			}
+			out[i] = plan.Cluster{Name: name, Availability: a, Source: src}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for _, e := range errs {
+			if e != nil && fault.KindOf(e) == fault.Unavailable {
+				return nil, e
+			}
+		}
+		for _, e := range errs {
+			if e != nil {
+				return nil, e
+			}
+		}
+	}
+	return out, nil
+}
+
+// summary is the inspection view of a plan stored on the deployment.
+func summary(p *prepared) *pmv1.DeploymentStatusSummary {
+	sum := &pmv1.DeploymentStatusSummary{
+		ReplicationFactor:          int32(p.plan.Replicas),
+		SelectedEnvs:               slices.Clone(p.targets),
+		AchievedQuorumAvailability: p.plan.Achieved,
+		TargetAvailability:         p.plan.Target,
+		Algorithm:                  string(p.plan.Algorithm),
+	}
+	avail := map[string]plan.Cluster{}
+	for _, c := range p.plan.Ordered {
+		avail[c.Name] = c
+	}
+	for _, c := range p.targets {
+		sum.Clusters = append(sum.Clusters, &pmv1.ClusterRollout{
+			Cluster:            c,
+			Availability:       avail[c].Availability,
+			AvailabilitySource: avail[c].Source,
+			UnitId:             p.units[c].GetId(),
+			State:              string(store.OpPending),
+			Condition:          pmv1.DeploymentCondition_PENDING,
+		})
+	}
+	return sum
+}
+
+func (s *Service) newOperation(kind store.OperationKind, key string, drop bool) store.Operation {
+	now := s.now()
+	return store.Operation{
+		ID: uuid.NewString(), Kind: kind, DeploymentKey: key, DropDeployment: drop,
+		State: store.OpPending, Owner: s.cfg.Owner, LeaseUntil: now.Add(s.cfg.Lease),
+		CreatedAt: now, UpdatedAt: now,
+	}
+}

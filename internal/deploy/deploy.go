@@ -1,0 +1,166 @@
+// Package deploy turns class deployments into per-cluster deployment units
+// and keeps them running: it plans replicas from cluster availability,
+// records every multi-step change as a durable operation before any CRM is
+// called, fans the steps out to clusters in parallel, and resumes or repairs
+// whatever a crash, a restart or a cluster's drift left behind.
+package deploy
+
+import (
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	deploymentpb "github.com/oaas/pm/gen/go/oaas/deployment"
+	"github.com/oaas/pm/internal/deploy/plan"
+	"github.com/oaas/pm/internal/store"
+)
+
+// CRM is what the service needs from one cluster's CRM client.
+type CRM interface {
+	Deploy(ctx context.Context, unit *deploymentpb.DeploymentUnit) (*deploymentpb.DeployResponse, error)
+	Delete(ctx context.Context, id string) (*deploymentpb.DeleteDeploymentResponse, error)
+	Status(ctx context.Context, id string) (*deploymentpb.GetDeploymentStatusResponse, error)
+	List(ctx context.Context, req *deploymentpb.ListClassRuntimesRequest) (*deploymentpb.ListClassRuntimesResponse, error)
+	Get(ctx context.Context, id string) (*deploymentpb.GetClassRuntimeResponse, error)
+}
+
+// Signals is what a cluster's health says about its availability. Any field
+// may be absent.
+type Signals struct {
+	Availability          *float64
+	NodeCount, ReadyNodes *uint32
+}
+
+// Clusters is the cluster registry the service deploys to.
+type Clusters interface {
+	// Names lists the configured clusters.
+	Names() []string
+	// Has reports whether name is configured.
+	Has(name string) bool
+	// CRM returns the client of a configured cluster.
+	CRM(name string) (CRM, error)
+	// Signals returns a cluster's (possibly cached) availability signals;
+	// an error means the cluster could not be asked.
+	Signals(ctx context.Context, name string) (Signals, error)
+	// Order sorts names healthy first, then degraded, then unreachable.
+	Order(ctx context.Context, names []string) []string
+}
+
+// Config is the deployment policy.
+type Config struct {
+	MaxRetries        int
+	RetryBackoff      time.Duration
+	RollbackOnPartial bool
+	ReplicaCap        int
+	Algorithm         plan.Algorithm
+	DefaultTarget     float64
+	HysteresisMargin  int
+	Parallelism       int
+	// Cascade deletes a package's deployments with it.
+	Cascade bool
+	// Lease is how long this PM owns an operation it works on before
+	// another PM may resume it; renewed while the work goes on.
+	Lease time.Duration
+	// StatusPollInterval refreshes conditions from CRMs (0: off).
+	StatusPollInterval time.Duration
+	// ReconcileInterval compares desired units with clusters (0: off).
+	ReconcileInterval time.Duration
+	SelfHeal          bool
+	DeleteOrphans     bool
+	// IdempotencyTTL is how long idempotency keys are kept.
+	IdempotencyTTL time.Duration
+	// Owner names this PM in operation leases; default a random id.
+	Owner string
+	// Clock, when set, replaces time.Now (tests).
+	Clock func() time.Time
+}
+
+func (c Config) withDefaults() Config {
+	if c.Parallelism < 1 {
+		c.Parallelism = 32
+	}
+	if c.Lease <= 0 {
+		c.Lease = 30 * time.Second
+	}
+	if c.MaxRetries < 0 {
+		c.MaxRetries = 0
+	}
+	if c.Owner == "" {
+		c.Owner = "pm-" + uuid.NewString()[:8]
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	if c.Algorithm == "" {
+		c.Algorithm = plan.Quorum
+	}
+	return c
+}
+
+// Hooks let tests stop an operation at a step boundary, as a crash would.
+type Hooks struct {
+	// BeforeStep runs before a step's CRM call; an error abandons the
+	// operation where it is (its lease stays until it runs out).
+	BeforeStep func(op store.Operation, step store.Step) error
+	// AfterStep runs after a step's outcome was recorded.
+	AfterStep func(op store.Operation, step store.Step) error
+	// BeforeFinish runs before an operation's final state is written.
+	BeforeFinish func(op store.Operation) error
+}
+
+// Service orchestrates deployments.
+type Service struct {
+	st    store.Store
+	cl    Clusters
+	cfg   Config
+	log   *slog.Logger
+	hooks Hooks
+
+	loops   sync.WaitGroup
+	stop    context.CancelFunc
+	running sync.Map // operation id → struct{}: operations this process works on
+	orphans orphanBook
+	stats   Stats
+}
+
+// New returns a deployment service.
+func New(st store.Store, cl Clusters, cfg Config, log *slog.Logger) *Service {
+	return &Service{st: st, cl: cl, cfg: cfg.withDefaults(), log: log}
+}
+
+// SetHooks installs test hooks; call before any work starts.
+func (s *Service) SetHooks(h Hooks) { s.hooks = h }
+
+// Owner is the name this PM uses for operation leases.
+func (s *Service) Owner() string { return s.cfg.Owner }
+
+func (s *Service) now() time.Time { return s.cfg.Clock() }
+
+// backoff is the pause before attempt n+1: linear in n with ±20% jitter, so
+// PMs retrying one CRM do not march in step.
+func (s *Service) backoff(n int) time.Duration {
+	base := s.cfg.RetryBackoff * time.Duration(n)
+	if base <= 0 {
+		return 0
+	}
+	jitter := time.Duration(rand.Int64N(int64(base)/5 + 1))
+	return base - base/10 + jitter
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,525 @@
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	commonpb "github.com/oaas/pm/gen/go/oaas/common"
+	deploymentpb "github.com/oaas/pm/gen/go/oaas/deployment"
+	pmv1 "github.com/oaas/pm/gen/go/oaas/pm/v1"
+	"github.com/oaas/pm/internal/fault"
+	"github.com/oaas/pm/internal/store"
+)
+
+// errAbandoned stops work on an operation without finishing it: a test hook
+// simulated a crash, or another PM took the lease over. The operation stays
+// pending and is resumed once its lease runs out.
+var errAbandoned = fault.New(fault.Unavailable, "the operation was interrupted; PM resumes it shortly")
+
+// outcome is what executing an operation means to the caller waiting on it.
+type outcome struct {
+	// firstUnit is the unit id of the first cluster that succeeded.
+	firstUnit string
+	// failure is the client-facing failure (nil when the caller succeeded).
+	failure error
+}
+
+// execute runs an operation's pending steps in parallel, records each
+// outcome, then finishes the operation. units may be nil; deploy steps then
+// rebuild their units from the stored deployment (a resumed operation).
+func (s *Service) execute(ctx context.Context, op store.Operation, units map[string]*deploymentpb.DeploymentUnit) (outcome, error) {
+	if _, busy := s.running.LoadOrStore(op.ID, struct{}{}); busy {
+		return outcome{}, errAbandoned
+	}
+	defer s.running.Delete(op.ID)
+	// The work outlives an impatient client: once steps start, stopping
+	// halfway would only leave more for the reconciler.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stopRenew := s.renewLease(ctx, cancel, op.ID)
+	defer stopRenew()
+
+	if op.Kind == store.OpDeploy && units == nil {
+		var err error
+		units, err = s.unitsFor(ctx, op)
+		if err != nil {
+			for i := range op.Steps {
+				if op.Steps[i].State == store.OpPending {
+					op.Steps[i].State, op.Steps[i].Error = store.OpFailed, err.Error()
+					if err := s.st.UpdateStep(ctx, op.ID, s.cfg.Owner, op.Steps[i]); err != nil {
+						return outcome{}, s.abandon(ctx, op, err)
+					}
+				}
+			}
+		}
+	}
+
+	sem := make(chan struct{}, s.cfg.Parallelism)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var abandoned error
+	for i := range op.Steps {
+		if op.Steps[i].State != store.OpPending {
+			continue
+		}
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if err := s.runStep(ctx, op, op.Steps[i], units[op.Steps[i].Cluster]); err != nil {
+				mu.Lock()
+				abandoned = err
+				mu.Unlock()
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	if abandoned != nil {
+		return outcome{}, s.abandon(ctx, op, abandoned)
+	}
+	if ctx.Err() != nil { // lease lost while steps ran
+		return outcome{}, s.abandon(ctx, op, ctx.Err())
+	}
+	return s.finish(ctx, op.ID)
+}
+
+func (s *Service) abandon(ctx context.Context, op store.Operation, cause error) error {
+	s.log.WarnContext(ctx, "operation abandoned; it resumes when its lease runs out",
+		"operation", op.ID, "kind", op.Kind, "deployment", op.DeploymentKey, "cause", cause)
+	s.stats.abandoned.Add(1)
+	return errAbandoned
+}
+
+// renewLease keeps this PM's lease on an operation while work goes on and
+// cancels the work when the lease is lost to another PM.
+func (s *Service) renewLease(ctx context.Context, cancel context.CancelFunc, id string) (stop func()) {
+	every := s.cfg.Lease / 3
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				err := s.st.RenewLease(ctx, id, s.cfg.Owner, s.now().Add(s.cfg.Lease))
+				if errors.Is(err, store.ErrStale) || errors.Is(err, store.ErrNotFound) {
+					s.log.WarnContext(ctx, "lost the lease of an operation", "operation", id)
+					cancel()
+					return
+				}
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}
+
+// unitsFor rebuilds the units of a deploy operation from the stored
+// deployment; unit ids are deterministic, so they match what a crashed PM
+// may already have sent.
+func (s *Service) unitsFor(ctx context.Context, op store.Operation) (map[string]*deploymentpb.DeploymentUnit, error) {
+	rec, err := s.st.GetDeployment(ctx, op.DeploymentKey)
+	if err != nil {
+		return nil, fmt.Errorf("deployment %q: %w", op.DeploymentKey, err)
+	}
+	pkg, cls, err := s.resolve(ctx, rec.Deployment)
+	if err != nil {
+		return nil, err
+	}
+	replicas := max(int(rec.Deployment.GetStatus().GetReplicationFactor()), 1)
+	units := map[string]*deploymentpb.DeploymentUnit{}
+	for _, st := range op.Steps {
+		u, err := BuildUnit(pkg, cls, rec.Deployment, st.Cluster, replicas, s.now())
+		if err != nil {
+			return nil, err
+		}
+		units[st.Cluster] = u
+	}
+	return units, nil
+}
+
+// runStep makes one cluster's CRM calls, with retries, and records the
+// outcome. It returns an error only when the operation must be abandoned.
+func (s *Service) runStep(ctx context.Context, op store.Operation, step store.Step, unit *deploymentpb.DeploymentUnit) error {
+	attempts := 1 + s.cfg.MaxRetries
+	crm, cerr := s.cl.CRM(step.Cluster)
+	for n := 1; n <= attempts; n++ {
+		if n > 1 {
+			if err := sleep(ctx, s.backoff(n-1)); err != nil {
+				return err
+			}
+		}
+		if h := s.hooks.BeforeStep; h != nil {
+			if err := h(op, step); err != nil {
+				return err
+			}
+		}
+		step.Attempts++
+		var err error
+		switch {
+		case cerr != nil:
+			err = cerr
+		case op.Kind == store.OpDeploy:
+			err = s.deployStep(ctx, op, &step, crm, unit)
+		default:
+			err = s.deleteStep(ctx, &step, crm)
+		}
+		if err == nil {
+			step.State, step.Error = store.OpSucceeded, ""
+			return s.record(ctx, op, step)
+		}
+		if errors.Is(err, errAbandoned) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		step.Error = err.Error()
+		s.stats.stepRetries.Add(1)
+		s.log.WarnContext(ctx, "cluster step failed", "operation", op.ID, "kind", op.Kind,
+			"deployment", op.DeploymentKey, "cluster", step.Cluster, "attempt", n, "of", attempts, "error", err)
+		if cerr != nil {
+			break
+		}
+	}
+	step.State = store.OpFailed
+	return s.record(ctx, op, step)
+}
+
+// deployStep sends the unit. Mapping and step outcome land in one
+// transaction, so a crash between them cannot leave one without the other.
+func (s *Service) deployStep(ctx context.Context, op store.Operation, step *store.Step, crm CRM, unit *deploymentpb.DeploymentUnit) error {
+	if unit == nil {
+		return fault.New(fault.Internal, "no unit for cluster %q", step.Cluster)
+	}
+	resp, err := crm.Deploy(ctx, unit)
+	if err != nil {
+		return err
+	}
+	if resp.GetStatus() != commonpb.StatusCode_OK {
+		return fault.New(fault.Unavailable, "cluster %q: CRM answered %s: %s", step.Cluster, resp.GetStatus(), resp.GetMessage())
+	}
+	id := resp.GetDeploymentId()
+	if id == "" {
+		id = unit.GetId()
+	}
+	step.UnitID = id
+	step.State = store.OpSucceeded
+	err = s.st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
+		if err := tx.PutMapping(ctx, store.Mapping{DeploymentKey: op.DeploymentKey, Cluster: step.Cluster, UnitID: id}); err != nil {
+			return err
+		}
+		return tx.UpdateStep(ctx, op.ID, s.cfg.Owner, *step)
+	})
+	switch {
+	case errors.Is(err, store.ErrStale):
+		return errAbandoned
+	case errors.Is(err, store.ErrNotFound):
+		// The deployment was deleted while we deployed: take the unit back
+		// rather than leave a runtime PM does not know about.
+		if _, derr := crm.Delete(ctx, id); derr != nil && fault.KindOf(derr) != fault.NotFound {
+			s.log.ErrorContext(ctx, "could not remove a unit of a deleted deployment; the reconciler reports it as an orphan",
+				"cluster", step.Cluster, "unit", id, "error", derr)
+		}
+		step.State = store.OpPending
+		return fault.New(fault.NotFound, "deployment %q was deleted during the deploy", op.DeploymentKey)
+	case err != nil:
+		step.State = store.OpPending
+		return errAbandoned
+	}
+	return nil
+}
+
+// deleteStep removes a unit; a unit the CRM does not know is already gone.
+func (s *Service) deleteStep(ctx context.Context, step *store.Step, crm CRM) error {
+	resp, err := crm.Delete(ctx, step.UnitID)
+	if err != nil && fault.KindOf(err) != fault.NotFound {
+		return err
+	}
+	if err == nil && resp.GetStatus() != commonpb.StatusCode_OK && resp.GetStatus() != commonpb.StatusCode_NOT_FOUND {
+		return fault.New(fault.Unavailable, "cluster %q: CRM answered %s: %s", step.Cluster, resp.GetStatus(), resp.GetMessage())
+	}
+	return nil
+}
+
+// record writes a step's outcome (for deploys that succeeded, deployStep
+// already did, with the mapping).
+func (s *Service) record(ctx context.Context, op store.Operation, step store.Step) error {
+	var err error
+	switch {
+	case op.Kind == store.OpDeploy && step.State == store.OpSucceeded:
+		// written by deployStep
+	case op.Kind != store.OpDeploy && step.State == store.OpSucceeded:
+		err = s.st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
+			if err := tx.DeleteMapping(ctx, op.DeploymentKey, step.Cluster); err != nil {
+				return err
+			}
+			return tx.UpdateStep(ctx, op.ID, s.cfg.Owner, step)
+		})
+	default:
+		err = s.st.UpdateStep(ctx, op.ID, s.cfg.Owner, step)
+	}
+	if err != nil {
+		return errAbandoned
+	}
+	if h := s.hooks.AfterStep; h != nil {
+		return h(op, step)
+	}
+	return nil
+}
+
+// finish reads the recorded steps and settles the operation and its
+// deployment.
+func (s *Service) finish(ctx context.Context, id string) (outcome, error) {
+	op, err := s.st.GetOperation(ctx, id)
+	if err != nil {
+		return outcome{}, err
+	}
+	if h := s.hooks.BeforeFinish; h != nil {
+		if err := h(op); err != nil {
+			return outcome{}, s.abandon(ctx, op, err)
+		}
+	}
+	var ok, failed []store.Step
+	for _, st := range op.Steps {
+		if st.State == store.OpSucceeded {
+			ok = append(ok, st)
+		} else {
+			failed = append(failed, st)
+		}
+	}
+	reasons := describe(failed)
+	var out outcome
+	if len(ok) > 0 {
+		out.firstUnit = ok[0].UnitID
+	}
+	finishAs := func(state store.OperationState, text string, also func(context.Context, store.Tx) error) error {
+		err := s.st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
+			if also != nil {
+				if err := also(ctx, tx); err != nil {
+					return err
+				}
+			}
+			return tx.FinishOperation(ctx, op.ID, s.cfg.Owner, state, text)
+		})
+		if errors.Is(err, store.ErrStale) {
+			return errAbandoned
+		}
+		return err
+	}
+	dropDeployment := func(ctx context.Context, tx store.Tx) error {
+		err := tx.DeleteDeployment(ctx, op.DeploymentKey, store.AnyRevision)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		return err
+	}
+
+	switch op.Kind {
+	case store.OpDeploy:
+		switch {
+		case len(failed) == 0:
+			err = s.settle(ctx, op, "")
+			if err == nil {
+				err = finishAs(store.OpSucceeded, "", nil)
+			}
+		case len(ok) == 0:
+			msg := "Deployment failed in all clusters: " + reasons
+			out.failure = fault.Invalidf("%s", msg)
+			if op.DropDeployment {
+				err = finishAs(store.OpFailed, msg, dropDeployment)
+			} else {
+				err = s.settle(ctx, op, msg)
+				if err == nil {
+					err = finishAs(store.OpFailed, msg, nil)
+				}
+			}
+		case s.cfg.RollbackOnPartial:
+			msg := "Deployment failed in " + reasons
+			rb := s.newOperation(store.OpRollback, op.DeploymentKey, op.DropDeployment)
+			rb.Error = msg
+			for _, st := range ok {
+				rb.Steps = append(rb.Steps, store.Step{Cluster: st.Cluster, UnitID: st.UnitID, State: store.OpPending})
+			}
+			err = finishAs(store.OpFailed, msg, func(ctx context.Context, tx store.Tx) error {
+				return tx.CreateOperation(ctx, rb)
+			})
+			if err != nil {
+				break
+			}
+			s.stats.rollbacks.Add(1)
+			s.log.WarnContext(ctx, "partial deploy; rolling back", "deployment", op.DeploymentKey, "failed", reasons)
+			rbOut, rbErr := s.execute(ctx, rb, nil)
+			if rbErr != nil {
+				return outcome{}, rbErr
+			}
+			if rbOut.failure != nil {
+				out.failure = fault.Invalidf("%s; rollback incomplete: %v", msg, rbOut.failure)
+			} else {
+				out.failure = fault.Invalidf("%s; rolled back the clusters that succeeded", msg)
+			}
+		default:
+			msg := "Deployment failed in " + reasons
+			err = s.settle(ctx, op, msg)
+			if err == nil {
+				err = finishAs(store.OpSucceeded, msg, nil)
+			}
+			s.log.WarnContext(ctx, "partial deploy; keeping the clusters that succeeded", "deployment", op.DeploymentKey, "failed", reasons)
+		}
+	case store.OpRollback, store.OpDelete:
+		switch {
+		case len(failed) == 0 && op.DropDeployment:
+			err = finishAs(store.OpSucceeded, "", dropDeployment)
+		case len(failed) == 0:
+			err = s.settle(ctx, op, op.Error)
+			if err == nil {
+				err = finishAs(store.OpSucceeded, "", nil)
+			}
+		default:
+			msg := fmt.Sprintf("%s of deployment %q failed in %s", op.Kind, op.DeploymentKey, reasons)
+			out.failure = fault.New(fault.Unavailable, "%s", msg)
+			err = s.settle(ctx, op, msg)
+			if err == nil || errors.Is(err, store.ErrNotFound) {
+				err = finishAs(store.OpFailed, msg, nil)
+			}
+		}
+	}
+	if err != nil {
+		if errors.Is(err, errAbandoned) {
+			return outcome{}, s.abandon(ctx, op, err)
+		}
+		return outcome{}, err
+	}
+	s.log.InfoContext(ctx, "operation finished", "operation", op.ID, "kind", op.Kind, "deployment", op.DeploymentKey,
+		"succeeded", len(ok), "failed", len(failed))
+	return out, nil
+}
+
+// settle writes an operation's results into the deployment's status.
+func (s *Service) settle(ctx context.Context, op store.Operation, lastError string) error {
+	err := s.mutate(ctx, op.DeploymentKey, func(d *pmv1.OClassDeployment) {
+		if d.Status == nil {
+			d.Status = &pmv1.DeploymentStatusSummary{}
+		}
+		for _, st := range op.Steps {
+			r := rollout(d.Status, st.Cluster)
+			r.Attempts = int32(st.Attempts)
+			r.Error = nil
+			if st.Error != "" && st.State != store.OpSucceeded {
+				r.Error = proto.String(st.Error)
+			}
+			switch {
+			case op.Kind == store.OpDeploy && st.State == store.OpSucceeded:
+				r.UnitId, r.State = st.UnitID, "deployed"
+				if r.Condition == pmv1.DeploymentCondition_PENDING {
+					r.Condition = pmv1.DeploymentCondition_DEPLOYING
+				}
+			case op.Kind == store.OpDeploy:
+				r.State, r.Condition = "failed", pmv1.DeploymentCondition_DOWN
+			case st.State == store.OpSucceeded:
+				r.State, r.Condition = "deleted", pmv1.DeploymentCondition_DELETED
+			default:
+				r.State = "delete_failed"
+			}
+		}
+		if lastError != "" {
+			d.Status.LastError = proto.String(lastError)
+		} else if op.Kind == store.OpDeploy {
+			d.Status.LastError = nil
+		}
+		d.Condition = overall(d.Status)
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// mutate applies fn to the stored deployment with optimistic concurrency.
+func (s *Service) mutate(ctx context.Context, key string, fn func(d *pmv1.OClassDeployment)) error {
+	for range 16 {
+		rec, err := s.st.GetDeployment(ctx, key)
+		if err != nil {
+			return err
+		}
+		d := proto.CloneOf(rec.Deployment)
+		fn(d)
+		if proto.Equal(d, rec.Deployment) {
+			return nil
+		}
+		_, err = s.st.UpdateDeployment(ctx, d, rec.Revision)
+		if errors.Is(err, store.ErrStale) {
+			continue
+		}
+		return err
+	}
+	return fault.New(fault.Conflict, "deployment %q changes too often to update; try again", key)
+}
+
+// rollout returns (adding it if needed) a cluster's rollout entry.
+func rollout(sum *pmv1.DeploymentStatusSummary, cluster string) *pmv1.ClusterRollout {
+	for _, r := range sum.Clusters {
+		if r.Cluster == cluster {
+			return r
+		}
+	}
+	r := &pmv1.ClusterRollout{Cluster: cluster}
+	sum.Clusters = append(sum.Clusters, r)
+	return r
+}
+
+// overall is a deployment's condition from its clusters': RUNNING when
+// every live cluster runs, DOWN when none is live or one is down, else
+// DEPLOYING.
+func overall(sum *pmv1.DeploymentStatusSummary) pmv1.DeploymentCondition {
+	live, running, down := 0, 0, 0
+	for _, r := range sum.GetClusters() {
+		switch r.Condition {
+		case pmv1.DeploymentCondition_DELETED:
+			continue
+		case pmv1.DeploymentCondition_RUNNING:
+			running++
+		case pmv1.DeploymentCondition_DOWN:
+			down++
+		}
+		live++
+	}
+	switch {
+	case live == 0 || down == live:
+		return pmv1.DeploymentCondition_DOWN
+	case running == live:
+		return pmv1.DeploymentCondition_RUNNING
+	case down > 0:
+		return pmv1.DeploymentCondition_DOWN
+	default:
+		return pmv1.DeploymentCondition_DEPLOYING
+	}
+}
+
+// describe lists failed steps as "cluster(s) a (reason), b (reason)".
+func describe(failed []store.Step) string {
+	if len(failed) == 0 {
+		return ""
+	}
+	parts := make([]string, 0, len(failed))
+	for _, st := range failed {
+		parts = append(parts, fmt.Sprintf("%s (%s)", st.Cluster, st.Error))
+	}
+	slices.Sort(parts)
+	word := "cluster "
+	if len(parts) > 1 {
+		word = "clusters "
+	}
+	return word + strings.Join(parts, ", ")
+}

@@ -1,0 +1,332 @@
+package deploy
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	deploymentpb "github.com/oaas/pm/gen/go/oaas/deployment"
+	"github.com/oaas/pm/internal/correlation"
+	"github.com/oaas/pm/internal/fault"
+	"github.com/oaas/pm/internal/store"
+)
+
+// Stats counts what the background loops did; metrics read it.
+type Stats struct {
+	resumed, abandoned, stepRetries, rollbacks atomic.Int64
+	healed, orphansDeleted, reconcileSkips     atomic.Int64
+}
+
+// Snapshot returns the counters by name.
+func (s *Stats) Snapshot() map[string]int64 {
+	return map[string]int64{
+		"operations_resumed":      s.resumed.Load(),
+		"operations_abandoned":    s.abandoned.Load(),
+		"step_retries":            s.stepRetries.Load(),
+		"rollbacks":               s.rollbacks.Load(),
+		"units_healed":            s.healed.Load(),
+		"orphans_deleted":         s.orphansDeleted.Load(),
+		"reconcile_cluster_skips": s.reconcileSkips.Load(),
+	}
+}
+
+// Stats returns the service's counters.
+func (s *Service) Stats() *Stats { return &s.stats }
+
+// Orphan is a unit that carries PM's id scheme but that PM does not know.
+type Orphan struct {
+	Cluster, UnitID, PackageName, ClassKey string
+	FirstSeen                              time.Time
+}
+
+type orphanBook struct {
+	mu   sync.Mutex
+	seen map[unitKey]Orphan
+}
+
+// Orphans returns the orphans the last reconcile passes found.
+func (s *Service) Orphans() []Orphan {
+	s.orphans.mu.Lock()
+	defer s.orphans.mu.Unlock()
+	out := make([]Orphan, 0, len(s.orphans.seen))
+	for _, o := range s.orphans.seen {
+		out = append(out, o)
+	}
+	slices.SortFunc(out, func(a, b Orphan) int {
+		if a.Cluster != b.Cluster {
+			if a.Cluster < b.Cluster {
+				return -1
+			}
+			return 1
+		}
+		switch {
+		case a.UnitID < b.UnitID:
+			return -1
+		case a.UnitID > b.UnitID:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// Start runs the background loops: resuming operations whose PM died,
+// drift repair, condition polling and purging expired records.
+func (s *Service) Start(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.stop = cancel
+	resumeEvery := max(s.cfg.Lease/3, 50*time.Millisecond)
+	s.loop(ctx, "resume", resumeEvery, func(ctx context.Context) { s.ResumeOperations(ctx) })
+	if s.cfg.ReconcileInterval > 0 {
+		s.loop(ctx, "reconcile", s.cfg.ReconcileInterval, func(ctx context.Context) { s.Reconcile(ctx) })
+	}
+	if s.cfg.StatusPollInterval > 0 {
+		s.loop(ctx, "status", s.cfg.StatusPollInterval, func(ctx context.Context) { s.PollConditions(ctx) })
+	}
+	s.loop(ctx, "purge", time.Hour, func(ctx context.Context) { s.purge(ctx) })
+	return nil
+}
+
+// Stop ends the loops and waits for them and for background deploys.
+func (s *Service) Stop() {
+	if s.stop != nil {
+		s.stop()
+	}
+	s.loops.Wait()
+}
+
+// loop runs fn every period with ±20% jitter, so PM replicas spread out.
+func (s *Service) loop(ctx context.Context, name string, period time.Duration, fn func(context.Context)) {
+	s.loops.Go(func() {
+		for {
+			jitter := time.Duration(rand.Int64N(int64(period)/5+1)) - period/10
+			if err := sleep(ctx, period+jitter); err != nil {
+				return
+			}
+			fn(correlation.With(ctx, name+"-"+correlation.New()))
+		}
+	})
+}
+
+// ResumeOperations claims operations whose lease ran out (their PM died or
+// stalled) and finishes them. Deploy is idempotent by unit id on every CRM,
+// so replaying a step that had reached the CRM is safe.
+func (s *Service) ResumeOperations(ctx context.Context) int {
+	now := s.now()
+	ops, err := s.st.ClaimOperations(ctx, s.cfg.Owner, now, now.Add(s.cfg.Lease), s.cfg.Parallelism)
+	if err != nil {
+		s.log.WarnContext(ctx, "claiming operations failed", "error", err)
+		return 0
+	}
+	var wg sync.WaitGroup
+	for _, op := range ops {
+		s.stats.resumed.Add(1)
+		s.log.InfoContext(ctx, "resuming operation", "operation", op.ID, "kind", op.Kind, "deployment", op.DeploymentKey)
+		wg.Go(func() {
+			if _, err := s.execute(ctx, op, nil); err != nil && !errors.Is(err, errAbandoned) {
+				s.log.WarnContext(ctx, "resumed operation failed", "operation", op.ID, "error", err)
+			}
+		})
+	}
+	wg.Wait()
+	return len(ops)
+}
+
+// PollConditions refreshes every deployment's condition from its clusters.
+func (s *Service) PollConditions(ctx context.Context) {
+	ds, err := s.st.ListDeployments(ctx, store.DeploymentFilter{})
+	if err != nil {
+		return
+	}
+	sem := make(chan struct{}, s.cfg.Parallelism)
+	var wg sync.WaitGroup
+	for _, d := range ds {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			s.refresh(ctx, d)
+		})
+	}
+	wg.Wait()
+}
+
+func (s *Service) purge(ctx context.Context) {
+	now := s.now()
+	if n, err := s.st.PurgeIdempotency(ctx, now); err == nil && n > 0 {
+		s.log.InfoContext(ctx, "purged expired idempotency keys", "count", n)
+	}
+	if n, err := s.st.PurgeOperations(ctx, now.Add(-7*24*time.Hour)); err == nil && n > 0 {
+		s.log.InfoContext(ctx, "purged old finished operations", "count", n)
+	}
+}
+
+// ReconcileReport says what one reconcile pass saw and did.
+type ReconcileReport struct {
+	// Skipped are clusters that failed to answer; nothing was changed there.
+	Skipped []string
+	Healed  []Orphan // units re-deployed (Orphan fields reused: cluster, unit)
+	Orphans []Orphan
+	Deleted []Orphan
+}
+
+// Reconcile compares the units PM wants with what every cluster runs. A
+// missing unit is re-deployed (self-heal); a unit with PM's id scheme that
+// PM does not know is an orphan, reported and, when configured, deleted. A
+// cluster that does not answer is skipped: a transient failure must never
+// look like an empty cluster.
+func (s *Service) Reconcile(ctx context.Context) ReconcileReport {
+	var rep ReconcileReport
+	names := s.cl.Names()
+	listed := make([][]*deploymentpb.DeploymentUnit, len(names))
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Go(func() {
+			crm, err := s.cl.CRM(name)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			resp, err := crm.List(ctx, &deploymentpb.ListClassRuntimesRequest{})
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			listed[i] = resp.GetItems()
+		})
+	}
+	wg.Wait()
+
+	// Read PM's side after the clusters answered: a unit created before the
+	// listing has its mapping or a pending operation step by now, since
+	// both are written before (or with) the CRM call.
+	mappings, err := s.st.AllMappings(ctx)
+	if err != nil {
+		s.log.WarnContext(ctx, "reconcile: reading mappings failed; skipping this pass", "error", err)
+		return rep
+	}
+	ops, err := s.st.ListOperations(ctx, "")
+	if err != nil {
+		s.log.WarnContext(ctx, "reconcile: reading operations failed; skipping this pass", "error", err)
+		return rep
+	}
+	inflight := map[unitKey]bool{}
+	busy := map[string]bool{}
+	for _, op := range ops {
+		if op.State != store.OpPending {
+			continue
+		}
+		busy[op.DeploymentKey] = true
+		for _, st := range op.Steps {
+			inflight[unitKey{st.Cluster, st.UnitID}] = true
+		}
+	}
+	want := map[string]map[string]string{} // cluster → unit → deployment
+	for _, m := range mappings {
+		if want[m.Cluster] == nil {
+			want[m.Cluster] = map[string]string{}
+		}
+		want[m.Cluster][m.UnitID] = m.DeploymentKey
+	}
+
+	heal := map[string][]string{} // deployment → clusters
+	seen := map[unitKey]Orphan{}
+	for i, name := range names {
+		if errs[i] != nil {
+			s.stats.reconcileSkips.Add(1)
+			rep.Skipped = append(rep.Skipped, name)
+			s.log.WarnContext(ctx, "reconcile: cluster did not answer; skipped", "cluster", name, "error", errs[i])
+			continue
+		}
+		has := map[string]bool{}
+		for _, u := range listed[i] {
+			has[u.GetId()] = true
+			if _, ok := want[name][u.GetId()]; ok || !IsUnitID(u.GetId()) || inflight[unitKey{name, u.GetId()}] {
+				continue
+			}
+			o := Orphan{Cluster: name, UnitID: u.GetId(), PackageName: u.GetPackageName(), ClassKey: u.GetClassKey(), FirstSeen: s.now()}
+			seen[unitKey{name, u.GetId()}] = o
+		}
+		for unit, key := range want[name] {
+			if !has[unit] && !busy[key] {
+				heal[key] = append(heal[key], name)
+				rep.Healed = append(rep.Healed, Orphan{Cluster: name, UnitID: unit})
+			}
+		}
+	}
+
+	s.orphans.mu.Lock()
+	for k, o := range seen {
+		if prev, ok := s.orphans.seen[k]; ok {
+			o.FirstSeen = prev.FirstSeen
+			seen[k] = o
+		}
+	}
+	// Clusters that were skipped keep the orphans found earlier.
+	for k, o := range s.orphans.seen {
+		if slices.Contains(rep.Skipped, k.cluster) {
+			seen[k] = o
+		}
+	}
+	s.orphans.seen = seen
+	s.orphans.mu.Unlock()
+	for _, o := range seen {
+		rep.Orphans = append(rep.Orphans, o)
+		s.log.WarnContext(ctx, "orphan unit: it carries PM's id scheme but PM does not know it",
+			"cluster", o.Cluster, "unit", o.UnitID, "package", o.PackageName, "class", o.ClassKey,
+			"will_delete", s.cfg.DeleteOrphans)
+	}
+
+	if s.cfg.DeleteOrphans {
+		for k, o := range seen {
+			if slices.Contains(rep.Skipped, k.cluster) {
+				continue
+			}
+			crm, err := s.cl.CRM(o.Cluster)
+			if err != nil {
+				continue
+			}
+			if _, err := crm.Delete(ctx, o.UnitID); err != nil && fault.KindOf(err) != fault.NotFound {
+				s.log.WarnContext(ctx, "deleting an orphan failed", "cluster", o.Cluster, "unit", o.UnitID, "error", err)
+				continue
+			}
+			s.stats.orphansDeleted.Add(1)
+			rep.Deleted = append(rep.Deleted, o)
+			s.orphans.mu.Lock()
+			delete(s.orphans.seen, k)
+			s.orphans.mu.Unlock()
+		}
+	}
+
+	if s.cfg.SelfHeal {
+		for key, clusters := range heal {
+			s.selfHeal(ctx, key, clusters)
+		}
+	}
+	return rep
+}
+
+// selfHeal re-deploys a deployment's units that vanished from clusters, as
+// a durable operation like any other deploy.
+func (s *Service) selfHeal(ctx context.Context, key string, clusters []string) {
+	rec, err := s.st.GetDeployment(ctx, key)
+	if err != nil {
+		return
+	}
+	op := s.newOperation(store.OpDeploy, key, false)
+	slices.Sort(clusters)
+	for _, c := range clusters {
+		op.Steps = append(op.Steps, store.Step{Cluster: c, UnitID: UnitID(rec.Deployment.GetKey(), c), State: store.OpPending})
+	}
+	if err := s.st.CreateOperation(ctx, op); err != nil {
+		return
+	}
+	s.log.WarnContext(ctx, "self-heal: re-deploying units missing from clusters", "deployment", key, "clusters", clusters)
+	if _, err := s.execute(ctx, op, nil); err == nil {
+		s.stats.healed.Add(int64(len(clusters)))
+	}
+}
