@@ -115,7 +115,7 @@ func ptr[T any](v T) *T { return &v }
 
 // pki is a CA with a server and a client certificate, as PEM and as files.
 type pki struct {
-	caPEM, serverCert, serverKey []byte
+	caPEM, serverCert, serverKey  []byte
 	caFile, clientCert, clientKey string
 }
 
