@@ -79,9 +79,11 @@ func (h *Deployments) ListDeployments(ctx context.Context, req *pmv1.ListDeploym
 	if req.GetOffset() < 0 {
 		return nil, fault.Invalidf("offset: must not be negative")
 	}
-	after, err := catalog.DecodePageToken(req.GetPageToken())
-	if err != nil {
-		return nil, err
+	var after string
+	if tok := req.GetPageToken(); tok != "" {
+		if after, err = catalog.DecodePageToken(tok); err != nil {
+			return nil, err
+		}
 	}
 	recs, err := h.svc.List(ctx, deploy.ListQuery{
 		PackageName: req.GetPackageName(), ClassKey: req.GetClassKey(),

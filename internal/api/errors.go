@@ -7,6 +7,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
+	"runtime/debug"
 
 	"connectrpc.com/connect"
 
@@ -99,4 +101,13 @@ func ifMatch(ctx context.Context, field string) string {
 		return field
 	}
 	return callInfo(ctx).RequestHeader().Get("If-Match")
+}
+
+// Recover turns a handler panic into an Internal error for the caller and a
+// logged stack for operators, instead of a dropped connection.
+func Recover(log *slog.Logger) func(context.Context, connect.Spec, http.Header, any) error {
+	return func(ctx context.Context, spec connect.Spec, _ http.Header, p any) error {
+		log.ErrorContext(ctx, "handler panicked", "procedure", spec.Procedure, "panic", p, "stack", string(debug.Stack()))
+		return connect.NewError(connect.CodeInternal, errors.New("internal error"))
+	}
 }

@@ -111,7 +111,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (a *App, err 
 
 	registry := catalog.New(st, deployments, log)
 	idem := api.NewIdempotency(st, cfg.Reconcile.IdempotencyTTL)
-	opts := []connect.HandlerOption{connect.WithInterceptors(api.Interceptor(log))}
+	opts := []connect.HandlerOption{connect.WithInterceptors(api.Interceptor(log)), connect.WithRecover(api.Recover(log))}
 	pkgs := api.NewPackages(registry, idem)
 	deps := api.NewDeployments(deployments, idem)
 	var services []server.Service

@@ -26,6 +26,8 @@ type env struct {
 	h2c *http.Client
 	// http1 is a plain REST client.
 	http1 *http.Client
+	// app is the running PM, for tests that drive its background loops.
+	app *app.App
 }
 
 // storages are the stores every API scenario runs against.
@@ -77,7 +79,7 @@ func setup(t *testing.T, storage string, tweak ...func(*config.Config)) *env {
 	t.Cleanup(h2c.CloseIdleConnections)
 	http1 := &http.Client{Timeout: 30 * time.Second}
 	t.Cleanup(http1.CloseIdleConnections)
-	return &env{t: t, base: "http://" + a.Addr(), h2c: h2c, http1: http1}
+	return &env{t: t, base: "http://" + a.Addr(), h2c: h2c, http1: http1, app: a}
 }
 
 // response is a REST response read whole.

@@ -127,8 +127,8 @@ func (s *Service) prepare(ctx context.Context, d *pmv1.OClassDeployment, previou
 		return nil, err
 	}
 	target := s.cfg.DefaultTarget
-	if a := d.GetNfrRequirements().Availability; a != nil {
-		target = *a
+	if n := d.GetNfrRequirements(); n != nil && n.Availability != nil {
+		target = n.GetAvailability()
 	}
 	pl, err := plan.Compute(plan.Input{
 		Target:    target,
