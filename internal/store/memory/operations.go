@@ -398,6 +398,9 @@ func (s *Store) purgeIdempotency(before time.Time, u *tx) int {
 // copyOperation gives op its own Steps, so that stored operations stay
 // immutable and callers may change what they get.
 func copyOperation(op store.Operation) store.Operation {
+	if len(op.Steps) == 0 {
+		op.Steps = nil // as Postgres returns an empty array
+	}
 	op.Steps = slices.Clone(op.Steps)
 	return op
 }

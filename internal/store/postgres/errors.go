@@ -39,6 +39,10 @@ func (r *repo) classify(parent context.Context, what, name string, err error) er
 		return fmt.Errorf("%s: %w", subject, store.ErrNotFound)
 	case sqlState(err) == "23505": // unique_violation
 		return fmt.Errorf("%s: %w", subject, store.ErrAlreadyExists)
+	case sqlState(err) == "23503": // foreign_key_violation
+		// Only a row that refers to another (a mapping to its deployment)
+		// can violate one, and only when that other row is missing.
+		return fmt.Errorf("%s: %w", subject, store.ErrNotFound)
 	case sqlState(err) == "22P05", sqlState(err) == "22021":
 		// untranslatable_character (a \u0000 in jsonb), character_not_in_repertoire
 		// (a NUL byte in a text column): Postgres text cannot hold NUL.

@@ -232,7 +232,7 @@ func (r *repo) UpdatePackage(ctx context.Context, p *pmv1.OPackage, expected int
 		created time.Time
 	)
 	if err := r.q.QueryRow(octx, sql, args...).Scan(&rev, &created); err != nil {
-		return store.Package{}, r.missOrStale(ctx, name, expected, r.classify(ctx, "package", name, err))
+		return store.Package{}, r.missOrStale(ctx, "package", sqlPackageRevision, name, expected, r.classify(ctx, "package", name, err))
 	}
 	md.CreatedAt = timestamppb.New(created)
 	return store.Package{Package: pkg, Revision: rev}, nil
@@ -253,7 +253,7 @@ func (r *repo) DeletePackage(ctx context.Context, name string, expected int64) e
 	defer cancel()
 	var rev int64
 	if err := r.q.QueryRow(octx, sql, args...).Scan(&rev); err != nil {
-		return r.missOrStale(ctx, name, expected, r.classify(ctx, "package", name, err))
+		return r.missOrStale(ctx, "package", sqlPackageRevision, name, expected, r.classify(ctx, "package", name, err))
 	}
 	return nil
 }
@@ -262,20 +262,21 @@ const sqlPackageRevision = `SELECT revision FROM packages WHERE name = $1`
 
 // missOrStale refines a "no row matched" from a revision-checked write: the
 // row is either absent (err stands) or at another revision (ErrStale). Any
-// other error is returned unchanged.
-func (r *repo) missOrStale(ctx context.Context, name string, expected int64, err error) error {
+// other error is returned unchanged. revisionSQL selects the revision of
+// the object what named name.
+func (r *repo) missOrStale(ctx context.Context, what, revisionSQL, name string, expected int64, err error) error {
 	if expected == store.AnyRevision || !isNotFound(err) {
 		return err
 	}
 	octx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	var rev int64
-	if err := r.q.QueryRow(octx, sqlPackageRevision, name).Scan(&rev); err != nil {
-		return r.classify(ctx, "package", name, err)
+	if err := r.q.QueryRow(octx, revisionSQL, name).Scan(&rev); err != nil {
+		return r.classify(ctx, what, name, err)
 	}
 	// The row exists; it did not match only because its revision differs
 	// (or differed a moment ago, which is just as stale).
-	return fmt.Errorf("package %q: %w", name, store.ErrStale)
+	return fmt.Errorf("%s %q: %w", what, name, store.ErrStale)
 }
 
 // decodePackage turns a row back into a store.Package.

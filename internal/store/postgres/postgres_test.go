@@ -100,7 +100,9 @@ func TestMigrations(t *testing.T) {
 		return out.String()
 	}
 	migrated := objects()
-	if !containsAll(migrated, "packages", "packages_tags_gin", "packages_disabled_name", "packages_updated_at") {
+	if !containsAll(migrated, "packages", "packages_tags_gin", "packages_disabled_name", "packages_updated_at",
+		"deployments", "deployments_package_class", "deployments_target_envs_gin", "deployment_mappings",
+		"operations", "operations_state_lease", "idempotency_keys") {
 		t.Fatalf("migrated schema has %v", migrated)
 	}
 
@@ -115,8 +117,8 @@ func TestMigrations(t *testing.T) {
 			return nil
 		}},
 		{postgres.Reset, func(out string, objs []string) error {
-			if !strings.Contains(out, "00001_packages.sql") {
-				return fmt.Errorf("reset output %q does not name the migration", out)
+			if !strings.Contains(out, "00001_packages.sql") || !strings.Contains(out, "00002_deployments.sql") {
+				return fmt.Errorf("reset output %q does not name the migrations", out)
 			}
 			if len(objs) != 0 {
 				return fmt.Errorf("after reset the schema still has %v", objs)
@@ -130,7 +132,7 @@ func TestMigrations(t *testing.T) {
 			return nil
 		}},
 		{postgres.Up, func(out string, objs []string) error {
-			if !strings.Contains(out, "00001_packages.sql") || !strings.Contains(out, "OK") {
+			if !strings.Contains(out, "00001_packages.sql") || !strings.Contains(out, "00002_deployments.sql") || !strings.Contains(out, "OK") {
 				return fmt.Errorf("up output %q", out)
 			}
 			if strings.Join(objs, ",") != strings.Join(migrated, ",") {
@@ -145,8 +147,14 @@ func TestMigrations(t *testing.T) {
 			return nil
 		}},
 		{postgres.Down, func(out string, objs []string) error {
-			if containsAll(objs, "packages") {
-				return fmt.Errorf("down left packages behind: %v", objs)
+			// One step: the latest migration goes, the earlier one stays.
+			for _, o := range []string{"deployments", "deployment_mappings", "operations", "idempotency_keys"} {
+				if containsAll(objs, o) {
+					return fmt.Errorf("down left %s behind: %v", o, objs)
+				}
+			}
+			if !containsAll(objs, "packages") {
+				return fmt.Errorf("down went further than one step: %v", objs)
 			}
 			return nil
 		}},
@@ -172,6 +180,9 @@ func TestMigrations(t *testing.T) {
 	defer st.Close()
 	if _, err := st.CreatePackage(ctx, storetest.FullPackage("after-migrations")); err != nil {
 		t.Fatalf("create after down/up: %v", err)
+	}
+	if _, err := st.CreateDeployment(ctx, storetest.FullDeployment("after-migrations", "after-migrations", "Counter")); err != nil {
+		t.Fatalf("create deployment after down/up: %v", err)
 	}
 }
 

@@ -111,3 +111,62 @@ func FullPackage(name string) *pmv1.OPackage {
 		}},
 	}
 }
+
+// FullDeployment returns a deployment with the given key, package and
+// class that sets every field OClassDeployment has, nested messages
+// included, like FullPackage. Its created_at and updated_at are client-sent
+// values that stores must replace. Each call returns a new message.
+func FullDeployment(key, pkg, class string) *pmv1.OClassDeployment {
+	return &pmv1.OClassDeployment{
+		Key:         key,
+		PackageName: pkg,
+		ClassKey:    class,
+		TargetEnvs:  []string{"eu-1", "eu-2"},
+		NfrRequirements: &common.NfrRequirements{
+			MaxLatencyMs:         proto.Uint32(50),
+			MinThroughputRps:     proto.Uint32(0),
+			Availability:         proto.Float64(0.999),
+			CpuUtilizationTarget: proto.Float64(0.7),
+		},
+		Functions: []*pmv1.FunctionDeploymentSpec{{
+			FunctionKey:       "inc",
+			Description:       proto.String("increments, \"quoted\" ünïcode"),
+			AvailableLocation: proto.String(""),
+			QosRequirement:    &pmv1.QosRequirement{Throughput: 100, Availability: 0.99},
+			ProvisionConfig: &common.ProvisionConfig{
+				ContainerImage: proto.String("ghcr.io/oaas/inc:1"),
+				WasmModuleUrl:  proto.String("https://example.com/inc.wasm"),
+				Port:           proto.Uint32(8080),
+				MinScale:       proto.Uint32(0),
+			},
+			Config:          map[string]string{"MODE": "fast", "EMPTY": ""},
+			NfrRequirements: &common.NfrRequirements{MaxLatencyMs: proto.Uint32(20)},
+		}, {
+			FunctionKey: "get",
+		}},
+		Condition: pmv1.DeploymentCondition_RUNNING,
+		Odgm: &pmv1.OdgmDataSpec{
+			Collections:    []string{"counters", "labels"},
+			PartitionCount: proto.Int32(3),
+			ReplicaCount:   proto.Int32(0),
+			ShardType:      "raft",
+		},
+		Status: &pmv1.DeploymentStatusSummary{
+			ReplicationFactor:          2,
+			SelectedEnvs:               []string{"eu-2", "eu-1"},
+			AchievedQuorumAvailability: 0.9975,
+			LastError:                  proto.String("eu-3: unreachable"),
+			TargetAvailability:         0.999,
+			Algorithm:                  "quorum",
+			Clusters: []*pmv1.ClusterRollout{{
+				Cluster: "eu-1", Availability: 0.95, AvailabilitySource: "probe", UnitId: "u-1",
+				State: "deployed", Error: proto.String(""), Attempts: 1,
+				Condition: pmv1.DeploymentCondition_RUNNING,
+			}, {
+				Cluster: "eu-2", State: "failed", Error: proto.String("timeout"), Attempts: 3,
+			}},
+		},
+		CreatedAt: timestamppb.New(time.Date(2025, 12, 31, 23, 59, 59, 999999999, time.UTC)),
+		UpdatedAt: timestamppb.New(time.Date(2025, 12, 31, 23, 59, 59, 999999999, time.UTC)),
+	}
+}

@@ -53,6 +53,20 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ConcurrentUpdates", s.testConcurrentUpdates},
 		{"ConcurrentCreates", s.testConcurrentCreates},
 		{"ConcurrentTransactions", s.testConcurrentTransactions},
+		{"DeploymentRoundTrip", s.testDeploymentRoundTrip},
+		{"DeploymentUpdate", s.testDeploymentUpdate},
+		{"DeploymentStaleAndMissing", s.testDeploymentStaleAndMissing},
+		{"DeploymentDelete", s.testDeploymentDelete},
+		{"DeploymentListFilters", s.testDeploymentListFilters},
+		{"DeploymentCallerMutation", s.testDeploymentCallerMutation},
+		{"Mappings", s.testMappings},
+		{"OperationCreateGet", s.testOperationCreateGet},
+		{"OperationLease", s.testOperationLease},
+		{"ClaimOperations", s.testClaimOperations},
+		{"ClaimConcurrent", s.testClaimConcurrent},
+		{"PurgeOperations", s.testPurgeOperations},
+		{"Idempotency", s.testIdempotency},
+		{"TxNewAggregates", s.testTxNewAggregates},
 		{"CanceledContext", s.testCanceledContext},
 		{"Closed", s.testClosed},
 	}
@@ -855,6 +869,15 @@ func (s suite) testClosed(t *testing.T) {
 	_, ops["update"] = st.UpdatePackage(ctx, &pmv1.OPackage{Name: "pkg"}, store.AnyRevision)
 	ops["delete"] = st.DeletePackage(ctx, "pkg", store.AnyRevision)
 	ops["transaction"] = st.WithTx(ctx, func(context.Context, store.Tx) error { return nil })
+	_, ops["get deployment"] = st.GetDeployment(ctx, "d")
+	_, ops["list deployments"] = st.ListDeployments(ctx, store.DeploymentFilter{})
+	ops["put mapping"] = st.PutMapping(ctx, store.Mapping{DeploymentKey: "d", Cluster: "c", UnitID: "u"})
+	_, ops["all mappings"] = st.AllMappings(ctx)
+	ops["create operation"] = st.CreateOperation(ctx, store.Operation{ID: "op", Kind: store.OpDeploy})
+	_, ops["claim operations"] = st.ClaimOperations(ctx, "me", t0, t0, 1)
+	ops["update step"] = st.UpdateStep(ctx, "op", "me", store.Step{Cluster: "c"})
+	ops["put idempotency"] = st.PutIdempotency(ctx, store.IdempotencyRecord{Scope: "s", Key: "k"})
+	_, ops["get idempotency"] = st.GetIdempotency(ctx, "s", "k", t0)
 	for op, err := range ops {
 		if !errors.Is(err, store.ErrUnavailable) || fault.KindOf(err) != fault.Unavailable {
 			t.Errorf("%s on a closed store: %v, want ErrUnavailable", op, err)

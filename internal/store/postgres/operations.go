@@ -1,0 +1,341 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/oaas/pm/internal/store"
+)
+
+// stepDoc is a store.Step in the operations.steps array. Every field is
+// always written (no omitempty), so that a step can be found by
+// containment on its cluster.
+type stepDoc struct {
+	Cluster  string `json:"cluster"`
+	UnitID   string `json:"unit_id"`
+	State    string `json:"state"`
+	Attempts int    `json:"attempts"`
+	Error    string `json:"error"`
+}
+
+func encodeStep(s store.Step) stepDoc {
+	return stepDoc{Cluster: s.Cluster, UnitID: s.UnitID, State: string(s.State), Attempts: s.Attempts, Error: s.Error}
+}
+
+// opColumns is what every query returning operations selects, in the
+// order scanOperation reads.
+const opColumns = `id, kind, deployment_key, drop_deployment, state, steps, owner, lease_until, error, created_at, updated_at`
+
+const sqlInsertOperation = `
+INSERT INTO operations (` + opColumns + `)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)`
+
+// CreateOperation implements store.Operations.
+func (r *repo) CreateOperation(ctx context.Context, op store.Operation) error {
+	if op.State == "" {
+		op.State = store.OpPending
+	}
+	steps := make([]stepDoc, len(op.Steps))
+	for i, s := range op.Steps {
+		if s.State == "" {
+			s.State = store.OpPending
+		}
+		steps[i] = encodeStep(s)
+	}
+	doc, err := json.Marshal(steps)
+	if err != nil {
+		return fmt.Errorf("operation %q: encode steps: %w", op.ID, err)
+	}
+	octx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	_, err = r.q.Exec(octx, sqlInsertOperation,
+		op.ID, string(op.Kind), op.DeploymentKey, op.DropDeployment, string(op.State), doc,
+		op.Owner, nullTime(op.LeaseUntil), op.Error, r.now())
+	if err != nil {
+		return r.classify(ctx, "operation", op.ID, err)
+	}
+	return nil
+}
+
+const sqlGetOperation = `SELECT ` + opColumns + ` FROM operations WHERE id = $1`
+
+// GetOperation implements store.Operations.
+func (r *repo) GetOperation(ctx context.Context, id string) (store.Operation, error) {
+	octx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	op, err := scanOperation(r.q.QueryRow(octx, sqlGetOperation, id))
+	if err != nil {
+		return store.Operation{}, r.classify(ctx, "operation", id, err)
+	}
+	return op, nil
+}
+
+// Oldest first; ties (equal clock readings) by id in byte order, as the
+// memory store breaks them.
+const (
+	sqlListOperations = `SELECT ` + opColumns + ` FROM operations
+WHERE deployment_key = $1 ORDER BY created_at, id COLLATE "C"`
+	sqlListAllOperations = `SELECT ` + opColumns + ` FROM operations ORDER BY created_at, id COLLATE "C"`
+)
+
+// ListOperations implements store.Operations.
+func (r *repo) ListOperations(ctx context.Context, deploymentKey string) ([]store.Operation, error) {
+	sql, args := sqlListAllOperations, []any(nil)
+	if deploymentKey != "" {
+		sql, args = sqlListOperations, []any{deploymentKey}
+	}
+	octx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	rows, err := r.q.Query(octx, sql, args...)
+	if err != nil {
+		return nil, r.classify(ctx, "list operations", "", err)
+	}
+	ops, err := collectOperations(rows)
+	if err != nil {
+		return nil, r.classify(ctx, "list operations", "", err)
+	}
+	return ops, nil
+}
+
+// sqlUpdateStep replaces the step for cluster $3 in place (keeping the
+// steps' order) or appends it. It is one UPDATE of the operation row, so
+// the owner check and the write cannot be split by a claimer: the row lock
+// makes a concurrent claim either land first (and then the owner no longer
+// matches) or wait.
+const sqlUpdateStep = `
+UPDATE operations SET
+    steps = CASE
+        WHEN steps @> jsonb_build_array(jsonb_build_object('cluster', $3::text)) THEN
+            (SELECT jsonb_agg(CASE WHEN e->>'cluster' = $3::text THEN $4::jsonb ELSE e END ORDER BY i)
+             FROM jsonb_array_elements(steps) WITH ORDINALITY AS s(e, i))
+        ELSE steps || jsonb_build_array($4::jsonb)
+    END,
+    updated_at = $5
+WHERE id = $1 AND owner = $2 AND owner <> ''`
+
+// UpdateStep implements store.Operations.
+func (r *repo) UpdateStep(ctx context.Context, id, owner string, step store.Step) error {
+	doc, err := json.Marshal(encodeStep(step))
+	if err != nil {
+		return fmt.Errorf("operation %q: encode step: %w", id, err)
+	}
+	return r.leasedWrite(ctx, id, owner, sqlUpdateStep, step.Cluster, doc, r.now())
+}
+
+const sqlFinishOperation = `
+UPDATE operations SET state = $3, error = $4, owner = '', lease_until = NULL, updated_at = $5
+WHERE id = $1 AND owner = $2 AND owner <> ''`
+
+// FinishOperation implements store.Operations.
+func (r *repo) FinishOperation(ctx context.Context, id, owner string, state store.OperationState, errText string) error {
+	return r.leasedWrite(ctx, id, owner, sqlFinishOperation, string(state), errText, r.now())
+}
+
+const sqlRenewLease = `
+UPDATE operations SET lease_until = $3, updated_at = $4
+WHERE id = $1 AND owner = $2 AND owner <> ''`
+
+// RenewLease implements store.Operations.
+func (r *repo) RenewLease(ctx context.Context, id, owner string, until time.Time) error {
+	return r.leasedWrite(ctx, id, owner, sqlRenewLease, nullTime(until), r.now())
+}
+
+const sqlOperationExists = `SELECT true FROM operations WHERE id = $1`
+
+// leasedWrite runs sql, an UPDATE guarded by "WHERE id = $1 AND owner = $2",
+// with args from $3 on. Only when it matches no row does a second query
+// tell an absent operation (ErrNotFound) from a lost lease (ErrStale).
+func (r *repo) leasedWrite(ctx context.Context, id, owner, sql string, args ...any) error {
+	octx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	tag, err := r.q.Exec(octx, sql, append([]any{id, owner}, args...)...)
+	if err != nil {
+		return r.classify(ctx, "operation", id, err)
+	}
+	if tag.RowsAffected() == 1 {
+		return nil
+	}
+	var exists bool
+	if err := r.q.QueryRow(octx, sqlOperationExists, id).Scan(&exists); err != nil {
+		return r.classify(ctx, "operation", id, err)
+	}
+	return fmt.Errorf("operation %q: not leased to %q: %w", id, owner, store.ErrStale)
+}
+
+// sqlClaimOperations is one statement, so one transaction even on the
+// pool: the CTE locks the oldest claimable rows, skipping those another
+// claimer has locked (which that claimer is about to take), and the UPDATE
+// leases them. A row another claimer leased and committed meanwhile no
+// longer matches when re-checked under the lock.
+const sqlClaimOperations = `
+WITH claimable AS (
+    SELECT id FROM operations
+    WHERE state = $6 AND (lease_until IS NULL OR lease_until <= $2)
+    ORDER BY created_at, id COLLATE "C"
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE operations o SET owner = $1, lease_until = $3, updated_at = $5
+FROM claimable c WHERE o.id = c.id
+RETURNING o.id, o.kind, o.deployment_key, o.drop_deployment, o.state, o.steps, o.owner,
+          o.lease_until, o.error, o.created_at, o.updated_at`
+
+// ClaimOperations implements store.Operations.
+func (r *repo) ClaimOperations(ctx context.Context, owner string, now, until time.Time, limit int) ([]store.Operation, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	octx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	rows, err := r.q.Query(octx, sqlClaimOperations, owner, now, nullTime(until), limit, r.now(), string(store.OpPending))
+	if err != nil {
+		return nil, r.classify(ctx, "claim operations", "", err)
+	}
+	ops, err := collectOperations(rows)
+	if err != nil {
+		return nil, r.classify(ctx, "claim operations", "", err)
+	}
+	// RETURNING follows no ORDER BY.
+	slices.SortFunc(ops, func(a, b store.Operation) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return ops, nil
+}
+
+const sqlPurgeOperations = `DELETE FROM operations WHERE state <> $2 AND updated_at < $1`
+
+// PurgeOperations implements store.Operations.
+func (r *repo) PurgeOperations(ctx context.Context, before time.Time) (int, error) {
+	octx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	tag, err := r.q.Exec(octx, sqlPurgeOperations, before, string(store.OpPending))
+	if err != nil {
+		return 0, r.classify(ctx, "purge operations", "", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+// sqlPutIdempotency replaces a row only if it has expired at $6, the
+// store's clock: the ON CONFLICT ... WHERE makes "check and replace" one
+// atomic step, so two requests with the same key cannot both win.
+const sqlPutIdempotency = `
+INSERT INTO idempotency_keys (scope, key, request_hash, response, expires_at)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (scope, key) DO UPDATE SET
+    request_hash = EXCLUDED.request_hash, response = EXCLUDED.response, expires_at = EXCLUDED.expires_at
+WHERE idempotency_keys.expires_at <= $6`
+
+// PutIdempotency implements store.Idempotency. It takes "now" from the
+// store's clock, not the database's now(), so that tests with a fixed clock
+// and the memory store agree.
+func (r *repo) PutIdempotency(ctx context.Context, rec store.IdempotencyRecord) error {
+	resp := rec.Response
+	if resp == nil {
+		resp = []byte{} // the column is NOT NULL and pgx sends nil as NULL
+	}
+	octx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	tag, err := r.q.Exec(octx, sqlPutIdempotency, rec.Scope, rec.Key, rec.RequestHash, resp, rec.ExpiresAt, r.now())
+	if err != nil {
+		return r.classify(ctx, "idempotency key", rec.Key, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("idempotency key %q: %w", rec.Key, store.ErrAlreadyExists)
+	}
+	return nil
+}
+
+const sqlGetIdempotency = `
+SELECT request_hash, response, expires_at FROM idempotency_keys
+WHERE scope = $1 AND key = $2 AND expires_at > $3`
+
+// GetIdempotency implements store.Idempotency.
+func (r *repo) GetIdempotency(ctx context.Context, scope, key string, now time.Time) (store.IdempotencyRecord, error) {
+	octx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	rec := store.IdempotencyRecord{Scope: scope, Key: key}
+	err := r.q.QueryRow(octx, sqlGetIdempotency, scope, key, now).Scan(&rec.RequestHash, &rec.Response, &rec.ExpiresAt)
+	if err != nil {
+		return store.IdempotencyRecord{}, r.classify(ctx, "idempotency key", key, err)
+	}
+	if len(rec.Response) == 0 {
+		rec.Response = nil // as the memory store answers
+	}
+	rec.ExpiresAt = rec.ExpiresAt.UTC()
+	return rec, nil
+}
+
+const sqlPurgeIdempotency = `DELETE FROM idempotency_keys WHERE expires_at < $1`
+
+// PurgeIdempotency implements store.Idempotency.
+func (r *repo) PurgeIdempotency(ctx context.Context, before time.Time) (int, error) {
+	octx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	tag, err := r.q.Exec(octx, sqlPurgeIdempotency, before)
+	if err != nil {
+		return 0, r.classify(ctx, "purge idempotency keys", "", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+// scanOperation reads one row of opColumns.
+func scanOperation(row pgx.Row) (store.Operation, error) {
+	var (
+		op          store.Operation
+		kind, state string
+		steps       []byte
+		lease       *time.Time
+	)
+	err := row.Scan(&op.ID, &kind, &op.DeploymentKey, &op.DropDeployment, &state, &steps,
+		&op.Owner, &lease, &op.Error, &op.CreatedAt, &op.UpdatedAt)
+	if err != nil {
+		return store.Operation{}, err
+	}
+	op.Kind, op.State = store.OperationKind(kind), store.OperationState(state)
+	if lease != nil {
+		op.LeaseUntil = lease.UTC()
+	}
+	op.CreatedAt, op.UpdatedAt = op.CreatedAt.UTC(), op.UpdatedAt.UTC()
+	var docs []stepDoc
+	if err := json.Unmarshal(steps, &docs); err != nil {
+		return store.Operation{}, fmt.Errorf("operation %q: decode stored steps: %w", op.ID, err)
+	}
+	for _, d := range docs {
+		op.Steps = append(op.Steps, store.Step{
+			Cluster: d.Cluster, UnitID: d.UnitID, State: store.OperationState(d.State),
+			Attempts: d.Attempts, Error: d.Error,
+		})
+	}
+	return op, nil
+}
+
+// collectOperations reads every row of rows and closes it.
+func collectOperations(rows pgx.Rows) ([]store.Operation, error) {
+	defer rows.Close()
+	var out []store.Operation
+	for rows.Next() {
+		op, err := scanOperation(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, op)
+	}
+	return out, rows.Err()
+}
+
+// nullTime sends the zero time, which means "no lease", as NULL.
+func nullTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t
+}
