@@ -55,6 +55,9 @@ const (
 
 func main() {
 	opts, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "pkgbench:", err)
 		os.Exit(2)
@@ -165,8 +168,10 @@ func run(ctx context.Context, o options, w io.Writer) (err error) {
 		return err
 	}
 	out.printf("pkgbench: PM %s (storage postgres, pool %s) vs %s\n", pm.addr, pm.poolSize(), pgbenchVersion)
-	out.printf("postgres %s, database %s; %s, GOMAXPROCS %d, %d CPUs; %s per phase after %s warm-up\n\n",
+	out.printf("postgres %s, database %s; %s, GOMAXPROCS %d, %d CPUs; %s per phase after %s warm-up\n",
 		serverVersion, db.name, runtime.Version(), runtime.GOMAXPROCS(0), runtime.NumCPU(), o.duration, o.warmup)
+	loadWarning(out, "before the run")
+	out.printf("\n")
 
 	load := &loader{base: "http://" + pm.addr}
 	var results []result
@@ -230,6 +235,30 @@ func run(ctx context.Context, o options, w io.Writer) (err error) {
 
 func progress(out *printer, what string, clients int) {
 	out.printf("running %-15s clients=%d\n", what, clients)
+}
+
+// loadWarning notes a busy machine: PM, its client, Postgres and pgbench
+// share the CPUs, so other work skews the figures (not evenly: it hits
+// whichever phase it overlaps). Only the load before the run says
+// something about other work; during it, the benchmark is the load.
+func loadWarning(out *printer, when string) {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return // not Linux; nothing to say
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return
+	}
+	load, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return
+	}
+	note := ""
+	if load > float64(runtime.NumCPU())/2 {
+		note = " (busy machine: other work competes for the CPUs, figures are skewed)"
+	}
+	out.printf("load average %s: %.2f%s\n", when, load, note)
 }
 
 // profiler starts a CPU profile into path and returns its stop function,
