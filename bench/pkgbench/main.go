@@ -62,7 +62,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, "pkgbench:", err)
 		os.Exit(2)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGPIPE too: with stdout piped into head, a write fails and the run
+	// stops and cleans up instead of dying with the scratch database.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGPIPE)
 	err = run(ctx, opts, os.Stdout)
 	stop()
 	if err != nil {
