@@ -97,7 +97,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (a *App, err 
 	if err != nil {
 		return nil, fmt.Errorf("DEPLOY_REPLICA_ALGORITHM: %w", err)
 	}
-	deployments := deploy.New(st, deployClusters{clusters}, deploy.Config{
+	deployments := deploy.New(st, deploy.FromManager(clusters), deploy.Config{
 		MaxRetries: cfg.Deploy.MaxRetries, RetryBackoff: cfg.Deploy.RetryBackoff,
 		RollbackOnPartial: cfg.Deploy.RollbackOnPartial, ReplicaCap: cfg.Deploy.ReplicaCap,
 		Algorithm: alg, DefaultTarget: cfg.Deploy.DefaultAvailability, HysteresisMargin: cfg.Deploy.HysteresisMargin,

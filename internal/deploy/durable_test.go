@@ -1,0 +1,354 @@
+package deploy_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	deploymentpb "github.com/oaas/pm/gen/go/oaas/deployment"
+	pmv1 "github.com/oaas/pm/gen/go/oaas/pm/v1"
+	"github.com/oaas/pm/internal/cluster"
+	"github.com/oaas/pm/internal/config"
+	"github.com/oaas/pm/internal/crmsim"
+	"github.com/oaas/pm/internal/deploy"
+	"github.com/oaas/pm/internal/fault"
+	"github.com/oaas/pm/internal/store"
+	"github.com/oaas/pm/internal/store/memory"
+	"github.com/oaas/pm/internal/store/pgtest"
+	"github.com/oaas/pm/internal/store/postgres"
+)
+
+var storages = []string{"memory", "postgres"}
+
+// world is a store shared by PM instances and a set of simulated clusters.
+type world struct {
+	t        *testing.T
+	st       store.Store
+	sims     map[string]*crmsim.Sim
+	clusters *cluster.Manager
+	log      *slog.Logger
+}
+
+// setup starts the clusters and opens the store; each PM instance the test
+// needs comes from w.pm.
+func setup(t *testing.T, storage string, clusters ...string) *world {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if os.Getenv("PM_TEST_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	w := &world{t: t, sims: map[string]*crmsim.Sim{}, log: log}
+	switch storage {
+	case "memory":
+		w.st = memory.New(nil)
+	case "postgres":
+		url := pgtest.NewDatabase(t)
+		st, err := postgres.Open(context.Background(), postgres.Config{URL: url, MaxConns: 8, Timeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.st = st
+	}
+	t.Cleanup(w.st.Close)
+	cfg := config.Default().CRM
+	cfg.Clusters = nil
+	for _, n := range clusters {
+		sim := crmsim.StartT(t, crmsim.Config{EnvName: n})
+		w.sims[n] = sim
+		cfg.Clusters = append(cfg.Clusters, config.Cluster{Name: n, URL: sim.URL()})
+	}
+	cfg.Timeout, cfg.HealthCacheTTL, cfg.HealthCheckInterval = 2*time.Second, 0, 0
+	cfg.BreakerFailureThreshold = 1000
+	m, err := cluster.New(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	w.clusters = m
+	pkg := &pmv1.OPackage{
+		Name:      "echo",
+		Functions: []*pmv1.OFunction{{Key: "echo"}},
+		Classes:   []*pmv1.OClass{{Key: "Echo", FunctionBindings: []*pmv1.FunctionBinding{{Name: "echo", FunctionKey: "echo"}}}},
+	}
+	if _, err := w.st.CreatePackage(context.Background(), pkg); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// pm is one PM instance (its own owner name) on the shared store.
+func (w *world) pm(owner string, lease time.Duration, hooks deploy.Hooks) *deploy.Service {
+	svc := deploy.New(w.st, deploy.FromManager(w.clusters), deploy.Config{
+		MaxRetries: 1, RetryBackoff: time.Millisecond, ReplicaCap: 50, DefaultTarget: 0.99,
+		Parallelism: 8, Lease: lease, Owner: owner, SelfHeal: true,
+	}, w.log.With("pm", owner))
+	svc.SetHooks(hooks)
+	w.t.Cleanup(svc.Stop)
+	return svc
+}
+
+func (w *world) runtimes() map[string]int {
+	out := map[string]int{}
+	for n, s := range w.sims {
+		out[n] = s.RuntimeCount()
+	}
+	return out
+}
+
+func dep(key string, clusters ...string) *pmv1.OClassDeployment {
+	return &pmv1.OClassDeployment{Key: key, PackageName: "echo", ClassKey: "Echo", TargetEnvs: clusters}
+}
+
+var errCrash = errors.New("simulated crash")
+
+// crashAt returns hooks that "crash" (abandon the operation) at the n-th
+// occurrence of one boundary.
+func crashAt(boundary string, n int64) deploy.Hooks {
+	var count atomic.Int64
+	hit := func() error {
+		if count.Add(1) == n {
+			return errCrash
+		}
+		return nil
+	}
+	switch boundary {
+	case "before-step":
+		return deploy.Hooks{BeforeStep: func(store.Operation, store.Step) error { return hit() }}
+	case "after-step":
+		return deploy.Hooks{AfterStep: func(store.Operation, store.Step) error { return hit() }}
+	default:
+		return deploy.Hooks{BeforeFinish: func(store.Operation) error { return hit() }}
+	}
+}
+
+// resume lets the crashed PM's lease run out and has a second PM finish
+// every pending operation.
+func (w *world) resume(lease time.Duration) {
+	w.t.Helper()
+	survivor := w.pm("pm-b", lease, deploy.Hooks{})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		time.Sleep(lease / 2)
+		survivor.ResumeOperations(context.Background())
+		ops, err := w.st.ListOperations(context.Background(), "")
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		pending := 0
+		for _, op := range ops {
+			if op.State == store.OpPending {
+				pending++
+			}
+		}
+		if pending == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			w.t.Fatalf("%d operations still pending after 10s", pending)
+		}
+	}
+}
+
+func TestResumeDeployAfterCrash(t *testing.T) {
+	t.Parallel()
+	const lease = 300 * time.Millisecond
+	crashes := []struct {
+		boundary string
+		n        int64
+	}{
+		{"before-step", 1}, {"before-step", 2}, {"after-step", 1}, {"after-step", 2}, {"before-finish", 1},
+	}
+	for _, storage := range storages {
+		for _, c := range crashes {
+			t.Run(fmt.Sprintf("%s/%s-%d", storage, c.boundary, c.n), func(t *testing.T) {
+				t.Parallel()
+				w := setup(t, storage, "east", "west")
+				crashed := w.pm("pm-a", lease, crashAt(c.boundary, c.n))
+				_, err := crashed.Create(context.Background(), dep("d", "east", "west"), deploy.CreateOptions{})
+				if fault.KindOf(err) != fault.Unavailable {
+					t.Fatalf("create across a crash: %v, want Unavailable (interrupted)", err)
+				}
+				w.resume(lease)
+
+				ms, err := w.st.Mappings(context.Background(), "d")
+				if err != nil || len(ms) != 2 {
+					t.Fatalf("mappings %v, %v; want both clusters", ms, err)
+				}
+				for n, count := range w.runtimes() {
+					if count != 1 {
+						t.Errorf("%s runs %d runtimes, want exactly 1", n, count)
+					}
+				}
+				rec, err := w.st.GetDeployment(context.Background(), "d")
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, r := range rec.Deployment.GetStatus().GetClusters() {
+					if r.State != "deployed" {
+						t.Errorf("cluster %s state %q", r.Cluster, r.State)
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestResumeDeleteAfterCrash(t *testing.T) {
+	t.Parallel()
+	const lease = 300 * time.Millisecond
+	for _, storage := range storages {
+		for _, boundary := range []string{"before-step", "after-step", "before-finish"} {
+			t.Run(storage+"/"+boundary, func(t *testing.T) {
+				t.Parallel()
+				w := setup(t, storage, "east", "west")
+				if _, err := w.pm("pm-0", lease, deploy.Hooks{}).Create(context.Background(), dep("d", "east", "west"), deploy.CreateOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				crashed := w.pm("pm-a", lease, crashAt(boundary, 1))
+				if err := crashed.Delete(context.Background(), "d", "", store.AnyRevision); fault.KindOf(err) != fault.Unavailable {
+					t.Fatalf("delete across a crash: %v", err)
+				}
+				w.resume(lease)
+				if _, err := w.st.GetDeployment(context.Background(), "d"); !errors.Is(err, store.ErrNotFound) {
+					t.Errorf("deployment still there: %v", err)
+				}
+				for n, count := range w.runtimes() {
+					if count != 0 {
+						t.Errorf("%s keeps %d runtimes", n, count)
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestTwoPMsDeployConcurrently(t *testing.T) {
+	t.Parallel()
+	for _, storage := range storages {
+		t.Run(storage, func(t *testing.T) {
+			t.Parallel()
+			w := setup(t, storage, "east", "west", "north")
+			pms := []*deploy.Service{w.pm("pm-a", 5*time.Second, deploy.Hooks{}), w.pm("pm-b", 5*time.Second, deploy.Hooks{})}
+			var wins, conflicts atomic.Int64
+			var wg sync.WaitGroup
+			for i := range 16 {
+				wg.Go(func() {
+					_, err := pms[i%2].Create(context.Background(), dep("same", "east", "west", "north"), deploy.CreateOptions{})
+					switch {
+					case err == nil:
+						wins.Add(1)
+					case fault.KindOf(err) == fault.AlreadyExists:
+						conflicts.Add(1)
+					default:
+						t.Errorf("create: %v", err)
+					}
+				})
+			}
+			// Auto-deploy of the same embedded spec by both PMs at once.
+			pkg := &pmv1.OPackage{Name: "echo", Deployments: []*pmv1.OClassDeployment{dep("auto", "east", "west", "north")}}
+			for _, pm := range pms {
+				wg.Go(func() { pm.PackageWritten(context.Background(), pkg) })
+			}
+			wg.Wait()
+			for _, pm := range pms {
+				pm.Stop() // waits for the background auto-deploys
+			}
+			if wins.Load() != 1 || conflicts.Load() != 15 {
+				t.Errorf("wins=%d conflicts=%d, want 1 and 15", wins.Load(), conflicts.Load())
+			}
+			for n, count := range w.runtimes() {
+				if count != 2 {
+					t.Errorf("%s runs %d runtimes, want 2 (one per deployment)", n, count)
+				}
+				if created := w.sims[n].CreatedCount(); created != 2 {
+					t.Errorf("%s created %d runtimes, want 2", n, created)
+				}
+			}
+		})
+	}
+}
+
+func TestReconcile(t *testing.T) {
+	t.Parallel()
+	for _, storage := range storages {
+		t.Run(storage, func(t *testing.T) {
+			t.Parallel()
+			w := setup(t, storage, "east", "west")
+			pm := w.pm("pm-a", 5*time.Second, deploy.Hooks{})
+			res, err := pm.Create(context.Background(), dep("d", "east", "west"), deploy.CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+
+			// Nothing drifted: nothing to do.
+			rep := pm.Reconcile(ctx)
+			if len(rep.Healed)+len(rep.Orphans)+len(rep.Skipped) != 0 {
+				t.Fatalf("clean reconcile reported %+v", rep)
+			}
+
+			// A unit vanished from east: self-heal re-deploys it with its id.
+			eastID := deploy.UnitID("d", "east")
+			if !w.sims["east"].RemoveRuntime(eastID) {
+				t.Fatalf("east had no unit %q (create returned %q)", eastID, res.UnitID)
+			}
+			rep = pm.Reconcile(ctx)
+			if len(rep.Healed) != 1 || rep.Healed[0].Cluster != "east" || w.sims["east"].LastUnit(eastID) == nil {
+				t.Errorf("self-heal: %+v; east has %d runtimes", rep, w.sims["east"].RuntimeCount())
+			}
+
+			// An orphan with PM's id scheme is reported, a foreign unit ignored.
+			orphan := deploy.UnitID("ghost", "west")
+			for _, id := range []string{orphan, "hand-made-runtime"} {
+				u := &deploymentpb.DeploymentUnit{Id: id, PackageName: "ghost", ClassKey: "Echo", TargetEnv: "west"}
+				if err := w.sims["west"].InjectRuntime(u); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rep = pm.Reconcile(ctx)
+			if len(rep.Orphans) != 1 || rep.Orphans[0].UnitID != orphan || len(rep.Deleted) != 0 {
+				t.Errorf("orphans %+v deleted %+v", rep.Orphans, rep.Deleted)
+			}
+			if got := pm.Orphans(); len(got) != 1 || got[0].UnitID != orphan {
+				t.Errorf("Orphans() = %+v", got)
+			}
+			if w.sims["west"].RuntimeCount() != 3 {
+				t.Errorf("reporting removed something: west has %d runtimes", w.sims["west"].RuntimeCount())
+			}
+
+			// A failing cluster is skipped, never treated as empty.
+			w.sims["west"].SetFailRate(1, 1)
+			w.sims["east"].RemoveRuntime(eastID)
+			deploysBefore := w.sims["west"].Calls("Deploy")
+			rep = pm.Reconcile(ctx)
+			if len(rep.Skipped) != 1 || rep.Skipped[0] != "west" {
+				t.Errorf("skipped %v, want [west]", rep.Skipped)
+			}
+			if w.sims["west"].Calls("Deploy") != deploysBefore || w.sims["west"].Calls("DeleteDeployment") != 0 {
+				t.Errorf("reconcile acted on a failing cluster")
+			}
+			if len(rep.Healed) != 1 || rep.Healed[0].Cluster != "east" {
+				t.Errorf("healthy east not healed while west fails: %+v", rep.Healed)
+			}
+			if got := pm.Orphans(); len(got) != 1 {
+				t.Errorf("orphans of a skipped cluster forgotten: %+v", got)
+			}
+			w.sims["west"].SetFailRate(0, 1)
+
+			// With deletion on, the orphan goes; PM's own unit and the
+			// foreign one stay.
+			cleaner := deploy.New(w.st, deploy.FromManager(w.clusters), deploy.Config{Owner: "pm-c", DeleteOrphans: true}, w.log)
+			rep = cleaner.Reconcile(ctx)
+			if len(rep.Deleted) != 1 || w.sims["west"].LastUnit(orphan) != nil || w.sims["west"].RuntimeCount() != 2 {
+				t.Errorf("delete orphans: %+v; west has %d runtimes", rep.Deleted, w.sims["west"].RuntimeCount())
+			}
+		})
+	}
+}
