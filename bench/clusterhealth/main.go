@@ -137,7 +137,7 @@ func checkOnce(ctx context.Context, c *http.Client, url string, clusters int) er
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	var items []map[string]any
 	if err := json.NewDecoder(resp.Body).Decode(&items); err != nil {
 		return fmt.Errorf("decoding /clusters/health: %w", err)
@@ -222,7 +222,7 @@ func get(ctx context.Context, c *http.Client, url string) error {
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
 		return err
 	}
