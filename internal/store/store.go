@@ -174,6 +174,11 @@ type Step struct {
 // any CRM is called, each step's outcome is recorded as it happens, and an
 // operation that is still pending when its lease runs out (its PM died) is
 // claimed and finished by another PM (or the same one after a restart).
+//
+// Stores return times in UTC at microsecond precision (Postgres's), and a
+// zero LeaseUntil for an operation nobody holds. Steps keep their order.
+// A lease only guards against other claimers: an owner whose lease ran out
+// may still write until someone else claims the operation.
 type Operation struct {
 	ID            string
 	Kind          OperationKind

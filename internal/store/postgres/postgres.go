@@ -1,10 +1,13 @@
 // Package postgres is the Postgres implementation of store.Store, for PM
 // deployments that run more than one replica or must survive restarts.
 //
-// Each package is one row: a jsonb document holding the whole message (the
-// REST snake_case form, written with protojson) that reads decode, and beside
-// it the columns that filters and revision checks use, so that those queries
-// run on indexes. The schema lives in the migrations package.
+// Each package and each deployment is one row: a jsonb document holding the
+// whole message (the REST snake_case form, written with protojson) that
+// reads decode, and beside it the columns that filters and revision checks
+// use, so that those queries run on indexes. An operation is one row too,
+// its steps a jsonb array on it, so that every lease-guarded write is a
+// single-row UPDATE ... WHERE owner = $owner. The schema lives in the
+// migrations package.
 //
 // Every database call runs under Config.Timeout, so that a database that has
 // gone away fails requests quickly with store.ErrUnavailable instead of
