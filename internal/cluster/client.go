@@ -121,11 +121,20 @@ func crmAnswered(err error) bool {
 	return false
 }
 
-// callerGaveUp keeps calls the caller canceled out of the breaker's counts:
-// they say nothing about the CRM.
+// callerGaveUp keeps calls that ended because the caller canceled them or
+// its own (earlier) deadline ran out out of the breaker's counts: they say
+// nothing about the CRM. A CRM that misses PM's timeout still counts.
 func callerGaveUp(err error) bool {
-	return connect.CodeOf(err) == connect.CodeCanceled || errors.Is(err, context.Canceled)
+	var ended callerEnded
+	return errors.As(err, &ended) || connect.CodeOf(err) == connect.CodeCanceled
 }
+
+// callerEnded marks a call error that happened after the caller's context
+// ended; it is transparent to errors.Is/As and connect.CodeOf.
+type callerEnded struct{ error }
+
+// Unwrap returns the call error.
+func (e callerEnded) Unwrap() error { return e.error }
 
 // Name is the cluster's configured name.
 func (c *Client) Name() string { return c.name }
@@ -153,14 +162,16 @@ func (c *Client) Delete(ctx context.Context, id string) (*deploymentpb.DeleteDep
 	})
 }
 
-// Status reads a unit's deployment status, retrying transient failures.
+// Status reads a unit's deployment status, retrying transient failures
+// (unavailable, timed out) up to CRM_DEFAULT_RETRY_ATTEMPTS times.
 func (c *Client) Status(ctx context.Context, id string) (*deploymentpb.GetDeploymentStatusResponse, error) {
 	return call(ctx, c, "status", true, func(ctx context.Context) (*deploymentpb.GetDeploymentStatusResponse, error) {
 		return c.deploy.GetDeploymentStatus(ctx, &deploymentpb.GetDeploymentStatusRequest{DeploymentId: id})
 	})
 }
 
-// List lists the class runtimes the CRM runs, retrying transient failures.
+// List lists the class runtimes the CRM runs (nil req: all of them),
+// retrying transient failures like Status.
 func (c *Client) List(ctx context.Context, req *deploymentpb.ListClassRuntimesRequest) (*deploymentpb.ListClassRuntimesResponse, error) {
 	if req == nil {
 		req = &deploymentpb.ListClassRuntimesRequest{}
@@ -170,8 +181,8 @@ func (c *Client) List(ctx context.Context, req *deploymentpb.ListClassRuntimesRe
 	})
 }
 
-// Get reads one class runtime, retrying transient failures; an unknown id is
-// fault.NotFound.
+// Get reads one class runtime, retrying transient failures like Status; an
+// unknown id is fault.NotFound.
 func (c *Client) Get(ctx context.Context, id string) (*deploymentpb.GetClassRuntimeResponse, error) {
 	return call(ctx, c, "get", true, func(ctx context.Context) (*deploymentpb.GetClassRuntimeResponse, error) {
 		return c.deploy.GetClassRuntime(ctx, &deploymentpb.GetClassRuntimeRequest{DeploymentId: id})
@@ -219,6 +230,9 @@ func once[T any](ctx context.Context, c *Client, fn func(context.Context) (T, er
 		defer cancel()
 		var err error
 		res, err = fn(cctx)
+		if err != nil && ctx.Err() != nil {
+			err = callerEnded{err}
+		}
 		return struct{}{}, err
 	})
 	return res, err
@@ -271,6 +285,9 @@ func classify(err error, timeout time.Duration) (fault.Kind, string) {
 		return fault.Unavailable, "circuit breaker open"
 	case errors.Is(err, gobreaker.ErrTooManyRequests):
 		return fault.Unavailable, "circuit breaker half-open; a probe call is in flight"
+	}
+	if ended := (callerEnded{}); errors.As(err, &ended) && connect.CodeOf(err) == connect.CodeDeadlineExceeded {
+		return fault.DeadlineExceeded, "the request's deadline ran out before the CRM answered"
 	}
 	var ce *connect.Error
 	msg := err.Error()

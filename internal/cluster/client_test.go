@@ -203,7 +203,7 @@ func TestBreaker(t *testing.T) {
 		}
 	})
 
-	t.Run("caller cancellations do not trip it", func(t *testing.T) {
+	t.Run("caller cancellations and caller deadlines do not trip it", func(t *testing.T) {
 		t.Parallel()
 		ss := sims(t, map[string]crmsim.Config{"east": {Latency: time.Second}})
 		m := setup(t, ss, nil, breakerCfg, func(c *config.CRM) { c.Timeout = 2 * time.Second })
@@ -216,8 +216,15 @@ func TestBreaker(t *testing.T) {
 			}
 			cancel()
 		}
+		for range 2 * threshold {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+			if _, err := c.List(ctx, nil); fault.KindOf(err) != fault.DeadlineExceeded {
+				t.Fatalf("call past the caller's deadline: %v", err)
+			}
+			cancel()
+		}
 		if c.BreakerState() != "closed" {
-			t.Fatalf("breaker %s after canceled calls", c.BreakerState())
+			t.Fatalf("breaker %s after calls the caller gave up on", c.BreakerState())
 		}
 	})
 }
