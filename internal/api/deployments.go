@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	pmv1 "github.com/oaas/pm/gen/go/oaas/pm/v1"
 	"github.com/oaas/pm/gen/go/oaas/pm/v1/pmv1connect"
 	"github.com/oaas/pm/internal/catalog"
@@ -189,4 +191,46 @@ func clusterErrors(ctx context.Context, failed []deploy.ClusterError) []*pmv1.Cl
 	}
 	callInfo(ctx).ResponseHeader().Set(ClusterErrorsHeader, strings.Join(parts, "; "))
 	return out
+}
+
+// ListOrphans implements DeploymentService.
+func (h *Deployments) ListOrphans(_ context.Context, _ *pmv1.ListOrphansRequest) (*pmv1.ListOrphansResponse, error) {
+	var items []*pmv1.Orphan
+	for _, o := range h.svc.Orphans() {
+		items = append(items, &pmv1.Orphan{
+			Cluster: o.Cluster, UnitId: o.UnitID, PackageName: o.PackageName, ClassKey: o.ClassKey,
+			FirstSeen: timestamppb.New(o.FirstSeen),
+		})
+	}
+	return &pmv1.ListOrphansResponse{Items: items}, nil
+}
+
+// ListOperations implements DeploymentService.
+func (h *Deployments) ListOperations(ctx context.Context, req *pmv1.ListOperationsRequest) (*pmv1.ListOperationsResponse, error) {
+	ops, err := h.svc.Operations(ctx, req.GetDeploymentKey())
+	if err != nil {
+		return nil, err
+	}
+	items := make([]*pmv1.Operation, len(ops))
+	for i, op := range ops {
+		o := &pmv1.Operation{
+			Id: op.ID, Kind: string(op.Kind), DeploymentKey: op.DeploymentKey, State: string(op.State),
+			CreatedAt: timestamppb.New(op.CreatedAt), UpdatedAt: timestamppb.New(op.UpdatedAt),
+		}
+		if op.Error != "" {
+			o.Error = &op.Error
+		}
+		if op.Owner != "" {
+			o.Owner = &op.Owner
+		}
+		for _, st := range op.Steps {
+			s := &pmv1.OperationStep{Cluster: st.Cluster, UnitId: st.UnitID, State: string(st.State), Attempts: int32(st.Attempts)}
+			if st.Error != "" {
+				s.Error = &st.Error
+			}
+			o.Steps = append(o.Steps, s)
+		}
+		items[i] = o
+	}
+	return &pmv1.ListOperationsResponse{Items: items}, nil
 }

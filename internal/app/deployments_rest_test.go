@@ -547,5 +547,3 @@ func waitFor[T any](t *testing.T, cond func() (T, bool)) T {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-
-

@@ -187,3 +187,8 @@ func (s *Service) BeforePackageDelete(ctx context.Context, name string) error {
 	}
 	return nil
 }
+
+// Operations returns the durable operations of a deployment (all with "").
+func (s *Service) Operations(ctx context.Context, key string) ([]store.Operation, error) {
+	return s.st.ListOperations(ctx, key)
+}

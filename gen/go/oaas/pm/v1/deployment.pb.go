@@ -533,7 +533,8 @@ type ClusterRollout struct {
 	Cluster string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
 	// availability is the cluster availability the plan used.
 	Availability float64 `protobuf:"fixed64,2,opt,name=availability,proto3" json:"availability,omitempty"`
-	// availability_source is "crm", "nodes" or "none".
+	// availability_source is "crm" (reported by the CRM) or "ready_nodes"
+	// (derived from ready_nodes / node_count).
 	AvailabilitySource string `protobuf:"bytes,3,opt,name=availability_source,json=availabilitySource,proto3" json:"availability_source,omitempty"`
 	// unit_id is the deployment unit id sent to the cluster's CRM.
 	UnitId string `protobuf:"bytes,4,opt,name=unit_id,json=unitId,proto3" json:"unit_id,omitempty"`

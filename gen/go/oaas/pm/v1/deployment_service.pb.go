@@ -10,6 +10,7 @@ import (
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -21,6 +22,440 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// Orphan is a unit found in a cluster with PM's id scheme and no owner.
+type Orphan struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	UnitId        string                 `protobuf:"bytes,2,opt,name=unit_id,json=unitId,proto3" json:"unit_id,omitempty"`
+	PackageName   string                 `protobuf:"bytes,3,opt,name=package_name,json=packageName,proto3" json:"package_name,omitempty"`
+	ClassKey      string                 `protobuf:"bytes,4,opt,name=class_key,json=classKey,proto3" json:"class_key,omitempty"`
+	FirstSeen     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=first_seen,json=firstSeen,proto3" json:"first_seen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Orphan) Reset() {
+	*x = Orphan{}
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Orphan) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Orphan) ProtoMessage() {}
+
+func (x *Orphan) ProtoReflect() protoreflect.Message {
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Orphan.ProtoReflect.Descriptor instead.
+func (*Orphan) Descriptor() ([]byte, []int) {
+	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Orphan) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *Orphan) GetUnitId() string {
+	if x != nil {
+		return x.UnitId
+	}
+	return ""
+}
+
+func (x *Orphan) GetPackageName() string {
+	if x != nil {
+		return x.PackageName
+	}
+	return ""
+}
+
+func (x *Orphan) GetClassKey() string {
+	if x != nil {
+		return x.ClassKey
+	}
+	return ""
+}
+
+func (x *Orphan) GetFirstSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstSeen
+	}
+	return nil
+}
+
+type ListOrphansRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListOrphansRequest) Reset() {
+	*x = ListOrphansRequest{}
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListOrphansRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListOrphansRequest) ProtoMessage() {}
+
+func (x *ListOrphansRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListOrphansRequest.ProtoReflect.Descriptor instead.
+func (*ListOrphansRequest) Descriptor() ([]byte, []int) {
+	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{1}
+}
+
+type ListOrphansResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Items         []*Orphan              `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListOrphansResponse) Reset() {
+	*x = ListOrphansResponse{}
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListOrphansResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListOrphansResponse) ProtoMessage() {}
+
+func (x *ListOrphansResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListOrphansResponse.ProtoReflect.Descriptor instead.
+func (*ListOrphansResponse) Descriptor() ([]byte, []int) {
+	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ListOrphansResponse) GetItems() []*Orphan {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+// Operation is a durable multi-step change to clusters.
+type Operation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// kind is "deploy", "delete" or "rollback".
+	Kind          string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	DeploymentKey string `protobuf:"bytes,3,opt,name=deployment_key,json=deploymentKey,proto3" json:"deployment_key,omitempty"`
+	// state is "pending", "succeeded" or "failed".
+	State string           `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	Error *string          `protobuf:"bytes,5,opt,name=error,proto3,oneof" json:"error,omitempty"`
+	Steps []*OperationStep `protobuf:"bytes,6,rep,name=steps,proto3" json:"steps,omitempty"`
+	// owner is the PM holding the lease of a pending operation.
+	Owner         *string                `protobuf:"bytes,7,opt,name=owner,proto3,oneof" json:"owner,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Operation) Reset() {
+	*x = Operation{}
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Operation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Operation) ProtoMessage() {}
+
+func (x *Operation) ProtoReflect() protoreflect.Message {
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Operation.ProtoReflect.Descriptor instead.
+func (*Operation) Descriptor() ([]byte, []int) {
+	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Operation) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Operation) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Operation) GetDeploymentKey() string {
+	if x != nil {
+		return x.DeploymentKey
+	}
+	return ""
+}
+
+func (x *Operation) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Operation) GetError() string {
+	if x != nil && x.Error != nil {
+		return *x.Error
+	}
+	return ""
+}
+
+func (x *Operation) GetSteps() []*OperationStep {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+func (x *Operation) GetOwner() string {
+	if x != nil && x.Owner != nil {
+		return *x.Owner
+	}
+	return ""
+}
+
+func (x *Operation) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Operation) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+// OperationStep is one cluster's part of an operation.
+type OperationStep struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	UnitId        string                 `protobuf:"bytes,2,opt,name=unit_id,json=unitId,proto3" json:"unit_id,omitempty"`
+	State         string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	Attempts      int32                  `protobuf:"varint,4,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	Error         *string                `protobuf:"bytes,5,opt,name=error,proto3,oneof" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OperationStep) Reset() {
+	*x = OperationStep{}
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OperationStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OperationStep) ProtoMessage() {}
+
+func (x *OperationStep) ProtoReflect() protoreflect.Message {
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OperationStep.ProtoReflect.Descriptor instead.
+func (*OperationStep) Descriptor() ([]byte, []int) {
+	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *OperationStep) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *OperationStep) GetUnitId() string {
+	if x != nil {
+		return x.UnitId
+	}
+	return ""
+}
+
+func (x *OperationStep) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *OperationStep) GetAttempts() int32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *OperationStep) GetError() string {
+	if x != nil && x.Error != nil {
+		return *x.Error
+	}
+	return ""
+}
+
+type ListOperationsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DeploymentKey string                 `protobuf:"bytes,1,opt,name=deployment_key,json=deploymentKey,proto3" json:"deployment_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListOperationsRequest) Reset() {
+	*x = ListOperationsRequest{}
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListOperationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListOperationsRequest) ProtoMessage() {}
+
+func (x *ListOperationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListOperationsRequest.ProtoReflect.Descriptor instead.
+func (*ListOperationsRequest) Descriptor() ([]byte, []int) {
+	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ListOperationsRequest) GetDeploymentKey() string {
+	if x != nil {
+		return x.DeploymentKey
+	}
+	return ""
+}
+
+type ListOperationsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Items         []*Operation           `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListOperationsResponse) Reset() {
+	*x = ListOperationsResponse{}
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListOperationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListOperationsResponse) ProtoMessage() {}
+
+func (x *ListOperationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListOperationsResponse.ProtoReflect.Descriptor instead.
+func (*ListOperationsResponse) Descriptor() ([]byte, []int) {
+	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListOperationsResponse) GetItems() []*Operation {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
 
 // CreateDeploymentRequest carries the deployment to create.
 type CreateDeploymentRequest struct {
@@ -37,7 +472,7 @@ type CreateDeploymentRequest struct {
 
 func (x *CreateDeploymentRequest) Reset() {
 	*x = CreateDeploymentRequest{}
-	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[0]
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -49,7 +484,7 @@ func (x *CreateDeploymentRequest) String() string {
 func (*CreateDeploymentRequest) ProtoMessage() {}
 
 func (x *CreateDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[0]
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -62,7 +497,7 @@ func (x *CreateDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*CreateDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{0}
+	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateDeploymentRequest) GetDeployment() *OClassDeployment {
@@ -98,7 +533,7 @@ type CreateDeploymentResponse struct {
 
 func (x *CreateDeploymentResponse) Reset() {
 	*x = CreateDeploymentResponse{}
-	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[1]
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -110,7 +545,7 @@ func (x *CreateDeploymentResponse) String() string {
 func (*CreateDeploymentResponse) ProtoMessage() {}
 
 func (x *CreateDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[1]
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -123,7 +558,7 @@ func (x *CreateDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*CreateDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{1}
+	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CreateDeploymentResponse) GetResult() *WriteResult {
@@ -164,7 +599,7 @@ type ListDeploymentsRequest struct {
 
 func (x *ListDeploymentsRequest) Reset() {
 	*x = ListDeploymentsRequest{}
-	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[2]
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -176,7 +611,7 @@ func (x *ListDeploymentsRequest) String() string {
 func (*ListDeploymentsRequest) ProtoMessage() {}
 
 func (x *ListDeploymentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[2]
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -189,7 +624,7 @@ func (x *ListDeploymentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeploymentsRequest.ProtoReflect.Descriptor instead.
 func (*ListDeploymentsRequest) Descriptor() ([]byte, []int) {
-	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{2}
+	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListDeploymentsRequest) GetPackageName() string {
@@ -252,7 +687,7 @@ type ListDeploymentsResponse struct {
 
 func (x *ListDeploymentsResponse) Reset() {
 	*x = ListDeploymentsResponse{}
-	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[3]
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -264,7 +699,7 @@ func (x *ListDeploymentsResponse) String() string {
 func (*ListDeploymentsResponse) ProtoMessage() {}
 
 func (x *ListDeploymentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[3]
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -277,7 +712,7 @@ func (x *ListDeploymentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeploymentsResponse.ProtoReflect.Descriptor instead.
 func (*ListDeploymentsResponse) Descriptor() ([]byte, []int) {
-	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{3}
+	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListDeploymentsResponse) GetItems() []*OClassDeployment {
@@ -304,7 +739,7 @@ type GetDeploymentRequest struct {
 
 func (x *GetDeploymentRequest) Reset() {
 	*x = GetDeploymentRequest{}
-	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[4]
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -316,7 +751,7 @@ func (x *GetDeploymentRequest) String() string {
 func (*GetDeploymentRequest) ProtoMessage() {}
 
 func (x *GetDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[4]
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -329,7 +764,7 @@ func (x *GetDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*GetDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{4}
+	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetDeploymentRequest) GetKey() string {
@@ -350,7 +785,7 @@ type GetDeploymentResponse struct {
 
 func (x *GetDeploymentResponse) Reset() {
 	*x = GetDeploymentResponse{}
-	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[5]
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -362,7 +797,7 @@ func (x *GetDeploymentResponse) String() string {
 func (*GetDeploymentResponse) ProtoMessage() {}
 
 func (x *GetDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[5]
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -375,7 +810,7 @@ func (x *GetDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*GetDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{5}
+	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetDeploymentResponse) GetDeployment() *OClassDeployment {
@@ -405,7 +840,7 @@ type DeleteDeploymentRequest struct {
 
 func (x *DeleteDeploymentRequest) Reset() {
 	*x = DeleteDeploymentRequest{}
-	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[6]
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -417,7 +852,7 @@ func (x *DeleteDeploymentRequest) String() string {
 func (*DeleteDeploymentRequest) ProtoMessage() {}
 
 func (x *DeleteDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[6]
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -430,7 +865,7 @@ func (x *DeleteDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*DeleteDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{6}
+	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DeleteDeploymentRequest) GetKey() string {
@@ -463,7 +898,7 @@ type DeleteDeploymentResponse struct {
 
 func (x *DeleteDeploymentResponse) Reset() {
 	*x = DeleteDeploymentResponse{}
-	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[7]
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -475,7 +910,7 @@ func (x *DeleteDeploymentResponse) String() string {
 func (*DeleteDeploymentResponse) ProtoMessage() {}
 
 func (x *DeleteDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[7]
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -488,7 +923,7 @@ func (x *DeleteDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*DeleteDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{7}
+	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{14}
 }
 
 // GetClusterMappingsRequest names a deployment.
@@ -501,7 +936,7 @@ type GetClusterMappingsRequest struct {
 
 func (x *GetClusterMappingsRequest) Reset() {
 	*x = GetClusterMappingsRequest{}
-	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[8]
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -513,7 +948,7 @@ func (x *GetClusterMappingsRequest) String() string {
 func (*GetClusterMappingsRequest) ProtoMessage() {}
 
 func (x *GetClusterMappingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[8]
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -526,7 +961,7 @@ func (x *GetClusterMappingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterMappingsRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterMappingsRequest) Descriptor() ([]byte, []int) {
-	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{8}
+	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetClusterMappingsRequest) GetKey() string {
@@ -547,7 +982,7 @@ type GetClusterMappingsResponse struct {
 
 func (x *GetClusterMappingsResponse) Reset() {
 	*x = GetClusterMappingsResponse{}
-	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[9]
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -559,7 +994,7 @@ func (x *GetClusterMappingsResponse) String() string {
 func (*GetClusterMappingsResponse) ProtoMessage() {}
 
 func (x *GetClusterMappingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[9]
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -572,7 +1007,7 @@ func (x *GetClusterMappingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterMappingsResponse.ProtoReflect.Descriptor instead.
 func (*GetClusterMappingsResponse) Descriptor() ([]byte, []int) {
-	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{9}
+	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetClusterMappingsResponse) GetDeploymentKey() string {
@@ -594,7 +1029,42 @@ var File_oaas_pm_v1_deployment_service_proto protoreflect.FileDescriptor
 const file_oaas_pm_v1_deployment_service_proto_rawDesc = "" +
 	"\n" +
 	"#oaas/pm/v1/deployment_service.proto\x12\n" +
-	"oaas.pm.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1boaas/pm/v1/deployment.proto\x1a oaas/pm/v1/package_service.proto\"\x99\x01\n" +
+	"oaas.pm.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1boaas/pm/v1/deployment.proto\x1a oaas/pm/v1/package_service.proto\"\xb6\x01\n" +
+	"\x06Orphan\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x17\n" +
+	"\aunit_id\x18\x02 \x01(\tR\x06unitId\x12!\n" +
+	"\fpackage_name\x18\x03 \x01(\tR\vpackageName\x12\x1b\n" +
+	"\tclass_key\x18\x04 \x01(\tR\bclassKey\x129\n" +
+	"\n" +
+	"first_seen\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tfirstSeen\"\x14\n" +
+	"\x12ListOrphansRequest\"?\n" +
+	"\x13ListOrphansResponse\x12(\n" +
+	"\x05items\x18\x01 \x03(\v2\x12.oaas.pm.v1.OrphanR\x05items\"\xdd\x02\n" +
+	"\tOperation\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12%\n" +
+	"\x0edeployment_key\x18\x03 \x01(\tR\rdeploymentKey\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12\x19\n" +
+	"\x05error\x18\x05 \x01(\tH\x00R\x05error\x88\x01\x01\x12/\n" +
+	"\x05steps\x18\x06 \x03(\v2\x19.oaas.pm.v1.OperationStepR\x05steps\x12\x19\n" +
+	"\x05owner\x18\a \x01(\tH\x01R\x05owner\x88\x01\x01\x129\n" +
+	"\n" +
+	"created_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"updated_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAtB\b\n" +
+	"\x06_errorB\b\n" +
+	"\x06_owner\"\x99\x01\n" +
+	"\rOperationStep\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x17\n" +
+	"\aunit_id\x18\x02 \x01(\tR\x06unitId\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12\x1a\n" +
+	"\battempts\x18\x04 \x01(\x05R\battempts\x12\x19\n" +
+	"\x05error\x18\x05 \x01(\tH\x00R\x05error\x88\x01\x01B\b\n" +
+	"\x06_error\">\n" +
+	"\x15ListOperationsRequest\x12%\n" +
+	"\x0edeployment_key\x18\x01 \x01(\tR\rdeploymentKey\"E\n" +
+	"\x16ListOperationsResponse\x12+\n" +
+	"\x05items\x18\x01 \x03(\v2\x15.oaas.pm.v1.OperationR\x05items\"\x99\x01\n" +
 	"\x17CreateDeploymentRequest\x12<\n" +
 	"\n" +
 	"deployment\x18\x01 \x01(\v2\x1c.oaas.pm.v1.OClassDeploymentR\n" +
@@ -639,7 +1109,7 @@ const file_oaas_pm_v1_deployment_service_proto_rawDesc = "" +
 	"\x10cluster_mappings\x18\x02 \x03(\v2;.oaas.pm.v1.GetClusterMappingsResponse.ClusterMappingsEntryR\x0fclusterMappings\x1aB\n" +
 	"\x14ClusterMappingsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xd1\x05\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xc3\a\n" +
 	"\x11DeploymentService\x12\x8e\x01\n" +
 	"\x10CreateDeployment\x12#.oaas.pm.v1.CreateDeploymentRequest\x1a$.oaas.pm.v1.CreateDeploymentResponse\"/\x82\xd3\xe4\x93\x02):\n" +
 	"deploymentb\x06result\"\x13/api/v1/deployments\x12\x81\x01\n" +
@@ -647,7 +1117,9 @@ const file_oaas_pm_v1_deployment_service_proto_rawDesc = "" +
 	"\rGetDeployment\x12 .oaas.pm.v1.GetDeploymentRequest\x1a!.oaas.pm.v1.GetDeploymentResponse\"0\x82\xd3\xe4\x93\x02'b\n" +
 	"deployment\x12\x19/api/v1/deployments/{key}\x90\x02\x01\x12\x80\x01\n" +
 	"\x10DeleteDeployment\x12#.oaas.pm.v1.DeleteDeploymentRequest\x1a$.oaas.pm.v1.DeleteDeploymentResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/api/v1/deployments/{key}\x12\x9a\x01\n" +
-	"\x12GetClusterMappings\x12%.oaas.pm.v1.GetClusterMappingsRequest\x1a&.oaas.pm.v1.GetClusterMappingsResponse\"5\x82\xd3\xe4\x93\x02,\x12*/api/v1/deployments/{key}/cluster-mappings\x90\x02\x01B\x9d\x01\n" +
+	"\x12GetClusterMappings\x12%.oaas.pm.v1.GetClusterMappingsRequest\x1a&.oaas.pm.v1.GetClusterMappingsResponse\"5\x82\xd3\xe4\x93\x02,\x12*/api/v1/deployments/{key}/cluster-mappings\x90\x02\x01\x12q\n" +
+	"\vListOrphans\x12\x1e.oaas.pm.v1.ListOrphansRequest\x1a\x1f.oaas.pm.v1.ListOrphansResponse\"!\x82\xd3\xe4\x93\x02\x18b\x05items\x12\x0f/api/v1/orphans\x90\x02\x01\x12}\n" +
+	"\x0eListOperations\x12!.oaas.pm.v1.ListOperationsRequest\x1a\".oaas.pm.v1.ListOperationsResponse\"$\x82\xd3\xe4\x93\x02\x1bb\x05items\x12\x12/api/v1/operations\x90\x02\x01B\x9d\x01\n" +
 	"\x0ecom.oaas.pm.v1B\x16DeploymentServiceProtoP\x01Z)github.com/oaas/pm/gen/go/oaas/pm/v1;pmv1\xa2\x02\x03OPX\xaa\x02\n" +
 	"Oaas.Pm.V1\xca\x02\n" +
 	"Oaas\\Pm\\V1\xe2\x02\x16Oaas\\Pm\\V1\\GPBMetadata\xea\x02\fOaas::Pm::V1b\x06proto3"
@@ -664,44 +1136,62 @@ func file_oaas_pm_v1_deployment_service_proto_rawDescGZIP() []byte {
 	return file_oaas_pm_v1_deployment_service_proto_rawDescData
 }
 
-var file_oaas_pm_v1_deployment_service_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_oaas_pm_v1_deployment_service_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_oaas_pm_v1_deployment_service_proto_goTypes = []any{
-	(*CreateDeploymentRequest)(nil),    // 0: oaas.pm.v1.CreateDeploymentRequest
-	(*CreateDeploymentResponse)(nil),   // 1: oaas.pm.v1.CreateDeploymentResponse
-	(*ListDeploymentsRequest)(nil),     // 2: oaas.pm.v1.ListDeploymentsRequest
-	(*ListDeploymentsResponse)(nil),    // 3: oaas.pm.v1.ListDeploymentsResponse
-	(*GetDeploymentRequest)(nil),       // 4: oaas.pm.v1.GetDeploymentRequest
-	(*GetDeploymentResponse)(nil),      // 5: oaas.pm.v1.GetDeploymentResponse
-	(*DeleteDeploymentRequest)(nil),    // 6: oaas.pm.v1.DeleteDeploymentRequest
-	(*DeleteDeploymentResponse)(nil),   // 7: oaas.pm.v1.DeleteDeploymentResponse
-	(*GetClusterMappingsRequest)(nil),  // 8: oaas.pm.v1.GetClusterMappingsRequest
-	(*GetClusterMappingsResponse)(nil), // 9: oaas.pm.v1.GetClusterMappingsResponse
-	nil,                                // 10: oaas.pm.v1.GetClusterMappingsResponse.ClusterMappingsEntry
-	(*OClassDeployment)(nil),           // 11: oaas.pm.v1.OClassDeployment
-	(*WriteResult)(nil),                // 12: oaas.pm.v1.WriteResult
+	(*Orphan)(nil),                     // 0: oaas.pm.v1.Orphan
+	(*ListOrphansRequest)(nil),         // 1: oaas.pm.v1.ListOrphansRequest
+	(*ListOrphansResponse)(nil),        // 2: oaas.pm.v1.ListOrphansResponse
+	(*Operation)(nil),                  // 3: oaas.pm.v1.Operation
+	(*OperationStep)(nil),              // 4: oaas.pm.v1.OperationStep
+	(*ListOperationsRequest)(nil),      // 5: oaas.pm.v1.ListOperationsRequest
+	(*ListOperationsResponse)(nil),     // 6: oaas.pm.v1.ListOperationsResponse
+	(*CreateDeploymentRequest)(nil),    // 7: oaas.pm.v1.CreateDeploymentRequest
+	(*CreateDeploymentResponse)(nil),   // 8: oaas.pm.v1.CreateDeploymentResponse
+	(*ListDeploymentsRequest)(nil),     // 9: oaas.pm.v1.ListDeploymentsRequest
+	(*ListDeploymentsResponse)(nil),    // 10: oaas.pm.v1.ListDeploymentsResponse
+	(*GetDeploymentRequest)(nil),       // 11: oaas.pm.v1.GetDeploymentRequest
+	(*GetDeploymentResponse)(nil),      // 12: oaas.pm.v1.GetDeploymentResponse
+	(*DeleteDeploymentRequest)(nil),    // 13: oaas.pm.v1.DeleteDeploymentRequest
+	(*DeleteDeploymentResponse)(nil),   // 14: oaas.pm.v1.DeleteDeploymentResponse
+	(*GetClusterMappingsRequest)(nil),  // 15: oaas.pm.v1.GetClusterMappingsRequest
+	(*GetClusterMappingsResponse)(nil), // 16: oaas.pm.v1.GetClusterMappingsResponse
+	nil,                                // 17: oaas.pm.v1.GetClusterMappingsResponse.ClusterMappingsEntry
+	(*timestamppb.Timestamp)(nil),      // 18: google.protobuf.Timestamp
+	(*OClassDeployment)(nil),           // 19: oaas.pm.v1.OClassDeployment
+	(*WriteResult)(nil),                // 20: oaas.pm.v1.WriteResult
 }
 var file_oaas_pm_v1_deployment_service_proto_depIdxs = []int32{
-	11, // 0: oaas.pm.v1.CreateDeploymentRequest.deployment:type_name -> oaas.pm.v1.OClassDeployment
-	12, // 1: oaas.pm.v1.CreateDeploymentResponse.result:type_name -> oaas.pm.v1.WriteResult
-	11, // 2: oaas.pm.v1.CreateDeploymentResponse.deployment:type_name -> oaas.pm.v1.OClassDeployment
-	11, // 3: oaas.pm.v1.ListDeploymentsResponse.items:type_name -> oaas.pm.v1.OClassDeployment
-	11, // 4: oaas.pm.v1.GetDeploymentResponse.deployment:type_name -> oaas.pm.v1.OClassDeployment
-	10, // 5: oaas.pm.v1.GetClusterMappingsResponse.cluster_mappings:type_name -> oaas.pm.v1.GetClusterMappingsResponse.ClusterMappingsEntry
-	0,  // 6: oaas.pm.v1.DeploymentService.CreateDeployment:input_type -> oaas.pm.v1.CreateDeploymentRequest
-	2,  // 7: oaas.pm.v1.DeploymentService.ListDeployments:input_type -> oaas.pm.v1.ListDeploymentsRequest
-	4,  // 8: oaas.pm.v1.DeploymentService.GetDeployment:input_type -> oaas.pm.v1.GetDeploymentRequest
-	6,  // 9: oaas.pm.v1.DeploymentService.DeleteDeployment:input_type -> oaas.pm.v1.DeleteDeploymentRequest
-	8,  // 10: oaas.pm.v1.DeploymentService.GetClusterMappings:input_type -> oaas.pm.v1.GetClusterMappingsRequest
-	1,  // 11: oaas.pm.v1.DeploymentService.CreateDeployment:output_type -> oaas.pm.v1.CreateDeploymentResponse
-	3,  // 12: oaas.pm.v1.DeploymentService.ListDeployments:output_type -> oaas.pm.v1.ListDeploymentsResponse
-	5,  // 13: oaas.pm.v1.DeploymentService.GetDeployment:output_type -> oaas.pm.v1.GetDeploymentResponse
-	7,  // 14: oaas.pm.v1.DeploymentService.DeleteDeployment:output_type -> oaas.pm.v1.DeleteDeploymentResponse
-	9,  // 15: oaas.pm.v1.DeploymentService.GetClusterMappings:output_type -> oaas.pm.v1.GetClusterMappingsResponse
-	11, // [11:16] is the sub-list for method output_type
-	6,  // [6:11] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	18, // 0: oaas.pm.v1.Orphan.first_seen:type_name -> google.protobuf.Timestamp
+	0,  // 1: oaas.pm.v1.ListOrphansResponse.items:type_name -> oaas.pm.v1.Orphan
+	4,  // 2: oaas.pm.v1.Operation.steps:type_name -> oaas.pm.v1.OperationStep
+	18, // 3: oaas.pm.v1.Operation.created_at:type_name -> google.protobuf.Timestamp
+	18, // 4: oaas.pm.v1.Operation.updated_at:type_name -> google.protobuf.Timestamp
+	3,  // 5: oaas.pm.v1.ListOperationsResponse.items:type_name -> oaas.pm.v1.Operation
+	19, // 6: oaas.pm.v1.CreateDeploymentRequest.deployment:type_name -> oaas.pm.v1.OClassDeployment
+	20, // 7: oaas.pm.v1.CreateDeploymentResponse.result:type_name -> oaas.pm.v1.WriteResult
+	19, // 8: oaas.pm.v1.CreateDeploymentResponse.deployment:type_name -> oaas.pm.v1.OClassDeployment
+	19, // 9: oaas.pm.v1.ListDeploymentsResponse.items:type_name -> oaas.pm.v1.OClassDeployment
+	19, // 10: oaas.pm.v1.GetDeploymentResponse.deployment:type_name -> oaas.pm.v1.OClassDeployment
+	17, // 11: oaas.pm.v1.GetClusterMappingsResponse.cluster_mappings:type_name -> oaas.pm.v1.GetClusterMappingsResponse.ClusterMappingsEntry
+	7,  // 12: oaas.pm.v1.DeploymentService.CreateDeployment:input_type -> oaas.pm.v1.CreateDeploymentRequest
+	9,  // 13: oaas.pm.v1.DeploymentService.ListDeployments:input_type -> oaas.pm.v1.ListDeploymentsRequest
+	11, // 14: oaas.pm.v1.DeploymentService.GetDeployment:input_type -> oaas.pm.v1.GetDeploymentRequest
+	13, // 15: oaas.pm.v1.DeploymentService.DeleteDeployment:input_type -> oaas.pm.v1.DeleteDeploymentRequest
+	15, // 16: oaas.pm.v1.DeploymentService.GetClusterMappings:input_type -> oaas.pm.v1.GetClusterMappingsRequest
+	1,  // 17: oaas.pm.v1.DeploymentService.ListOrphans:input_type -> oaas.pm.v1.ListOrphansRequest
+	5,  // 18: oaas.pm.v1.DeploymentService.ListOperations:input_type -> oaas.pm.v1.ListOperationsRequest
+	8,  // 19: oaas.pm.v1.DeploymentService.CreateDeployment:output_type -> oaas.pm.v1.CreateDeploymentResponse
+	10, // 20: oaas.pm.v1.DeploymentService.ListDeployments:output_type -> oaas.pm.v1.ListDeploymentsResponse
+	12, // 21: oaas.pm.v1.DeploymentService.GetDeployment:output_type -> oaas.pm.v1.GetDeploymentResponse
+	14, // 22: oaas.pm.v1.DeploymentService.DeleteDeployment:output_type -> oaas.pm.v1.DeleteDeploymentResponse
+	16, // 23: oaas.pm.v1.DeploymentService.GetClusterMappings:output_type -> oaas.pm.v1.GetClusterMappingsResponse
+	2,  // 24: oaas.pm.v1.DeploymentService.ListOrphans:output_type -> oaas.pm.v1.ListOrphansResponse
+	6,  // 25: oaas.pm.v1.DeploymentService.ListOperations:output_type -> oaas.pm.v1.ListOperationsResponse
+	19, // [19:26] is the sub-list for method output_type
+	12, // [12:19] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_oaas_pm_v1_deployment_service_proto_init() }
@@ -711,13 +1201,15 @@ func file_oaas_pm_v1_deployment_service_proto_init() {
 	}
 	file_oaas_pm_v1_deployment_proto_init()
 	file_oaas_pm_v1_package_service_proto_init()
+	file_oaas_pm_v1_deployment_service_proto_msgTypes[3].OneofWrappers = []any{}
+	file_oaas_pm_v1_deployment_service_proto_msgTypes[4].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oaas_pm_v1_deployment_service_proto_rawDesc), len(file_oaas_pm_v1_deployment_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -289,7 +289,8 @@ export type ClusterRollout = Message<"oaas.pm.v1.ClusterRollout"> & {
   availability: number;
 
   /**
-   * availability_source is "crm", "nodes" or "none".
+   * availability_source is "crm" (reported by the CRM) or "ready_nodes"
+   * (derived from ready_nodes / node_count).
    *
    * @generated from field: string availability_source = 3;
    */

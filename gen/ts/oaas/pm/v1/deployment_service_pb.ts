@@ -5,6 +5,8 @@
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_google_api_annotations } from "../../../google/api/annotations_pb.js";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { OClassDeployment } from "./deployment_pb.js";
 import { file_oaas_pm_v1_deployment } from "./deployment_pb.js";
 import type { WriteResult } from "./package_service_pb.js";
@@ -15,7 +17,214 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file oaas/pm/v1/deployment_service.proto.
  */
 export const file_oaas_pm_v1_deployment_service: GenFile = /*@__PURE__*/
-  fileDesc("CiNvYWFzL3BtL3YxL2RlcGxveW1lbnRfc2VydmljZS5wcm90bxIKb2Fhcy5wbS52MSJ1ChdDcmVhdGVEZXBsb3ltZW50UmVxdWVzdBIwCgpkZXBsb3ltZW50GAEgASgLMhwub2Fhcy5wbS52MS5PQ2xhc3NEZXBsb3ltZW50Eg8KB2RyeV9ydW4YAiABKAgSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJIocBChhDcmVhdGVEZXBsb3ltZW50UmVzcG9uc2USJwoGcmVzdWx0GAEgASgLMhcub2Fhcy5wbS52MS5Xcml0ZVJlc3VsdBIwCgpkZXBsb3ltZW50GAIgASgLMhwub2Fhcy5wbS52MS5PQ2xhc3NEZXBsb3ltZW50EhAKCHJldmlzaW9uGAMgASgJIqABChZMaXN0RGVwbG95bWVudHNSZXF1ZXN0EhQKDHBhY2thZ2VfbmFtZRgBIAEoCRIRCgljbGFzc19rZXkYAiABKAkSEgoKdGFyZ2V0X2VudhgDIAEoCRIWCg50YXJnZXRfY2x1c3RlchgEIAEoCRINCgVsaW1pdBgFIAEoBRIOCgZvZmZzZXQYBiABKAUSEgoKcGFnZV90b2tlbhgHIAEoCSJfChdMaXN0RGVwbG95bWVudHNSZXNwb25zZRIrCgVpdGVtcxgBIAMoCzIcLm9hYXMucG0udjEuT0NsYXNzRGVwbG95bWVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIwoUR2V0RGVwbG95bWVudFJlcXVlc3QSCwoDa2V5GAEgASgJIlsKFUdldERlcGxveW1lbnRSZXNwb25zZRIwCgpkZXBsb3ltZW50GAEgASgLMhwub2Fhcy5wbS52MS5PQ2xhc3NEZXBsb3ltZW50EhAKCHJldmlzaW9uGAIgASgJIlIKF0RlbGV0ZURlcGxveW1lbnRSZXF1ZXN0EgsKA2tleRgBIAEoCRIPCgdjbHVzdGVyGAIgASgJEhkKEWV4cGVjdGVkX3JldmlzaW9uGAMgASgJIhoKGERlbGV0ZURlcGxveW1lbnRSZXNwb25zZSIoChlHZXRDbHVzdGVyTWFwcGluZ3NSZXF1ZXN0EgsKA2tleRgBIAEoCSLDAQoaR2V0Q2x1c3Rlck1hcHBpbmdzUmVzcG9uc2USFgoOZGVwbG95bWVudF9rZXkYASABKAkSVQoQY2x1c3Rlcl9tYXBwaW5ncxgCIAMoCzI7Lm9hYXMucG0udjEuR2V0Q2x1c3Rlck1hcHBpbmdzUmVzcG9uc2UuQ2x1c3Rlck1hcHBpbmdzRW50cnkaNgoUQ2x1c3Rlck1hcHBpbmdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ATLRBQoRRGVwbG95bWVudFNlcnZpY2USjgEKEENyZWF0ZURlcGxveW1lbnQSIy5vYWFzLnBtLnYxLkNyZWF0ZURlcGxveW1lbnRSZXF1ZXN0GiQub2Fhcy5wbS52MS5DcmVhdGVEZXBsb3ltZW50UmVzcG9uc2UiL4LT5JMCKToKZGVwbG95bWVudGIGcmVzdWx0IhMvYXBpL3YxL2RlcGxveW1lbnRzEoEBCg9MaXN0RGVwbG95bWVudHMSIi5vYWFzLnBtLnYxLkxpc3REZXBsb3ltZW50c1JlcXVlc3QaIy5vYWFzLnBtLnYxLkxpc3REZXBsb3ltZW50c1Jlc3BvbnNlIiWQAgGC0+STAhxiBWl0ZW1zEhMvYXBpL3YxL2RlcGxveW1lbnRzEoYBCg1HZXREZXBsb3ltZW50EiAub2Fhcy5wbS52MS5HZXREZXBsb3ltZW50UmVxdWVzdBohLm9hYXMucG0udjEuR2V0RGVwbG95bWVudFJlc3BvbnNlIjCQAgGC0+STAidiCmRlcGxveW1lbnQSGS9hcGkvdjEvZGVwbG95bWVudHMve2tleX0SgAEKEERlbGV0ZURlcGxveW1lbnQSIy5vYWFzLnBtLnYxLkRlbGV0ZURlcGxveW1lbnRSZXF1ZXN0GiQub2Fhcy5wbS52MS5EZWxldGVEZXBsb3ltZW50UmVzcG9uc2UiIYLT5JMCGyoZL2FwaS92MS9kZXBsb3ltZW50cy97a2V5fRKaAQoSR2V0Q2x1c3Rlck1hcHBpbmdzEiUub2Fhcy5wbS52MS5HZXRDbHVzdGVyTWFwcGluZ3NSZXF1ZXN0GiYub2Fhcy5wbS52MS5HZXRDbHVzdGVyTWFwcGluZ3NSZXNwb25zZSI1kAIBgtPkkwIsEiovYXBpL3YxL2RlcGxveW1lbnRzL3trZXl9L2NsdXN0ZXItbWFwcGluZ3NCnQEKDmNvbS5vYWFzLnBtLnYxQhZEZXBsb3ltZW50U2VydmljZVByb3RvUAFaKWdpdGh1Yi5jb20vb2Fhcy9wbS9nZW4vZ28vb2Fhcy9wbS92MTtwbXYxogIDT1BYqgIKT2Fhcy5QbS5WMcoCCk9hYXNcUG1cVjHiAhZPYWFzXFBtXFYxXEdQQk1ldGFkYXRh6gIMT2Fhczo6UG06OlYxYgZwcm90bzM", [file_google_api_annotations, file_oaas_pm_v1_deployment, file_oaas_pm_v1_package_service]);
+  fileDesc("CiNvYWFzL3BtL3YxL2RlcGxveW1lbnRfc2VydmljZS5wcm90bxIKb2Fhcy5wbS52MSKDAQoGT3JwaGFuEg8KB2NsdXN0ZXIYASABKAkSDwoHdW5pdF9pZBgCIAEoCRIUCgxwYWNrYWdlX25hbWUYAyABKAkSEQoJY2xhc3Nfa2V5GAQgASgJEi4KCmZpcnN0X3NlZW4YBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIhQKEkxpc3RPcnBoYW5zUmVxdWVzdCI4ChNMaXN0T3JwaGFuc1Jlc3BvbnNlEiEKBWl0ZW1zGAEgAygLMhIub2Fhcy5wbS52MS5PcnBoYW4ikgIKCU9wZXJhdGlvbhIKCgJpZBgBIAEoCRIMCgRraW5kGAIgASgJEhYKDmRlcGxveW1lbnRfa2V5GAMgASgJEg0KBXN0YXRlGAQgASgJEhIKBWVycm9yGAUgASgJSACIAQESKAoFc3RlcHMYBiADKAsyGS5vYWFzLnBtLnYxLk9wZXJhdGlvblN0ZXASEgoFb3duZXIYByABKAlIAYgBARIuCgpjcmVhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIICgZfZXJyb3JCCAoGX293bmVyInAKDU9wZXJhdGlvblN0ZXASDwoHY2x1c3RlchgBIAEoCRIPCgd1bml0X2lkGAIgASgJEg0KBXN0YXRlGAMgASgJEhAKCGF0dGVtcHRzGAQgASgFEhIKBWVycm9yGAUgASgJSACIAQFCCAoGX2Vycm9yIi8KFUxpc3RPcGVyYXRpb25zUmVxdWVzdBIWCg5kZXBsb3ltZW50X2tleRgBIAEoCSI+ChZMaXN0T3BlcmF0aW9uc1Jlc3BvbnNlEiQKBWl0ZW1zGAEgAygLMhUub2Fhcy5wbS52MS5PcGVyYXRpb24idQoXQ3JlYXRlRGVwbG95bWVudFJlcXVlc3QSMAoKZGVwbG95bWVudBgBIAEoCzIcLm9hYXMucG0udjEuT0NsYXNzRGVwbG95bWVudBIPCgdkcnlfcnVuGAIgASgIEhcKD2lkZW1wb3RlbmN5X2tleRgDIAEoCSKHAQoYQ3JlYXRlRGVwbG95bWVudFJlc3BvbnNlEicKBnJlc3VsdBgBIAEoCzIXLm9hYXMucG0udjEuV3JpdGVSZXN1bHQSMAoKZGVwbG95bWVudBgCIAEoCzIcLm9hYXMucG0udjEuT0NsYXNzRGVwbG95bWVudBIQCghyZXZpc2lvbhgDIAEoCSKgAQoWTGlzdERlcGxveW1lbnRzUmVxdWVzdBIUCgxwYWNrYWdlX25hbWUYASABKAkSEQoJY2xhc3Nfa2V5GAIgASgJEhIKCnRhcmdldF9lbnYYAyABKAkSFgoOdGFyZ2V0X2NsdXN0ZXIYBCABKAkSDQoFbGltaXQYBSABKAUSDgoGb2Zmc2V0GAYgASgFEhIKCnBhZ2VfdG9rZW4YByABKAkiXwoXTGlzdERlcGxveW1lbnRzUmVzcG9uc2USKwoFaXRlbXMYASADKAsyHC5vYWFzLnBtLnYxLk9DbGFzc0RlcGxveW1lbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiMKFEdldERlcGxveW1lbnRSZXF1ZXN0EgsKA2tleRgBIAEoCSJbChVHZXREZXBsb3ltZW50UmVzcG9uc2USMAoKZGVwbG95bWVudBgBIAEoCzIcLm9hYXMucG0udjEuT0NsYXNzRGVwbG95bWVudBIQCghyZXZpc2lvbhgCIAEoCSJSChdEZWxldGVEZXBsb3ltZW50UmVxdWVzdBILCgNrZXkYASABKAkSDwoHY2x1c3RlchgCIAEoCRIZChFleHBlY3RlZF9yZXZpc2lvbhgDIAEoCSIaChhEZWxldGVEZXBsb3ltZW50UmVzcG9uc2UiKAoZR2V0Q2x1c3Rlck1hcHBpbmdzUmVxdWVzdBILCgNrZXkYASABKAkiwwEKGkdldENsdXN0ZXJNYXBwaW5nc1Jlc3BvbnNlEhYKDmRlcGxveW1lbnRfa2V5GAEgASgJElUKEGNsdXN0ZXJfbWFwcGluZ3MYAiADKAsyOy5vYWFzLnBtLnYxLkdldENsdXN0ZXJNYXBwaW5nc1Jlc3BvbnNlLkNsdXN0ZXJNYXBwaW5nc0VudHJ5GjYKFENsdXN0ZXJNYXBwaW5nc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEywwcKEURlcGxveW1lbnRTZXJ2aWNlEo4BChBDcmVhdGVEZXBsb3ltZW50EiMub2Fhcy5wbS52MS5DcmVhdGVEZXBsb3ltZW50UmVxdWVzdBokLm9hYXMucG0udjEuQ3JlYXRlRGVwbG95bWVudFJlc3BvbnNlIi+C0+STAik6CmRlcGxveW1lbnRiBnJlc3VsdCITL2FwaS92MS9kZXBsb3ltZW50cxKBAQoPTGlzdERlcGxveW1lbnRzEiIub2Fhcy5wbS52MS5MaXN0RGVwbG95bWVudHNSZXF1ZXN0GiMub2Fhcy5wbS52MS5MaXN0RGVwbG95bWVudHNSZXNwb25zZSIlkAIBgtPkkwIcYgVpdGVtcxITL2FwaS92MS9kZXBsb3ltZW50cxKGAQoNR2V0RGVwbG95bWVudBIgLm9hYXMucG0udjEuR2V0RGVwbG95bWVudFJlcXVlc3QaIS5vYWFzLnBtLnYxLkdldERlcGxveW1lbnRSZXNwb25zZSIwkAIBgtPkkwInYgpkZXBsb3ltZW50EhkvYXBpL3YxL2RlcGxveW1lbnRzL3trZXl9EoABChBEZWxldGVEZXBsb3ltZW50EiMub2Fhcy5wbS52MS5EZWxldGVEZXBsb3ltZW50UmVxdWVzdBokLm9hYXMucG0udjEuRGVsZXRlRGVwbG95bWVudFJlc3BvbnNlIiGC0+STAhsqGS9hcGkvdjEvZGVwbG95bWVudHMve2tleX0SmgEKEkdldENsdXN0ZXJNYXBwaW5ncxIlLm9hYXMucG0udjEuR2V0Q2x1c3Rlck1hcHBpbmdzUmVxdWVzdBomLm9hYXMucG0udjEuR2V0Q2x1c3Rlck1hcHBpbmdzUmVzcG9uc2UiNZACAYLT5JMCLBIqL2FwaS92MS9kZXBsb3ltZW50cy97a2V5fS9jbHVzdGVyLW1hcHBpbmdzEnEKC0xpc3RPcnBoYW5zEh4ub2Fhcy5wbS52MS5MaXN0T3JwaGFuc1JlcXVlc3QaHy5vYWFzLnBtLnYxLkxpc3RPcnBoYW5zUmVzcG9uc2UiIZACAYLT5JMCGGIFaXRlbXMSDy9hcGkvdjEvb3JwaGFucxJ9Cg5MaXN0T3BlcmF0aW9ucxIhLm9hYXMucG0udjEuTGlzdE9wZXJhdGlvbnNSZXF1ZXN0GiIub2Fhcy5wbS52MS5MaXN0T3BlcmF0aW9uc1Jlc3BvbnNlIiSQAgGC0+STAhtiBWl0ZW1zEhIvYXBpL3YxL29wZXJhdGlvbnNCnQEKDmNvbS5vYWFzLnBtLnYxQhZEZXBsb3ltZW50U2VydmljZVByb3RvUAFaKWdpdGh1Yi5jb20vb2Fhcy9wbS9nZW4vZ28vb2Fhcy9wbS92MTtwbXYxogIDT1BYqgIKT2Fhcy5QbS5WMcoCCk9hYXNcUG1cVjHiAhZPYWFzXFBtXFYxXEdQQk1ldGFkYXRh6gIMT2Fhczo6UG06OlYxYgZwcm90bzM", [file_google_api_annotations, file_google_protobuf_timestamp, file_oaas_pm_v1_deployment, file_oaas_pm_v1_package_service]);
+
+/**
+ * Orphan is a unit found in a cluster with PM's id scheme and no owner.
+ *
+ * @generated from message oaas.pm.v1.Orphan
+ */
+export type Orphan = Message<"oaas.pm.v1.Orphan"> & {
+  /**
+   * @generated from field: string cluster = 1;
+   */
+  cluster: string;
+
+  /**
+   * @generated from field: string unit_id = 2;
+   */
+  unitId: string;
+
+  /**
+   * @generated from field: string package_name = 3;
+   */
+  packageName: string;
+
+  /**
+   * @generated from field: string class_key = 4;
+   */
+  classKey: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp first_seen = 5;
+   */
+  firstSeen?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message oaas.pm.v1.Orphan.
+ * Use `create(OrphanSchema)` to create a new message.
+ */
+export const OrphanSchema: GenMessage<Orphan> = /*@__PURE__*/
+  messageDesc(file_oaas_pm_v1_deployment_service, 0);
+
+/**
+ * @generated from message oaas.pm.v1.ListOrphansRequest
+ */
+export type ListOrphansRequest = Message<"oaas.pm.v1.ListOrphansRequest"> & {
+};
+
+/**
+ * Describes the message oaas.pm.v1.ListOrphansRequest.
+ * Use `create(ListOrphansRequestSchema)` to create a new message.
+ */
+export const ListOrphansRequestSchema: GenMessage<ListOrphansRequest> = /*@__PURE__*/
+  messageDesc(file_oaas_pm_v1_deployment_service, 1);
+
+/**
+ * @generated from message oaas.pm.v1.ListOrphansResponse
+ */
+export type ListOrphansResponse = Message<"oaas.pm.v1.ListOrphansResponse"> & {
+  /**
+   * @generated from field: repeated oaas.pm.v1.Orphan items = 1;
+   */
+  items: Orphan[];
+};
+
+/**
+ * Describes the message oaas.pm.v1.ListOrphansResponse.
+ * Use `create(ListOrphansResponseSchema)` to create a new message.
+ */
+export const ListOrphansResponseSchema: GenMessage<ListOrphansResponse> = /*@__PURE__*/
+  messageDesc(file_oaas_pm_v1_deployment_service, 2);
+
+/**
+ * Operation is a durable multi-step change to clusters.
+ *
+ * @generated from message oaas.pm.v1.Operation
+ */
+export type Operation = Message<"oaas.pm.v1.Operation"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * kind is "deploy", "delete" or "rollback".
+   *
+   * @generated from field: string kind = 2;
+   */
+  kind: string;
+
+  /**
+   * @generated from field: string deployment_key = 3;
+   */
+  deploymentKey: string;
+
+  /**
+   * state is "pending", "succeeded" or "failed".
+   *
+   * @generated from field: string state = 4;
+   */
+  state: string;
+
+  /**
+   * @generated from field: optional string error = 5;
+   */
+  error?: string | undefined;
+
+  /**
+   * @generated from field: repeated oaas.pm.v1.OperationStep steps = 6;
+   */
+  steps: OperationStep[];
+
+  /**
+   * owner is the PM holding the lease of a pending operation.
+   *
+   * @generated from field: optional string owner = 7;
+   */
+  owner?: string | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_at = 8;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp updated_at = 9;
+   */
+  updatedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message oaas.pm.v1.Operation.
+ * Use `create(OperationSchema)` to create a new message.
+ */
+export const OperationSchema: GenMessage<Operation> = /*@__PURE__*/
+  messageDesc(file_oaas_pm_v1_deployment_service, 3);
+
+/**
+ * OperationStep is one cluster's part of an operation.
+ *
+ * @generated from message oaas.pm.v1.OperationStep
+ */
+export type OperationStep = Message<"oaas.pm.v1.OperationStep"> & {
+  /**
+   * @generated from field: string cluster = 1;
+   */
+  cluster: string;
+
+  /**
+   * @generated from field: string unit_id = 2;
+   */
+  unitId: string;
+
+  /**
+   * @generated from field: string state = 3;
+   */
+  state: string;
+
+  /**
+   * @generated from field: int32 attempts = 4;
+   */
+  attempts: number;
+
+  /**
+   * @generated from field: optional string error = 5;
+   */
+  error?: string | undefined;
+};
+
+/**
+ * Describes the message oaas.pm.v1.OperationStep.
+ * Use `create(OperationStepSchema)` to create a new message.
+ */
+export const OperationStepSchema: GenMessage<OperationStep> = /*@__PURE__*/
+  messageDesc(file_oaas_pm_v1_deployment_service, 4);
+
+/**
+ * @generated from message oaas.pm.v1.ListOperationsRequest
+ */
+export type ListOperationsRequest = Message<"oaas.pm.v1.ListOperationsRequest"> & {
+  /**
+   * @generated from field: string deployment_key = 1;
+   */
+  deploymentKey: string;
+};
+
+/**
+ * Describes the message oaas.pm.v1.ListOperationsRequest.
+ * Use `create(ListOperationsRequestSchema)` to create a new message.
+ */
+export const ListOperationsRequestSchema: GenMessage<ListOperationsRequest> = /*@__PURE__*/
+  messageDesc(file_oaas_pm_v1_deployment_service, 5);
+
+/**
+ * @generated from message oaas.pm.v1.ListOperationsResponse
+ */
+export type ListOperationsResponse = Message<"oaas.pm.v1.ListOperationsResponse"> & {
+  /**
+   * @generated from field: repeated oaas.pm.v1.Operation items = 1;
+   */
+  items: Operation[];
+};
+
+/**
+ * Describes the message oaas.pm.v1.ListOperationsResponse.
+ * Use `create(ListOperationsResponseSchema)` to create a new message.
+ */
+export const ListOperationsResponseSchema: GenMessage<ListOperationsResponse> = /*@__PURE__*/
+  messageDesc(file_oaas_pm_v1_deployment_service, 6);
 
 /**
  * CreateDeploymentRequest carries the deployment to create.
@@ -49,7 +258,7 @@ export type CreateDeploymentRequest = Message<"oaas.pm.v1.CreateDeploymentReques
  * Use `create(CreateDeploymentRequestSchema)` to create a new message.
  */
 export const CreateDeploymentRequestSchema: GenMessage<CreateDeploymentRequest> = /*@__PURE__*/
-  messageDesc(file_oaas_pm_v1_deployment_service, 0);
+  messageDesc(file_oaas_pm_v1_deployment_service, 7);
 
 /**
  * CreateDeploymentResponse acknowledges a create; result.id is the first unit id.
@@ -78,7 +287,7 @@ export type CreateDeploymentResponse = Message<"oaas.pm.v1.CreateDeploymentRespo
  * Use `create(CreateDeploymentResponseSchema)` to create a new message.
  */
 export const CreateDeploymentResponseSchema: GenMessage<CreateDeploymentResponse> = /*@__PURE__*/
-  messageDesc(file_oaas_pm_v1_deployment_service, 1);
+  messageDesc(file_oaas_pm_v1_deployment_service, 8);
 
 /**
  * ListDeploymentsRequest filters and pages the deployment list.
@@ -129,7 +338,7 @@ export type ListDeploymentsRequest = Message<"oaas.pm.v1.ListDeploymentsRequest"
  * Use `create(ListDeploymentsRequestSchema)` to create a new message.
  */
 export const ListDeploymentsRequestSchema: GenMessage<ListDeploymentsRequest> = /*@__PURE__*/
-  messageDesc(file_oaas_pm_v1_deployment_service, 2);
+  messageDesc(file_oaas_pm_v1_deployment_service, 9);
 
 /**
  * ListDeploymentsResponse is one page of deployments.
@@ -153,7 +362,7 @@ export type ListDeploymentsResponse = Message<"oaas.pm.v1.ListDeploymentsRespons
  * Use `create(ListDeploymentsResponseSchema)` to create a new message.
  */
 export const ListDeploymentsResponseSchema: GenMessage<ListDeploymentsResponse> = /*@__PURE__*/
-  messageDesc(file_oaas_pm_v1_deployment_service, 3);
+  messageDesc(file_oaas_pm_v1_deployment_service, 10);
 
 /**
  * GetDeploymentRequest names a deployment.
@@ -172,7 +381,7 @@ export type GetDeploymentRequest = Message<"oaas.pm.v1.GetDeploymentRequest"> & 
  * Use `create(GetDeploymentRequestSchema)` to create a new message.
  */
 export const GetDeploymentRequestSchema: GenMessage<GetDeploymentRequest> = /*@__PURE__*/
-  messageDesc(file_oaas_pm_v1_deployment_service, 4);
+  messageDesc(file_oaas_pm_v1_deployment_service, 11);
 
 /**
  * GetDeploymentResponse carries one deployment.
@@ -196,7 +405,7 @@ export type GetDeploymentResponse = Message<"oaas.pm.v1.GetDeploymentResponse"> 
  * Use `create(GetDeploymentResponseSchema)` to create a new message.
  */
 export const GetDeploymentResponseSchema: GenMessage<GetDeploymentResponse> = /*@__PURE__*/
-  messageDesc(file_oaas_pm_v1_deployment_service, 5);
+  messageDesc(file_oaas_pm_v1_deployment_service, 12);
 
 /**
  * DeleteDeploymentRequest names a deployment and optionally one cluster.
@@ -227,7 +436,7 @@ export type DeleteDeploymentRequest = Message<"oaas.pm.v1.DeleteDeploymentReques
  * Use `create(DeleteDeploymentRequestSchema)` to create a new message.
  */
 export const DeleteDeploymentRequestSchema: GenMessage<DeleteDeploymentRequest> = /*@__PURE__*/
-  messageDesc(file_oaas_pm_v1_deployment_service, 6);
+  messageDesc(file_oaas_pm_v1_deployment_service, 13);
 
 /**
  * DeleteDeploymentResponse is empty.
@@ -242,7 +451,7 @@ export type DeleteDeploymentResponse = Message<"oaas.pm.v1.DeleteDeploymentRespo
  * Use `create(DeleteDeploymentResponseSchema)` to create a new message.
  */
 export const DeleteDeploymentResponseSchema: GenMessage<DeleteDeploymentResponse> = /*@__PURE__*/
-  messageDesc(file_oaas_pm_v1_deployment_service, 7);
+  messageDesc(file_oaas_pm_v1_deployment_service, 14);
 
 /**
  * GetClusterMappingsRequest names a deployment.
@@ -261,7 +470,7 @@ export type GetClusterMappingsRequest = Message<"oaas.pm.v1.GetClusterMappingsRe
  * Use `create(GetClusterMappingsRequestSchema)` to create a new message.
  */
 export const GetClusterMappingsRequestSchema: GenMessage<GetClusterMappingsRequest> = /*@__PURE__*/
-  messageDesc(file_oaas_pm_v1_deployment_service, 8);
+  messageDesc(file_oaas_pm_v1_deployment_service, 15);
 
 /**
  * GetClusterMappingsResponse maps cluster names to deployment unit ids.
@@ -285,7 +494,7 @@ export type GetClusterMappingsResponse = Message<"oaas.pm.v1.GetClusterMappingsR
  * Use `create(GetClusterMappingsResponseSchema)` to create a new message.
  */
 export const GetClusterMappingsResponseSchema: GenMessage<GetClusterMappingsResponse> = /*@__PURE__*/
-  messageDesc(file_oaas_pm_v1_deployment_service, 9);
+  messageDesc(file_oaas_pm_v1_deployment_service, 16);
 
 /**
  * DeploymentService plans class deployments and rolls them out to clusters.
@@ -344,6 +553,28 @@ export const DeploymentService: GenService<{
     methodKind: "unary";
     input: typeof GetClusterMappingsRequestSchema;
     output: typeof GetClusterMappingsResponseSchema;
+  },
+  /**
+   * ListOrphans returns the units that carry PM's id scheme but that PM does
+   * not know, as the last reconcile passes found them.
+   *
+   * @generated from rpc oaas.pm.v1.DeploymentService.ListOrphans
+   */
+  listOrphans: {
+    methodKind: "unary";
+    input: typeof ListOrphansRequestSchema;
+    output: typeof ListOrphansResponseSchema;
+  },
+  /**
+   * ListOperations returns the durable operations (deploy, delete,
+   * rollback) of one deployment, or of all, oldest first.
+   *
+   * @generated from rpc oaas.pm.v1.DeploymentService.ListOperations
+   */
+  listOperations: {
+    methodKind: "unary";
+    input: typeof ListOperationsRequestSchema;
+    output: typeof ListOperationsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_oaas_pm_v1_deployment_service, 0);

@@ -48,6 +48,12 @@ const (
 	// DeploymentServiceGetClusterMappingsProcedure is the fully-qualified name of the
 	// DeploymentService's GetClusterMappings RPC.
 	DeploymentServiceGetClusterMappingsProcedure = "/oaas.pm.v1.DeploymentService/GetClusterMappings"
+	// DeploymentServiceListOrphansProcedure is the fully-qualified name of the DeploymentService's
+	// ListOrphans RPC.
+	DeploymentServiceListOrphansProcedure = "/oaas.pm.v1.DeploymentService/ListOrphans"
+	// DeploymentServiceListOperationsProcedure is the fully-qualified name of the DeploymentService's
+	// ListOperations RPC.
+	DeploymentServiceListOperationsProcedure = "/oaas.pm.v1.DeploymentService/ListOperations"
 )
 
 // DeploymentServiceClient is a client for the oaas.pm.v1.DeploymentService service.
@@ -64,6 +70,12 @@ type DeploymentServiceClient interface {
 	DeleteDeployment(context.Context, *v1.DeleteDeploymentRequest) (*v1.DeleteDeploymentResponse, error)
 	// GetClusterMappings returns the cluster → unit id mapping of a deployment.
 	GetClusterMappings(context.Context, *v1.GetClusterMappingsRequest) (*v1.GetClusterMappingsResponse, error)
+	// ListOrphans returns the units that carry PM's id scheme but that PM does
+	// not know, as the last reconcile passes found them.
+	ListOrphans(context.Context, *v1.ListOrphansRequest) (*v1.ListOrphansResponse, error)
+	// ListOperations returns the durable operations (deploy, delete,
+	// rollback) of one deployment, or of all, oldest first.
+	ListOperations(context.Context, *v1.ListOperationsRequest) (*v1.ListOperationsResponse, error)
 }
 
 // NewDeploymentServiceClient constructs a client for the oaas.pm.v1.DeploymentService service. By
@@ -110,6 +122,20 @@ func NewDeploymentServiceClient(httpClient connect.HTTPClient, baseURL string, o
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		listOrphans: connect.NewClient[v1.ListOrphansRequest, v1.ListOrphansResponse](
+			httpClient,
+			baseURL+DeploymentServiceListOrphansProcedure,
+			connect.WithSchema(deploymentServiceMethods.ByName("ListOrphans")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		listOperations: connect.NewClient[v1.ListOperationsRequest, v1.ListOperationsResponse](
+			httpClient,
+			baseURL+DeploymentServiceListOperationsProcedure,
+			connect.WithSchema(deploymentServiceMethods.ByName("ListOperations")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -120,6 +146,8 @@ type deploymentServiceClient struct {
 	getDeployment      *connect.Client[v1.GetDeploymentRequest, v1.GetDeploymentResponse]
 	deleteDeployment   *connect.Client[v1.DeleteDeploymentRequest, v1.DeleteDeploymentResponse]
 	getClusterMappings *connect.Client[v1.GetClusterMappingsRequest, v1.GetClusterMappingsResponse]
+	listOrphans        *connect.Client[v1.ListOrphansRequest, v1.ListOrphansResponse]
+	listOperations     *connect.Client[v1.ListOperationsRequest, v1.ListOperationsResponse]
 }
 
 // CreateDeployment calls oaas.pm.v1.DeploymentService.CreateDeployment.
@@ -167,6 +195,24 @@ func (c *deploymentServiceClient) GetClusterMappings(ctx context.Context, req *v
 	return nil, err
 }
 
+// ListOrphans calls oaas.pm.v1.DeploymentService.ListOrphans.
+func (c *deploymentServiceClient) ListOrphans(ctx context.Context, req *v1.ListOrphansRequest) (*v1.ListOrphansResponse, error) {
+	response, err := c.listOrphans.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// ListOperations calls oaas.pm.v1.DeploymentService.ListOperations.
+func (c *deploymentServiceClient) ListOperations(ctx context.Context, req *v1.ListOperationsRequest) (*v1.ListOperationsResponse, error) {
+	response, err := c.listOperations.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
 // DeploymentServiceHandler is an implementation of the oaas.pm.v1.DeploymentService service.
 type DeploymentServiceHandler interface {
 	// CreateDeployment plans replicas from cluster availability and deploys one
@@ -181,6 +227,12 @@ type DeploymentServiceHandler interface {
 	DeleteDeployment(context.Context, *v1.DeleteDeploymentRequest) (*v1.DeleteDeploymentResponse, error)
 	// GetClusterMappings returns the cluster → unit id mapping of a deployment.
 	GetClusterMappings(context.Context, *v1.GetClusterMappingsRequest) (*v1.GetClusterMappingsResponse, error)
+	// ListOrphans returns the units that carry PM's id scheme but that PM does
+	// not know, as the last reconcile passes found them.
+	ListOrphans(context.Context, *v1.ListOrphansRequest) (*v1.ListOrphansResponse, error)
+	// ListOperations returns the durable operations (deploy, delete,
+	// rollback) of one deployment, or of all, oldest first.
+	ListOperations(context.Context, *v1.ListOperationsRequest) (*v1.ListOperationsResponse, error)
 }
 
 // NewDeploymentServiceHandler builds an HTTP handler from the service implementation. It returns
@@ -223,6 +275,20 @@ func NewDeploymentServiceHandler(svc DeploymentServiceHandler, opts ...connect.H
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	deploymentServiceListOrphansHandler := connect.NewUnaryHandlerSimple(
+		DeploymentServiceListOrphansProcedure,
+		svc.ListOrphans,
+		connect.WithSchema(deploymentServiceMethods.ByName("ListOrphans")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	deploymentServiceListOperationsHandler := connect.NewUnaryHandlerSimple(
+		DeploymentServiceListOperationsProcedure,
+		svc.ListOperations,
+		connect.WithSchema(deploymentServiceMethods.ByName("ListOperations")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/oaas.pm.v1.DeploymentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case DeploymentServiceCreateDeploymentProcedure:
@@ -235,6 +301,10 @@ func NewDeploymentServiceHandler(svc DeploymentServiceHandler, opts ...connect.H
 			deploymentServiceDeleteDeploymentHandler.ServeHTTP(w, r)
 		case DeploymentServiceGetClusterMappingsProcedure:
 			deploymentServiceGetClusterMappingsHandler.ServeHTTP(w, r)
+		case DeploymentServiceListOrphansProcedure:
+			deploymentServiceListOrphansHandler.ServeHTTP(w, r)
+		case DeploymentServiceListOperationsProcedure:
+			deploymentServiceListOperationsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -262,4 +332,12 @@ func (UnimplementedDeploymentServiceHandler) DeleteDeployment(context.Context, *
 
 func (UnimplementedDeploymentServiceHandler) GetClusterMappings(context.Context, *v1.GetClusterMappingsRequest) (*v1.GetClusterMappingsResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("oaas.pm.v1.DeploymentService.GetClusterMappings is not implemented"))
+}
+
+func (UnimplementedDeploymentServiceHandler) ListOrphans(context.Context, *v1.ListOrphansRequest) (*v1.ListOrphansResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("oaas.pm.v1.DeploymentService.ListOrphans is not implemented"))
+}
+
+func (UnimplementedDeploymentServiceHandler) ListOperations(context.Context, *v1.ListOperationsRequest) (*v1.ListOperationsResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("oaas.pm.v1.DeploymentService.ListOperations is not implemented"))
 }
