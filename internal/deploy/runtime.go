@@ -347,4 +347,3 @@ func joinErrs(errs []ClusterError) string {
 	}
 	return strings.Join(parts, "; ")
 }
-
