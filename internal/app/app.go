@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/oaas/pm/gen/go/oaas/pm/v1/pmv1connect"
@@ -25,6 +26,7 @@ import (
 	"github.com/oaas/pm/internal/store"
 	"github.com/oaas/pm/internal/store/memory"
 	"github.com/oaas/pm/internal/store/postgres"
+	"github.com/oaas/pm/internal/telemetry"
 
 	"connectrpc.com/connect"
 )
@@ -36,6 +38,7 @@ type App struct {
 	store    store.Store
 	clusters *cluster.Manager
 	deploy   *deploy.Service
+	metrics  http.Handler
 	server   *server.Server
 	listener net.Listener
 	closers  []func()
@@ -111,7 +114,28 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (a *App, err 
 
 	registry := catalog.New(st, deployments, log)
 	idem := api.NewIdempotency(st, cfg.Reconcile.IdempotencyTTL)
-	opts := []connect.HandlerOption{connect.WithInterceptors(api.Interceptor(log)), connect.WithRecover(api.Recover(log))}
+	interceptors := []connect.Interceptor{api.Interceptor(log)}
+	var metricsHandler http.Handler
+	if cfg.Metrics.Enabled {
+		m := telemetry.New()
+		interceptors = append([]connect.Interceptor{m.Interceptor()}, interceptors...)
+		stats := deployments.Stats()
+		snap := stats.Snapshot()
+		keys := make([]string, 0, len(snap))
+		for k := range snap {
+			keys = append(keys, k)
+		}
+		if err := errors.Join(
+			m.Counters("deploy", "Deploy machinery events", keys, stats.Snapshot),
+			m.Gauge("pm_orphan_units", "Units with PM's id scheme that PM does not know, as last reconciled.",
+				func() float64 { return float64(len(deployments.Orphans())) }),
+		); err != nil {
+			return nil, fmt.Errorf("registering metrics: %w", err)
+		}
+		metricsHandler = m.Handler()
+		a.metrics = metricsHandler
+	}
+	opts := []connect.HandlerOption{connect.WithInterceptors(interceptors...), connect.WithRecover(api.Recover(log))}
 	pkgs := api.NewPackages(registry, idem)
 	deps := api.NewDeployments(deployments, idem)
 	var services []server.Service
@@ -130,7 +154,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (a *App, err 
 
 	srv, err := server.New(server.Config{
 		Addr: cfg.Server.Addr(), Services: services, Health: a.health,
-		MaxBodyBytes: cfg.Server.MaxBodyBytes, Log: log,
+		MaxBodyBytes: cfg.Server.MaxBodyBytes, Log: log, Metrics: metricsHandler,
 	})
 	if err != nil {
 		return nil, err
@@ -207,6 +231,9 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	go func() { errc <- a.server.Serve(a.listener) }()
 	a.log.Info("pm listening", "addr", a.Addr(), "storage", a.cfg.Storage.Type)
+	if stop := a.serveMetrics(ctx); stop != nil {
+		defer stop()
+	}
 	select {
 	case err := <-errc:
 		return err
@@ -223,6 +250,32 @@ func (a *App) Run(ctx context.Context) error {
 		err = serveErr
 	}
 	return err
+}
+
+// serveMetrics serves /metrics on METRICS_PORT as well as on the API port.
+// A busy metrics port is logged, not fatal: the API port still serves it,
+// and several PMs on one host (tests, local demos) must not collide.
+func (a *App) serveMetrics(ctx context.Context) (stop func()) {
+	if a.metrics == nil || a.cfg.Metrics.Port <= 0 {
+		return nil
+	}
+	addr := net.JoinHostPort(a.cfg.Server.Host, strconv.Itoa(a.cfg.Metrics.Port))
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		a.log.Warn("metrics port unavailable; /metrics is still served on the API port", "addr", addr, "error", err)
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", a.metrics)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	a.log.Info("metrics listening", "addr", ln.Addr().String())
+	return func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}
 }
 
 func (a *App) close() {

@@ -41,6 +41,7 @@ func setup(t *testing.T, storage string, tweak ...func(*config.Config)) *env {
 	cfg.Server.Host, cfg.Server.Port = "127.0.0.1", 0
 	cfg.Server.ShutdownTimeout = 5 * time.Second
 	cfg.Storage.Type = storage
+	cfg.Metrics.Port = 0 // /metrics on the API port only; parallel PMs must not share a port
 	if storage == "postgres" {
 		cfg.Storage.DatabaseURL = pgtest.NewDatabase(t)
 	}

@@ -41,6 +41,8 @@ type Config struct {
 	Health       HealthFunc
 	MaxBodyBytes int64
 	Log          *slog.Logger
+	// Metrics, when set, is served at GET /metrics on the API port too.
+	Metrics http.Handler
 }
 
 // Server is PM's API server.
@@ -113,6 +115,9 @@ func Handler(cfg Config) (http.Handler, error) {
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
 	mux.Handle(grpchealth.NewHandler(checker{cfg.Health, names}))
 
+	if cfg.Metrics != nil {
+		mux.Handle("GET /metrics", cfg.Metrics)
+	}
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
 		healthy, details := cfg.Health(r.Context())
 		body := map[string]any{}
