@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"time"
+)
+
+// faults kill PMs and restart PostgreSQL at random moments of the workload.
+type faults struct {
+	pms []*pmSlot
+	o   *options
+	rng *rand.Rand
+
+	kills, pgRestarts int
+	log               []string
+}
+
+func newFaults(pms []*pmSlot, o *options, rng *rand.Rand) *faults {
+	return &faults{pms: pms, o: o, rng: rng}
+}
+
+type faultEvent struct {
+	at time.Duration
+	pg bool
+}
+
+// run injects the faults, one after the other, at random moments in the
+// 10%-80% part of the workload, then waits until every PM is healthy again
+// and returns that moment: the end of the faults.
+func (f *faults) run(ctx context.Context, start time.Time) time.Time {
+	d := f.o.duration
+	var events []faultEvent
+	for range f.o.kills {
+		events = append(events, faultEvent{at: d/10 + time.Duration(f.rng.Float64()*float64(d*7/10))})
+	}
+	if f.o.restartPostgres {
+		events = append(events, faultEvent{at: d/4 + time.Duration(f.rng.Float64()*float64(d*4/10)), pg: true})
+	}
+	slices.SortFunc(events, func(a, b faultEvent) int { return int(a.at - b.at) })
+
+	for _, ev := range events {
+		if sleepCtx(ctx, time.Until(start.Add(ev.at))) != nil {
+			return time.Now()
+		}
+		if ev.pg {
+			t := time.Now()
+			if err := restartPostgres(ctx, f.o.databaseURL); err != nil {
+				logf("postgres restart failed: %v", err)
+				continue
+			}
+			f.pgRestarts++
+			f.record("postgres restarted at +%.1fs (took %.1fs)", t.Sub(start).Seconds(), time.Since(t).Seconds())
+			continue
+		}
+		f.kill(ctx, start)
+	}
+	// The end of the faults: every PM serves again.
+	for _, p := range f.pms {
+		if err := p.waitReady(ctx, 60*time.Second); err != nil {
+			logf("%s is not healthy 60s after the last fault: %v", p.name(), err)
+		}
+	}
+	return time.Now()
+}
+
+// kill kill -9s a random running PM; its keeper restarts it after a pause
+// of 0.2-1.5s.
+func (f *faults) kill(ctx context.Context, start time.Time) {
+	for range 100 {
+		var up []*pmSlot
+		for _, p := range f.pms {
+			if p.running() {
+				up = append(up, p)
+			}
+		}
+		if len(up) > 0 {
+			p := up[f.rng.IntN(len(up))]
+			pause := 200*time.Millisecond + time.Duration(f.rng.Float64()*float64(1300*time.Millisecond))
+			if p.kill(pause) {
+				f.kills++
+				f.record("kill -9 %s at +%.1fs, restart in %.1fs", p.name(), time.Since(start).Seconds(), pause.Seconds())
+				return
+			}
+		}
+		if sleepCtx(ctx, 50*time.Millisecond) != nil {
+			return
+		}
+	}
+	logf("no PM was running for 5s; a kill was skipped")
+}
+
+func (f *faults) record(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	f.log = append(f.log, msg)
+	logf("%s", msg)
+}
+
+func (f *faults) count() int { return f.kills + f.pgRestarts }
+
+func (f *faults) summary() string {
+	return fmt.Sprintf("%d kills, %d postgres restarts", f.kills, f.pgRestarts)
+}
