@@ -218,10 +218,9 @@ func Load(lookup Lookup) (Config, error) {
 	r.bool("METRICS_ENABLED", &c.Metrics.Enabled)
 	r.int("METRICS_PORT", &c.Metrics.Port)
 
-	if err := errors.Join(r.errs...); err != nil {
-		return c, err
-	}
-	return c, c.Validate()
+	// Parse errors and range errors are reported together, so one start
+	// tells the operator everything that is wrong.
+	return c, errors.Join(errors.Join(r.errs...), c.Validate())
 }
 
 // Validate checks ranges and combinations; messages name the variable.
