@@ -48,19 +48,32 @@ func newScratch(ctx context.Context, adminURL string) (*scratch, error) {
 	return s, nil
 }
 
-// drop removes the database, forcing out sessions left behind.
+// drop removes the database, forcing out sessions left behind. A server
+// that is restarting (someone else's doing) is waited for, within adminTTL.
 func (s *scratch) drop() error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.adminTTL)
 	defer cancel()
+	for {
+		err := s.tryDrop(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("dropping scratch database %s (drop it by hand): %w", s.name, err)
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (s *scratch) tryDrop(ctx context.Context) error {
 	conn, err := connect(ctx, s.admin)
 	if err != nil {
-		return fmt.Errorf("dropping scratch database %s: %w", s.name, err)
+		return err
 	}
 	defer func() { _ = conn.Close(ctx) }() // nothing to do about a failed goodbye
-	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+s.name+" WITH (FORCE)"); err != nil {
-		return fmt.Errorf("dropping scratch database %s (drop it by hand): %w", s.name, err)
-	}
-	return nil
+	_, err = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+s.name+" WITH (FORCE)")
+	return err
 }
 
 // exec runs statements on the scratch database, one connection.
