@@ -352,3 +352,62 @@ func TestReconcile(t *testing.T) {
 		})
 	}
 }
+
+func TestReplanWithHysteresis(t *testing.T) {
+	t.Parallel()
+	w := setup(t, "memory", "a", "b", "c")
+	setAll := func(v float64) {
+		for _, s := range w.sims {
+			if err := s.SetAvailability(&v); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	replicas := func() int {
+		rec, err := w.st.GetDeployment(context.Background(), "d")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for n, s := range w.sims {
+			u := s.LastUnit(deploy.UnitID("d", n))
+			if got := int(u.GetOdgmConfig().GetReplicaCount()); got != int(rec.Deployment.GetStatus().GetReplicationFactor()) {
+				t.Errorf("%s runs replica_count %d, status says %d", n, got, rec.Deployment.GetStatus().GetReplicationFactor())
+			}
+		}
+		return int(rec.Deployment.GetStatus().GetReplicationFactor())
+	}
+	setAll(0.9)
+	pm := deploy.New(w.st, deploy.FromManager(w.clusters), deploy.Config{
+		Owner: "pm-a", DefaultTarget: 0.99, ReplicaCap: 50, HysteresisMargin: 2, Lease: 5 * time.Second,
+	}, w.log)
+	d := dep("d", "a", "b", "c")
+	d.Odgm = &pmv1.OdgmDataSpec{Collections: []string{"x"}}
+	if _, err := pm.Create(context.Background(), d, deploy.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := replicas(); got != 5 {
+		t.Fatalf("initial replicas %d, want 5", got)
+	}
+	// 0.95 everywhere plans 3 (0.99275): within the margin of 2, so
+	// nothing moves.
+	setAll(0.95)
+	if got := pm.Replan(context.Background()); len(got) != 0 {
+		t.Errorf("re-planned %v within the hysteresis margin", got)
+	}
+	if got := replicas(); got != 5 {
+		t.Errorf("replicas %d after a small wobble, want 5", got)
+	}
+	// 0.999 plans 1: far outside the margin, so the units roll out again.
+	setAll(0.999)
+	if got := pm.Replan(context.Background()); len(got) != 1 {
+		t.Errorf("re-planned %v, want [d]", got)
+	}
+	if got := replicas(); got != 1 {
+		t.Errorf("replicas %d after availability rose, want 1", got)
+	}
+	for n, s := range w.sims {
+		if s.RuntimeCount() != 1 {
+			t.Errorf("%s has %d runtimes after the re-plan", n, s.RuntimeCount())
+		}
+	}
+}

@@ -9,7 +9,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	deploymentpb "github.com/oaas/pm/gen/go/oaas/deployment"
+	pmv1 "github.com/oaas/pm/gen/go/oaas/pm/v1"
 	"github.com/oaas/pm/internal/correlation"
 	"github.com/oaas/pm/internal/fault"
 	"github.com/oaas/pm/internal/store"
@@ -171,6 +174,8 @@ type ReconcileReport struct {
 	Healed  []Orphan // units re-deployed (Orphan fields reused: cluster, unit)
 	Orphans []Orphan
 	Deleted []Orphan
+	// Replanned are deployments whose replica count moved.
+	Replanned []string
 }
 
 // Reconcile compares the units PM wants with what every cluster runs. A
@@ -307,6 +312,7 @@ func (s *Service) Reconcile(ctx context.Context) ReconcileReport {
 			s.selfHeal(ctx, key, clusters)
 		}
 	}
+	rep.Replanned = s.Replan(ctx)
 	return rep
 }
 
@@ -329,4 +335,103 @@ func (s *Service) selfHeal(ctx context.Context, key string, clusters []string) {
 	if _, err := s.execute(ctx, op, nil); err == nil {
 		s.stats.healed.Add(int64(len(clusters)))
 	}
+}
+
+// Replan re-plans every settled deployment from current availabilities and
+// rolls out a new replica count when it moved by more than the hysteresis
+// margin, so brief availability wobbles do not churn the clusters. It
+// returns the keys it re-planned.
+func (s *Service) Replan(ctx context.Context) []string {
+	ds, err := s.st.ListDeployments(ctx, store.DeploymentFilter{})
+	if err != nil {
+		return nil
+	}
+	ops, err := s.st.ListOperations(ctx, "")
+	if err != nil {
+		return nil
+	}
+	busy := map[string]bool{}
+	for _, op := range ops {
+		if op.State == store.OpPending {
+			busy[op.DeploymentKey] = true
+		}
+	}
+	var out []string
+	for _, rec := range ds {
+		if busy[rec.Deployment.GetKey()] || rec.Deployment.GetStatus().GetReplicationFactor() == 0 {
+			continue
+		}
+		changed, err := s.replan(ctx, rec)
+		if err != nil {
+			s.log.DebugContext(ctx, "re-plan skipped", "deployment", rec.Deployment.GetKey(), "error", err)
+			continue
+		}
+		if changed {
+			out = append(out, rec.Deployment.GetKey())
+		}
+	}
+	return out
+}
+
+func (s *Service) replan(ctx context.Context, rec store.Deployment) (bool, error) {
+	d := rec.Deployment
+	prev := int(d.GetStatus().GetReplicationFactor())
+	ms, err := s.st.Mappings(ctx, d.GetKey())
+	if err != nil || len(ms) == 0 {
+		return false, err
+	}
+	p, err := s.prepare(ctx, d, prev)
+	if err != nil {
+		return false, err
+	}
+	if p.plan.Replicas == prev {
+		return false, nil
+	}
+	op := s.newOperation(store.OpDeploy, d.GetKey(), false)
+	for _, m := range ms {
+		if u := p.units[m.Cluster]; u != nil {
+			op.Steps = append(op.Steps, store.Step{Cluster: m.Cluster, UnitID: u.GetId(), State: store.OpPending})
+		}
+	}
+	if len(op.Steps) == 0 {
+		return false, nil
+	}
+	// The new plan and the operation that rolls it out land together: a
+	// crash in between must not leave a plan that no operation applies.
+	err = s.st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
+		cur, err := tx.GetDeployment(ctx, d.GetKey())
+		if err != nil {
+			return err
+		}
+		next := protoClone(cur.Deployment)
+		next.Status.ReplicationFactor = int32(p.plan.Replicas)
+		next.Status.AchievedQuorumAvailability = p.plan.Achieved
+		next.Status.TargetAvailability = p.plan.Target
+		for _, r := range next.Status.Clusters {
+			for _, c := range p.plan.Ordered {
+				if c.Name == r.Cluster {
+					r.Availability, r.AvailabilitySource = c.Availability, c.Source
+				}
+			}
+		}
+		if _, err := tx.UpdateDeployment(ctx, next, cur.Revision); err != nil {
+			return err
+		}
+		return tx.CreateOperation(ctx, op)
+	})
+	if err != nil {
+		return false, err
+	}
+	s.log.InfoContext(ctx, "re-planned replicas", "deployment", d.GetKey(), "from", prev, "to", p.plan.Replicas,
+		"achieved_availability", p.plan.Achieved)
+	_, err = s.execute(ctx, op, p.units)
+	return err == nil, err
+}
+
+func protoClone(d *pmv1.OClassDeployment) *pmv1.OClassDeployment {
+	c := proto.CloneOf(d)
+	if c.Status == nil {
+		c.Status = &pmv1.DeploymentStatusSummary{}
+	}
+	return c
 }
