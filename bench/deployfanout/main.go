@@ -83,7 +83,7 @@ func parseFlags() (options, error) {
 	flag.IntVar(&o.parallelism, "parallelism", def.Deploy.Parallelism, "DEPLOY_PARALLELISM: concurrent CRM calls of one fan-out")
 	flag.BoolVar(&o.wide, "wide", true, "also measure with DEPLOY_PARALLELISM = clusters where clusters > -parallelism")
 	flag.BoolVar(&o.cold, "cold", true, "also measure creates that find the health cache expired and read every cluster's health first")
-	flag.DurationVar(&o.coldTTL, "cold-ttl", 250*time.Millisecond, "CRM_HEALTH_CACHE_TTL of the cold-cache PM; each cold create waits this long after the previous one")
+	flag.DurationVar(&o.coldTTL, "cold-ttl", 500*time.Millisecond, "CRM_HEALTH_CACHE_TTL of the cold-cache PM; each cold create waits this long after the previous one")
 	flag.IntVar(&o.baseline, "baseline-calls", 20, "raw CRM Deploy round trips measured for the baseline")
 	flag.Float64Var(&o.availability, "availability", 0.99, "availability every simulated CRM reports")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "bound on the whole run")
@@ -222,39 +222,46 @@ func baseline(ctx context.Context, o options) (stats, error) {
 }
 
 // rawFanout is the floor of any fan-out on this machine: one connect
-// client per simulator (as PM has), and per run a Deploy to every simulator
-// at once, timed until the last answers. The first run (connection setup)
-// is not measured.
-func rawFanout(ctx context.Context, o options, sims []*crmsim.Sim) (stats, error) {
-	clients := make([]deploymentconnect.DeploymentServiceClient, len(sims))
-	for i, s := range sims {
+// client per simulator (as PM has), a Deploy to every simulator at once,
+// timed until the last answers. It runs next to each measured create, so
+// both see the same machine load.
+type rawFanout struct {
+	clients    []deploymentconnect.DeploymentServiceClient
+	transports []*http.Transport
+}
+
+func newRawFanout(sims []*crmsim.Sim) *rawFanout {
+	f := &rawFanout{}
+	for _, s := range sims {
 		var protocols http.Protocols
 		protocols.SetUnencryptedHTTP2(true)
 		t := &http.Transport{Protocols: &protocols, Proxy: nil}
-		defer t.CloseIdleConnections()
-		clients[i] = deploymentconnect.NewDeploymentServiceClient(&http.Client{Transport: t, Timeout: 30 * time.Second},
-			s.URL(), connect.WithGRPC())
+		f.transports = append(f.transports, t)
+		f.clients = append(f.clients, deploymentconnect.NewDeploymentServiceClient(
+			&http.Client{Transport: t, Timeout: 30 * time.Second}, s.URL(), connect.WithGRPC()))
 	}
-	var lat []time.Duration
-	for run := range o.runs + 1 {
-		errs := make([]error, len(clients))
-		var wg sync.WaitGroup
-		start := time.Now()
-		for i, c := range clients {
-			wg.Go(func() {
-				unit := &deploymentpb.DeploymentUnit{Id: fmt.Sprintf("raw-%d", run), PackageName: "fanout", ClassKey: "Echo"}
-				_, errs[i] = c.Deploy(ctx, &deploymentpb.DeployRequest{DeploymentUnit: unit})
-			})
-		}
-		wg.Wait()
-		if err := errors.Join(errs...); err != nil {
-			return stats{}, err
-		}
-		if run > 0 {
-			lat = append(lat, time.Since(start))
-		}
+	return f
+}
+
+// once sends one Deploy of unit id to every simulator at once.
+func (f *rawFanout) once(ctx context.Context, id string) (time.Duration, error) {
+	errs := make([]error, len(f.clients))
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i, c := range f.clients {
+		wg.Go(func() {
+			unit := &deploymentpb.DeploymentUnit{Id: id, PackageName: "fanout", ClassKey: "Echo"}
+			_, errs[i] = c.Deploy(ctx, &deploymentpb.DeployRequest{DeploymentUnit: unit})
+		})
 	}
-	return summarise(lat), nil
+	wg.Wait()
+	return time.Since(start), errors.Join(errs...)
+}
+
+func (f *rawFanout) close() {
+	for _, t := range f.transports {
+		t.CloseIdleConnections()
+	}
 }
 
 // cpuTime is this process's user plus system CPU time.
@@ -275,8 +282,8 @@ type row struct {
 	deploys, health, other float64
 	// cpu is the process CPU time (PM, simulators and client) per create.
 	cpu time.Duration
-	// raw is the same fan-out without PM: every Deploy sent at once from
-	// this process straight to the simulators.
+	// raw is the same fan-out without PM, measured next to each create:
+	// every Deploy sent at once from this process straight to the simulators.
 	raw stats
 }
 
@@ -297,11 +304,8 @@ func measureFleet(ctx context.Context, o options, n int, dbURL string) ([]row, e
 			_ = s.Close()
 		}
 	}()
-	raw, err := rawFanout(ctx, o, sims)
-	if err != nil {
-		return nil, fmt.Errorf("raw fan-out: %w", err)
-	}
-	fmt.Printf("  raw fan-out: %3d concurrent Deploys straight to the simulators, no PM: p50 %s\n", len(sims), ms(raw.p50))
+	raw := newRawFanout(sims)
+	defer raw.close()
 	pars := []int{o.parallelism}
 	if o.wide && n > o.parallelism {
 		pars = append(pars, n)
@@ -313,12 +317,12 @@ func measureFleet(ctx context.Context, o options, n int, dbURL string) ([]row, e
 	var rows []row
 	for _, p := range pars {
 		for _, cold := range modes {
-			r, err := measure(ctx, o, sims, p, cold, dbURL)
+			r, err := measure(ctx, o, sims, raw, p, cold, dbURL)
 			if err != nil {
 				return nil, fmt.Errorf("parallelism %d, cold %v: %w", p, cold, err)
 			}
-			fmt.Printf("  measured %3d clusters, parallelism %3d, %-4s cache: p50 %s\n", n, p, cacheName(cold), ms(r.stats.p50))
-			r.raw = raw
+			fmt.Printf("  measured %3d clusters, parallelism %3d, %-4s cache: p50 %s (raw fan-out %s)\n",
+				n, p, cacheName(cold), ms(r.stats.p50), ms(r.raw.p50))
 			rows = append(rows, r)
 		}
 	}
@@ -333,7 +337,7 @@ func cacheName(cold bool) string {
 }
 
 // measure starts one PM over sims and times o.runs creates.
-func measure(ctx context.Context, o options, sims []*crmsim.Sim, parallelism int, cold bool, dbURL string) (r row, err error) {
+func measure(ctx context.Context, o options, sims []*crmsim.Sim, raw *rawFanout, parallelism int, cold bool, dbURL string) (r row, err error) {
 	n := len(sims)
 	r = row{clusters: n, parallelism: parallelism, cold: cold}
 	cfg := config.Default()
@@ -393,6 +397,9 @@ func measure(ctx context.Context, o options, sims []*crmsim.Sim, parallelism int
 		return r, fmt.Errorf("warm-up create: %w", err)
 	}
 
+	if _, err := raw.once(ctx, "raw-warmup"); err != nil {
+		return r, fmt.Errorf("raw fan-out: %w", err)
+	}
 	if o.cpuprofile != "" {
 		stopProfile, err := profile(fmt.Sprintf("%s/create-c%d-p%d-%s.pprof", o.cpuprofile, n, parallelism, cacheName(cold)))
 		if err != nil {
@@ -400,9 +407,11 @@ func measure(ctx context.Context, o options, sims []*crmsim.Sim, parallelism int
 		}
 		defer stopProfile()
 	}
-	before := callTotals(sims)
-	cpu0 := cpuTime()
-	lat := make([]time.Duration, 0, o.runs)
+	var (
+		lat, rawLat []time.Duration
+		cpu         time.Duration
+		crm         calls
+	)
 	for i := range o.runs {
 		if cold {
 			// Every cached health entry has expired: this create reads them.
@@ -410,25 +419,39 @@ func measure(ctx context.Context, o options, sims []*crmsim.Sim, parallelism int
 				return r, err
 			}
 		}
+		d, err := raw.once(ctx, fmt.Sprintf("raw-%d", i))
+		if err != nil {
+			return r, fmt.Errorf("raw fan-out: %w", err)
+		}
+		rawLat = append(rawLat, d)
+
 		body := deployment(fmt.Sprintf("%s-%d", pkg, i), pkg, names)
+		before, cpu0 := callTotals(sims), cpuTime()
 		start := time.Now()
 		if err := c.post(ctx, "/api/v1/deployments", body); err != nil {
 			return r, fmt.Errorf("create %d: %w", i, err)
 		}
 		lat = append(lat, time.Since(start))
+		cpu += cpuTime() - cpu0
+		crm = crm.add(callTotals(sims).sub(before))
 	}
-	r.cpu = (cpuTime() - cpu0) / time.Duration(o.runs)
-	after := callTotals(sims)
-	r.stats = summarise(lat)
 	runs := float64(o.runs)
-	r.deploys = float64(after.deploys-before.deploys) / runs
-	r.health = float64(after.health-before.health) / runs
-	r.other = float64(after.other-before.other) / runs
+	r.stats, r.raw = summarise(lat), summarise(rawLat)
+	r.cpu = cpu / time.Duration(o.runs)
+	r.deploys, r.health, r.other = float64(crm.deploys)/runs, float64(crm.health)/runs, float64(crm.other)/runs
 	return r, nil
 }
 
 // calls are CRM calls summed over a fleet.
 type calls struct{ deploys, health, other int64 }
+
+func (c calls) add(d calls) calls {
+	return calls{c.deploys + d.deploys, c.health + d.health, c.other + d.other}
+}
+
+func (c calls) sub(d calls) calls {
+	return calls{c.deploys - d.deploys, c.health - d.health, c.other - d.other}
+}
 
 func callTotals(sims []*crmsim.Sim) calls {
 	var c calls
@@ -553,6 +576,9 @@ func report(o options, base stats, rows []row) {
 		case r.clusters >= 10:
 			verdict = "(cold; not the target's case)"
 		}
+		if floor := float64(r.raw.p50) / float64(base.p50); r.clusters >= 10 && !r.cold && floor > targetRatio {
+			verdict += fmt.Sprintf(" (raw floor here %.2f×)", floor)
+		}
 		crm := fmt.Sprintf("%gD+%gH", r.deploys, r.health)
 		if r.other > 0 {
 			crm += fmt.Sprintf("+%g", r.other)
@@ -562,7 +588,8 @@ func report(o options, base stats, rows []row) {
 			ms(base.p50), ratio, waves, ms(r.raw.p50), ms(r.stats.p50-r.raw.p50), ms(r.cpu), crm, verdict)
 	}
 	fmt.Printf("\npar: DEPLOY_PARALLELISM; waves: ceil(clusters/par), the CRM round trips the fan-out needs back to back.\n"+
-		"raw-fan: p50 of the same number of Deploys sent at once straight to the simulators, no PM (the machine's floor);\n"+
+		"raw-fan: p50 of as many Deploys sent at once straight to the simulators, no PM, each run next to a create\n"+
+		"         (the floor of any fan-out on this machine; the simulators share the process and its CPUs);\n"+
 		"over-raw: p50 minus raw-fan, what PM adds to a fully parallel fan-out.\n"+
 		"cpu/op: process CPU (PM + simulators + client) per create.\n"+
 		"crm/create: CRM calls per create summed over the clusters, D = Deploy, H = health reads.\n"+
