@@ -547,3 +547,40 @@ func waitFor[T any](t *testing.T, cond func() (T, bool)) T {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func TestDeploymentConditionFollowsClusters(t *testing.T) {
+	t.Parallel()
+	f := fleet{
+		"east": crmsim.StartT(t, crmsim.Config{EnvName: "east", ProgressDelay: 200 * time.Millisecond, ReadyDelay: 200 * time.Millisecond}),
+		"west": crmsim.StartT(t, crmsim.Config{EnvName: "west"}),
+	}
+	e := setup(t, "memory", withFleet(f), func(c *config.Config) { c.Deploy.StatusPollInterval = 50 * time.Millisecond })
+	e.do("POST", "/api/v1/packages", echoPackage("echo")).expect(t, 201)
+	e.do("POST", "/api/v1/deployments", deployment("d", "echo", "east", "west")).expect(t, 201)
+	if c := e.do("GET", "/api/v1/deployments/d", nil).expect(t, 200).object(t)["condition"]; c != "DEPLOYING" {
+		t.Errorf("condition right after create = %v, want DEPLOYING (east is still progressing)", c)
+	}
+	waitFor(t, func() (any, bool) {
+		c := e.do("GET", "/api/v1/deployments/d", nil).expect(t, 200).object(t)["condition"]
+		return c, c == "RUNNING"
+	})
+	// The background poller notices a degraded runtime without any read.
+	if err := f["west"].SetDegraded(deployUnit(t, e, "d", "west"), "CrashLoopBackOff", "container exits"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() (any, bool) {
+		var list []map[string]any
+		e.do("GET", "/api/v1/deployments", nil).expect(t, 200).json(t, &list)
+		return list[0]["condition"], list[0]["condition"] == "DOWN"
+	})
+}
+
+// deployUnit returns a deployment's unit id on a cluster.
+func deployUnit(t *testing.T, e *env, key, cluster string) string {
+	t.Helper()
+	var m struct {
+		ClusterMappings map[string]string `json:"cluster_mappings"`
+	}
+	e.do("GET", "/api/v1/deployments/"+key+"/cluster-mappings", nil).expect(t, 200).json(t, &m)
+	return m.ClusterMappings[cluster]
+}
