@@ -67,14 +67,24 @@ func (f *faults) run(ctx context.Context, start time.Time) time.Time {
 }
 
 // kill kill -9s a random running PM; its keeper restarts it after a pause
-// of 0.2-1.5s.
+// of 0.2-1.5s. For up to 2s it waits for a PM that serves a workload
+// request right then, so that kills land in the middle of operations.
 func (f *faults) kill(ctx context.Context, start time.Time) {
-	for range 100 {
-		var up []*pmSlot
+	busyUntil := time.Now().Add(2 * time.Second)
+	for range 200 {
+		var up, busy []*pmSlot
 		for _, p := range f.pms {
 			if p.running() {
 				up = append(up, p)
+				if p.inflight.Load() > 0 {
+					busy = append(busy, p)
+				}
 			}
+		}
+		if len(busy) > 0 {
+			up = busy
+		} else if time.Now().Before(busyUntil) {
+			up = nil
 		}
 		if len(up) > 0 {
 			p := up[f.rng.IntN(len(up))]
@@ -85,11 +95,11 @@ func (f *faults) kill(ctx context.Context, start time.Time) {
 				return
 			}
 		}
-		if sleepCtx(ctx, 50*time.Millisecond) != nil {
+		if sleepCtx(ctx, 10*time.Millisecond) != nil {
 			return
 		}
 	}
-	logf("no PM was running for 5s; a kill was skipped")
+	logf("no PM was running for 2s; a kill was skipped")
 }
 
 func (f *faults) record(format string, args ...any) {

@@ -27,6 +27,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -180,6 +181,10 @@ func run(ctx context.Context, o *options) (res result, err error) {
 	keep := o.keepLogs
 	defer func() {
 		if keep || err != nil || !res.ok() {
+			if !keep { // the logs are what matters after a failed run
+				_ = os.Remove(filepath.Join(dir, "pm"))     // best effort
+				_ = os.Remove(filepath.Join(dir, "crmsim")) // best effort
+			}
 			logf("logs kept in %s", dir)
 			return
 		}

@@ -249,6 +249,7 @@ type pmSlot struct {
 	killed   bool
 	ready    atomic.Bool
 	starts   atomic.Int64
+	inflight atomic.Int64 // workload requests this slot is serving
 	readyCh  chan struct{} // closed when the current process is ready
 	readyAt  time.Time
 	lastKill time.Time

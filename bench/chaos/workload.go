@@ -90,6 +90,8 @@ func (c *client) do(ctx context.Context, pm *pmSlot, method, path string, body [
 		pm = c.pick(ctx)
 	}
 	out := response{pm: pm.name()}
+	pm.inflight.Add(1)
+	defer pm.inflight.Add(-1)
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -185,6 +187,7 @@ type workload struct {
 
 	creates, createAcks, createFails atomic.Int64
 	deletes, deleteAcks, deleteFails atomic.Int64
+	retries                          atomic.Int64
 }
 
 func newWorkload(api *client, clusters []string, o *options, rng *rand.Rand) *workload {
@@ -270,6 +273,7 @@ func (w *workload) create(ctx context.Context, e *entry, end time.Time) {
 	var last response
 	for attempt := 1; attempt <= 3 && ctx.Err() == nil; attempt++ {
 		if attempt > 1 {
+			w.retries.Add(1)
 			if time.Now().After(end.Add(5*time.Second)) || sleepCtx(ctx, time.Duration(100+w.jitter(400))*time.Millisecond) != nil {
 				break
 			}
@@ -310,6 +314,7 @@ func (w *workload) delete(ctx context.Context, e *entry, end time.Time) {
 	w.deletes.Add(1)
 	for attempt := 1; attempt <= 3 && ctx.Err() == nil; attempt++ {
 		if attempt > 1 {
+			w.retries.Add(1)
 			if time.Now().After(end.Add(5*time.Second)) || sleepCtx(ctx, time.Duration(100+w.jitter(400))*time.Millisecond) != nil {
 				break
 			}
@@ -380,7 +385,7 @@ func (w *workload) ledger() []entry {
 func (w *workload) acknowledgedCreates() int { return int(w.createAcks.Load()) }
 
 func (w *workload) summary() string {
-	return fmt.Sprintf("creates %d (acknowledged %d, not %d), deletes %d (acknowledged %d, not %d)",
+	return fmt.Sprintf("creates %d (acknowledged %d, not %d), deletes %d (acknowledged %d, not %d), retries %d",
 		w.creates.Load(), w.createAcks.Load(), w.createFails.Load(),
-		w.deletes.Load(), w.deleteAcks.Load(), w.deleteFails.Load())
+		w.deletes.Load(), w.deleteAcks.Load(), w.deleteFails.Load(), w.retries.Load())
 }
