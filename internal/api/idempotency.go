@@ -10,6 +10,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/oaas/pm/internal/fault"
 	"github.com/oaas/pm/internal/store"
 )
@@ -26,6 +28,9 @@ type Idempotency struct {
 	st  store.Idempotency
 	ttl time.Duration
 	now func() time.Time
+	// inflight joins concurrent retries of one request in this process, so
+	// the second waits for and gets the first's result instead of racing it.
+	inflight singleflight.Group
 }
 
 // NewIdempotency remembers keys in st for ttl.
@@ -52,6 +57,17 @@ func idempotent[Res proto.Message](ctx context.Context, ix *Idempotency, scope, 
 	if err != nil {
 		return zero, err
 	}
+	v, err, _ := ix.inflight.Do(scope+"\x00"+key+"\x00"+hash, func() (any, error) {
+		return once(ctx, ix, scope, key, hash, fn)
+	})
+	if err != nil {
+		return zero, err
+	}
+	return v.(Res), nil
+}
+
+func once[Res proto.Message](ctx context.Context, ix *Idempotency, scope, key, hash string, fn func() (Res, error)) (Res, error) {
+	var zero Res
 	rec, err := ix.st.GetIdempotency(ctx, scope, key, ix.now())
 	switch {
 	case err == nil:
@@ -75,14 +91,11 @@ func idempotent[Res proto.Message](ctx context.Context, ix *Idempotency, scope, 
 	if err != nil {
 		return zero, fault.Wrap(fault.Internal, err, "storing the response failed")
 	}
-	err = ix.st.PutIdempotency(ctx, store.IdempotencyRecord{
+	// The write itself succeeded: failing to remember the key only costs a
+	// future replay, so the caller gets its result either way.
+	_ = ix.st.PutIdempotency(ctx, store.IdempotencyRecord{
 		Scope: scope, Key: key, RequestHash: hash, Response: body, ExpiresAt: ix.now().Add(ix.ttl),
 	})
-	if err != nil && !errors.Is(err, store.ErrAlreadyExists) {
-		// The write itself succeeded; losing the key only costs a future
-		// replay, so the caller still gets its result.
-		return res, nil
-	}
 	return res, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -529,6 +530,29 @@ func TestIdempotencyKey(t *testing.T) {
 		t.Errorf("Deploy calls = %d, want 1", got)
 	}
 	e.do("POST", "/api/v1/deployments", deployment("d2", "echo", "default"), "Idempotency-Key", "k2").expect(t, 409)
+
+	// Concurrent retries of one request: all get the one result.
+	ids := make(chan string, 10)
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Go(func() {
+			r := e.do("POST", "/api/v1/deployments", deployment("d3", "echo", "default"), "Idempotency-Key", "k3")
+			if r.status != 201 {
+				t.Errorf("concurrent retry: %d %s", r.status, r.body)
+				return
+			}
+			ids <- r.result(t).ID
+		})
+	}
+	wg.Wait()
+	close(ids)
+	seen := map[string]bool{}
+	for id := range ids {
+		seen[id] = true
+	}
+	if len(seen) != 1 || f["default"].Calls("Deploy") != 2 {
+		t.Errorf("concurrent retries got ids %v; Deploy calls %d, want 2 in total", seen, f["default"].Calls("Deploy"))
+	}
 }
 
 // waitFor polls cond until it holds (or fails the test after 10 s).
