@@ -65,6 +65,7 @@ type options struct {
 	availability float64
 	timeout      time.Duration
 	cpuprofile   string
+	pmLog        bool
 }
 
 // targetRatio is issue 4's goal for the create latency over one CRM round
@@ -88,6 +89,7 @@ func parseFlags() (options, error) {
 	flag.Float64Var(&o.availability, "availability", 0.99, "availability every simulated CRM reports")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "bound on the whole run")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "directory to write a CPU profile of each measured configuration to")
+	flag.BoolVar(&o.pmLog, "pm-log", false, "write PM's warnings and errors to stderr")
 	flag.Parse()
 
 	for f := range strings.SplitSeq(*clusters, ",") {
@@ -280,6 +282,9 @@ type row struct {
 	stats                 stats
 	// Per create, summed over the clusters: CRM calls by kind.
 	deploys, health, other float64
+	// failed counts creates that did not answer 201; firstErr is the first.
+	failed   int
+	firstErr string
 	// cpu is the process CPU time (PM, simulators and client) per create.
 	cpu time.Duration
 	// raw is the same fan-out without PM, measured next to each create:
@@ -321,8 +326,8 @@ func measureFleet(ctx context.Context, o options, n int, dbURL string) ([]row, e
 			if err != nil {
 				return nil, fmt.Errorf("parallelism %d, cold %v: %w", p, cold, err)
 			}
-			fmt.Printf("  measured %3d clusters, parallelism %3d, %-4s cache: p50 %s (raw fan-out %s)\n",
-				n, p, cacheName(cold), ms(r.stats.p50), ms(r.raw.p50))
+			fmt.Printf("  measured %3d clusters, parallelism %3d, %-4s cache: p50 %s (raw fan-out %s), %d failed\n",
+				n, p, cacheName(cold), ms(r.stats.p50), ms(r.raw.p50), r.failed)
 			rows = append(rows, r)
 		}
 	}
@@ -363,7 +368,11 @@ func measure(ctx context.Context, o options, sims []*crmsim.Sim, raw *rawFanout,
 		return r, err
 	}
 	pmCtx, stopPM := context.WithCancel(ctx)
-	pm, err := app.New(pmCtx, cfg, slog.New(slog.DiscardHandler))
+	log := slog.New(slog.DiscardHandler)
+	if o.pmLog {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	pm, err := app.New(pmCtx, cfg, log)
 	if err != nil {
 		stopPM()
 		return r, err
@@ -394,7 +403,10 @@ func measure(ctx context.Context, o options, sims []*crmsim.Sim, raw *rawFanout,
 		return r, fmt.Errorf("warming the health cache: %w", err)
 	}
 	if err := c.post(ctx, "/api/v1/deployments", deployment(pkg+"-warmup", pkg, names)); err != nil {
-		return r, fmt.Errorf("warm-up create: %w", err)
+		if ctx.Err() != nil {
+			return r, err
+		}
+		fmt.Fprintf(os.Stderr, "deployfanout: %d clusters, par %d: warm-up create failed (measuring anyway): %v\n", n, parallelism, err)
 	}
 
 	if _, err := raw.once(ctx, "raw-warmup"); err != nil {
@@ -429,14 +441,25 @@ func measure(ctx context.Context, o options, sims []*crmsim.Sim, raw *rawFanout,
 		before, cpu0 := callTotals(sims), cpuTime()
 		start := time.Now()
 		if err := c.post(ctx, "/api/v1/deployments", body); err != nil {
-			return r, fmt.Errorf("create %d: %w", i, err)
+			if ctx.Err() != nil {
+				return r, err
+			}
+			// Reported, not fatal: a failing create is a finding too.
+			r.failed++
+			if r.firstErr == "" {
+				r.firstErr = fmt.Sprintf("create %d: %v", i, err)
+			}
+		} else {
+			lat = append(lat, time.Since(start))
 		}
-		lat = append(lat, time.Since(start))
 		cpu += cpuTime() - cpu0
 		crm = crm.add(callTotals(sims).sub(before))
 	}
 	runs := float64(o.runs)
-	r.stats, r.raw = summarise(lat), summarise(rawLat)
+	r.raw = summarise(rawLat)
+	if len(lat) > 0 {
+		r.stats = summarise(lat)
+	}
 	r.cpu = cpu / time.Duration(o.runs)
 	r.deploys, r.health, r.other = float64(crm.deploys)/runs, float64(crm.health)/runs, float64(crm.other)/runs
 	return r, nil
@@ -567,6 +590,12 @@ func report(o options, base stats, rows []row) {
 		waves := (r.clusters + r.parallelism - 1) / r.parallelism
 		verdict := "-"
 		switch {
+		case r.failed == o.runs:
+			verdict = "every create FAILED"
+		case r.failed > 0 && r.clusters >= 10 && !r.cold:
+			verdict = fmt.Sprintf("NOT met: %d of %d creates FAILED", r.failed, o.runs)
+		case r.failed > 0:
+			verdict = fmt.Sprintf("%d of %d creates FAILED", r.failed, o.runs)
 		case r.clusters >= 10 && !r.cold && ratio <= targetRatio:
 			verdict = "met"
 		case r.clusters >= 10 && !r.cold:
@@ -576,7 +605,7 @@ func report(o options, base stats, rows []row) {
 		case r.clusters >= 10:
 			verdict = "(cold; not the target's case)"
 		}
-		if floor := float64(r.raw.p50) / float64(base.p50); r.clusters >= 10 && !r.cold && floor > targetRatio {
+		if floor := float64(r.raw.p50) / float64(base.p50); r.failed == 0 && r.clusters >= 10 && !r.cold && floor > targetRatio {
 			verdict += fmt.Sprintf(" (raw floor here %.2f×)", floor)
 		}
 		crm := fmt.Sprintf("%gD+%gH", r.deploys, r.health)
@@ -586,6 +615,12 @@ func report(o options, base stats, rows []row) {
 		fmt.Printf("%8d %4d %5s %8s %8s %8s %8s %5.2f× %5d %8s %8s %8s %12s  %s\n",
 			r.clusters, r.parallelism, cacheName(r.cold), ms(r.stats.p50), ms(r.stats.p99), ms(r.stats.mean),
 			ms(base.p50), ratio, waves, ms(r.raw.p50), ms(r.stats.p50-r.raw.p50), ms(r.cpu), crm, verdict)
+	}
+	for _, r := range rows {
+		if r.failed > 0 {
+			fmt.Printf("%d clusters, par %d, %s: %d of %d creates failed; first: %s\n",
+				r.clusters, r.parallelism, cacheName(r.cold), r.failed, o.runs, r.firstErr)
+		}
 	}
 	fmt.Printf("\npar: DEPLOY_PARALLELISM; waves: ceil(clusters/par), the CRM round trips the fan-out needs back to back.\n"+
 		"raw-fan: p50 of as many Deploys sent at once straight to the simulators, no PM, each run next to a create\n"+
