@@ -186,25 +186,10 @@ type ReconcileReport struct {
 func (s *Service) Reconcile(ctx context.Context) ReconcileReport {
 	var rep ReconcileReport
 	names := s.cl.Names()
-	listed := make([][]*deploymentpb.DeploymentUnit, len(names))
-	errs := make([]error, len(names))
-	var wg sync.WaitGroup
-	for i, name := range names {
-		wg.Go(func() {
-			crm, err := s.cl.CRM(name)
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			resp, err := crm.List(ctx, &deploymentpb.ListClassRuntimesRequest{})
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			listed[i] = resp.GetItems()
-		})
-	}
-	wg.Wait()
+	listed, errs := fanOut(ctx, s, names, func(ctx context.Context, crm CRM) ([]*deploymentpb.DeploymentUnit, error) {
+		resp, err := crm.List(ctx, &deploymentpb.ListClassRuntimesRequest{})
+		return resp.GetItems(), err
+	})
 
 	// Read PM's side after the clusters answered: a unit created before the
 	// listing has its mapping or a pending operation step by now, since

@@ -121,25 +121,10 @@ func (s *Service) ListRuntimes(ctx context.Context, q RuntimeQuery) ([]*pmv1.Cla
 	if q.Status != "" {
 		req.Status = proto.String(q.Status)
 	}
-	lists := make([][]*deploymentpb.DeploymentUnit, len(names))
-	errs := make([]error, len(names))
-	var wg sync.WaitGroup
-	for i, name := range names {
-		wg.Go(func() {
-			crm, err := s.cl.CRM(name)
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			resp, err := crm.List(ctx, req)
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			lists[i] = resp.GetItems()
-		})
-	}
-	wg.Wait()
+	lists, errs := fanOut(ctx, s, names, func(ctx context.Context, crm CRM) ([]*deploymentpb.DeploymentUnit, error) {
+		resp, err := crm.List(ctx, req)
+		return resp.GetItems(), err
+	})
 	owners := s.owners(ctx)
 	var out []*pmv1.ClassRuntime
 	var failed []ClusterError
@@ -177,25 +162,10 @@ func (s *Service) GetRuntime(ctx context.Context, id, cluster string) (*pmv1.Cla
 	if err != nil {
 		return nil, nil, err
 	}
-	units := make([]*deploymentpb.DeploymentUnit, len(names))
-	errs := make([]error, len(names))
-	var wg sync.WaitGroup
-	for i, name := range names {
-		wg.Go(func() {
-			crm, err := s.cl.CRM(name)
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			resp, err := crm.Get(ctx, id)
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			units[i] = resp.GetDeployment()
-		})
-	}
-	wg.Wait()
+	units, errs := fanOut(ctx, s, names, func(ctx context.Context, crm CRM) (*deploymentpb.DeploymentUnit, error) {
+		resp, err := crm.Get(ctx, id)
+		return resp.GetDeployment(), err
+	})
 	owners := s.owners(ctx)
 	var failed []ClusterError
 	for i, name := range names {
@@ -254,6 +224,26 @@ func (s *Service) Status(ctx context.Context, id, cluster string) (*pmv1.Deploym
 		st.ResourceRefs = append(st.ResourceRefs, &pmv1.ResourceRef{Kind: r.GetKind(), Name: r.GetName(), Namespace: r.Namespace, Uid: r.Uid})
 	}
 	return st, nil
+}
+
+// fanOut calls fn on every named cluster's CRM in parallel; results and
+// errors are indexed like names. A slow cluster delays the others only up to
+// its own CRM deadline.
+func fanOut[T any](ctx context.Context, s *Service, names []string, fn func(context.Context, CRM) (T, error)) ([]T, []error) {
+	out := make([]T, len(names))
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Go(func() {
+			crm, err := s.cl.CRM(name)
+			if err == nil {
+				out[i], err = fn(ctx, crm)
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	return out, errs
 }
 
 func (s *Service) clustersFor(cluster string) ([]string, error) {
