@@ -612,9 +612,13 @@ func report(o options, base stats, rows []row) {
 		if r.other > 0 {
 			crm += fmt.Sprintf("+%g", r.other)
 		}
-		fmt.Printf("%8d %4d %5s %8s %8s %8s %8s %5.2f× %5d %8s %8s %8s %12s  %s\n",
-			r.clusters, r.parallelism, cacheName(r.cold), ms(r.stats.p50), ms(r.stats.p99), ms(r.stats.mean),
-			ms(base.p50), ratio, waves, ms(r.raw.p50), ms(r.stats.p50-r.raw.p50), ms(r.cpu), crm, verdict)
+		p50, p99, mean, ratioText, over := ms(r.stats.p50), ms(r.stats.p99), ms(r.stats.mean), fmt.Sprintf("%.2f×", ratio), ms(r.stats.p50-r.raw.p50)
+		if r.failed == o.runs {
+			p50, p99, mean, ratioText, over = "-", "-", "-", "-", "-"
+		}
+		fmt.Printf("%8d %4d %5s %8s %8s %8s %8s %6s %5d %8s %8s %8s %12s  %s\n",
+			r.clusters, r.parallelism, cacheName(r.cold), p50, p99, mean,
+			ms(base.p50), ratioText, waves, ms(r.raw.p50), over, ms(r.cpu), crm, verdict)
 	}
 	for _, r := range rows {
 		if r.failed > 0 {
@@ -631,6 +635,7 @@ func report(o options, base stats, rows []row) {
 		"warm: health cache (TTL 60s) filled before measuring, so the create is the deploy fan-out plus store writes.\n"+
 		"cold: health cache (TTL %s) expired before every create, which first reads every target's health\n"+
 		"      (all at once, not bounded by par), then sends the Deploys: two round trips at least.\n"+
+		"p50/p99/mean are over the creates that answered 201; crm/create and cpu/op over all of them.\n"+
 		"p99 of %d runs is close to the maximum.\n", o.coldTTL, o.runs)
 }
 
