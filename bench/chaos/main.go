@@ -52,6 +52,7 @@ type options struct {
 	reconcile       time.Duration
 	requestTimeout  time.Duration
 	verbose         bool
+	selfCheck       bool
 }
 
 func parseFlags(args []string, out io.Writer) (*options, error) {
@@ -76,6 +77,8 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.DurationVar(&o.reconcile, "reconcile", 2*time.Second, "RECONCILE_INTERVAL of the PMs")
 	fs.DurationVar(&o.requestTimeout, "request-timeout", 8*time.Second, "deadline of every request the workload sends")
 	fs.BoolVar(&o.verbose, "v", false, "log every request and every convergence check")
+	fs.BoolVar(&o.selfCheck, "self-check", false, "after the workload, plant an orphan runtime and delete an acknowledged deployment "+
+		"behind PM's back: the run must then fail (checks the checks; pair with a short -converge-timeout)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -251,6 +254,11 @@ func run(ctx context.Context, o *options) (res result, err error) {
 		from = workloadEnd
 	}
 	v := newVerifier(api, clusters, wl.ledger(), o)
+	if o.selfCheck {
+		if err := selfCheck(ctx, v, db); err != nil {
+			return res, err
+		}
+	}
 	out := v.converge(ctx, from, o.convergeTimeout)
 	if ctx.Err() != nil {
 		return res, ctx.Err()

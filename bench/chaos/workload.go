@@ -244,17 +244,25 @@ func (w *workload) run(ctx context.Context, start time.Time) {
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			w.create(ctx, p.e, end)
-			if !p.del {
-				return
-			}
-			// Delete somewhere in the rest of the window (the first half of
-			// it, so that deletes overlap faults too).
+			acked := w.create(ctx, p.e, end)
 			left := time.Until(end)
-			if left <= 0 {
+			var wait time.Duration
+			switch {
+			case left <= 0:
+				return
+			case !acked && p.delFraction < 0.5:
+				// A client cleaning up after a create that got no answer,
+				// within 3s: before, while or after PM resumes the
+				// operation the crash interrupted.
+				wait = time.Duration(p.delFraction * 2 * 3 * float64(time.Second))
+			case p.del:
+				// Somewhere in the first half of the rest of the window, so
+				// that deletes overlap faults too.
+				wait = time.Duration(float64(left) * 0.5 * p.delFraction)
+			default:
 				return
 			}
-			if sleepCtx(ctx, time.Duration(float64(left)*0.5*p.delFraction)) != nil {
+			if sleepCtx(ctx, wait) != nil {
 				return
 			}
 			w.delete(ctx, p.e, end)
@@ -264,8 +272,9 @@ func (w *workload) run(ctx context.Context, start time.Time) {
 }
 
 // create sends a create, retried on other PMs with the same
-// Idempotency-Key while no answer came or the answer was a 5xx.
-func (w *workload) create(ctx context.Context, e *entry, end time.Time) {
+// Idempotency-Key while no answer came or the answer was a 5xx, and
+// reports whether it was acknowledged.
+func (w *workload) create(ctx context.Context, e *entry, end time.Time) bool {
 	body, _ := json.Marshal(map[string]any{ //nolint:errchkjson // plain strings
 		"key": e.key, "package_name": packageName, "class_key": classKey, "target_envs": e.targets,
 	})
@@ -288,21 +297,22 @@ func (w *workload) create(ctx context.Context, e *entry, end time.Time) {
 			e.createAck = true
 			w.mu.Unlock()
 			w.createAcks.Add(1)
-			return
+			return true
 		case last.status == http.StatusConflict && attempt > 1:
 			// An earlier attempt got through; it is not acknowledged.
 			w.mu.Lock()
 			e.createSeen = true
 			w.mu.Unlock()
 			w.createFails.Add(1)
-			return
+			return false
 		default:
 			logf("create %s: unexpected answer %s", e.key, last)
 			w.createFails.Add(1)
-			return
+			return false
 		}
 	}
 	w.createFails.Add(1)
+	return false
 }
 
 // delete sends a delete, retried like a create.

@@ -1,0 +1,44 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	deploymentpb "github.com/oaas/pm/gen/go/oaas/deployment"
+	"github.com/oaas/pm/internal/deploy"
+)
+
+// selfCheck plants the two failures the harness must catch, so that a run
+// with -self-check proves the checks can fail: a runtime with PM's id
+// scheme put straight on a cluster (an orphan), and an acknowledged
+// deployment deleted straight from the database behind PM's back (a lost
+// write, whose runtimes then are orphans too).
+func selfCheck(ctx context.Context, v *verifier, db *scratch) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c := v.clusters[0]
+	unit := &deploymentpb.DeploymentUnit{
+		Id: deploy.UnitID("ghost", c.name), PackageName: packageName, ClassKey: classKey, TargetEnv: c.name,
+	}
+	if _, err := v.crms[0].Deploy(ctx, &deploymentpb.DeployRequest{DeploymentUnit: unit}); err != nil {
+		return fmt.Errorf("self-check: planting an orphan on %s: %w", c.name, err)
+	}
+	logf("self-check: planted runtime %s on %s", unit.GetId(), c.name)
+	for _, e := range v.ledger {
+		if e.expect() != mustExist {
+			continue
+		}
+		conn, err := pgConnect(ctx, db.url)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }() // nothing to do about a failed goodbye
+		if _, err := conn.Exec(ctx, "DELETE FROM deployments WHERE key = $1", e.key); err != nil {
+			return fmt.Errorf("self-check: deleting %s behind PM's back: %w", e.key, err)
+		}
+		logf("self-check: deleted acknowledged deployment %s from the database", e.key)
+		return nil
+	}
+	return nil
+}
