@@ -232,4 +232,3 @@ func TestPostgresOutage(t *testing.T) {
 	e.do("GET", "/api/v1/packages/during", nil).expect(t, 404)
 	e.do("POST", "/api/v1/packages", echoPackage("after")).expect(t, 201)
 }
-

@@ -226,11 +226,16 @@ func call[T any](ctx context.Context, c *Client, op string, retry bool, fn func(
 func once[T any](ctx context.Context, c *Client, fn func(context.Context) (T, error)) (T, error) {
 	var res T
 	_, err := c.breaker.Execute(func() (struct{}, error) {
+		// When the caller's own deadline is the earlier one, a deadline
+		// error is the caller's, even if the CRM (honouring grpc-timeout)
+		// reported it a moment before the caller's context noticed.
+		dl, has := ctx.Deadline()
+		callerFirst := has && dl.Before(time.Now().Add(c.timeout))
 		cctx, cancel := context.WithTimeout(ctx, c.timeout)
 		defer cancel()
 		var err error
 		res, err = fn(cctx)
-		if err != nil && ctx.Err() != nil {
+		if err != nil && (ctx.Err() != nil || callerFirst && connect.CodeOf(err) == connect.CodeDeadlineExceeded) {
 			err = callerEnded{err}
 		}
 		return struct{}{}, err

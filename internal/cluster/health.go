@@ -84,9 +84,9 @@ func (h Health) Proto() *pmv1.ClusterHealth {
 	return p
 }
 
-// rank orders statuses for placement: healthy first, then degraded, then
-// everything that cannot take work.
-func rank(status string) int {
+// Rank orders statuses for placement: healthy first (0), then degraded (1),
+// then everything that cannot take work (2).
+func Rank(status string) int {
 	switch status {
 	case StatusHealthy:
 		return 0

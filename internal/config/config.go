@@ -149,7 +149,7 @@ func Default() Config {
 		},
 		Deploy: Deploy{
 			MaxRetries: 2, ReplicaCap: 50, ReplicaAlgorithm: "quorum", DefaultAvailability: 0.99,
-			HysteresisMargin: 1, Parallelism: 32, StatusPollInterval: 30 * time.Second,
+			HysteresisMargin: 1, Parallelism: 128, StatusPollInterval: 30 * time.Second,
 			RetryBackoff: 200 * time.Millisecond,
 		},
 		Reconcile: Reconcile{Interval: 30 * time.Second, SelfHeal: true, IdempotencyTTL: 24 * time.Hour, OperationLease: 30 * time.Second},

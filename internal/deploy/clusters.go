@@ -31,5 +31,5 @@ func (c managed) Signals(ctx context.Context, name string) (Signals, error) {
 			return Signals{}, fault.New(fault.Unavailable, "cluster %q is %s: %s", name, h.Status, h.Message)
 		}
 	}
-	return Signals{Availability: h.Availability, NodeCount: h.NodeCount, ReadyNodes: h.ReadyNodes}, nil
+	return Signals{Availability: h.Availability, NodeCount: h.NodeCount, ReadyNodes: h.ReadyNodes, Rank: cluster.Rank(h.Status)}, nil
 }

@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -122,7 +123,7 @@ func (s *Service) prepare(ctx context.Context, d *pmv1.OClassDeployment, previou
 	if err != nil {
 		return nil, err
 	}
-	inputs, err := s.availabilities(ctx, targets)
+	inputs, ordered, err := s.availabilities(ctx, targets)
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +143,6 @@ func (s *Service) prepare(ctx context.Context, d *pmv1.OClassDeployment, previou
 	if err != nil {
 		return nil, err
 	}
-	ordered := s.cl.Order(ctx, targets)
 	units := make(map[string]*deploymentpb.DeploymentUnit, len(ordered))
 	now := s.now()
 	for _, c := range ordered {
@@ -199,9 +199,13 @@ func (s *Service) targets(envs []string) ([]string, error) {
 	return out, nil
 }
 
-// availabilities asks every target for its availability in parallel.
-func (s *Service) availabilities(ctx context.Context, targets []string) ([]plan.Cluster, error) {
+// availabilities asks every target for its availability in parallel and
+// returns them with the targets in placement order (healthy first, then
+// degraded, ties by name).
+func (s *Service) availabilities(ctx context.Context, targets []string) ([]plan.Cluster, []string, error) {
 	out := make([]plan.Cluster, len(targets))
+	ranks := make(map[string]int, len(targets))
+	var mu sync.Mutex
 	errs := make([]error, len(targets))
 	var wg sync.WaitGroup
 	for i, name := range targets {
@@ -217,22 +221,29 @@ func (s *Service) availabilities(ctx context.Context, targets []string) ([]plan.
 				return
 			}
 			out[i] = plan.Cluster{Name: name, Availability: a, Source: src}
+			mu.Lock()
+			ranks[name] = sig.Rank
+			mu.Unlock()
 		})
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		for _, e := range errs {
 			if e != nil && fault.KindOf(e) == fault.Unavailable {
-				return nil, e
+				return nil, nil, e
 			}
 		}
 		for _, e := range errs {
 			if e != nil {
-				return nil, e
+				return nil, nil, e
 			}
 		}
 	}
-	return out, nil
+	ordered := slices.Clone(targets)
+	slices.SortStableFunc(ordered, func(a, b string) int {
+		return cmp.Or(cmp.Compare(ranks[a], ranks[b]), cmp.Compare(a, b))
+	})
+	return out, ordered, nil
 }
 
 // summary is the inspection view of a plan stored on the deployment.

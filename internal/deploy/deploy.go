@@ -33,6 +33,8 @@ type CRM interface {
 type Signals struct {
 	Availability          *float64
 	NodeCount, ReadyNodes *uint32
+	// Rank orders clusters for placement: 0 healthy, 1 degraded, 2 other.
+	Rank int
 }
 
 // Clusters is the cluster registry the service deploys to.
@@ -46,8 +48,6 @@ type Clusters interface {
 	// Signals returns a cluster's (possibly cached) availability signals;
 	// an error means the cluster could not be asked.
 	Signals(ctx context.Context, name string) (Signals, error)
-	// Order sorts names healthy first, then degraded, then unreachable.
-	Order(ctx context.Context, names []string) []string
 }
 
 // Config is the deployment policy.

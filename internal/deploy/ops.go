@@ -61,6 +61,7 @@ func (s *Service) execute(ctx context.Context, op store.Operation, units map[str
 		}
 	}
 
+	rec := s.newRecorder(ctx, op)
 	sem := make(chan struct{}, s.cfg.Parallelism)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -72,7 +73,7 @@ func (s *Service) execute(ctx context.Context, op store.Operation, units map[str
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			if err := s.runStep(ctx, op, op.Steps[i], units[op.Steps[i].Cluster]); err != nil {
+			if err := s.runStep(ctx, rec, op, op.Steps[i], units[op.Steps[i].Cluster]); err != nil {
 				mu.Lock()
 				abandoned = err
 				mu.Unlock()
@@ -81,6 +82,7 @@ func (s *Service) execute(ctx context.Context, op store.Operation, units map[str
 		})
 	}
 	wg.Wait()
+	rec.close()
 	if abandoned != nil {
 		return outcome{}, s.abandon(ctx, op, abandoned)
 	}
@@ -151,7 +153,7 @@ func (s *Service) unitsFor(ctx context.Context, op store.Operation) (map[string]
 
 // runStep makes one cluster's CRM calls, with retries, and records the
 // outcome. It returns an error only when the operation must be abandoned.
-func (s *Service) runStep(ctx context.Context, op store.Operation, step store.Step, unit *deploymentpb.DeploymentUnit) error {
+func (s *Service) runStep(ctx context.Context, rec *recorder, op store.Operation, step store.Step, unit *deploymentpb.DeploymentUnit) error {
 	attempts := 1 + s.cfg.MaxRetries
 	crm, cerr := s.cl.CRM(step.Cluster)
 	for n := 1; n <= attempts; n++ {
@@ -167,20 +169,35 @@ func (s *Service) runStep(ctx context.Context, op store.Operation, step store.St
 		}
 		step.Attempts++
 		var err error
+		w := pendingWrite{}
 		switch {
 		case cerr != nil:
 			err = cerr
 		case op.Kind == store.OpDeploy:
-			err = s.deployStep(ctx, op, &step, crm, unit)
+			var id string
+			if id, err = s.deployStep(ctx, step, crm, unit); err == nil {
+				step.UnitID = id
+				w.put = &store.Mapping{DeploymentKey: op.DeploymentKey, Cluster: step.Cluster, UnitID: id}
+			}
 		default:
-			err = s.deleteStep(ctx, &step, crm)
+			err = s.deleteStep(ctx, step, crm)
+			w.drop = true
 		}
 		if err == nil {
 			step.State, step.Error = store.OpSucceeded, ""
-			return s.record(ctx, op, step)
-		}
-		if errors.Is(err, errAbandoned) {
-			return err
+			w.step = step
+			werr := rec.write(ctx, w)
+			if errors.Is(werr, store.ErrNotFound) && w.put != nil {
+				// The deployment was deleted while we deployed: take the
+				// unit back rather than leave a runtime PM does not know.
+				if _, derr := crm.Delete(ctx, w.put.UnitID); derr != nil && fault.KindOf(derr) != fault.NotFound {
+					s.log.ErrorContext(ctx, "could not remove a unit of a deleted deployment; the reconciler reports it as an orphan",
+						"cluster", step.Cluster, "unit", w.put.UnitID, "error", derr)
+				}
+				step.State, step.Error = store.OpFailed, "the deployment was deleted during the deploy"
+				werr = rec.write(ctx, pendingWrite{step: step})
+			}
+			return s.afterStep(op, step, werr)
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -194,55 +211,39 @@ func (s *Service) runStep(ctx context.Context, op store.Operation, step store.St
 		}
 	}
 	step.State = store.OpFailed
-	return s.record(ctx, op, step)
+	return s.afterStep(op, step, rec.write(ctx, pendingWrite{step: step}))
 }
 
-// deployStep sends the unit. Mapping and step outcome land in one
-// transaction, so a crash between them cannot leave one without the other.
-func (s *Service) deployStep(ctx context.Context, op store.Operation, step *store.Step, crm CRM, unit *deploymentpb.DeploymentUnit) error {
-	if unit == nil {
-		return fault.New(fault.Internal, "no unit for cluster %q", step.Cluster)
-	}
-	resp, err := crm.Deploy(ctx, unit)
-	if err != nil {
-		return err
-	}
-	if resp.GetStatus() != commonpb.StatusCode_OK {
-		return fault.New(fault.Unavailable, "cluster %q: CRM answered %s: %s", step.Cluster, resp.GetStatus(), resp.GetMessage())
-	}
-	id := resp.GetDeploymentId()
-	if id == "" {
-		id = unit.GetId()
-	}
-	step.UnitID = id
-	step.State = store.OpSucceeded
-	err = s.st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
-		if err := tx.PutMapping(ctx, store.Mapping{DeploymentKey: op.DeploymentKey, Cluster: step.Cluster, UnitID: id}); err != nil {
-			return err
-		}
-		return tx.UpdateStep(ctx, op.ID, s.cfg.Owner, *step)
-	})
-	switch {
-	case errors.Is(err, store.ErrStale):
+func (s *Service) afterStep(op store.Operation, step store.Step, writeErr error) error {
+	if writeErr != nil {
 		return errAbandoned
-	case errors.Is(err, store.ErrNotFound):
-		// The deployment was deleted while we deployed: take the unit back
-		// rather than leave a runtime PM does not know about.
-		if _, derr := crm.Delete(ctx, id); derr != nil && fault.KindOf(derr) != fault.NotFound {
-			s.log.ErrorContext(ctx, "could not remove a unit of a deleted deployment; the reconciler reports it as an orphan",
-				"cluster", step.Cluster, "unit", id, "error", derr)
-		}
-		step.State = store.OpPending
-		return fault.New(fault.NotFound, "deployment %q was deleted during the deploy", op.DeploymentKey)
-	case err != nil:
-		step.State = store.OpPending
-		return errAbandoned
+	}
+	if h := s.hooks.AfterStep; h != nil {
+		return h(op, step)
 	}
 	return nil
 }
 
+// deployStep sends the unit and returns the id the CRM knows it by.
+func (s *Service) deployStep(ctx context.Context, step store.Step, crm CRM, unit *deploymentpb.DeploymentUnit) (string, error) {
+	if unit == nil {
+		return "", fault.New(fault.Internal, "no unit for cluster %q", step.Cluster)
+	}
+	resp, err := crm.Deploy(ctx, unit)
+	if err != nil {
+		return "", err
+	}
+	if resp.GetStatus() != commonpb.StatusCode_OK {
+		return "", fault.New(fault.Unavailable, "cluster %q: CRM answered %s: %s", step.Cluster, resp.GetStatus(), resp.GetMessage())
+	}
+	if id := resp.GetDeploymentId(); id != "" {
+		return id, nil
+	}
+	return unit.GetId(), nil
+}
+
 // deleteStep removes a unit; a unit the CRM does not know is already gone.
-func (s *Service) deleteStep(ctx context.Context, step *store.Step, crm CRM) error {
+func (s *Service) deleteStep(ctx context.Context, step store.Step, crm CRM) error {
 	resp, err := crm.Delete(ctx, step.UnitID)
 	if err != nil && fault.KindOf(err) != fault.NotFound {
 		return err
@@ -253,30 +254,112 @@ func (s *Service) deleteStep(ctx context.Context, step *store.Step, crm CRM) err
 	return nil
 }
 
-// record writes a step's outcome (for deploys that succeeded, deployStep
-// already did, with the mapping).
-func (s *Service) record(ctx context.Context, op store.Operation, step store.Step) error {
-	var err error
-	switch {
-	case op.Kind == store.OpDeploy && step.State == store.OpSucceeded:
-		// written by deployStep
-	case op.Kind != store.OpDeploy && step.State == store.OpSucceeded:
-		err = s.st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
-			if err := tx.DeleteMapping(ctx, op.DeploymentKey, step.Cluster); err != nil {
-				return err
+// pendingWrite is one step outcome to record, with the mapping change that
+// must land with it.
+type pendingWrite struct {
+	step store.Step
+	put  *store.Mapping // a deploy step's new mapping
+	drop bool           // a delete step removes the cluster's mapping
+	res  chan error
+}
+
+// recorder is the one writer of an operation's step outcomes. Steps finish
+// together (a fan-out to many clusters answers within milliseconds), and
+// every outcome updates the same operation; one writer that batches what
+// has queued up turns N contending transactions into a few.
+type recorder struct {
+	s    *Service
+	op   store.Operation
+	in   chan pendingWrite
+	done chan struct{}
+}
+
+func (s *Service) newRecorder(ctx context.Context, op store.Operation) *recorder {
+	r := &recorder{s: s, op: op, in: make(chan pendingWrite), done: make(chan struct{})}
+	go r.loop(ctx)
+	return r
+}
+
+// write records w and waits until it is committed.
+func (r *recorder) write(ctx context.Context, w pendingWrite) error {
+	w.res = make(chan error, 1)
+	select {
+	case r.in <- w:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return <-w.res
+}
+
+// close stops the writer once every step has returned.
+func (r *recorder) close() {
+	close(r.in)
+	<-r.done
+}
+
+func (r *recorder) loop(ctx context.Context) {
+	defer close(r.done)
+	for w := range r.in {
+		batch := []pendingWrite{w}
+	drain:
+		for {
+			select {
+			case more, ok := <-r.in:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, more)
+			default:
+				break drain
 			}
-			return tx.UpdateStep(ctx, op.ID, s.cfg.Owner, step)
+		}
+		err := r.flush(ctx, batch)
+		if err != nil && len(batch) > 1 {
+			// Isolate the write that failed (e.g. a deployment deleted
+			// meanwhile) so the others still land.
+			for _, w := range batch {
+				w.res <- r.flush(ctx, []pendingWrite{w})
+			}
+			continue
+		}
+		for _, w := range batch {
+			w.res <- err
+		}
+	}
+}
+
+// flush commits a batch in one transaction, retrying when it conflicts
+// with a concurrent writer (the lease renewal) beyond the store's own
+// retries.
+func (r *recorder) flush(ctx context.Context, batch []pendingWrite) error {
+	var err error
+	for attempt := 1; attempt <= 5; attempt++ {
+		err = r.s.st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
+			for _, w := range batch {
+				if w.put != nil {
+					if err := tx.PutMapping(ctx, *w.put); err != nil {
+						return err
+					}
+				}
+				if w.drop {
+					if err := tx.DeleteMapping(ctx, r.op.DeploymentKey, w.step.Cluster); err != nil {
+						return err
+					}
+				}
+				if err := tx.UpdateStep(ctx, r.op.ID, r.s.cfg.Owner, w.step); err != nil {
+					return err
+				}
+			}
+			return nil
 		})
-	default:
-		err = s.st.UpdateStep(ctx, op.ID, s.cfg.Owner, step)
+		if err == nil || errors.Is(err, store.ErrStale) || fault.KindOf(err) != fault.Conflict {
+			return err
+		}
+		if serr := sleep(ctx, time.Duration(attempt)*5*time.Millisecond); serr != nil {
+			return serr
+		}
 	}
-	if err != nil {
-		return errAbandoned
-	}
-	if h := s.hooks.AfterStep; h != nil {
-		return h(op, step)
-	}
-	return nil
+	return err
 }
 
 // finish reads the recorded steps and settles the operation and its
