@@ -65,11 +65,6 @@ func (s *Service) Create(ctx context.Context, d *pmv1.OClassDeployment, opt Crea
 	if opt.DryRun {
 		return CreateResult{Deployment: store.Deployment{Deployment: d}, Plan: p.plan}, nil
 	}
-	if _, err := s.st.GetDeployment(ctx, d.Key); err == nil {
-		return CreateResult{}, fault.New(fault.AlreadyExists, "deployment %q already exists", d.Key)
-	} else if !errors.Is(err, store.ErrNotFound) {
-		return CreateResult{}, err
-	}
 
 	d.Condition = pmv1.DeploymentCondition_DEPLOYING
 	op := s.newOperation(store.OpDeploy, d.Key, !opt.Auto)

@@ -335,6 +335,7 @@ func (r *recorder) flush(ctx context.Context, batch []pendingWrite) error {
 	var err error
 	for attempt := 1; attempt <= 5; attempt++ {
 		err = r.s.st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
+			steps := make([]store.Step, 0, len(batch))
 			for _, w := range batch {
 				if w.put != nil {
 					if err := tx.PutMapping(ctx, *w.put); err != nil {
@@ -346,11 +347,9 @@ func (r *recorder) flush(ctx context.Context, batch []pendingWrite) error {
 						return err
 					}
 				}
-				if err := tx.UpdateStep(ctx, r.op.ID, r.s.cfg.Owner, w.step); err != nil {
-					return err
-				}
+				steps = append(steps, w.step)
 			}
-			return nil
+			return tx.UpdateStep(ctx, r.op.ID, r.s.cfg.Owner, steps...)
 		})
 		if err == nil || errors.Is(err, store.ErrStale) || fault.KindOf(err) != fault.Conflict {
 			return err

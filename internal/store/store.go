@@ -208,12 +208,14 @@ type Operations interface {
 	// ListOperations returns a deployment's operations, oldest first; with
 	// an empty key, every operation.
 	ListOperations(ctx context.Context, deploymentKey string) ([]Operation, error)
-	// UpdateStep replaces the step of op id for step.Cluster (appending it
-	// if the operation has no step for that cluster yet), provided owner
-	// still holds the lease (ErrStale otherwise, so a PM that lost its lease
-	// cannot overwrite the new owner's progress; an empty owner never holds
-	// one). ErrNotFound if the operation does not exist.
-	UpdateStep(ctx context.Context, id, owner string, step Step) error
+	// UpdateStep replaces the steps of op id for each step's Cluster
+	// (appending those the operation has no step for yet) in one write,
+	// provided owner still holds the lease (ErrStale otherwise, so a PM that
+	// lost its lease cannot overwrite the new owner's progress; an empty
+	// owner never holds one). ErrNotFound if the operation does not exist.
+	// Recording many outcomes at once keeps a wide fan-out from rewriting
+	// the operation once per cluster.
+	UpdateStep(ctx context.Context, id, owner string, steps ...Step) error
 	// FinishOperation sets the final state and error of an operation held by
 	// owner and releases the lease (ErrStale if owner lost it).
 	FinishOperation(ctx context.Context, id, owner string, state OperationState, errText string) error

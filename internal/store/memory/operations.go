@@ -45,13 +45,13 @@ func (s *Store) ListOperations(ctx context.Context, deploymentKey string) ([]sto
 }
 
 // UpdateStep implements store.Operations.
-func (s *Store) UpdateStep(ctx context.Context, id, owner string, step store.Step) error {
+func (s *Store) UpdateStep(ctx context.Context, id, owner string, steps ...store.Step) error {
 	if err := s.enter(ctx); err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.updateStep(id, owner, step, nil)
+	return s.updateStep(id, owner, steps, nil)
 }
 
 // FinishOperation implements store.Operations.
@@ -150,11 +150,11 @@ func (t *tx) ListOperations(ctx context.Context, deploymentKey string) ([]store.
 }
 
 // UpdateStep implements store.Operations inside a transaction.
-func (t *tx) UpdateStep(ctx context.Context, id, owner string, step store.Step) error {
+func (t *tx) UpdateStep(ctx context.Context, id, owner string, steps ...store.Step) error {
 	if err := t.enter(ctx); err != nil {
 		return err
 	}
-	return t.s.updateStep(id, owner, step, t)
+	return t.s.updateStep(id, owner, steps, t)
 }
 
 // FinishOperation implements store.Operations inside a transaction.
@@ -271,16 +271,18 @@ func (s *Store) held(id, owner string) (store.Operation, error) {
 	return op, nil
 }
 
-func (s *Store) updateStep(id, owner string, step store.Step, u *tx) error {
+func (s *Store) updateStep(id, owner string, steps []store.Step, u *tx) error {
 	op, err := s.held(id, owner)
 	if err != nil {
 		return err
 	}
 	op = copyOperation(op)
-	if i := slices.IndexFunc(op.Steps, func(st store.Step) bool { return st.Cluster == step.Cluster }); i >= 0 {
-		op.Steps[i] = step
-	} else {
-		op.Steps = append(op.Steps, step)
+	for _, step := range steps {
+		if i := slices.IndexFunc(op.Steps, func(st store.Step) bool { return st.Cluster == step.Cluster }); i >= 0 {
+			op.Steps[i] = step
+		} else {
+			op.Steps = append(op.Steps, step)
+		}
 	}
 	op.UpdatedAt = s.now()
 	keep(u, s.ops, id)

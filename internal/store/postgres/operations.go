@@ -108,24 +108,32 @@ func (r *repo) ListOperations(ctx context.Context, deploymentKey string) ([]stor
 // the owner check and the write cannot be split by a claimer: the row lock
 // makes a concurrent claim either land first (and then the owner no longer
 // matches) or wait.
+// sqlUpdateStep replaces, in one statement, the steps whose cluster is a key
+// of $3 (a JSON object cluster → step) and appends the ones the operation
+// does not have yet, keeping the existing order.
 const sqlUpdateStep = `
 UPDATE operations SET
-    steps = CASE
-        WHEN steps @> jsonb_build_array(jsonb_build_object('cluster', $3::text)) THEN
-            (SELECT jsonb_agg(CASE WHEN e->>'cluster' = $3::text THEN $4::jsonb ELSE e END ORDER BY i)
-             FROM jsonb_array_elements(steps) WITH ORDINALITY AS s(e, i))
-        ELSE steps || jsonb_build_array($4::jsonb)
-    END,
-    updated_at = $5
+    steps = COALESCE(
+        (SELECT jsonb_agg(COALESCE($3::jsonb -> (e->>'cluster'), e) ORDER BY i)
+         FROM jsonb_array_elements(steps) WITH ORDINALITY AS s(e, i)), '[]'::jsonb)
+      || COALESCE(
+        (SELECT jsonb_agg(v ORDER BY k)
+         FROM jsonb_each($3::jsonb) AS n(k, v)
+         WHERE NOT steps @> jsonb_build_array(jsonb_build_object('cluster', k))), '[]'::jsonb),
+    updated_at = $4
 WHERE id = $1 AND owner = $2 AND owner <> ''`
 
 // UpdateStep implements store.Operations.
-func (r *repo) UpdateStep(ctx context.Context, id, owner string, step store.Step) error {
-	doc, err := json.Marshal(encodeStep(step))
-	if err != nil {
-		return fmt.Errorf("operation %q: encode step: %w", id, err)
+func (r *repo) UpdateStep(ctx context.Context, id, owner string, steps ...store.Step) error {
+	byCluster := make(map[string]stepDoc, len(steps))
+	for _, st := range steps {
+		byCluster[st.Cluster] = encodeStep(st)
 	}
-	return r.leasedWrite(ctx, id, owner, sqlUpdateStep, step.Cluster, doc, r.now())
+	doc, err := json.Marshal(byCluster)
+	if err != nil {
+		return fmt.Errorf("operation %q: encode steps: %w", id, err)
+	}
+	return r.leasedWrite(ctx, id, owner, sqlUpdateStep, doc, r.now())
 }
 
 const sqlFinishOperation = `

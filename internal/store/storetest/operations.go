@@ -141,10 +141,35 @@ func (s suite) testOperationLease(t *testing.T) {
 		t.Errorf("updated_at %v did not move past %v", got.UpdatedAt, before.UpdatedAt)
 	}
 
+	// Several outcomes in one write: replacements keep their place, new
+	// clusters are appended.
+	first := store.Step{Cluster: "eu-1", UnitID: "u-1", State: store.OpSucceeded, Attempts: 2}
+	step = store.Step{Cluster: "eu-2", UnitID: "u-2", State: store.OpSucceeded, Attempts: 5}
+	fourth, fifth := store.Step{Cluster: "eu-4", State: store.OpPending}, store.Step{Cluster: "eu-5", State: store.OpFailed, Error: "x"}
+	if err := st.UpdateStep(ctx, "op1", "me", fifth, step, first, fourth); err != nil {
+		t.Fatalf("UpdateStep (batch): %v", err)
+	}
+	got = mustGetOperation(t, st, "op1")
+	if len(got.Steps) != 5 {
+		t.Fatalf("steps after batch: %s", opString(got))
+	}
+	if want := []store.Step{first, step, added}; !slices.Equal(got.Steps[:3], want) {
+		t.Errorf("replaced steps %v, want %v", got.Steps[:3], want)
+	}
+	tail := map[string]store.Step{got.Steps[3].Cluster: got.Steps[3], got.Steps[4].Cluster: got.Steps[4]}
+	if tail["eu-4"] != fourth || tail["eu-5"] != fifth {
+		t.Errorf("appended steps %v", got.Steps[3:])
+	}
+	want.Steps = got.Steps
+	if err := st.UpdateStep(ctx, "op1", "me"); err != nil {
+		t.Errorf("UpdateStep with no steps: %v", err)
+	}
+	before = mustGetOperation(t, st, "op1")
+
 	if err := st.RenewLease(ctx, "op1", "me", t0.Add(2*time.Hour)); err != nil {
 		t.Fatalf("RenewLease: %v", err)
 	}
-	if got := mustGetOperation(t, st, "op1"); !got.LeaseUntil.Equal(t0.Add(2*time.Hour)) || got.Owner != "me" {
+	if got := mustGetOperation(t, st, "op1"); !got.LeaseUntil.Equal(t0.Add(2*time.Hour)) || got.Owner != "me" || len(got.Steps) != 5 {
 		t.Errorf("after RenewLease: %s", opString(got))
 	}
 
