@@ -44,7 +44,7 @@ func REST(next http.Handler, maxBody int64, log *slog.Logger) http.Handler {
 		method, path := r.Method, r.URL.Path
 		buf := &bufferedWriter{header: http.Header{}, status: http.StatusOK}
 		next.ServeHTTP(buf, r)
-		buf.flushTo(w, method, path, log.With("method", method, "path", path))
+		buf.flushTo(w, method, path, log)
 	})
 }
 
@@ -225,7 +225,7 @@ func (b *bufferedWriter) flushTo(w http.ResponseWriter, method, path string, log
 	h.Set("Content-Length", strconv.Itoa(b.body.Len()))
 	w.WriteHeader(status)
 	if _, err := w.Write(b.body.Bytes()); err != nil {
-		log.Debug("writing REST response", "error", err)
+		log.Debug("writing REST response", "method", method, "path", path, "error", err)
 	}
 }
 

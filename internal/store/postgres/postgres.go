@@ -20,6 +20,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -37,13 +38,18 @@ const DefaultTimeout = 5 * time.Second
 // caller's to handle.
 const maxTxAttempts = 5
 
+// DefaultMaxConns is the pool size when Config.MaxConns is 0: four
+// connections per CPU, at least 16.
+func DefaultMaxConns() int32 { return int32(max(16, 4*runtime.NumCPU())) }
+
 // Config configures Open.
 type Config struct {
 	// URL is a libpq connection string, as a URL
 	// (postgres://user:pass@host:5432/db?sslmode=disable) or key=value pairs.
 	URL string
-	// MaxConns caps the connection pool; 0 keeps pgxpool's default
-	// (the larger of 4 and the number of CPUs).
+	// MaxConns caps the connection pool; 0 means DefaultMaxConns. pgxpool's
+	// own default (4 on a small machine) makes concurrent writers queue for
+	// a connection while Postgres could commit them together.
 	MaxConns int32
 	// Timeout bounds every database call, including waiting for a pooled
 	// connection and dialing a new one; 0 means DefaultTimeout.
@@ -70,6 +76,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		// pgconn redacts the password in parse errors.
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
+	pcfg.MaxConns = DefaultMaxConns()
 	if cfg.MaxConns > 0 {
 		pcfg.MaxConns = cfg.MaxConns
 	}
