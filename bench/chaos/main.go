@@ -53,6 +53,7 @@ type options struct {
 	requestTimeout  time.Duration
 	verbose         bool
 	selfCheck       bool
+	crmsimFlags     string
 }
 
 func parseFlags(args []string, out io.Writer) (*options, error) {
@@ -77,6 +78,8 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.DurationVar(&o.reconcile, "reconcile", 2*time.Second, "RECONCILE_INTERVAL of the PMs")
 	fs.DurationVar(&o.requestTimeout, "request-timeout", 8*time.Second, "deadline of every request the workload sends")
 	fs.BoolVar(&o.verbose, "v", false, "log every request and every convergence check")
+	fs.StringVar(&o.crmsimFlags, "crmsim-flags", "", "more crmsim flags, space-separated (e.g. \"--fail-first-deploys 3 --fail-deploy-after-apply\"); "+
+		"acknowledged deploys may then be partial")
 	fs.BoolVar(&o.selfCheck, "self-check", false, "after the workload, plant an orphan runtime and delete an acknowledged deployment "+
 		"behind PM's back: the run must then fail (checks the checks; pair with a short -converge-timeout)")
 	if err := fs.Parse(args); err != nil {

@@ -171,6 +171,7 @@ func (s *supervisor) startCRMSim(ctx context.Context, bin string, o *options) ([
 		"--progress-delay", "200ms", "--ready-delay", "300ms",
 		"--log-level", "warn",
 	}
+	args = append(args, strings.Fields(o.crmsimFlags)...)
 	for i, p := range ports {
 		clusters[i] = cluster{name: fmt.Sprintf("c%d", i+1), addr: fmt.Sprintf("127.0.0.1:%d", p)}
 		args = append(args, "--cluster", clusters[i].name+"="+clusters[i].addr)
@@ -196,7 +197,7 @@ func (s *supervisor) startCRMSim(ctx context.Context, bin string, o *options) ([
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	logf("crmsim serves %d clusters (latency %s, fail rate %g)", len(clusters), o.latency, o.failRate)
+	logf("crmsim serves %d clusters (latency %s, fail rate %g %s)", len(clusters), o.latency, o.failRate, o.crmsimFlags)
 	return clusters, nil
 }
 

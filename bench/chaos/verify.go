@@ -153,7 +153,7 @@ func (v *verifier) judge(s *snapshot) verdict {
 		}
 	}
 	inLedger := map[string]bool{}
-	full := v.o.failRate == 0
+	full := v.o.failRate == 0 && v.o.crmsimFlags == ""
 	for _, e := range v.ledger {
 		inLedger[e.key] = true
 		if e.lostEarly {
