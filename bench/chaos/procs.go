@@ -35,7 +35,7 @@ func build(ctx context.Context, dir string) (binaries, error) {
 }
 
 // freePorts returns n distinct loopback ports nobody listens on right now.
-func freePorts(n int) ([]int, error) {
+func freePorts(ctx context.Context, n int) ([]int, error) {
 	ls := make([]net.Listener, 0, n)
 	defer func() {
 		for _, l := range ls {
@@ -44,7 +44,8 @@ func freePorts(n int) ([]int, error) {
 	}()
 	ports := make([]int, 0, n)
 	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		var lc net.ListenConfig
+		l, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
 		if err != nil {
 			return nil, fmt.Errorf("finding a free loopback port: %w", err)
 		}
@@ -159,7 +160,7 @@ func (s *supervisor) unexpectedExits() int64 { return s.unexpected.Load() }
 // startCRMSim starts one crmsim process serving o.clusters clusters c1..cN
 // and waits until each listens.
 func (s *supervisor) startCRMSim(ctx context.Context, bin string, o *options) ([]cluster, error) {
-	ports, err := freePorts(o.clusters)
+	ports, err := freePorts(ctx, o.clusters)
 	if err != nil {
 		return nil, err
 	}
@@ -250,7 +251,7 @@ type pmSlot struct {
 	killed   bool
 	ready    atomic.Bool
 	starts   atomic.Int64
-	inflight atomic.Int64 // workload requests this slot is serving
+	inflight atomic.Int64  // workload requests this slot is serving
 	readyCh  chan struct{} // closed when the current process is ready
 	readyAt  time.Time
 	lastKill time.Time
@@ -263,7 +264,7 @@ func (p *pmSlot) name() string { return fmt.Sprintf("pm-%d", p.id) }
 // startPMs starts n PM replicas, the first alone (it migrates the
 // database), and waits until all are healthy.
 func (s *supervisor) startPMs(ctx context.Context, bin string, n int, env []string) ([]*pmSlot, error) {
-	ports, err := freePorts(n)
+	ports, err := freePorts(ctx, n)
 	if err != nil {
 		return nil, err
 	}

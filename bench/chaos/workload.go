@@ -275,9 +275,12 @@ func (w *workload) run(ctx context.Context, start time.Time) {
 // Idempotency-Key while no answer came or the answer was a 5xx, and
 // reports whether it was acknowledged.
 func (w *workload) create(ctx context.Context, e *entry, end time.Time) bool {
-	body, _ := json.Marshal(map[string]any{ //nolint:errchkjson // plain strings
+	body, err := json.Marshal(map[string]any{
 		"key": e.key, "package_name": packageName, "class_key": classKey, "target_envs": e.targets,
 	})
+	if err != nil {
+		panic(err) // strings only: cannot happen
+	}
 	w.creates.Add(1)
 	var last response
 	for attempt := 1; attempt <= 3 && ctx.Err() == nil; attempt++ {
