@@ -28,7 +28,8 @@ const (
 // client sends REST requests to a random live PM, each with a deadline.
 type client struct {
 	pms     []*pmSlot
-	hc      *http.Client
+	hc      *http.Client // writes
+	reads   *http.Client
 	verbose bool
 
 	mu  sync.Mutex
@@ -36,10 +37,16 @@ type client struct {
 }
 
 func newClient(pms []*pmSlot, timeout time.Duration, verbose bool) *client {
-	tr := &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second}
+	// Writes use a connection each: net/http silently replays a request
+	// that failed on a reused connection when it looks idempotent (DELETE,
+	// or a POST with Idempotency-Key), and the ledger must know what each
+	// answer was an answer to.
+	writes := &http.Transport{DisableKeepAlives: true}
+	reads := &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: 30 * time.Second}
 	return &client{
 		pms:     pms,
-		hc:      &http.Client{Timeout: timeout, Transport: tr},
+		hc:      &http.Client{Timeout: timeout, Transport: writes},
+		reads:   &http.Client{Timeout: timeout, Transport: reads},
 		verbose: verbose,
 		rng:     rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7)),
 	}
@@ -107,7 +114,11 @@ func (c *client) do(ctx context.Context, pm *pmSlot, method, path string, body [
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
-	resp, err := c.hc.Do(req)
+	hc := c.hc
+	if method == http.MethodGet {
+		hc = c.reads
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		out.err = err
 		return out
