@@ -33,7 +33,7 @@ func NewDeployments(svc *deploy.Service, idem *Idempotency) *Deployments {
 // CreateDeployment implements DeploymentService.
 func (h *Deployments) CreateDeployment(ctx context.Context, req *pmv1.CreateDeploymentRequest) (*pmv1.CreateDeploymentResponse, error) {
 	dryRun := req.GetDryRun() || callInfo(ctx).RequestHeader().Get("X-Dry-Run") == "true"
-	run := func() (*pmv1.CreateDeploymentResponse, error) {
+	run := func(ctx context.Context) (*pmv1.CreateDeploymentResponse, error) {
 		res, err := h.svc.Create(ctx, req.GetDeployment(), deploy.CreateOptions{DryRun: dryRun})
 		if err != nil {
 			return nil, err
@@ -60,7 +60,7 @@ func (h *Deployments) CreateDeployment(ctx context.Context, req *pmv1.CreateDepl
 		}, nil
 	}
 	if dryRun {
-		return run()
+		return run(ctx)
 	}
 	res, err := idempotent(ctx, h.idem, "CreateDeployment", req.GetIdempotencyKey(), req, run)
 	if err != nil {

@@ -42,13 +42,13 @@ func NewIdempotency(st store.Idempotency, ttl time.Duration) *Idempotency {
 // same request replays the stored response; with a different request it is
 // a conflict. Failures are not stored, so a failed request can be retried
 // with its key. With no key (field or header) fn simply runs.
-func idempotent[Res proto.Message](ctx context.Context, ix *Idempotency, scope, key string, req proto.Message, fn func() (Res, error)) (Res, error) {
+func idempotent[Res proto.Message](ctx context.Context, ix *Idempotency, scope, key string, req proto.Message, fn func(context.Context) (Res, error)) (Res, error) {
 	var zero Res
 	if key == "" {
 		key = callInfo(ctx).RequestHeader().Get(IdempotencyKeyHeader)
 	}
 	if key == "" || ix == nil {
-		return fn()
+		return fn(ctx)
 	}
 	if len(key) > maxIdempotencyKey {
 		return zero, fault.Invalidf("Idempotency-Key: longer than %d characters", maxIdempotencyKey)
@@ -57,16 +57,41 @@ func idempotent[Res proto.Message](ctx context.Context, ix *Idempotency, scope, 
 	if err != nil {
 		return zero, err
 	}
-	v, err, _ := ix.inflight.Do(scope+"\x00"+key+"\x00"+hash, func() (any, error) {
-		return once(ctx, ix, scope, key, hash, fn)
+	// Concurrent retries of one key join one execution. It runs detached
+	// from whichever caller started it, so the others do not fail because
+	// that one went away, and the key is stored even if every caller left.
+	ch := ix.inflight.DoChan(scope+"\x00"+key, func() (any, error) {
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), idempotentWorkTimeout)
+		defer cancel()
+		res, err := once(wctx, ix, scope, key, hash, fn)
+		return joined{res: res, err: err, hash: hash}, nil
 	})
-	if err != nil {
-		return zero, err
+	select {
+	case r := <-ch:
+		j := r.Val.(joined)
+		if j.hash != hash {
+			return zero, fault.New(fault.Conflict, "Idempotency-Key %q is in use by a different request", key)
+		}
+		if j.err != nil {
+			return zero, j.err
+		}
+		return j.res.(Res), nil
+	case <-ctx.Done():
+		return zero, fault.Wrap(fault.Unavailable, ctx.Err(), "the request ended before its result was ready; retry with the same Idempotency-Key")
 	}
-	return v.(Res), nil
 }
 
-func once[Res proto.Message](ctx context.Context, ix *Idempotency, scope, key, hash string, fn func() (Res, error)) (Res, error) {
+// idempotentWorkTimeout bounds a keyed request that every caller left.
+const idempotentWorkTimeout = 2 * time.Minute
+
+// joined is the one result concurrent retries of a key share.
+type joined struct {
+	res  proto.Message
+	err  error
+	hash string
+}
+
+func once[Res proto.Message](ctx context.Context, ix *Idempotency, scope, key, hash string, fn func(context.Context) (Res, error)) (Res, error) {
 	var zero Res
 	rec, err := ix.st.GetIdempotency(ctx, scope, key, ix.now())
 	switch {
@@ -83,7 +108,7 @@ func once[Res proto.Message](ctx context.Context, ix *Idempotency, scope, key, h
 	case !errors.Is(err, store.ErrNotFound):
 		return zero, err
 	}
-	res, err := fn()
+	res, err := fn(ctx)
 	if err != nil {
 		return zero, err
 	}

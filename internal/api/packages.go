@@ -34,7 +34,7 @@ func setETag(ctx context.Context, rev int64) {
 
 // CreatePackage implements PackageService.
 func (h *Packages) CreatePackage(ctx context.Context, req *pmv1.CreatePackageRequest) (*pmv1.CreatePackageResponse, error) {
-	res, err := idempotent(ctx, h.idem, "CreatePackage", req.GetIdempotencyKey(), req, func() (*pmv1.CreatePackageResponse, error) {
+	res, err := idempotent(ctx, h.idem, "CreatePackage", req.GetIdempotencyKey(), req, func(ctx context.Context) (*pmv1.CreatePackageResponse, error) {
 		rec, err := h.svc.Create(ctx, req.GetPackage())
 		if err != nil {
 			return nil, err

@@ -158,8 +158,14 @@ func (s *Service) Delete(ctx context.Context, name, expected string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.store.GetPackage(ctx, name); err != nil {
+	cur, err := s.store.GetPackage(ctx, name)
+	if err != nil {
 		return err
+	}
+	// A stale caller must change nothing, and the cascade below cannot be
+	// undone: check the revision before it runs (the store checks again).
+	if rev != store.AnyRevision && cur.Revision != rev {
+		return fmt.Errorf("package %q: %w", name, store.ErrStale)
 	}
 	if s.hooks != nil {
 		if err := s.hooks.BeforePackageDelete(ctx, name); err != nil {

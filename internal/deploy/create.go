@@ -75,7 +75,7 @@ func (s *Service) Create(ctx context.Context, d *pmv1.OClassDeployment, opt Crea
 		if _, err := tx.CreateDeployment(ctx, d); err != nil {
 			return err
 		}
-		return tx.CreateOperation(ctx, op)
+		return startOperation(ctx, tx, op)
 	})
 	if errors.Is(err, store.ErrAlreadyExists) {
 		return CreateResult{}, fault.New(fault.AlreadyExists, "deployment %q already exists", d.Key)
@@ -87,7 +87,7 @@ func (s *Service) Create(ctx context.Context, d *pmv1.OClassDeployment, opt Crea
 		"replicas", p.plan.Replicas, "achieved_availability", p.plan.Achieved, "target_availability", p.plan.Target,
 		"operation", op.ID)
 
-	out, err := s.execute(ctx, op, p.units)
+	out, err := s.run(ctx, op, p.units)
 	if err != nil {
 		return CreateResult{}, err
 	}
@@ -265,6 +265,24 @@ func summary(p *prepared) *pmv1.DeploymentStatusSummary {
 		})
 	}
 	return sum
+}
+
+// startOperation stores op unless its deployment already has an operation
+// in progress: one operation at a time per deployment, so a delete cannot
+// race a deploy (whose late mapping would outlive the deployment) and a
+// repair cannot undo a delete.
+func startOperation(ctx context.Context, tx store.Tx, op store.Operation) error {
+	ops, err := tx.ListOperations(ctx, op.DeploymentKey)
+	if err != nil {
+		return err
+	}
+	for _, o := range ops {
+		if o.State == store.OpPending {
+			return fault.New(fault.Conflict, "deployment %q has a %s operation in progress (%s); try again when it finishes",
+				op.DeploymentKey, o.Kind, o.ID)
+		}
+	}
+	return tx.CreateOperation(ctx, op)
 }
 
 func (s *Service) newOperation(kind store.OperationKind, key string, drop bool) store.Operation {

@@ -16,6 +16,7 @@ import (
 
 	deploymentpb "github.com/oaas/pm/gen/go/oaas/deployment"
 	"github.com/oaas/pm/internal/deploy/plan"
+	"github.com/oaas/pm/internal/fault"
 	"github.com/oaas/pm/internal/store"
 )
 
@@ -120,6 +121,12 @@ type Service struct {
 	log   *slog.Logger
 	hooks Hooks
 
+	// base ends every operation this process works on when it stops; the
+	// operations stay leased and resume elsewhere or after a restart.
+	base       context.Context
+	cancelBase context.CancelFunc
+	// work tracks operations run on behalf of requests.
+	work    sync.WaitGroup
 	loops   sync.WaitGroup
 	stop    context.CancelFunc
 	running sync.Map // operation id → struct{}: operations this process works on
@@ -129,7 +136,29 @@ type Service struct {
 
 // New returns a deployment service.
 func New(st store.Store, cl Clusters, cfg Config, log *slog.Logger) *Service {
-	return &Service{st: st, cl: cl, cfg: cfg.withDefaults(), log: log}
+	base, cancel := context.WithCancel(context.Background())
+	return &Service{st: st, cl: cl, cfg: cfg.withDefaults(), log: log, base: base, cancelBase: cancel}
+}
+
+// run executes an operation for a request: the request waits for the
+// outcome up to its own deadline, and the operation goes on without it.
+func (s *Service) run(ctx context.Context, op store.Operation, units map[string]*deploymentpb.DeploymentUnit) (outcome, error) {
+	type result struct {
+		out outcome
+		err error
+	}
+	ch := make(chan result, 1)
+	s.work.Go(func() {
+		out, err := s.execute(ctx, op, units)
+		ch <- result{out, err}
+	})
+	select {
+	case r := <-ch:
+		return r.out, r.err
+	case <-ctx.Done():
+		return outcome{}, fault.New(fault.Unavailable,
+			"the request ended before operation %s finished; it goes on (GET /api/v1/operations?deployment_key=%s)", op.ID, op.DeploymentKey)
+	}
 }
 
 // SetHooks installs test hooks; call before any work starts.

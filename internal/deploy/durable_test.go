@@ -258,7 +258,7 @@ func TestTwoPMsDeployConcurrently(t *testing.T) {
 			}
 			wg.Wait()
 			for _, pm := range pms {
-				pm.Stop() // waits for the background auto-deploys
+				pm.Wait() // the background auto-deploys
 			}
 			if wins.Load() != 1 || conflicts.Load() != 15 {
 				t.Errorf("wins=%d conflicts=%d, want 1 and 15", wins.Load(), conflicts.Load())
@@ -345,6 +345,9 @@ func TestReconcile(t *testing.T) {
 			// With deletion on, the orphan goes; PM's own unit and the
 			// foreign one stay.
 			cleaner := deploy.New(w.st, deploy.FromManager(w.clusters), deploy.Config{Owner: "pm-c", DeleteOrphans: true}, w.log)
+			if rep = cleaner.Reconcile(ctx); len(rep.Deleted) != 0 || len(rep.Orphans) != 1 {
+				t.Errorf("first pass deleted %+v; an orphan must be seen twice before it goes", rep.Deleted)
+			}
 			rep = cleaner.Reconcile(ctx)
 			if len(rep.Deleted) != 1 || w.sims["west"].LastUnit(orphan) != nil || w.sims["west"].RuntimeCount() != 2 {
 				t.Errorf("delete orphans: %+v; west has %d runtimes", rep.Deleted, w.sims["west"].RuntimeCount())

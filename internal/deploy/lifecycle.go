@@ -73,40 +73,42 @@ func (s *Service) Mappings(ctx context.Context, key string) (map[string]string, 
 }
 
 // Delete removes a deployment's unit from one cluster (cluster != "") or
-// every unit and then the deployment. A cluster without a mapping is a
-// no-op. expected is the caller's revision (store.AnyRevision: any).
+// every unit and then the deployment. A cluster without a unit is a no-op.
+// expected is the caller's revision (store.AnyRevision: any).
 func (s *Service) Delete(ctx context.Context, key, cluster string, expected int64) error {
-	rec, err := s.get(ctx, key)
-	if err != nil {
-		return err
-	}
-	if expected != store.AnyRevision && rec.Revision != expected {
-		return fault.New(fault.Conflict, "deployment %q: revision %d is stale (current %d)", key, expected, rec.Revision)
-	}
-	ms, err := s.st.Mappings(ctx, key)
-	if err != nil {
+	if _, err := s.get(ctx, key); err != nil {
 		return err
 	}
 	op := s.newOperation(store.OpDelete, key, cluster == "")
-	for _, m := range ms {
-		if cluster == "" || m.Cluster == cluster {
-			op.Steps = append(op.Steps, store.Step{Cluster: m.Cluster, UnitID: m.UnitID, State: store.OpPending})
+	err := s.st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
+		op.Steps = nil
+		rec, err := tx.GetDeployment(ctx, key)
+		if err != nil {
+			return err
 		}
+		if expected != store.AnyRevision && rec.Revision != expected {
+			return fault.New(fault.Conflict, "deployment %q: revision %d is stale (current %d)", key, expected, rec.Revision)
+		}
+		ms, err := tx.Mappings(ctx, key)
+		if err != nil {
+			return err
+		}
+		op.Steps = deleteSteps(rec.Deployment, ms, cluster)
+		if len(op.Steps) == 0 {
+			if cluster != "" {
+				return nil
+			}
+			return tx.DeleteDeployment(ctx, key, rec.Revision)
+		}
+		return startOperation(ctx, tx, op)
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return fault.NotFoundf("deployment %q not found", key)
 	}
-	if len(op.Steps) == 0 {
-		if cluster != "" {
-			return nil
-		}
-		err := s.st.DeleteDeployment(ctx, key, expected)
-		if errors.Is(err, store.ErrNotFound) {
-			return fault.NotFoundf("deployment %q not found", key)
-		}
+	if err != nil || len(op.Steps) == 0 {
 		return err
 	}
-	if err := s.st.CreateOperation(ctx, op); err != nil {
-		return err
-	}
-	out, err := s.execute(ctx, op, nil)
+	out, err := s.run(ctx, op, nil)
 	if err != nil {
 		return err
 	}
@@ -114,6 +116,31 @@ func (s *Service) Delete(ctx context.Context, key, cluster string, expected int6
 		s.log.InfoContext(ctx, "deployment deleted", "deployment", key, "cluster", cluster)
 	}
 	return out.failure
+}
+
+// deleteSteps are the units to delete: every mapped one, and those whose
+// deploy failed with an unknown outcome (it may have been applied anyway;
+// deleting an absent unit is a no-op at the CRM).
+func deleteSteps(d *pmv1.OClassDeployment, ms []store.Mapping, cluster string) []store.Step {
+	var steps []store.Step
+	mapped := map[string]bool{}
+	for _, m := range ms {
+		mapped[m.Cluster] = true
+		if cluster == "" || m.Cluster == cluster {
+			steps = append(steps, store.Step{Cluster: m.Cluster, UnitID: m.UnitID, State: store.OpPending})
+		}
+	}
+	for _, r := range d.GetStatus().GetClusters() {
+		if mapped[r.Cluster] || r.State != "failed" || (cluster != "" && r.Cluster != cluster) {
+			continue
+		}
+		id := r.UnitId
+		if id == "" {
+			id = UnitID(d.GetKey(), r.Cluster)
+		}
+		steps = append(steps, store.Step{Cluster: r.Cluster, UnitID: id, State: store.OpPending})
+	}
+	return steps
 }
 
 // PackageWritten schedules a package's embedded deployments that do not
@@ -129,7 +156,7 @@ func (s *Service) PackageWritten(ctx context.Context, pkg *pmv1.OPackage) {
 		if _, err := s.st.GetDeployment(ctx, d.GetKey()); err == nil {
 			continue
 		}
-		s.loops.Go(func() {
+		s.work.Go(func() {
 			ctx := correlation.With(context.WithoutCancel(ctx), cid)
 			s.autoDeploy(ctx, d)
 		})
@@ -144,7 +171,7 @@ func (s *Service) autoDeploy(ctx context.Context, d *pmv1.OClassDeployment) {
 		return
 	case fault.KindOf(err) == fault.AlreadyExists:
 		return
-	case errors.Is(err, errAbandoned):
+	case errors.Is(err, errAbandoned), fault.KindOf(err) == fault.Conflict:
 		return
 	}
 	s.log.WarnContext(ctx, "auto-deploy failed", "deployment", d.GetKey(), "error", err)
@@ -187,6 +214,10 @@ func (s *Service) BeforePackageDelete(ctx context.Context, name string) error {
 	}
 	return nil
 }
+
+// Wait waits for the operations started on behalf of requests and package
+// writes (not the background loops).
+func (s *Service) Wait() { s.work.Wait() }
 
 // Operations returns the durable operations of a deployment (all with "").
 func (s *Service) Operations(ctx context.Context, key string) ([]store.Operation, error) {

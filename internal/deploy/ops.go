@@ -39,16 +39,24 @@ func (s *Service) execute(ctx context.Context, op store.Operation, units map[str
 		return outcome{}, errAbandoned
 	}
 	defer s.running.Delete(op.ID)
-	// The work outlives an impatient client: once steps start, stopping
-	// halfway would only leave more for the reconciler.
+	// The work outlives an impatient client (stopping halfway would only
+	// leave more for the reconciler) but not this PM: Stop cancels it, and
+	// the operation, still leased, resumes elsewhere or after a restart.
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
+	stopBase := context.AfterFunc(s.base, cancel)
+	defer stopBase()
 	stopRenew := s.renewLease(ctx, cancel, op.ID)
 	defer stopRenew()
 
-	if op.Kind == store.OpDeploy && units == nil {
+	if isDeploy(op.Kind) && units == nil {
 		var err error
 		units, err = s.unitsFor(ctx, op)
+		if err != nil && fault.KindOf(err) != fault.NotFound {
+			// A transient failure (database, caller) is no verdict on the
+			// operation: leave it pending.
+			return outcome{}, s.abandon(ctx, op, err)
+		}
 		if err != nil {
 			for i := range op.Steps {
 				if op.Steps[i].State == store.OpPending {
@@ -103,6 +111,7 @@ func (s *Service) abandon(ctx context.Context, op store.Operation, cause error) 
 // cancels the work when the lease is lost to another PM.
 func (s *Service) renewLease(ctx context.Context, cancel context.CancelFunc, id string) (stop func()) {
 	every := s.cfg.Lease / 3
+	lastOK := s.now()
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -116,8 +125,18 @@ func (s *Service) renewLease(ctx context.Context, cancel context.CancelFunc, id 
 				return
 			case <-t.C:
 				err := s.st.RenewLease(ctx, id, s.cfg.Owner, s.now().Add(s.cfg.Lease))
-				if errors.Is(err, store.ErrStale) || errors.Is(err, store.ErrNotFound) {
+				switch {
+				case err == nil:
+					lastOK = s.now()
+				case errors.Is(err, store.ErrStale) || errors.Is(err, store.ErrNotFound):
 					s.log.WarnContext(ctx, "lost the lease of an operation", "operation", id)
+					cancel()
+					return
+				case !s.now().Before(lastOK.Add(s.cfg.Lease - every)):
+					// Renewals kept failing (the database is away): the lease
+					// is about to run out, and another PM may claim the
+					// operation. Stop before two PMs run the same steps.
+					s.log.WarnContext(ctx, "cannot renew the lease of an operation; stopping work on it", "operation", id, "error", err)
 					cancel()
 					return
 				}
@@ -173,7 +192,7 @@ func (s *Service) runStep(ctx context.Context, rec *recorder, op store.Operation
 		switch {
 		case cerr != nil:
 			err = cerr
-		case op.Kind == store.OpDeploy:
+		case isDeploy(op.Kind):
 			var id string
 			if id, err = s.deployStep(ctx, step, crm, unit); err == nil {
 				step.UnitID = id
@@ -408,73 +427,86 @@ func (s *Service) finish(ctx context.Context, id string) (outcome, error) {
 		return err
 	}
 
-	switch op.Kind {
-	case store.OpDeploy:
-		switch {
-		case len(failed) == 0:
-			err = s.settle(ctx, op, "")
-			if err == nil {
-				err = finishAs(store.OpSucceeded, "", nil)
-			}
-		case len(ok) == 0:
-			msg := "Deployment failed in all clusters: " + reasons
-			out.failure = fault.Invalidf("%s", msg)
-			if op.DropDeployment {
-				err = finishAs(store.OpFailed, msg, dropDeployment)
-			} else {
-				err = s.settle(ctx, op, msg)
-				if err == nil {
-					err = finishAs(store.OpFailed, msg, nil)
-				}
-			}
-		case s.cfg.RollbackOnPartial:
-			msg := "Deployment failed in " + reasons
-			rb := s.newOperation(store.OpRollback, op.DeploymentKey, op.DropDeployment)
-			rb.Error = msg
-			for _, st := range ok {
-				rb.Steps = append(rb.Steps, store.Step{Cluster: st.Cluster, UnitID: st.UnitID, State: store.OpPending})
-			}
-			err = finishAs(store.OpFailed, msg, func(ctx context.Context, tx store.Tx) error {
-				return tx.CreateOperation(ctx, rb)
-			})
-			if err != nil {
-				break
-			}
-			s.stats.rollbacks.Add(1)
-			s.log.WarnContext(ctx, "partial deploy; rolling back", "deployment", op.DeploymentKey, "failed", reasons)
-			rbOut, rbErr := s.execute(ctx, rb, nil)
-			if rbErr != nil {
-				return outcome{}, rbErr
-			}
-			if rbOut.failure != nil {
-				out.failure = fault.Invalidf("%s; rollback incomplete: %v", msg, rbOut.failure)
-			} else {
-				out.failure = fault.Invalidf("%s; rolled back the clusters that succeeded", msg)
-			}
-		default:
-			msg := "Deployment failed in " + reasons
-			err = s.settle(ctx, op, msg)
-			if err == nil {
-				err = finishAs(store.OpSucceeded, msg, nil)
-			}
-			s.log.WarnContext(ctx, "partial deploy; keeping the clusters that succeeded", "deployment", op.DeploymentKey, "failed", reasons)
+	switch {
+	case isDeploy(op.Kind) && len(failed) == 0:
+		err = s.settle(ctx, op, "")
+		if err == nil {
+			err = finishAs(store.OpSucceeded, "", nil)
 		}
-	case store.OpRollback, store.OpDelete:
+	case op.Kind == store.OpHeal:
+		// Repairs never take down what runs: record and carry on.
+		msg := "re-deploy failed in " + reasons
+		err = s.settle(ctx, op, msg)
+		if err == nil {
+			err = finishAs(store.OpFailed, msg, nil)
+		}
+		out.failure = fault.New(fault.Unavailable, "%s", msg)
+	case isDeploy(op.Kind) && (len(ok) == 0 || s.cfg.RollbackOnPartial):
+		// Undo every step, failed ones included: a Deploy that timed out
+		// (or whose answer was lost) may well have been applied.
+		msg := "Deployment failed in all clusters: " + reasons
+		if len(ok) > 0 {
+			msg = "Deployment failed in " + reasons
+		}
+		rb := s.newOperation(store.OpRollback, op.DeploymentKey, op.DropDeployment)
+		rb.Error = msg
+		for _, st := range op.Steps {
+			rb.Steps = append(rb.Steps, store.Step{Cluster: st.Cluster, UnitID: st.UnitID, State: store.OpPending})
+		}
+		err = finishAs(store.OpFailed, msg, func(ctx context.Context, tx store.Tx) error {
+			return tx.CreateOperation(ctx, rb)
+		})
+		if err != nil {
+			break
+		}
+		s.stats.rollbacks.Add(1)
+		s.log.WarnContext(ctx, "deploy failed; rolling back", "deployment", op.DeploymentKey, "failed", reasons, "succeeded", len(ok))
+		rbOut, rbErr := s.execute(ctx, rb, nil)
 		switch {
-		case len(failed) == 0 && op.DropDeployment:
-			err = finishAs(store.OpSucceeded, "", dropDeployment)
-		case len(failed) == 0:
-			err = s.settle(ctx, op, op.Error)
-			if err == nil {
-				err = finishAs(store.OpSucceeded, "", nil)
-			}
+		case rbErr != nil:
+			out.failure = fault.Invalidf("%s; rolling back (operation %s) continues in the background", msg, rb.ID)
+		case rbOut.failure != nil:
+			out.failure = fault.Invalidf("%s; rollback incomplete, PM keeps retrying: %v", msg, rbOut.failure)
+		case len(ok) > 0:
+			out.failure = fault.Invalidf("%s; rolled back the clusters that succeeded", msg)
 		default:
-			msg := fmt.Sprintf("%s of deployment %q failed in %s", op.Kind, op.DeploymentKey, reasons)
+			out.failure = fault.Invalidf("%s", msg)
+		}
+	case isDeploy(op.Kind):
+		msg := "Deployment failed in " + reasons
+		err = s.settle(ctx, op, msg)
+		if err == nil {
+			err = finishAs(store.OpSucceeded, msg, nil)
+		}
+		s.log.WarnContext(ctx, "partial deploy; keeping the clusters that succeeded", "deployment", op.DeploymentKey, "failed", reasons)
+	case len(failed) == 0 && op.DropDeployment:
+		err = finishAs(store.OpSucceeded, "", dropDeployment)
+	case len(failed) == 0:
+		err = s.settle(ctx, op, op.Error)
+		if err == nil {
+			err = finishAs(store.OpSucceeded, "", nil)
+		}
+	default:
+		// A delete or rollback that could not reach a cluster must not be
+		// forgotten, or the unit would run on unowned: keep the operation
+		// pending and retry it after a lease's time, up to a cap.
+		msg := fmt.Sprintf("%s of deployment %q failed in %s", op.Kind, op.DeploymentKey, reasons)
+		giveUp := slices.ContainsFunc(failed, func(st store.Step) bool { return st.Attempts >= maxCleanupAttempts })
+		if err = s.settle(ctx, op, msg); err != nil && !errors.Is(err, store.ErrNotFound) {
+			break
+		}
+		if giveUp {
+			s.log.ErrorContext(ctx, "giving up on a cleanup; the reconciler reports what is left as orphans",
+				"operation", op.ID, "deployment", op.DeploymentKey, "failed", reasons)
+			err = finishAs(store.OpFailed, msg, nil)
 			out.failure = fault.New(fault.Unavailable, "%s", msg)
-			err = s.settle(ctx, op, msg)
-			if err == nil || errors.Is(err, store.ErrNotFound) {
-				err = finishAs(store.OpFailed, msg, nil)
-			}
+			break
+		}
+		err = s.retryLater(ctx, op, failed)
+		out.failure = fault.New(fault.Unavailable, "%s; PM keeps retrying", msg)
+		if err == nil {
+			s.log.WarnContext(ctx, "cleanup incomplete; retrying later", "operation", op.ID, "deployment", op.DeploymentKey, "failed", reasons)
+			return out, nil
 		}
 	}
 	if err != nil {
@@ -487,6 +519,35 @@ func (s *Service) finish(ctx context.Context, id string) (outcome, error) {
 		"succeeded", len(ok), "failed", len(failed))
 	return out, nil
 }
+
+// maxCleanupAttempts caps the CRM calls of one delete or rollback step
+// across retries; past it the operation fails and the reconciler's orphan
+// report takes over.
+const maxCleanupAttempts = 30
+
+// retryLater puts failed steps back to pending and lets the lease run for
+// one more period: then any PM (this one included) claims the operation
+// and tries again.
+func (s *Service) retryLater(ctx context.Context, op store.Operation, failed []store.Step) error {
+	retry := make([]store.Step, len(failed))
+	for i, st := range failed {
+		st.State = store.OpPending
+		retry[i] = st
+	}
+	err := s.st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
+		if err := tx.UpdateStep(ctx, op.ID, s.cfg.Owner, retry...); err != nil {
+			return err
+		}
+		return tx.RenewLease(ctx, op.ID, s.cfg.Owner, s.now().Add(s.cfg.Lease))
+	})
+	if errors.Is(err, store.ErrStale) {
+		return errAbandoned
+	}
+	return err
+}
+
+// isDeploy reports whether an operation's steps send units.
+func isDeploy(k store.OperationKind) bool { return k == store.OpDeploy || k == store.OpHeal }
 
 // settle writes an operation's results into the deployment's status.
 func (s *Service) settle(ctx context.Context, op store.Operation, lastError string) error {
@@ -502,12 +563,12 @@ func (s *Service) settle(ctx context.Context, op store.Operation, lastError stri
 				r.Error = proto.String(st.Error)
 			}
 			switch {
-			case op.Kind == store.OpDeploy && st.State == store.OpSucceeded:
+			case isDeploy(op.Kind) && st.State == store.OpSucceeded:
 				r.UnitId, r.State = st.UnitID, "deployed"
-				if r.Condition == pmv1.DeploymentCondition_PENDING {
+				if r.Condition == pmv1.DeploymentCondition_PENDING || r.Condition == pmv1.DeploymentCondition_DELETED {
 					r.Condition = pmv1.DeploymentCondition_DEPLOYING
 				}
-			case op.Kind == store.OpDeploy:
+			case isDeploy(op.Kind):
 				r.State, r.Condition = "failed", pmv1.DeploymentCondition_DOWN
 			case st.State == store.OpSucceeded:
 				r.State, r.Condition = "deleted", pmv1.DeploymentCondition_DELETED
@@ -517,7 +578,7 @@ func (s *Service) settle(ctx context.Context, op store.Operation, lastError stri
 		}
 		if lastError != "" {
 			d.Status.LastError = proto.String(lastError)
-		} else if op.Kind == store.OpDeploy {
+		} else if isDeploy(op.Kind) {
 			d.Status.LastError = nil
 		}
 		d.Condition = overall(d.Status)

@@ -94,12 +94,15 @@ func (s *Service) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop ends the loops and waits for them and for background deploys.
+// Stop ends the loops and the operations in flight (they stay leased and
+// resume after a restart or on another PM) and waits for all of them.
 func (s *Service) Stop() {
 	if s.stop != nil {
 		s.stop()
 	}
+	s.cancelBase()
 	s.loops.Wait()
+	s.work.Wait()
 }
 
 // loop runs fn every period with ±20% jitter, so PM replicas spread out.
@@ -115,12 +118,16 @@ func (s *Service) loop(ctx context.Context, name string, period time.Duration, f
 	})
 }
 
+// resumeBatch is how many operations one resume pass claims.
+const resumeBatch = 4
+
 // ResumeOperations claims operations whose lease ran out (their PM died or
 // stalled) and finishes them. Deploy is idempotent by unit id on every CRM,
 // so replaying a step that had reached the CRM is safe.
 func (s *Service) ResumeOperations(ctx context.Context) int {
 	now := s.now()
-	ops, err := s.st.ClaimOperations(ctx, s.cfg.Owner, now, now.Add(s.cfg.Lease), s.cfg.Parallelism)
+	// A few at a time: each may fan out to every cluster.
+	ops, err := s.st.ClaimOperations(ctx, s.cfg.Owner, now, now.Add(s.cfg.Lease), resumeBatch)
 	if err != nil {
 		s.log.WarnContext(ctx, "claiming operations failed", "error", err)
 		return 0
@@ -176,6 +183,9 @@ type ReconcileReport struct {
 	Deleted []Orphan
 	// Replanned are deployments whose replica count moved.
 	Replanned []string
+	// Retried are deployments that had failed everywhere and were deployed
+	// again.
+	Retried []string
 }
 
 // Reconcile compares the units PM wants with what every cluster runs. A
@@ -191,29 +201,14 @@ func (s *Service) Reconcile(ctx context.Context) ReconcileReport {
 		return resp.GetItems(), err
 	})
 
-	// Read PM's side after the clusters answered: a unit created before the
-	// listing has its mapping or a pending operation step by now, since
-	// both are written before (or with) the CRM call.
-	mappings, err := s.st.AllMappings(ctx)
+	// Read PM's side after the clusters answered, operations before
+	// mappings: a unit created before the listing is then in one of the two
+	// (a step's mapping lands in the same transaction that records it, so
+	// an operation finishing between the reads leaves its mapping visible).
+	inflight, busy, mappings, err := s.knownUnits(ctx)
 	if err != nil {
-		s.log.WarnContext(ctx, "reconcile: reading mappings failed; skipping this pass", "error", err)
+		s.log.WarnContext(ctx, "reconcile: reading PM's state failed; skipping this pass", "error", err)
 		return rep
-	}
-	ops, err := s.st.ListOperations(ctx, "")
-	if err != nil {
-		s.log.WarnContext(ctx, "reconcile: reading operations failed; skipping this pass", "error", err)
-		return rep
-	}
-	inflight := map[unitKey]bool{}
-	busy := map[string]bool{}
-	for _, op := range ops {
-		if op.State != store.OpPending {
-			continue
-		}
-		busy[op.DeploymentKey] = true
-		for _, st := range op.Steps {
-			inflight[unitKey{st.Cluster, st.UnitID}] = true
-		}
 	}
 	want := map[string]map[string]string{} // cluster → unit → deployment
 	for _, m := range mappings {
@@ -235,7 +230,7 @@ func (s *Service) Reconcile(ctx context.Context) ReconcileReport {
 		has := map[string]bool{}
 		for _, u := range listed[i] {
 			has[u.GetId()] = true
-			if _, ok := want[name][u.GetId()]; ok || !IsUnitID(u.GetId()) || inflight[unitKey{name, u.GetId()}] {
+			if _, ok := want[name][u.GetId()]; ok || !looksOurs(name, u) || inflight[unitKey{name, u.GetId()}] {
 				continue
 			}
 			o := Orphan{Cluster: name, UnitID: u.GetId(), PackageName: u.GetPackageName(), ClassKey: u.GetClassKey(), FirstSeen: s.now()}
@@ -250,10 +245,12 @@ func (s *Service) Reconcile(ctx context.Context) ReconcileReport {
 	}
 
 	s.orphans.mu.Lock()
+	confirmed := map[unitKey]bool{} // seen in the previous pass too
 	for k, o := range seen {
 		if prev, ok := s.orphans.seen[k]; ok {
 			o.FirstSeen = prev.FirstSeen
 			seen[k] = o
+			confirmed[k] = true
 		}
 	}
 	// Clusters that were skipped keep the orphans found earlier.
@@ -271,9 +268,19 @@ func (s *Service) Reconcile(ctx context.Context) ReconcileReport {
 			"will_delete", s.cfg.DeleteOrphans)
 	}
 
-	if s.cfg.DeleteOrphans {
+	if s.cfg.DeleteOrphans && len(confirmed) > 0 {
+		// Deleting is the one irreversible act here: only orphans seen in
+		// two passes in a row, and only if PM still does not know them now.
+		inflight, _, mappings, err := s.knownUnits(ctx)
+		if err != nil {
+			return rep
+		}
+		known := map[unitKey]bool{}
+		for _, m := range mappings {
+			known[unitKey{m.Cluster, m.UnitID}] = true
+		}
 		for k, o := range seen {
-			if slices.Contains(rep.Skipped, k.cluster) {
+			if !confirmed[k] || slices.Contains(rep.Skipped, k.cluster) || known[k] || inflight[k] {
 				continue
 			}
 			crm, err := s.cl.CRM(o.Cluster)
@@ -296,9 +303,89 @@ func (s *Service) Reconcile(ctx context.Context) ReconcileReport {
 		for key, clusters := range heal {
 			s.selfHeal(ctx, key, clusters)
 		}
+		rep.Retried = s.retryFailed(ctx, busy, mappings)
 	}
 	rep.Replanned = s.Replan(ctx)
 	return rep
+}
+
+// knownUnits reads the units pending operations are about to create (and
+// the deployments they work on), then every mapping.
+func (s *Service) knownUnits(ctx context.Context) (inflight map[unitKey]bool, busy map[string]bool, mappings []store.Mapping, err error) {
+	ops, err := s.st.ListOperations(ctx, "")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	inflight, busy = map[unitKey]bool{}, map[string]bool{}
+	for _, op := range ops {
+		if op.State != store.OpPending {
+			continue
+		}
+		busy[op.DeploymentKey] = true
+		for _, st := range op.Steps {
+			inflight[unitKey{st.Cluster, st.UnitID}] = true
+		}
+	}
+	mappings, err = s.st.AllMappings(ctx)
+	return inflight, busy, mappings, err
+}
+
+// looksOurs reports whether a runtime carries PM's id scheme for the
+// cluster it runs in: a unit id PM would generate, and the target_env PM
+// sets. A hand-made runtime whose name merely ends in a short hash is not
+// enough to be called an orphan (and perhaps deleted).
+func looksOurs(cluster string, u *deploymentpb.DeploymentUnit) bool {
+	return IsUnitID(u.GetId()) && u.GetTargetEnv() == cluster && u.GetPackageName() != ""
+}
+
+// retryFailed gives deployments that never got a unit anywhere (an
+// auto-deploy that found its clusters unreachable, or failed everywhere)
+// another deploy, so their failure is a state that heals, not a verdict.
+func (s *Service) retryFailed(ctx context.Context, busy map[string]bool, mappings []store.Mapping) []string {
+	mapped := map[string]bool{}
+	for _, m := range mappings {
+		mapped[m.DeploymentKey] = true
+	}
+	ds, err := s.st.ListDeployments(ctx, store.DeploymentFilter{})
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, rec := range ds {
+		d := rec.Deployment
+		if mapped[d.GetKey()] || busy[d.GetKey()] || d.GetCondition() != pmv1.DeploymentCondition_DOWN ||
+			d.GetStatus().GetLastError() == "" || slices.ContainsFunc(d.GetStatus().GetClusters(), func(r *pmv1.ClusterRollout) bool {
+				return r.GetState() == "deleted"
+			}) {
+			continue
+		}
+		p, err := s.prepare(ctx, d, 0)
+		if err != nil {
+			s.log.DebugContext(ctx, "retry of a failed deployment not possible yet", "deployment", d.GetKey(), "error", err)
+			continue
+		}
+		op := s.newOperation(store.OpHeal, d.GetKey(), false)
+		for _, c := range p.targets {
+			op.Steps = append(op.Steps, store.Step{Cluster: c, UnitID: p.units[c].GetId(), State: store.OpPending})
+		}
+		err = s.st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
+			next := proto.CloneOf(d)
+			next.TargetEnvs, next.Status, next.Condition = p.targets, summary(p), pmv1.DeploymentCondition_DEPLOYING
+			next.Status.LastError = d.GetStatus().LastError
+			if _, err := tx.UpdateDeployment(ctx, next, rec.Revision); err != nil {
+				return err
+			}
+			return startOperation(ctx, tx, op)
+		})
+		if err != nil {
+			continue
+		}
+		s.log.InfoContext(ctx, "retrying a deployment that failed everywhere", "deployment", d.GetKey(), "operation", op.ID)
+		if _, err := s.execute(ctx, op, p.units); err == nil {
+			out = append(out, d.GetKey())
+		}
+	}
+	return out
 }
 
 // selfHeal re-deploys a deployment's units that vanished from clusters, as
@@ -308,12 +395,13 @@ func (s *Service) selfHeal(ctx context.Context, key string, clusters []string) {
 	if err != nil {
 		return
 	}
-	op := s.newOperation(store.OpDeploy, key, false)
+	op := s.newOperation(store.OpHeal, key, false)
 	slices.Sort(clusters)
 	for _, c := range clusters {
 		op.Steps = append(op.Steps, store.Step{Cluster: c, UnitID: UnitID(rec.Deployment.GetKey(), c), State: store.OpPending})
 	}
-	if err := s.st.CreateOperation(ctx, op); err != nil {
+	err = s.st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error { return startOperation(ctx, tx, op) })
+	if err != nil {
 		return
 	}
 	s.log.WarnContext(ctx, "self-heal: re-deploying units missing from clusters", "deployment", key, "clusters", clusters)
@@ -372,7 +460,7 @@ func (s *Service) replan(ctx context.Context, rec store.Deployment) (bool, error
 	if p.plan.Replicas == prev {
 		return false, nil
 	}
-	op := s.newOperation(store.OpDeploy, d.GetKey(), false)
+	op := s.newOperation(store.OpHeal, d.GetKey(), false)
 	for _, m := range ms {
 		if u := p.units[m.Cluster]; u != nil {
 			op.Steps = append(op.Steps, store.Step{Cluster: m.Cluster, UnitID: u.GetId(), State: store.OpPending})
@@ -402,7 +490,7 @@ func (s *Service) replan(ctx context.Context, rec store.Deployment) (bool, error
 		if _, err := tx.UpdateDeployment(ctx, next, cur.Revision); err != nil {
 			return err
 		}
-		return tx.CreateOperation(ctx, op)
+		return startOperation(ctx, tx, op)
 	})
 	if err != nil {
 		return false, err

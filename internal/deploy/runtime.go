@@ -74,9 +74,12 @@ func (s *Service) refresh(ctx context.Context, rec store.Deployment) bool {
 				continue
 			}
 			r := rollout(d.Status, m.Cluster)
-			if r.UnitId == "" {
-				r.UnitId = m.UnitID
+			if r.Condition == pmv1.DeploymentCondition_DELETED || (r.UnitId != "" && r.UnitId != m.UnitID) {
+				// A delete (or re-deploy) finished while we asked: its
+				// outcome is newer than our answer.
+				continue
 			}
+			r.UnitId = m.UnitID
 			r.Condition = conds[i]
 		}
 		d.Condition = overall(d.Status)
@@ -273,14 +276,17 @@ func (s *Service) owners(ctx context.Context) map[unitKey]owner {
 	}
 	out := make(map[unitKey]owner, len(ms))
 	conds := map[string]*pmv1.OClassDeployment{}
-	for _, m := range ms {
-		d, ok := conds[m.DeploymentKey]
-		if !ok {
-			if rec, err := s.st.GetDeployment(ctx, m.DeploymentKey); err == nil {
-				d = rec.Deployment
-			}
-			conds[m.DeploymentKey] = d
+	if len(ms) > 0 {
+		ds, err := s.st.ListDeployments(ctx, store.DeploymentFilter{})
+		if err != nil {
+			return nil
 		}
+		for _, rec := range ds {
+			conds[rec.Deployment.GetKey()] = rec.Deployment
+		}
+	}
+	for _, m := range ms {
+		d := conds[m.DeploymentKey]
 		o := owner{deployment: m.DeploymentKey, condition: pmv1.DeploymentCondition_PENDING}
 		if d != nil {
 			o.condition = d.GetCondition()

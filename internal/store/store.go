@@ -145,8 +145,12 @@ const (
 	// OpDelete removes units (one cluster or all) and, when DropDeployment
 	// is set, the deployment itself.
 	OpDelete OperationKind = "delete"
-	// OpRollback removes the units a partial deploy created.
+	// OpRollback removes the units a failed deploy may have created.
 	OpRollback OperationKind = "rollback"
+	// OpHeal re-sends units of an existing deployment (self-heal, re-plan,
+	// retry of a failed auto-deploy); unlike OpDeploy it never rolls back
+	// what already runs.
+	OpHeal OperationKind = "heal"
 )
 
 // OperationState is where an operation or a step is.
