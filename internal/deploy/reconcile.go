@@ -355,8 +355,8 @@ func (s *Service) retryFailed(ctx context.Context, busy map[string]bool, mapping
 		d := rec.Deployment
 		if mapped[d.GetKey()] || busy[d.GetKey()] || d.GetCondition() != pmv1.DeploymentCondition_DOWN ||
 			d.GetStatus().GetLastError() == "" || slices.ContainsFunc(d.GetStatus().GetClusters(), func(r *pmv1.ClusterRollout) bool {
-				return r.GetState() == "deleted"
-			}) {
+			return r.GetState() == "deleted"
+		}) {
 			continue
 		}
 		p, err := s.prepare(ctx, d, 0)
