@@ -413,6 +413,11 @@ func TestPackageDeleteWithDeployments(t *testing.T) {
 				e.do("GET", "/api/v1/packages/echo", nil).expect(t, 200)
 				return
 			}
+			// A stale If-Match changes nothing: no cascade either.
+			e.do("DELETE", "/api/v1/packages/echo", nil, "If-Match", `"99"`).expect(t, 409)
+			if f["east"].RuntimeCount() != 2 {
+				t.Fatalf("a stale package delete cascaded: east has %d runtimes", f["east"].RuntimeCount())
+			}
 			e.do("DELETE", "/api/v1/packages/echo", nil).expect(t, 204)
 			for n, sim := range f {
 				if c := sim.RuntimeCount(); c != 0 {

@@ -272,17 +272,26 @@ func summary(p *prepared) *pmv1.DeploymentStatusSummary {
 // race a deploy (whose late mapping would outlive the deployment) and a
 // repair cannot undo a delete.
 func startOperation(ctx context.Context, tx store.Tx, op store.Operation) error {
-	ops, err := tx.ListOperations(ctx, op.DeploymentKey)
+	if err := noPendingOperation(ctx, tx, op.DeploymentKey); err != nil {
+		return err
+	}
+	return tx.CreateOperation(ctx, op)
+}
+
+// noPendingOperation fails with a Conflict while key has an operation in
+// progress.
+func noPendingOperation(ctx context.Context, tx store.Tx, key string) error {
+	ops, err := tx.ListOperations(ctx, key)
 	if err != nil {
 		return err
 	}
 	for _, o := range ops {
 		if o.State == store.OpPending {
 			return fault.New(fault.Conflict, "deployment %q has a %s operation in progress (%s); try again when it finishes",
-				op.DeploymentKey, o.Kind, o.ID)
+				key, o.Kind, o.ID)
 		}
 	}
-	return tx.CreateOperation(ctx, op)
+	return nil
 }
 
 func (s *Service) newOperation(kind store.OperationKind, key string, drop bool) store.Operation {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -412,5 +413,140 @@ func TestReplanWithHysteresis(t *testing.T) {
 		if s.RuntimeCount() != 1 {
 			t.Errorf("%s has %d runtimes after the re-plan", n, s.RuntimeCount())
 		}
+	}
+}
+
+// TestFailedDeployLeavesNothing: a CRM that applies a unit but loses the
+// answer makes the deploy look failed; the rollback must still remove the
+// unit, or it would run with no deployment owning it.
+func TestFailedDeployLeavesNothing(t *testing.T) {
+	t.Parallel()
+	for _, storage := range storages {
+		t.Run(storage, func(t *testing.T) {
+			t.Parallel()
+			w := setup(t, storage, "a", "b")
+			for _, sim := range w.sims {
+				if err := sim.Update(func(c *crmsim.Config) { c.FailFirstDeploys, c.FailDeployAfterApply = 100, true }); err != nil {
+					t.Fatal(err)
+				}
+			}
+			pm := w.pm("pm-a", 5*time.Second, deploy.Hooks{})
+			_, err := pm.Create(context.Background(), dep("d", "a", "b"), deploy.CreateOptions{})
+			if fault.KindOf(err) != fault.Invalid || !strings.Contains(err.Error(), "failed in all clusters") {
+				t.Fatalf("create: %v", err)
+			}
+			for n, c := range w.runtimes() {
+				if c != 0 {
+					t.Errorf("%s keeps %d runtimes after a failed deploy", n, c)
+				}
+			}
+			if _, err := w.st.GetDeployment(context.Background(), "d"); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("deployment kept after a failed create: %v", err)
+			}
+		})
+	}
+}
+
+// TestOneOperationAtATime: a delete while a deploy is in flight is refused
+// instead of racing it.
+func TestOneOperationAtATime(t *testing.T) {
+	t.Parallel()
+	w := setup(t, "memory", "a")
+	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	slow := w.pm("pm-a", 5*time.Second, deploy.Hooks{BeforeStep: func(store.Operation, store.Step) error {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		<-release
+		return nil
+	}})
+	done := make(chan error, 1)
+	go func() {
+		_, err := slow.Create(context.Background(), dep("d", "a"), deploy.CreateOptions{})
+		done <- err
+	}()
+	<-entered
+	other := w.pm("pm-b", 5*time.Second, deploy.Hooks{})
+	if err := other.Delete(context.Background(), "d", "", store.AnyRevision); fault.KindOf(err) != fault.Conflict {
+		t.Errorf("delete during a deploy: %v, want Conflict", err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Delete(context.Background(), "d", "", store.AnyRevision); err != nil {
+		t.Fatalf("delete after the deploy: %v", err)
+	}
+	if n := w.sims["a"].RuntimeCount(); n != 0 {
+		t.Errorf("%d runtimes left", n)
+	}
+}
+
+// TestRepairNeverRollsBack: with rollback on partial failure configured, a
+// re-plan that fails on one cluster must not take down the others.
+func TestRepairNeverRollsBack(t *testing.T) {
+	t.Parallel()
+	w := setup(t, "memory", "a", "b", "c")
+	v := 0.9
+	for _, s := range w.sims {
+		if err := s.SetAvailability(&v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pm := deploy.New(w.st, deploy.FromManager(w.clusters), deploy.Config{
+		Owner: "pm-a", DefaultTarget: 0.99, ReplicaCap: 50, Lease: 5 * time.Second, RollbackOnPartial: true, MaxRetries: 0,
+	}, w.log)
+	if _, err := pm.Create(context.Background(), dep("d", "a", "b", "c"), deploy.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	v = 0.999
+	for _, s := range w.sims {
+		if err := s.SetAvailability(&v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.sims["c"].SetFailFirstDeploys(100); err != nil {
+		t.Fatal(err)
+	}
+	pm.Replan(context.Background())
+	for n, c := range w.runtimes() {
+		if c != 1 {
+			t.Errorf("%s runs %d runtimes after a failed re-plan, want 1", n, c)
+		}
+	}
+	ms, err := w.st.Mappings(context.Background(), "d")
+	if err != nil || len(ms) != 3 {
+		t.Errorf("mappings after a failed re-plan: %v %v", ms, err)
+	}
+}
+
+// TestFailedAutoDeployIsRetried: an embedded deployment whose cluster was
+// unreachable when the package was written is deployed once it is back.
+func TestFailedAutoDeployIsRetried(t *testing.T) {
+	t.Parallel()
+	w := setup(t, "memory", "a")
+	if err := w.sims["a"].SetFailRate(1, 1); err != nil {
+		t.Fatal(err)
+	}
+	pm := w.pm("pm-a", 5*time.Second, deploy.Hooks{})
+	pkg := &pmv1.OPackage{Name: "echo", Deployments: []*pmv1.OClassDeployment{dep("auto", "a")}}
+	pm.PackageWritten(context.Background(), pkg)
+	pm.Wait()
+	rec, err := w.st.GetDeployment(context.Background(), "auto")
+	if err != nil || rec.Deployment.GetCondition() != pmv1.DeploymentCondition_DOWN || rec.Deployment.GetStatus().GetLastError() == "" {
+		t.Fatalf("failed auto-deploy recorded as %v, %v", rec.Deployment, err)
+	}
+	pm.Reconcile(context.Background())
+	if n := w.sims["a"].RuntimeCount(); n != 0 {
+		t.Fatalf("deployed to a cluster that is still down: %d", n)
+	}
+	if err := w.sims["a"].SetFailRate(0, 1); err != nil {
+		t.Fatal(err)
+	}
+	rep := pm.Reconcile(context.Background())
+	if len(rep.Retried) != 1 || w.sims["a"].RuntimeCount() != 1 {
+		t.Errorf("retried %v; runtimes %d", rep.Retried, w.sims["a"].RuntimeCount())
 	}
 }

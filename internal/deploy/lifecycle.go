@@ -89,6 +89,9 @@ func (s *Service) Delete(ctx context.Context, key, cluster string, expected int6
 		if expected != store.AnyRevision && rec.Revision != expected {
 			return fault.New(fault.Conflict, "deployment %q: revision %d is stale (current %d)", key, expected, rec.Revision)
 		}
+		if err := noPendingOperation(ctx, tx, key); err != nil {
+			return err
+		}
 		ms, err := tx.Mappings(ctx, key)
 		if err != nil {
 			return err
@@ -100,7 +103,7 @@ func (s *Service) Delete(ctx context.Context, key, cluster string, expected int6
 			}
 			return tx.DeleteDeployment(ctx, key, rec.Revision)
 		}
-		return startOperation(ctx, tx, op)
+		return tx.CreateOperation(ctx, op)
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		return fault.NotFoundf("deployment %q not found", key)
