@@ -225,6 +225,9 @@ func pmEnv(o *options, dbURL string, clusters []cluster) []string {
 		"DATABASE_URL="+dbURL,
 		"CRM_CLUSTERS="+strings.Join(crms, ","),
 		"CRM_DEFAULT_TIMEOUT=5",
+		// A breaker opened by injected CRM faults (-fail-rate,
+		// -crmsim-flags) closes again within the convergence wait.
+		"CRM_CIRCUIT_BREAKER_TIMEOUT=5",
 		"OPERATION_LEASE="+secs(o.lease),
 		"RECONCILE_INTERVAL="+secs(o.reconcile),
 		"DEPLOY_STATUS_POLL_INTERVAL=0",

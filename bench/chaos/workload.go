@@ -329,17 +329,18 @@ func (w *workload) create(ctx context.Context, e *entry, end time.Time) bool {
 	return false
 }
 
-// delete sends a delete, retried like a create.
+// delete sends a delete, retried like a create, and also while PM answers
+// 409 because another operation on the deployment is still pending.
 func (w *workload) delete(ctx context.Context, e *entry, end time.Time) {
 	w.mu.Lock()
 	e.deleteTried = true
 	acked := e.createAck
 	w.mu.Unlock()
 	w.deletes.Add(1)
-	for attempt := 1; attempt <= 3 && ctx.Err() == nil; attempt++ {
+	for attempt := 1; attempt <= 6 && ctx.Err() == nil; attempt++ {
 		if attempt > 1 {
 			w.retries.Add(1)
-			if time.Now().After(end.Add(5*time.Second)) || sleepCtx(ctx, time.Duration(100+w.jitter(400))*time.Millisecond) != nil {
+			if time.Now().After(end.Add(10*time.Second)) || sleepCtx(ctx, time.Duration(200+w.jitter(800))*time.Millisecond) != nil {
 				break
 			}
 		}
@@ -347,6 +348,11 @@ func (w *workload) delete(ctx context.Context, e *entry, end time.Time) {
 		w.note(e, "delete#%d %s", attempt, r)
 		switch {
 		case r.err != nil || r.status >= 500:
+			continue
+		case r.status == http.StatusConflict:
+			// Another operation on the deployment (the create PM is
+			// resuming, or an earlier attempt of this delete) is pending:
+			// PM says try again when it finishes.
 			continue
 		case r.status == http.StatusNoContent:
 			w.ack(e, false)
