@@ -550,3 +550,36 @@ func TestFailedAutoDeployIsRetried(t *testing.T) {
 		t.Errorf("retried %v; runtimes %d", rep.Retried, w.sims["a"].RuntimeCount())
 	}
 }
+
+// TestPartialDeployUnitIsAdopted: a cluster whose Deploy was applied but
+// answered with an error leaves a unit PM did not map; the reconciler
+// adopts it instead of leaving an orphan.
+func TestPartialDeployUnitIsAdopted(t *testing.T) {
+	t.Parallel()
+	w := setup(t, "memory", "a", "b")
+	if err := w.sims["b"].Update(func(c *crmsim.Config) { c.FailFirstDeploys, c.FailDeployAfterApply = 100, true }); err != nil {
+		t.Fatal(err)
+	}
+	pm := w.pm("pm-a", 5*time.Second, deploy.Hooks{})
+	if _, err := pm.Create(context.Background(), dep("d", "a", "b"), deploy.CreateOptions{}); err != nil {
+		t.Fatalf("partial create: %v", err)
+	}
+	if ms, _ := w.st.Mappings(context.Background(), "d"); len(ms) != 1 {
+		t.Fatalf("mappings after the partial deploy: %v", ms)
+	}
+	rep := pm.Reconcile(context.Background())
+	if len(rep.Adopted) != 1 || rep.Adopted[0].Cluster != "b" || len(rep.Orphans) != 0 {
+		t.Errorf("adopted %v, orphans %v", rep.Adopted, rep.Orphans)
+	}
+	if ms, _ := w.st.Mappings(context.Background(), "d"); len(ms) != 2 {
+		t.Errorf("mappings after adoption: %v", ms)
+	}
+	if err := pm.Delete(context.Background(), "d", "", store.AnyRevision); err != nil {
+		t.Fatal(err)
+	}
+	for n, c := range w.runtimes() {
+		if c != 0 {
+			t.Errorf("%s keeps %d runtimes", n, c)
+		}
+	}
+}

@@ -186,6 +186,9 @@ type ReconcileReport struct {
 	// Retried are deployments that had failed everywhere and were deployed
 	// again.
 	Retried []string
+	// Adopted are units whose Deploy looked failed but that run: now
+	// mapped to their deployment.
+	Adopted []Orphan
 }
 
 // Reconcile compares the units PM wants with what every cluster runs. A
@@ -218,6 +221,14 @@ func (s *Service) Reconcile(ctx context.Context) ReconcileReport {
 		want[m.Cluster][m.UnitID] = m.DeploymentKey
 	}
 
+	// Units PM meant to create but could not confirm (a Deploy that
+	// failed with an unknown outcome): found running, they are adopted.
+	failedUnits, err := s.failedUnits(ctx, want)
+	if err != nil {
+		s.log.WarnContext(ctx, "reconcile: reading deployments failed; skipping this pass", "error", err)
+		return rep
+	}
+
 	heal := map[string][]string{} // deployment → clusters
 	seen := map[unitKey]Orphan{}
 	for i, name := range names {
@@ -230,8 +241,15 @@ func (s *Service) Reconcile(ctx context.Context) ReconcileReport {
 		has := map[string]bool{}
 		for _, u := range listed[i] {
 			has[u.GetId()] = true
-			if _, ok := want[name][u.GetId()]; ok || !looksOurs(name, u) || inflight[unitKey{name, u.GetId()}] {
+			k := unitKey{name, u.GetId()}
+			if _, ok := want[name][u.GetId()]; ok || !looksOurs(name, u) || inflight[k] {
 				continue
+			}
+			if key, ok := failedUnits[k]; ok && !busy[key] {
+				if s.adopt(ctx, key, name, u.GetId()) == nil {
+					rep.Adopted = append(rep.Adopted, Orphan{Cluster: name, UnitID: u.GetId()})
+					continue
+				}
 			}
 			o := Orphan{Cluster: name, UnitID: u.GetId(), PackageName: u.GetPackageName(), ClassKey: u.GetClassKey(), FirstSeen: s.now()}
 			seen[unitKey{name, u.GetId()}] = o
@@ -307,6 +325,49 @@ func (s *Service) Reconcile(ctx context.Context) ReconcileReport {
 	}
 	rep.Replanned = s.Replan(ctx)
 	return rep
+}
+
+// failedUnits maps the unit ids of clusters whose deploy step failed (and
+// that have no mapping) to their deployment.
+func (s *Service) failedUnits(ctx context.Context, want map[string]map[string]string) (map[unitKey]string, error) {
+	ds, err := s.st.ListDeployments(ctx, store.DeploymentFilter{})
+	if err != nil {
+		return nil, err
+	}
+	out := map[unitKey]string{}
+	for _, rec := range ds {
+		d := rec.Deployment
+		for _, r := range d.GetStatus().GetClusters() {
+			if r.GetState() != "failed" {
+				continue
+			}
+			id := r.GetUnitId()
+			if id == "" {
+				id = UnitID(d.GetKey(), r.GetCluster())
+			}
+			if _, mapped := want[r.GetCluster()][id]; !mapped {
+				out[unitKey{r.GetCluster(), id}] = d.GetKey()
+			}
+		}
+	}
+	return out, nil
+}
+
+// adopt records a running unit whose deploy looked failed, as if the
+// deploy step had succeeded; the deployment wants it there anyway.
+func (s *Service) adopt(ctx context.Context, key, cluster, unit string) error {
+	if err := s.st.PutMapping(ctx, store.Mapping{DeploymentKey: key, Cluster: cluster, UnitID: unit}); err != nil {
+		return err
+	}
+	s.log.InfoContext(ctx, "adopted a unit whose deploy had looked failed", "deployment", key, "cluster", cluster, "unit", unit)
+	return s.mutate(ctx, key, func(d *pmv1.OClassDeployment) {
+		r := rollout(d.Status, cluster)
+		r.UnitId, r.State, r.Error = unit, "deployed", nil
+		if r.Condition == pmv1.DeploymentCondition_DOWN || r.Condition == pmv1.DeploymentCondition_PENDING {
+			r.Condition = pmv1.DeploymentCondition_DEPLOYING
+		}
+		d.Condition = overall(d.Status)
+	})
 }
 
 // knownUnits reads the units pending operations are about to create (and
