@@ -583,3 +583,25 @@ func TestPartialDeployUnitIsAdopted(t *testing.T) {
 		}
 	}
 }
+
+// TestFailedAutoDeployRolledBackIsRetried: an embedded deployment whose
+// deploy failed everywhere (and was rolled back) is deployed again once the
+// clusters accept it.
+func TestFailedAutoDeployRolledBackIsRetried(t *testing.T) {
+	t.Parallel()
+	w := setup(t, "memory", "a")
+	if err := w.sims["a"].SetFailFirstDeploys(2); err != nil {
+		t.Fatal(err)
+	}
+	pm := w.pm("pm-a", 5*time.Second, deploy.Hooks{})
+	pm.PackageWritten(context.Background(), &pmv1.OPackage{Name: "echo", Deployments: []*pmv1.OClassDeployment{dep("auto", "a")}})
+	pm.Wait()
+	rec, err := w.st.GetDeployment(context.Background(), "auto")
+	if err != nil || rec.Deployment.GetCondition() != pmv1.DeploymentCondition_DOWN {
+		t.Fatalf("failed auto-deploy recorded as %v, %v", rec.Deployment, err)
+	}
+	rep := pm.Reconcile(context.Background())
+	if len(rep.Retried) != 1 || w.sims["a"].RuntimeCount() != 1 {
+		t.Errorf("retried %v; runtimes %d", rep.Retried, w.sims["a"].RuntimeCount())
+	}
+}

@@ -570,6 +570,10 @@ func (s *Service) settle(ctx context.Context, op store.Operation, lastError stri
 				}
 			case isDeploy(op.Kind):
 				r.State, r.Condition = "failed", pmv1.DeploymentCondition_DOWN
+			case st.State == store.OpSucceeded && op.Kind == store.OpRollback:
+				// Undone by PM, not removed by a user: the deployment still
+				// wants this cluster, and a later retry may deploy it again.
+				r.State, r.Condition = "rolled_back", pmv1.DeploymentCondition_DOWN
 			case st.State == store.OpSucceeded:
 				r.State, r.Condition = "deleted", pmv1.DeploymentCondition_DELETED
 			default:
