@@ -2,28 +2,27 @@ package memory
 
 import (
 	"context"
-	"fmt"
 	"maps"
 	"slices"
-	"strings"
 
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pmv1 "github.com/oaas/pm/gen/go/oaas/pm/v1"
 	"github.com/oaas/pm/internal/store"
 )
 
-// depEntry is one stored deployment. dep is owned by the store and
-// immutable.
-type depEntry struct {
-	dep *pmv1.OClassDeployment
-	rev int64
-}
-
-// out returns a copy the caller may keep and change.
-func (e depEntry) out() store.Deployment {
-	return store.Deployment{Deployment: proto.Clone(e.dep).(*pmv1.OClassDeployment), Revision: e.rev}
+// deployments stores deployments. Their timestamps are fields of the
+// message itself.
+var deployments = docs[*pmv1.OClassDeployment, store.Deployment]{
+	what:      "deployment",
+	key:       (*pmv1.OClassDeployment).GetKey,
+	createdAt: (*pmv1.OClassDeployment).GetCreatedAt,
+	stamp: func(d *pmv1.OClassDeployment, created, updated *timestamppb.Timestamp) {
+		d.CreatedAt, d.UpdatedAt = created, updated
+	},
+	result: func(d *pmv1.OClassDeployment, rev int64) store.Deployment {
+		return store.Deployment{Deployment: d, Revision: rev}
+	},
 }
 
 // CreateDeployment implements store.Deployments.
@@ -33,7 +32,7 @@ func (s *Store) CreateDeployment(ctx context.Context, d *pmv1.OClassDeployment) 
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.createDeployment(d, nil)
+	return deployments.create(s.deps, s.now(), d, nil)
 }
 
 // GetDeployment implements store.Deployments.
@@ -42,12 +41,12 @@ func (s *Store) GetDeployment(ctx context.Context, key string) (store.Deployment
 		return store.Deployment{}, err
 	}
 	s.mu.RLock()
-	e, ok := s.deps[key]
-	s.mu.RUnlock()
-	if !ok {
-		return store.Deployment{}, deploymentNotFound(key)
+	e, err := deployments.check(s.deps, key, store.AnyRevision)
+	s.mu.RUnlock() // entries are immutable: copy it outside the lock
+	if err != nil {
+		return store.Deployment{}, err
 	}
-	return e.out(), nil
+	return deployments.out(e), nil
 }
 
 // ListDeployments implements store.Deployments.
@@ -58,7 +57,7 @@ func (s *Store) ListDeployments(ctx context.Context, f store.DeploymentFilter) (
 	s.mu.RLock()
 	matched := s.listDeployments(f)
 	s.mu.RUnlock()
-	return outDeployments(matched), nil
+	return deployments.outAll(matched), nil
 }
 
 // UpdateDeployment implements store.Deployments.
@@ -68,7 +67,7 @@ func (s *Store) UpdateDeployment(ctx context.Context, d *pmv1.OClassDeployment, 
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.updateDeployment(d, expected, nil)
+	return deployments.update(s.deps, s.now(), d, expected, nil)
 }
 
 // DeleteDeployment implements store.Deployments.
@@ -127,7 +126,7 @@ func (t *tx) CreateDeployment(ctx context.Context, d *pmv1.OClassDeployment) (st
 	if err := t.enter(ctx); err != nil {
 		return store.Deployment{}, err
 	}
-	return t.s.createDeployment(d, t)
+	return deployments.create(t.s.deps, t.s.now(), d, t)
 }
 
 // GetDeployment implements store.Deployments inside a transaction.
@@ -135,11 +134,7 @@ func (t *tx) GetDeployment(ctx context.Context, key string) (store.Deployment, e
 	if err := t.enter(ctx); err != nil {
 		return store.Deployment{}, err
 	}
-	e, ok := t.s.deps[key]
-	if !ok {
-		return store.Deployment{}, deploymentNotFound(key)
-	}
-	return e.out(), nil
+	return deployments.get(t.s.deps, key)
 }
 
 // ListDeployments implements store.Deployments inside a transaction.
@@ -147,7 +142,7 @@ func (t *tx) ListDeployments(ctx context.Context, f store.DeploymentFilter) ([]s
 	if err := t.enter(ctx); err != nil {
 		return nil, err
 	}
-	return outDeployments(t.s.listDeployments(f)), nil
+	return deployments.outAll(t.s.listDeployments(f)), nil
 }
 
 // UpdateDeployment implements store.Deployments inside a transaction.
@@ -155,7 +150,7 @@ func (t *tx) UpdateDeployment(ctx context.Context, d *pmv1.OClassDeployment, exp
 	if err := t.enter(ctx); err != nil {
 		return store.Deployment{}, err
 	}
-	return t.s.updateDeployment(d, expected, t)
+	return deployments.update(t.s.deps, t.s.now(), d, expected, t)
 }
 
 // DeleteDeployment implements store.Deployments inside a transaction.
@@ -202,86 +197,29 @@ func (t *tx) AllMappings(ctx context.Context) ([]store.Mapping, error) {
 // The methods below work as the package ones do: the caller holds s.mu and
 // a non-nil u records what a write replaces.
 
-func (s *Store) createDeployment(d *pmv1.OClassDeployment, u *tx) (store.Deployment, error) {
-	key := d.GetKey()
-	if _, ok := s.deps[key]; ok {
-		return store.Deployment{}, fmt.Errorf("deployment %q: %w", key, store.ErrAlreadyExists)
-	}
-	dep := proto.Clone(d).(*pmv1.OClassDeployment)
-	now := timestamppb.New(s.now())
-	dep.CreatedAt, dep.UpdatedAt = now, now
-	keep(u, s.deps, key)
-	e := depEntry{dep: dep, rev: 1}
-	s.deps[key] = e
-	return e.out(), nil
-}
-
-func (s *Store) updateDeployment(d *pmv1.OClassDeployment, expected int64, u *tx) (store.Deployment, error) {
-	key := d.GetKey()
-	old, err := s.checkDeployment(key, expected)
-	if err != nil {
-		return store.Deployment{}, err
-	}
-	dep := proto.Clone(d).(*pmv1.OClassDeployment)
-	dep.CreatedAt = old.dep.GetCreatedAt()
-	dep.UpdatedAt = timestamppb.New(s.now())
-	keep(u, s.deps, key)
-	e := depEntry{dep: dep, rev: old.rev + 1}
-	s.deps[key] = e
-	return e.out(), nil
-}
-
 func (s *Store) deleteDeployment(key string, expected int64, u *tx) error {
-	if _, err := s.checkDeployment(key, expected); err != nil {
+	if err := deployments.delete(s.deps, key, expected, u); err != nil {
 		return err
 	}
-	keep(u, s.deps, key)
-	delete(s.deps, key)
 	// The mappings go with it, as ON DELETE CASCADE does in Postgres.
 	keep(u, s.mappings, key)
 	delete(s.mappings, key)
 	return nil
 }
 
-// checkDeployment returns the stored entry for a revision-checked write.
-func (s *Store) checkDeployment(key string, expected int64) (depEntry, error) {
-	e, ok := s.deps[key]
-	if !ok {
-		return depEntry{}, deploymentNotFound(key)
-	}
-	if expected != store.AnyRevision && e.rev != expected {
-		return depEntry{}, fmt.Errorf("deployment %q: %w", key, store.ErrStale)
-	}
-	return e, nil
-}
-
-// listDeployments returns the entries matching f in key order (bytewise,
-// as for packages).
-func (s *Store) listDeployments(f store.DeploymentFilter) []depEntry {
-	var out []depEntry
-	for key, e := range s.deps {
-		switch {
-		case f.PackageName != "" && e.dep.GetPackageName() != f.PackageName,
-			f.ClassKey != "" && e.dep.GetClassKey() != f.ClassKey,
-			f.TargetEnv != "" && !slices.Contains(e.dep.GetTargetEnvs(), f.TargetEnv),
-			f.After != "" && key <= f.After:
-			continue
-		}
-		out = append(out, e)
-	}
-	slices.SortFunc(out, func(a, b depEntry) int { return strings.Compare(a.dep.GetKey(), b.dep.GetKey()) })
-	if f.Offset > 0 {
-		out = out[min(f.Offset, len(out)):]
-	}
-	if f.Limit > 0 && len(out) > f.Limit {
-		out = out[:f.Limit]
-	}
-	return out
+// listDeployments returns the entries matching f in key order. The caller
+// holds s.mu for reading.
+func (s *Store) listDeployments(f store.DeploymentFilter) []docEntry[*pmv1.OClassDeployment] {
+	return deployments.list(s.deps, func(d *pmv1.OClassDeployment) bool {
+		return (f.PackageName == "" || d.GetPackageName() == f.PackageName) &&
+			(f.ClassKey == "" || d.GetClassKey() == f.ClassKey) &&
+			(f.TargetEnv == "" || slices.Contains(d.GetTargetEnvs(), f.TargetEnv))
+	}, f.After, f.Offset, f.Limit)
 }
 
 func (s *Store) putMapping(m store.Mapping, u *tx) error {
 	if _, ok := s.deps[m.DeploymentKey]; !ok {
-		return deploymentNotFound(m.DeploymentKey)
+		return deployments.notFound(m.DeploymentKey)
 	}
 	next := maps.Clone(s.mappings[m.DeploymentKey])
 	if next == nil {
@@ -323,20 +261,4 @@ func (s *Store) allMappings() []store.Mapping {
 		out = append(out, s.mappingsOf(key)...)
 	}
 	return out
-}
-
-// outDeployments copies entries for a caller; see outAll.
-func outDeployments(es []depEntry) []store.Deployment {
-	if len(es) == 0 {
-		return nil
-	}
-	out := make([]store.Deployment, len(es))
-	for i, e := range es {
-		out[i] = e.out()
-	}
-	return out
-}
-
-func deploymentNotFound(key string) error {
-	return fmt.Errorf("deployment %q: %w", key, store.ErrNotFound)
 }

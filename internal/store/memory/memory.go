@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pmv1 "github.com/oaas/pm/gen/go/oaas/pm/v1"
@@ -34,8 +33,8 @@ type Store struct {
 	// whole callback, which makes transactions serial with every other
 	// access.
 	mu   sync.RWMutex
-	pkgs map[string]entry
-	deps map[string]depEntry
+	pkgs map[string]docEntry[*pmv1.OPackage]
+	deps map[string]docEntry[*pmv1.OClassDeployment]
 	// mappings holds each deployment's unit id by cluster. An inner map is
 	// replaced on every write, never changed, like the entries.
 	mappings map[string]map[string]string
@@ -45,10 +44,17 @@ type Store struct {
 	idem map[idemKey]store.IdempotencyRecord
 }
 
-// entry is one stored package. pkg is owned by the store and immutable.
-type entry struct {
-	pkg *pmv1.OPackage
-	rev int64
+// packages stores packages. Their timestamps live in the message's
+// metadata, which the store creates when absent since it always stamps them.
+var packages = docs[*pmv1.OPackage, store.Package]{
+	what:      "package",
+	key:       (*pmv1.OPackage).GetName,
+	createdAt: func(p *pmv1.OPackage) *timestamppb.Timestamp { return p.GetMetadata().GetCreatedAt() },
+	stamp: func(p *pmv1.OPackage, created, updated *timestamppb.Timestamp) {
+		md := metadata(p)
+		md.CreatedAt, md.UpdatedAt = created, updated
+	},
+	result: func(p *pmv1.OPackage, rev int64) store.Package { return store.Package{Package: p, Revision: rev} },
 }
 
 var _ store.Store = (*Store)(nil)
@@ -60,8 +66,8 @@ func New(clock store.Clock) *Store {
 	}
 	return &Store{
 		clock:    clock,
-		pkgs:     make(map[string]entry),
-		deps:     make(map[string]depEntry),
+		pkgs:     make(map[string]docEntry[*pmv1.OPackage]),
+		deps:     make(map[string]docEntry[*pmv1.OClassDeployment]),
 		mappings: make(map[string]map[string]string),
 		ops:      make(map[string]store.Operation),
 		idem:     make(map[idemKey]store.IdempotencyRecord),
@@ -102,7 +108,7 @@ func (s *Store) CreatePackage(ctx context.Context, p *pmv1.OPackage) (store.Pack
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.create(p, nil)
+	return packages.create(s.pkgs, s.now(), p, nil)
 }
 
 // GetPackage implements store.Packages.
@@ -111,12 +117,12 @@ func (s *Store) GetPackage(ctx context.Context, name string) (store.Package, err
 		return store.Package{}, err
 	}
 	s.mu.RLock()
-	e, ok := s.pkgs[name]
-	s.mu.RUnlock()
-	if !ok {
-		return store.Package{}, notFound(name)
+	e, err := packages.check(s.pkgs, name, store.AnyRevision)
+	s.mu.RUnlock() // entries are immutable: copy it outside the lock
+	if err != nil {
+		return store.Package{}, err
 	}
-	return e.out(), nil
+	return packages.out(e), nil
 }
 
 // ListPackages implements store.Packages.
@@ -125,9 +131,9 @@ func (s *Store) ListPackages(ctx context.Context, f store.PackageFilter) ([]stor
 		return nil, err
 	}
 	s.mu.RLock()
-	matched := s.list(f)
+	matched := s.listPackages(f)
 	s.mu.RUnlock()
-	return outAll(matched), nil
+	return packages.outAll(matched), nil
 }
 
 // UpdatePackage implements store.Packages.
@@ -137,7 +143,7 @@ func (s *Store) UpdatePackage(ctx context.Context, p *pmv1.OPackage, expected in
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.update(p, expected, nil)
+	return packages.update(s.pkgs, s.now(), p, expected, nil)
 }
 
 // DeletePackage implements store.Packages.
@@ -147,7 +153,7 @@ func (s *Store) DeletePackage(ctx context.Context, name string, expected int64) 
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.delete(name, expected, nil)
+	return packages.delete(s.pkgs, name, expected, nil)
 }
 
 // WithTx implements store.Store. fn runs with the store locked, so it sees
@@ -182,114 +188,26 @@ func (s *Store) Ping(ctx context.Context) error { return s.enter(ctx) }
 // so that code shutting down sees the same thing on either store.
 func (s *Store) Close() { s.closed.Store(true) }
 
-// The methods below do the work of both the Store and a tx. The caller holds
-// s.mu for writing (reading, for list). A non-nil u records what a write
-// replaces so that a transaction can undo it.
-
-func (s *Store) create(p *pmv1.OPackage, u *tx) (store.Package, error) {
-	name := p.GetName()
-	if _, ok := s.pkgs[name]; ok {
-		return store.Package{}, fmt.Errorf("package %q: %w", name, store.ErrAlreadyExists)
-	}
-	pkg := proto.Clone(p).(*pmv1.OPackage)
-	now := timestamppb.New(s.now())
-	md := metadata(pkg)
-	md.CreatedAt, md.UpdatedAt = now, now
-	keep(u, s.pkgs, name)
-	e := entry{pkg: pkg, rev: 1}
-	s.pkgs[name] = e
-	return e.out(), nil
-}
-
-func (s *Store) update(p *pmv1.OPackage, expected int64, u *tx) (store.Package, error) {
-	name := p.GetName()
-	old, err := s.check(name, expected)
-	if err != nil {
-		return store.Package{}, err
-	}
-	pkg := proto.Clone(p).(*pmv1.OPackage)
-	md := metadata(pkg)
-	md.CreatedAt = old.pkg.GetMetadata().GetCreatedAt()
-	md.UpdatedAt = timestamppb.New(s.now())
-	keep(u, s.pkgs, name)
-	e := entry{pkg: pkg, rev: old.rev + 1}
-	s.pkgs[name] = e
-	return e.out(), nil
-}
-
-func (s *Store) delete(name string, expected int64, u *tx) error {
-	if _, err := s.check(name, expected); err != nil {
-		return err
-	}
-	keep(u, s.pkgs, name)
-	delete(s.pkgs, name)
-	return nil
-}
-
-// check returns the stored entry for a revision-checked write.
-func (s *Store) check(name string, expected int64) (entry, error) {
-	e, ok := s.pkgs[name]
-	if !ok {
-		return entry{}, notFound(name)
-	}
-	if expected != store.AnyRevision && e.rev != expected {
-		return entry{}, fmt.Errorf("package %q: %w", name, store.ErrStale)
-	}
-	return e, nil
-}
-
-// list returns the entries matching f in name order (bytewise, as Go
-// compares strings and as the Postgres store's "C" collation does).
-func (s *Store) list(f store.PackageFilter) []entry {
+// listPackages returns the entries matching f in name order. The caller
+// holds s.mu for reading.
+func (s *Store) listPackages(f store.PackageFilter) []docEntry[*pmv1.OPackage] {
 	var match func(string) bool
 	if f.NamePattern != "" {
 		match = patternMatcher(f.NamePattern)
 	}
-	var out []entry
-	for name, e := range s.pkgs {
-		switch {
-		case match != nil && !match(name),
-			f.Disabled != nil && e.pkg.GetDisabled() != *f.Disabled,
-			len(f.Tags) > 0 && !anyTag(e.pkg.GetMetadata().GetTags(), f.Tags),
-			f.After != "" && name <= f.After:
-			continue
-		}
-		out = append(out, e)
-	}
-	slices.SortFunc(out, func(a, b entry) int { return strings.Compare(a.pkg.GetName(), b.pkg.GetName()) })
-	if f.Offset > 0 {
-		out = out[min(f.Offset, len(out)):]
-	}
-	if f.Limit > 0 && len(out) > f.Limit {
-		out = out[:f.Limit]
-	}
-	return out
+	return packages.list(s.pkgs, func(p *pmv1.OPackage) bool {
+		return (match == nil || match(p.GetName())) &&
+			(f.Disabled == nil || p.GetDisabled() == *f.Disabled) &&
+			(len(f.Tags) == 0 || anyTag(p.GetMetadata().GetTags(), f.Tags))
+	}, f.After, f.Offset, f.Limit)
 }
 
 // now is the clock's time at Postgres's precision, so both stores return
 // the same times.
 func (s *Store) now() time.Time { return s.clock().UTC().Truncate(time.Microsecond) }
 
-// out returns a copy the caller may keep and change.
-func (e entry) out() store.Package {
-	return store.Package{Package: proto.Clone(e.pkg).(*pmv1.OPackage), Revision: e.rev}
-}
-
-// outAll copies entries for a caller, outside the lock: entries are
-// immutable, so cloning them needs no lock.
-func outAll(es []entry) []store.Package {
-	if len(es) == 0 {
-		return nil
-	}
-	out := make([]store.Package, len(es))
-	for i, e := range es {
-		out[i] = e.out()
-	}
-	return out
-}
-
-func notFound(name string) error { return fmt.Errorf("package %q: %w", name, store.ErrNotFound) }
-
+// metadata returns pkg's metadata, creating it if absent, since the store
+// always stamps times into it.
 func metadata(pkg *pmv1.OPackage) *pmv1.PackageMetadata {
 	if pkg.Metadata == nil {
 		pkg.Metadata = new(pmv1.PackageMetadata)

@@ -67,7 +67,7 @@ func (t *tx) CreatePackage(ctx context.Context, p *pmv1.OPackage) (store.Package
 	if err := t.enter(ctx); err != nil {
 		return store.Package{}, err
 	}
-	return t.s.create(p, t)
+	return packages.create(t.s.pkgs, t.s.now(), p, t)
 }
 
 // GetPackage implements store.Packages inside a transaction.
@@ -75,11 +75,7 @@ func (t *tx) GetPackage(ctx context.Context, name string) (store.Package, error)
 	if err := t.enter(ctx); err != nil {
 		return store.Package{}, err
 	}
-	e, ok := t.s.pkgs[name]
-	if !ok {
-		return store.Package{}, notFound(name)
-	}
-	return e.out(), nil
+	return packages.get(t.s.pkgs, name)
 }
 
 // ListPackages implements store.Packages inside a transaction.
@@ -87,7 +83,7 @@ func (t *tx) ListPackages(ctx context.Context, f store.PackageFilter) ([]store.P
 	if err := t.enter(ctx); err != nil {
 		return nil, err
 	}
-	return outAll(t.s.list(f)), nil
+	return packages.outAll(t.s.listPackages(f)), nil
 }
 
 // UpdatePackage implements store.Packages inside a transaction.
@@ -95,7 +91,7 @@ func (t *tx) UpdatePackage(ctx context.Context, p *pmv1.OPackage, expected int64
 	if err := t.enter(ctx); err != nil {
 		return store.Package{}, err
 	}
-	return t.s.update(p, expected, t)
+	return packages.update(t.s.pkgs, t.s.now(), p, expected, t)
 }
 
 // DeletePackage implements store.Packages inside a transaction.
@@ -103,5 +99,5 @@ func (t *tx) DeletePackage(ctx context.Context, name string, expected int64) err
 	if err := t.enter(ctx); err != nil {
 		return err
 	}
-	return t.s.delete(name, expected, t)
+	return packages.delete(t.s.pkgs, name, expected, t)
 }

@@ -1,5 +1,5 @@
 package postgres
 
-// ListQuery exposes listQuery so that tests can EXPLAIN the exact SQL the
-// store runs.
-var ListQuery = listQuery
+// ListQuery exposes the package list query builder so that tests can
+// EXPLAIN the exact SQL the store runs.
+var ListQuery = packageListQuery

@@ -52,15 +52,10 @@ func (r *repo) CreateOperation(ctx context.Context, op store.Operation) error {
 	if err != nil {
 		return fmt.Errorf("operation %q: encode steps: %w", op.ID, err)
 	}
-	octx, cancel := context.WithTimeout(ctx, r.timeout)
-	defer cancel()
-	_, err = r.q.Exec(octx, sqlInsertOperation,
+	_, err = r.exec(ctx, "operation", op.ID, sqlInsertOperation,
 		op.ID, string(op.Kind), op.DeploymentKey, op.DropDeployment, string(op.State), doc,
 		op.Owner, nullTime(op.LeaseUntil), op.Error, r.now())
-	if err != nil {
-		return r.classify(ctx, "operation", op.ID, err)
-	}
-	return nil
+	return err
 }
 
 const sqlGetOperation = `SELECT ` + opColumns + ` FROM operations WHERE id = $1`
@@ -90,27 +85,15 @@ func (r *repo) ListOperations(ctx context.Context, deploymentKey string) ([]stor
 	if deploymentKey != "" {
 		sql, args = sqlListOperations, []any{deploymentKey}
 	}
-	octx, cancel := context.WithTimeout(ctx, r.timeout)
-	defer cancel()
-	rows, err := r.q.Query(octx, sql, args...)
-	if err != nil {
-		return nil, r.classify(ctx, "list operations", "", err)
-	}
-	ops, err := collectOperations(rows)
-	if err != nil {
-		return nil, r.classify(ctx, "list operations", "", err)
-	}
-	return ops, nil
+	return queryAll(ctx, r, "list operations", sql, args, scanOperation)
 }
 
-// sqlUpdateStep replaces the step for cluster $3 in place (keeping the
-// steps' order) or appends it. It is one UPDATE of the operation row, so
-// the owner check and the write cannot be split by a claimer: the row lock
-// makes a concurrent claim either land first (and then the owner no longer
-// matches) or wait.
 // sqlUpdateStep replaces, in one statement, the steps whose cluster is a key
 // of $3 (a JSON object cluster → step) and appends the ones the operation
-// does not have yet, keeping the existing order.
+// does not have yet, keeping the existing order. It is one UPDATE of the
+// operation row, so the owner check and the write cannot be split by a
+// claimer: the row lock makes a concurrent claim either land first (and
+// then the owner no longer matches) or wait.
 const sqlUpdateStep = `
 UPDATE operations SET
     steps = COALESCE(
@@ -199,15 +182,10 @@ func (r *repo) ClaimOperations(ctx context.Context, owner string, now, until tim
 	if limit <= 0 {
 		return nil, nil
 	}
-	octx, cancel := context.WithTimeout(ctx, r.timeout)
-	defer cancel()
-	rows, err := r.q.Query(octx, sqlClaimOperations, owner, now, nullTime(until), limit, r.now(), string(store.OpPending))
+	ops, err := queryAll(ctx, r, "claim operations", sqlClaimOperations,
+		[]any{owner, now, nullTime(until), limit, r.now(), string(store.OpPending)}, scanOperation)
 	if err != nil {
-		return nil, r.classify(ctx, "claim operations", "", err)
-	}
-	ops, err := collectOperations(rows)
-	if err != nil {
-		return nil, r.classify(ctx, "claim operations", "", err)
+		return nil, err
 	}
 	// RETURNING follows no ORDER BY.
 	slices.SortFunc(ops, func(a, b store.Operation) int {
@@ -223,13 +201,8 @@ const sqlPurgeOperations = `DELETE FROM operations WHERE state <> $2 AND updated
 
 // PurgeOperations implements store.Operations.
 func (r *repo) PurgeOperations(ctx context.Context, before time.Time) (int, error) {
-	octx, cancel := context.WithTimeout(ctx, r.timeout)
-	defer cancel()
-	tag, err := r.q.Exec(octx, sqlPurgeOperations, before, string(store.OpPending))
-	if err != nil {
-		return 0, r.classify(ctx, "purge operations", "", err)
-	}
-	return int(tag.RowsAffected()), nil
+	tag, err := r.exec(ctx, "purge operations", "", sqlPurgeOperations, before, string(store.OpPending))
+	return int(tag.RowsAffected()), err
 }
 
 // sqlPutIdempotency replaces a row only if it has expired at $6, the
@@ -250,11 +223,10 @@ func (r *repo) PutIdempotency(ctx context.Context, rec store.IdempotencyRecord) 
 	if resp == nil {
 		resp = []byte{} // the column is NOT NULL and pgx sends nil as NULL
 	}
-	octx, cancel := context.WithTimeout(ctx, r.timeout)
-	defer cancel()
-	tag, err := r.q.Exec(octx, sqlPutIdempotency, rec.Scope, rec.Key, rec.RequestHash, resp, rec.ExpiresAt, r.now())
+	tag, err := r.exec(ctx, "idempotency key", rec.Key, sqlPutIdempotency,
+		rec.Scope, rec.Key, rec.RequestHash, resp, rec.ExpiresAt, r.now())
 	if err != nil {
-		return r.classify(ctx, "idempotency key", rec.Key, err)
+		return err
 	}
 	if tag.RowsAffected() == 0 {
 		return fmt.Errorf("idempotency key %q: %w", rec.Key, store.ErrAlreadyExists)
@@ -268,12 +240,11 @@ WHERE scope = $1 AND key = $2 AND expires_at > $3`
 
 // GetIdempotency implements store.Idempotency.
 func (r *repo) GetIdempotency(ctx context.Context, scope, key string, now time.Time) (store.IdempotencyRecord, error) {
-	octx, cancel := context.WithTimeout(ctx, r.timeout)
-	defer cancel()
 	rec := store.IdempotencyRecord{Scope: scope, Key: key}
-	err := r.q.QueryRow(octx, sqlGetIdempotency, scope, key, now).Scan(&rec.RequestHash, &rec.Response, &rec.ExpiresAt)
+	err := r.queryRow(ctx, "idempotency key", key, sqlGetIdempotency, []any{scope, key, now},
+		&rec.RequestHash, &rec.Response, &rec.ExpiresAt)
 	if err != nil {
-		return store.IdempotencyRecord{}, r.classify(ctx, "idempotency key", key, err)
+		return store.IdempotencyRecord{}, err
 	}
 	if len(rec.Response) == 0 {
 		rec.Response = nil // as the memory store answers
@@ -286,13 +257,8 @@ const sqlPurgeIdempotency = `DELETE FROM idempotency_keys WHERE expires_at < $1`
 
 // PurgeIdempotency implements store.Idempotency.
 func (r *repo) PurgeIdempotency(ctx context.Context, before time.Time) (int, error) {
-	octx, cancel := context.WithTimeout(ctx, r.timeout)
-	defer cancel()
-	tag, err := r.q.Exec(octx, sqlPurgeIdempotency, before)
-	if err != nil {
-		return 0, r.classify(ctx, "purge idempotency keys", "", err)
-	}
-	return int(tag.RowsAffected()), nil
+	tag, err := r.exec(ctx, "purge idempotency keys", "", sqlPurgeIdempotency, before)
+	return int(tag.RowsAffected()), err
 }
 
 // scanOperation reads one row of opColumns.
@@ -324,20 +290,6 @@ func scanOperation(row pgx.Row) (store.Operation, error) {
 		})
 	}
 	return op, nil
-}
-
-// collectOperations reads every row of rows and closes it.
-func collectOperations(rows pgx.Rows) ([]store.Operation, error) {
-	defer rows.Close()
-	var out []store.Operation
-	for rows.Next() {
-		op, err := scanOperation(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, op)
-	}
-	return out, rows.Err()
 }
 
 // nullTime sends the zero time, which means "no lease", as NULL.
