@@ -691,32 +691,9 @@ func (s suite) testCallerMutation(t *testing.T) {
 // lost update) and every write must bump the revision exactly once.
 func (s suite) testConcurrentUpdates(t *testing.T) {
 	ctx, st := s.setup(t)
-	mustCreate(t, st, &pmv1.OPackage{Name: "hot", Metadata: &pmv1.PackageMetadata{Tags: []string{"start"}}})
-	const writers = 50
-	var wg sync.WaitGroup
-	for i := range writers {
-		wg.Go(func() {
-			tag := "w" + strconv.Itoa(i)
-			for {
-				cur, err := st.GetPackage(ctx, "hot")
-				if err != nil {
-					t.Errorf("writer %d: get: %v", i, err)
-					return
-				}
-				cur.Package.Metadata.Tags = append(cur.Package.Metadata.Tags, tag)
-				_, err = st.UpdatePackage(ctx, cur.Package, cur.Revision)
-				if errors.Is(err, store.ErrStale) {
-					continue
-				}
-				if err != nil {
-					t.Errorf("writer %d: update: %v", i, err)
-				}
-				return
-			}
-		})
-	}
-	wg.Wait()
-	assertAllWriters(t, mustGet(t, st, "hot"), writers)
+	raceAppendTag(t, st, 50,
+		func(tag string) error { return appendTag(ctx, st, tag) },
+		func(err error) bool { return errors.Is(err, store.ErrStale) })
 }
 
 // testConcurrentTransactions is testConcurrentUpdates with each cycle in a
@@ -724,34 +701,48 @@ func (s suite) testConcurrentUpdates(t *testing.T) {
 // after its own retries), and the writer then tries again.
 func (s suite) testConcurrentTransactions(t *testing.T) {
 	ctx, st := s.setup(t)
+	raceAppendTag(t, st, 10,
+		func(tag string) error {
+			return st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error { return appendTag(ctx, tx, tag) })
+		},
+		func(err error) bool { return fault.KindOf(err) == fault.Conflict })
+}
+
+// raceAppendTag creates package "hot" and has writers goroutines each add
+// its own tag with cycle, running it again while lost says the error means
+// the cycle lost a race; then it checks the outcome with assertAllWriters.
+func raceAppendTag(t *testing.T, st store.Store, writers int, cycle func(tag string) error, lost func(error) bool) {
+	t.Helper()
 	mustCreate(t, st, &pmv1.OPackage{Name: "hot", Metadata: &pmv1.PackageMetadata{Tags: []string{"start"}}})
-	const writers = 10
 	var wg sync.WaitGroup
 	for i := range writers {
 		wg.Go(func() {
 			tag := "w" + strconv.Itoa(i)
-			for {
-				err := st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
-					cur, err := tx.GetPackage(ctx, "hot")
-					if err != nil {
-						return err
-					}
-					cur.Package.Metadata.Tags = append(cur.Package.Metadata.Tags, tag)
-					_, err = tx.UpdatePackage(ctx, cur.Package, cur.Revision)
-					return err
-				})
-				if err != nil && fault.KindOf(err) == fault.Conflict {
-					continue
-				}
-				if err != nil {
-					t.Errorf("writer %d: %v", i, err)
-				}
-				return
+			err := cycle(tag)
+			for err != nil && lost(err) {
+				err = cycle(tag)
+			}
+			if err != nil {
+				t.Errorf("writer %d: %v", i, err)
 			}
 		})
 	}
 	wg.Wait()
 	assertAllWriters(t, mustGet(t, st, "hot"), writers)
+}
+
+// appendTag is one read-modify-write cycle: it reads package "hot" and
+// writes it back with tag added, checking the revision it read.
+func appendTag(ctx context.Context, tx store.Tx, tag string) error {
+	cur, err := tx.GetPackage(ctx, "hot")
+	if err != nil {
+		return fmt.Errorf("get: %w", err)
+	}
+	cur.Package.Metadata.Tags = append(cur.Package.Metadata.Tags, tag)
+	if _, err := tx.UpdatePackage(ctx, cur.Package, cur.Revision); err != nil {
+		return fmt.Errorf("update: %w", err)
+	}
+	return nil
 }
 
 // assertAllWriters checks the outcome of the concurrent writer tests.
