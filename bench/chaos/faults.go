@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"time"
+
+	"github.com/oaas/pm/bench/internal/pace"
 )
 
 // faults kill PMs and restart PostgreSQL at random moments of the workload.
@@ -42,7 +44,7 @@ func (f *faults) run(ctx context.Context, start time.Time) time.Time {
 	slices.SortFunc(events, func(a, b faultEvent) int { return int(a.at - b.at) })
 
 	for _, ev := range events {
-		if sleepCtx(ctx, time.Until(start.Add(ev.at))) != nil {
+		if pace.Sleep(ctx, time.Until(start.Add(ev.at))) != nil {
 			return time.Now()
 		}
 		if ev.pg {
@@ -95,7 +97,7 @@ func (f *faults) kill(ctx context.Context, start time.Time) {
 				return
 			}
 		}
-		if sleepCtx(ctx, 10*time.Millisecond) != nil {
+		if pace.Sleep(ctx, 10*time.Millisecond) != nil {
 			return
 		}
 	}

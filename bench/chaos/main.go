@@ -31,6 +31,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/oaas/pm/bench/internal/scratchdb"
 )
 
 // options are the command-line flags.
@@ -201,12 +203,15 @@ func run(ctx context.Context, o *options) (res result, err error) {
 	if err != nil {
 		return res, err
 	}
-	db, err := newScratch(ctx, o.databaseURL)
+	db, err := scratchdb.Create(ctx, o.databaseURL, "pmchaos_")
 	if err != nil {
 		return res, err
 	}
+	// Postgres may just have restarted; the drop waits for it, briefly.
+	db.DropTimeout = 30 * time.Second
+	logf("scratch database %s", db.Name)
 	defer func() {
-		if derr := db.drop(); derr != nil {
+		if derr := db.Close(); derr != nil {
 			logf("%v", derr)
 		}
 	}()
@@ -223,7 +228,7 @@ func run(ctx context.Context, o *options) (res result, err error) {
 	if err != nil {
 		return res, err
 	}
-	env := pmEnv(o, db.url, clusters)
+	env := pmEnv(o, db.URL, clusters)
 	pms, err := procs.startPMs(ctx, bins.pm, o.pms, env)
 	if err != nil {
 		return res, err

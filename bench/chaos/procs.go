@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/oaas/pm/bench/internal/pace"
 )
 
 // binaries are the freshly built commands.
@@ -291,19 +293,6 @@ func (s *supervisor) startPMs(ctx context.Context, bin string, n int, env []stri
 	return slots, nil
 }
 
-func waitClosed(ctx context.Context, ch <-chan struct{}, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ch:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return fmt.Errorf("not within %s", d)
-	}
-}
-
 // waitReady waits until the slot's current (or next) process is healthy.
 func (p *pmSlot) waitReady(ctx context.Context, d time.Duration) error {
 	p.mu.Lock()
@@ -316,7 +305,7 @@ func (p *pmSlot) waitReady(ctx context.Context, d time.Duration) error {
 	}
 	ch := p.readyCh
 	p.mu.Unlock()
-	return waitClosed(ctx, ch, d)
+	return pace.WaitClosed(ctx, ch, d)
 }
 
 // keep runs the slot's PM until ctx ends, restarting it after each exit:
@@ -327,7 +316,7 @@ func (p *pmSlot) keep(ctx context.Context) {
 		cmd, done, err := p.s.spawn(p.bin, []string{"-port", strconv.Itoa(p.port)}, p.env, p.name()+".log")
 		if err != nil {
 			logf("%s: %v", p.name(), err)
-			if sleepCtx(ctx, time.Second) != nil {
+			if pace.Sleep(ctx, time.Second) != nil {
 				return
 			}
 			continue
@@ -355,7 +344,7 @@ func (p *pmSlot) keep(ctx context.Context) {
 			logf("%s exited on its own (%s); restarting", p.name(), cmd.ProcessState)
 			pause = 500 * time.Millisecond
 		}
-		if sleepCtx(ctx, pause) != nil {
+		if pace.Sleep(ctx, pause) != nil {
 			return
 		}
 	}
@@ -422,15 +411,4 @@ func (p *pmSlot) running() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.cmd != nil && !p.killed
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/oaas/pm/bench/internal/scratchdb"
 	deploymentpb "github.com/oaas/pm/gen/go/oaas/deployment"
 	"github.com/oaas/pm/internal/deploy"
 )
@@ -14,7 +15,7 @@ import (
 // scheme put straight on a cluster (an orphan), and an acknowledged
 // deployment deleted straight from the database behind PM's back (a lost
 // write, whose runtimes then are orphans too).
-func selfCheck(ctx context.Context, v *verifier, db *scratch) error {
+func selfCheck(ctx context.Context, v *verifier, db *scratchdb.DB) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	c := v.clusters[0]
@@ -29,12 +30,7 @@ func selfCheck(ctx context.Context, v *verifier, db *scratch) error {
 		if e.expect() != mustExist {
 			continue
 		}
-		conn, err := pgConnect(ctx, db.url)
-		if err != nil {
-			return err
-		}
-		defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }() // nothing to do about a failed goodbye
-		if _, err := conn.Exec(ctx, "DELETE FROM deployments WHERE key = $1", e.key); err != nil {
+		if err := db.Exec(ctx, "DELETE FROM deployments WHERE key = $1", e.key); err != nil {
 			return fmt.Errorf("self-check: deleting %s behind PM's back: %w", e.key, err)
 		}
 		logf("self-check: deleted acknowledged deployment %s from the database", e.key)

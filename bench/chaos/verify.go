@@ -14,6 +14,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/oaas/pm/bench/internal/pace"
 	deploymentpb "github.com/oaas/pm/gen/go/oaas/deployment"
 	"github.com/oaas/pm/gen/go/oaas/deployment/deploymentconnect"
 	"github.com/oaas/pm/internal/deploy"
@@ -279,7 +280,7 @@ func (v *verifier) converge(ctx context.Context, from time.Time, timeout time.Du
 		if firstOK.IsZero() && now.After(deadline) {
 			break
 		}
-		_ = sleepCtx(ctx, 250*time.Millisecond)
+		_ = pace.Sleep(ctx, 250*time.Millisecond)
 	}
 	out := outcome{lost: last.lost, orphans: last.orphans, problems: last.problems}
 	if lastErr != nil {

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/oaas/pm/bench/internal/pace"
 )
 
 // The package every deployment of the workload deploys.
@@ -67,7 +69,7 @@ func (c *client) pick(ctx context.Context) *pmSlot {
 			defer c.mu.Unlock()
 			return ready[c.rng.IntN(len(ready))]
 		}
-		if sleepCtx(ctx, 50*time.Millisecond) != nil {
+		if pace.Sleep(ctx, 50*time.Millisecond) != nil {
 			break
 		}
 	}
@@ -146,7 +148,7 @@ func (c *client) createPackage(ctx context.Context) error {
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return fmt.Errorf("creating package %q: %s", packageName, r)
 		}
-		_ = sleepCtx(ctx, 200*time.Millisecond)
+		_ = pace.Sleep(ctx, 200*time.Millisecond)
 	}
 }
 
@@ -243,7 +245,7 @@ func (w *workload) run(ctx context.Context, start time.Time) {
 	sem := make(chan struct{}, 16)
 	var wg sync.WaitGroup
 	for _, p := range plans {
-		if sleepCtx(ctx, time.Until(start.Add(p.at))) != nil {
+		if pace.Sleep(ctx, time.Until(start.Add(p.at))) != nil {
 			break
 		}
 		select {
@@ -273,7 +275,7 @@ func (w *workload) run(ctx context.Context, start time.Time) {
 			default:
 				return
 			}
-			if sleepCtx(ctx, wait) != nil {
+			if pace.Sleep(ctx, wait) != nil {
 				return
 			}
 			w.delete(ctx, p.e, end)
@@ -297,7 +299,7 @@ func (w *workload) create(ctx context.Context, e *entry, end time.Time) bool {
 	for attempt := 1; attempt <= 3 && ctx.Err() == nil; attempt++ {
 		if attempt > 1 {
 			w.retries.Add(1)
-			if time.Now().After(end.Add(5*time.Second)) || sleepCtx(ctx, time.Duration(100+w.jitter(400))*time.Millisecond) != nil {
+			if time.Now().After(end.Add(5*time.Second)) || pace.Sleep(ctx, time.Duration(100+w.jitter(400))*time.Millisecond) != nil {
 				break
 			}
 		}
@@ -340,7 +342,7 @@ func (w *workload) delete(ctx context.Context, e *entry, end time.Time) {
 	for attempt := 1; attempt <= 6 && ctx.Err() == nil; attempt++ {
 		if attempt > 1 {
 			w.retries.Add(1)
-			if time.Now().After(end.Add(10*time.Second)) || sleepCtx(ctx, time.Duration(200+w.jitter(800))*time.Millisecond) != nil {
+			if time.Now().After(end.Add(10*time.Second)) || pace.Sleep(ctx, time.Duration(200+w.jitter(800))*time.Millisecond) != nil {
 				break
 			}
 		}

@@ -22,11 +22,10 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
-	"github.com/oaas/pm/internal/app"
-	"github.com/oaas/pm/internal/config"
+	"github.com/oaas/pm/bench/internal/inproc"
+	"github.com/oaas/pm/bench/internal/loadstat"
 	"github.com/oaas/pm/internal/crmsim"
 )
 
@@ -67,43 +66,25 @@ func run() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	cfgs := make([]crmsim.Config, o.clusters)
-	for i := range cfgs {
+	sims, err := inproc.StartSims(ctx, o.clusters, func(i int) crmsim.Config {
 		a := 0.9 + float64(i%10)/100
-		cfgs[i] = crmsim.Config{EnvName: fmt.Sprintf("c%02d", i), Availability: &a, Latency: o.crmLatency}
-	}
-	sims, err := crmsim.StartMany(ctx, cfgs)
+		return crmsim.Config{EnvName: fmt.Sprintf("c%02d", i), Availability: &a, Latency: o.crmLatency}
+	})
 	if err != nil {
 		return err
 	}
-	defer func() {
-		for _, s := range sims {
-			_ = s.Close()
-		}
-	}()
+	defer sims.Close()
 
-	cfg := config.Default()
-	cfg.Server.Host, cfg.Server.Port = "127.0.0.1", 0
+	cfg := inproc.Config(sims)
 	cfg.CRM.HealthCacheTTL = o.ttl
 	cfg.CRM.HealthCheckInterval = o.interval
 	cfg.CRM.Timeout = 2 * time.Second
-	cfg.Deploy.StatusPollInterval = 0
-	cfg.Reconcile.Interval = 0
-	cfg.Metrics.Enabled = false
-	for _, s := range sims {
-		cfg.CRM.Clusters = append(cfg.CRM.Clusters, config.Cluster{Name: s.EnvName(), URL: s.URL()})
-	}
-	if err := cfg.Validate(); err != nil {
-		return err
-	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	pm, err := app.New(ctx, cfg, log)
+	pm, err := inproc.StartPM(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	runErr := make(chan error, 1)
-	go func() { runErr <- pm.Run(ctx) }()
-	url := "http://" + pm.Addr() + "/api/v1/clusters/health"
+	url := pm.URL() + "/api/v1/clusters/health"
 
 	client := &http.Client{
 		Transport: &http.Transport{MaxIdleConnsPerHost: o.concurrency, MaxConnsPerHost: o.concurrency},
@@ -118,8 +99,7 @@ func run() error {
 	res := drive(ctx, client, url, o)
 
 	after := callCounts(sims)
-	cancel()
-	if err := <-runErr; err != nil {
+	if err := pm.Stop(); err != nil {
 		return fmt.Errorf("pm: %w", err)
 	}
 	report(o, res, before, after)
@@ -129,11 +109,7 @@ func run() error {
 // checkOnce makes sure the route answers with every cluster before the
 // measurement, so setup costs (first connections) stay out of it.
 func checkOnce(ctx context.Context, c *http.Client, url string, clusters int) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.Do(req)
+	resp, err := send(ctx, c, url)
 	if err != nil {
 		return err
 	}
@@ -146,6 +122,15 @@ func checkOnce(ctx context.Context, c *http.Client, url string, clusters int) er
 		return fmt.Errorf("warm-up: status %d, %d clusters", resp.StatusCode, len(items))
 	}
 	return nil
+}
+
+// send sends a GET to url; the caller closes the body.
+func send(ctx context.Context, c *http.Client, url string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	return c.Do(req)
 }
 
 // callCounts is GetEnvHealth calls per simulated cluster.
@@ -179,7 +164,7 @@ func drive(ctx context.Context, c *http.Client, url string, o options) result {
 	)
 	r.latencies = make([]time.Duration, 0, total)
 	sem := make(chan struct{}, o.concurrency)
-	cpu0 := cpuTime()
+	cpu0 := loadstat.CPUTime()
 	start := time.Now()
 	for i := range total {
 		due := start.Add(time.Duration(i) * step)
@@ -208,17 +193,15 @@ func drive(ctx context.Context, c *http.Client, url string, o options) result {
 	}
 	wg.Wait()
 	r.wall = time.Since(start)
-	r.cpu = cpuTime() - cpu0
+	r.cpu = loadstat.CPUTime() - cpu0
 	r.ok, r.failed = ok.Load(), bad.Load()
 	return r
 }
 
+// get sends a GET to url and reads the answer whole; anything but 200 is
+// an error.
 func get(ctx context.Context, c *http.Client, url string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.Do(req)
+	resp, err := send(ctx, c, url)
 	if err != nil {
 		return err
 	}
@@ -232,23 +215,8 @@ func get(ctx context.Context, c *http.Client, url string) error {
 	return nil
 }
 
-// cpuTime is this process's user plus system CPU time.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 func report(o options, r result, before, after []int64) {
-	slices.Sort(r.latencies)
-	pct := func(p float64) time.Duration {
-		if len(r.latencies) == 0 {
-			return 0
-		}
-		return r.latencies[min(len(r.latencies)-1, int(p*float64(len(r.latencies))))]
-	}
+	lat := loadstat.Summarize(r.latencies)
 	calls := make([]int64, len(before))
 	var sum int64
 	for i := range before {
@@ -264,8 +232,8 @@ func report(o options, r result, before, after []int64) {
 	fmt.Printf("requests: sent=%d ok=%d failed=%d dropped=%d achieved=%.0f/s\n",
 		r.sent, r.ok, r.failed, r.dropped, float64(r.ok)/r.wall.Seconds())
 	fmt.Printf("latency (from scheduled send): p50=%s p90=%s p99=%s max=%s\n",
-		pct(0.50).Round(time.Microsecond), pct(0.90).Round(time.Microsecond),
-		pct(0.99).Round(time.Microsecond), pct(1).Round(time.Microsecond))
+		lat.P50.Round(time.Microsecond), lat.P90.Round(time.Microsecond),
+		lat.P99.Round(time.Microsecond), lat.Max.Round(time.Microsecond))
 	verdict := "OK: ≤ 1 call per cluster per TTL"
 	if maxCalls > bound {
 		verdict = "OVER: more than 1 call per cluster per TTL"

@@ -21,12 +21,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
-	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,9 +34,12 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/oaas/pm/bench/internal/inproc"
+	"github.com/oaas/pm/bench/internal/loadstat"
+	"github.com/oaas/pm/bench/internal/pace"
+	"github.com/oaas/pm/bench/internal/scratchdb"
 	deploymentpb "github.com/oaas/pm/gen/go/oaas/deployment"
 	"github.com/oaas/pm/gen/go/oaas/deployment/deploymentconnect"
-	"github.com/oaas/pm/internal/app"
 	"github.com/oaas/pm/internal/config"
 	"github.com/oaas/pm/internal/crmsim"
 )
@@ -137,16 +138,16 @@ func run() error {
 
 	dbURL := ""
 	if o.storage == "postgres" {
-		db, err := newScratch(ctx, o.databaseURL)
+		db, err := scratchdb.Create(ctx, o.databaseURL, "deployfanout_")
 		if err != nil {
 			return err
 		}
 		defer func() {
-			if err := db.drop(); err != nil {
+			if err := db.Close(); err != nil {
 				fmt.Fprintln(os.Stderr, "deployfanout:", err)
 			}
 		}()
-		dbURL = db.url
+		dbURL = db.URL
 	}
 
 	fmt.Printf("deployfanout: crm latency %s, %d runs per row, storage %s, GOMAXPROCS %d, load average %s\n",
@@ -156,7 +157,7 @@ func run() error {
 		return fmt.Errorf("baseline: %w", err)
 	}
 	fmt.Printf("baseline: one raw CRM Deploy round trip (connect gRPC client, h2c, straight to a simulator), %d calls: p50 %s p99 %s mean %s\n\n",
-		o.baseline, ms(base.p50), ms(base.p99), ms(base.mean))
+		o.baseline, ms(base.P50), ms(base.P99), ms(base.Mean))
 
 	var rows []row
 	for _, n := range o.clusters {
@@ -170,33 +171,14 @@ func run() error {
 	return nil
 }
 
-// stats summarises latencies.
-type stats struct {
-	p50, p99, mean time.Duration
-}
-
-func summarise(d []time.Duration) stats {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	pct := func(p float64) time.Duration {
-		i := int(math.Ceil(p*float64(len(s)))) - 1
-		return s[min(max(i, 0), len(s)-1)]
-	}
-	var sum time.Duration
-	for _, v := range s {
-		sum += v
-	}
-	return stats{p50: pct(0.50), p99: pct(0.99), mean: sum / time.Duration(len(s))}
-}
-
 // baseline measures one CRM round trip the way PM makes it: a Deploy over
 // the generated connect client with the gRPC protocol on h2c, to a
 // simulator with the same latency. The first call (connection setup) is not
 // measured.
-func baseline(ctx context.Context, o options) (stats, error) {
+func baseline(ctx context.Context, o options) (loadstat.Summary, error) {
 	sim, err := crmsim.Start(ctx, crmsim.Config{EnvName: "baseline", Latency: o.latency})
 	if err != nil {
-		return stats{}, err
+		return loadstat.Summary{}, err
 	}
 	defer func() { _ = sim.Close() }()
 	var protocols http.Protocols
@@ -211,16 +193,16 @@ func baseline(ctx context.Context, o options) (stats, error) {
 		start := time.Now()
 		res, err := client.Deploy(ctx, &deploymentpb.DeployRequest{DeploymentUnit: unit})
 		if err != nil {
-			return stats{}, err
+			return loadstat.Summary{}, err
 		}
 		if res.GetDeploymentId() == "" {
-			return stats{}, fmt.Errorf("deploy answered %v", res)
+			return loadstat.Summary{}, fmt.Errorf("deploy answered %v", res)
 		}
 		if i > 0 {
 			lat = append(lat, time.Since(start))
 		}
 	}
-	return summarise(lat), nil
+	return loadstat.Summarize(lat), nil
 }
 
 // rawFanout is the floor of any fan-out on this machine: one connect
@@ -266,20 +248,11 @@ func (f *rawFanout) close() {
 	}
 }
 
-// cpuTime is this process's user plus system CPU time.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 // row is one measured configuration.
 type row struct {
 	clusters, parallelism int
 	cold                  bool
-	stats                 stats
+	stats                 loadstat.Summary
 	// Per create, summed over the clusters: CRM calls by kind.
 	deploys, health, other float64
 	// failed counts creates that did not answer 201; firstErr is the first.
@@ -289,26 +262,20 @@ type row struct {
 	cpu time.Duration
 	// raw is the same fan-out without PM, measured next to each create:
 	// every Deploy sent at once from this process straight to the simulators.
-	raw stats
+	raw loadstat.Summary
 }
 
 // measureFleet starts n simulated clusters and measures creates against them
 // at each parallelism and cache mode asked for.
 func measureFleet(ctx context.Context, o options, n int, dbURL string) ([]row, error) {
-	cfgs := make([]crmsim.Config, n)
-	for i := range cfgs {
+	sims, err := inproc.StartSims(ctx, n, func(i int) crmsim.Config {
 		a := o.availability
-		cfgs[i] = crmsim.Config{EnvName: fmt.Sprintf("c%03d", i), Availability: &a, Latency: o.latency}
-	}
-	sims, err := crmsim.StartMany(ctx, cfgs)
+		return crmsim.Config{EnvName: fmt.Sprintf("c%03d", i), Availability: &a, Latency: o.latency}
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		for _, s := range sims {
-			_ = s.Close()
-		}
-	}()
+	defer sims.Close()
 	raw := newRawFanout(sims)
 	defer raw.close()
 	pars := []int{o.parallelism}
@@ -327,7 +294,7 @@ func measureFleet(ctx context.Context, o options, n int, dbURL string) ([]row, e
 				return nil, fmt.Errorf("parallelism %d, cold %v: %w", p, cold, err)
 			}
 			fmt.Printf("  measured %3d clusters, parallelism %3d, %-4s cache: p50 %s (raw fan-out %s), %d failed\n",
-				n, p, cacheName(cold), ms(r.stats.p50), ms(r.raw.p50), r.failed)
+				n, p, cacheName(cold), ms(r.stats.P50), ms(r.raw.P50), r.failed)
 			rows = append(rows, r)
 		}
 	}
@@ -342,15 +309,13 @@ func cacheName(cold bool) string {
 }
 
 // measure starts one PM over sims and times o.runs creates.
-func measure(ctx context.Context, o options, sims []*crmsim.Sim, raw *rawFanout, parallelism int, cold bool, dbURL string) (r row, err error) {
+func measure(ctx context.Context, o options, sims inproc.Sims, raw *rawFanout, parallelism int, cold bool, dbURL string) (r row, err error) {
 	n := len(sims)
 	r = row{clusters: n, parallelism: parallelism, cold: cold}
-	cfg := config.Default()
-	cfg.Server.Host, cfg.Server.Port = "127.0.0.1", 0
+	cfg := inproc.Config(sims)
 	cfg.Server.ShutdownTimeout = 10 * time.Second
 	cfg.Storage.Type = o.storage
 	cfg.Storage.DatabaseURL = dbURL
-	cfg.Metrics.Enabled = false
 	cfg.CRM.EmbeddedSimulator = false
 	cfg.CRM.HealthCheckInterval = 0 // no background refresh: the cache is warm or cold because the bench says so
 	cfg.CRM.HealthCacheTTL = 60 * time.Second
@@ -359,44 +324,28 @@ func measure(ctx context.Context, o options, sims []*crmsim.Sim, raw *rawFanout,
 	}
 	cfg.CRM.Timeout = 10 * time.Second
 	cfg.Deploy.Parallelism = parallelism
-	cfg.Deploy.StatusPollInterval = 0
-	cfg.Reconcile.Interval = 0
-	for _, s := range sims {
-		cfg.CRM.Clusters = append(cfg.CRM.Clusters, config.Cluster{Name: s.EnvName(), URL: s.URL()})
-	}
-	if err := cfg.Validate(); err != nil {
-		return r, err
-	}
-	pmCtx, stopPM := context.WithCancel(ctx)
 	log := slog.New(slog.DiscardHandler)
 	if o.pmLog {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	pm, err := app.New(pmCtx, cfg, log)
+	pm, err := inproc.StartPM(ctx, cfg, log)
 	if err != nil {
-		stopPM()
 		return r, err
 	}
-	done := make(chan error, 1)
-	go func() { done <- pm.Run(pmCtx) }()
 	defer func() {
-		stopPM()
-		if perr := <-done; perr != nil && err == nil {
+		if perr := pm.Stop(); perr != nil && err == nil {
 			err = fmt.Errorf("pm: %w", perr)
 		}
 	}()
 
-	c := &client{base: "http://" + pm.Addr(), http: &http.Client{Timeout: 60 * time.Second}}
+	c := &client{base: pm.URL(), http: &http.Client{Timeout: 60 * time.Second}}
 	defer c.http.CloseIdleConnections()
 	// A name of its own, as PMs may share a Postgres scratch database.
 	pkg := fmt.Sprintf("fanout-%d-p%d-%s", n, parallelism, cacheName(cold))
 	if err := c.post(ctx, "/api/v1/packages", echoPackage(pkg)); err != nil {
 		return r, fmt.Errorf("creating the package: %w", err)
 	}
-	names := make([]string, n)
-	for i, s := range sims {
-		names[i] = s.EnvName()
-	}
+	names := sims.Names()
 	// Warm up: health into the cache, connections to every CRM open, and one
 	// unmeasured create through every code path.
 	if err := c.get(ctx, "/api/v1/clusters/health"); err != nil {
@@ -413,11 +362,11 @@ func measure(ctx context.Context, o options, sims []*crmsim.Sim, raw *rawFanout,
 		return r, fmt.Errorf("raw fan-out: %w", err)
 	}
 	if o.cpuprofile != "" {
-		stopProfile, err := profile(fmt.Sprintf("%s/create-c%d-p%d-%s.pprof", o.cpuprofile, n, parallelism, cacheName(cold)))
+		stopProfile, err := loadstat.StartCPUProfile(fmt.Sprintf("%s/create-c%d-p%d-%s.pprof", o.cpuprofile, n, parallelism, cacheName(cold)))
 		if err != nil {
 			return r, err
 		}
-		defer stopProfile()
+		defer func() { _ = stopProfile() }() // a truncated profile is still worth a look
 	}
 	var (
 		lat, rawLat []time.Duration
@@ -427,7 +376,7 @@ func measure(ctx context.Context, o options, sims []*crmsim.Sim, raw *rawFanout,
 	for i := range o.runs {
 		if cold {
 			// Every cached health entry has expired: this create reads them.
-			if err := sleep(ctx, o.coldTTL+10*time.Millisecond); err != nil {
+			if err := pace.Sleep(ctx, o.coldTTL+10*time.Millisecond); err != nil {
 				return r, err
 			}
 		}
@@ -438,7 +387,7 @@ func measure(ctx context.Context, o options, sims []*crmsim.Sim, raw *rawFanout,
 		rawLat = append(rawLat, d)
 
 		body := deployment(fmt.Sprintf("%s-%d", pkg, i), pkg, names)
-		before, cpu0 := callTotals(sims), cpuTime()
+		before, cpu0 := callTotals(sims), loadstat.CPUTime()
 		start := time.Now()
 		if err := c.post(ctx, "/api/v1/deployments", body); err != nil {
 			if ctx.Err() != nil {
@@ -452,13 +401,13 @@ func measure(ctx context.Context, o options, sims []*crmsim.Sim, raw *rawFanout,
 		} else {
 			lat = append(lat, time.Since(start))
 		}
-		cpu += cpuTime() - cpu0
+		cpu += loadstat.CPUTime() - cpu0
 		crm = crm.add(callTotals(sims).sub(before))
 	}
 	runs := float64(o.runs)
-	r.raw = summarise(rawLat)
+	r.raw = loadstat.Summarize(rawLat)
 	if len(lat) > 0 {
-		r.stats = summarise(lat)
+		r.stats = loadstat.Summarize(lat)
 	}
 	r.cpu = cpu / time.Duration(o.runs)
 	r.deploys, r.health, r.other = float64(crm.deploys)/runs, float64(crm.health)/runs, float64(crm.other)/runs
@@ -491,33 +440,6 @@ func callTotals(sims []*crmsim.Sim) calls {
 		}
 	}
 	return c
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
-// profile starts a CPU profile written to path; the returned func stops it.
-func profile(path string) (func(), error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, err
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		_ = f.Close()
-		return nil, err
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		_ = f.Close()
-	}, nil
 }
 
 // client is a REST client of the PM under test (HTTP/1.1 keep-alive).
@@ -578,15 +500,15 @@ func deployment(key, pkg string, clusters []string) map[string]any {
 }
 
 // report prints the table and how to read it.
-func report(o options, base stats, rows []row) {
+func report(o options, base loadstat.Summary, rows []row) {
 	slices.SortStableFunc(rows, func(a, b row) int {
 		return cmp.Or(cmp.Compare(a.clusters, b.clusters), cmp.Compare(a.parallelism, b.parallelism), cmpBool(a.cold, b.cold))
 	})
-	fmt.Printf("\ncreate latency, POST /api/v1/deployments targeting every cluster (REST, end to end), baseline p50 %s\n", ms(base.p50))
+	fmt.Printf("\ncreate latency, POST /api/v1/deployments targeting every cluster (REST, end to end), baseline p50 %s\n", ms(base.P50))
 	fmt.Printf("%8s %4s %5s %8s %8s %8s %8s %6s %5s %8s %8s %8s %12s  %s\n",
 		"clusters", "par", "cache", "p50", "p99", "mean", "baseline", "ratio", "waves", "raw-fan", "over-raw", "cpu/op", "crm/create", "target ≤1.3× (10, 100)")
 	for _, r := range rows {
-		ratio := float64(r.stats.p50) / float64(base.p50)
+		ratio := float64(r.stats.P50) / float64(base.P50)
 		waves := (r.clusters + r.parallelism - 1) / r.parallelism
 		verdict := "-"
 		switch {
@@ -605,20 +527,20 @@ func report(o options, base stats, rows []row) {
 		case r.clusters >= 10:
 			verdict = "(cold; not the target's case)"
 		}
-		if floor := float64(r.raw.p50) / float64(base.p50); r.failed == 0 && r.clusters >= 10 && !r.cold && floor > targetRatio {
+		if floor := float64(r.raw.P50) / float64(base.P50); r.failed == 0 && r.clusters >= 10 && !r.cold && floor > targetRatio {
 			verdict += fmt.Sprintf(" (raw floor here %.2f×)", floor)
 		}
 		crm := fmt.Sprintf("%gD+%gH", r.deploys, r.health)
 		if r.other > 0 {
 			crm += fmt.Sprintf("+%g", r.other)
 		}
-		p50, p99, mean, ratioText, over := ms(r.stats.p50), ms(r.stats.p99), ms(r.stats.mean), fmt.Sprintf("%.2f×", ratio), ms(r.stats.p50-r.raw.p50)
+		p50, p99, mean, ratioText, over := ms(r.stats.P50), ms(r.stats.P99), ms(r.stats.Mean), fmt.Sprintf("%.2f×", ratio), ms(r.stats.P50-r.raw.P50)
 		if r.failed == o.runs {
 			p50, p99, mean, ratioText, over = "-", "-", "-", "-", "-"
 		}
 		fmt.Printf("%8d %4d %5s %8s %8s %8s %8s %6s %5d %8s %8s %8s %12s  %s\n",
 			r.clusters, r.parallelism, cacheName(r.cold), p50, p99, mean,
-			ms(base.p50), ratioText, waves, ms(r.raw.p50), over, ms(r.cpu), crm, verdict)
+			ms(base.P50), ratioText, waves, ms(r.raw.P50), over, ms(r.cpu), crm, verdict)
 	}
 	for _, r := range rows {
 		if r.failed > 0 {
@@ -649,19 +571,13 @@ func cmpBool(a, b bool) int {
 	return 1
 }
 
-func ms(d time.Duration) string {
-	return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond))
-}
+// ms formats a duration in milliseconds with one decimal.
+func ms(d time.Duration) string { return loadstat.Millis(d, 1) }
 
 // loadAverage is /proc/loadavg's first three fields, or "n/a".
 func loadAverage() string {
-	raw, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "n/a"
+	if f := loadstat.LoadAverage(); f != nil {
+		return strings.Join(f, " ")
 	}
-	f := strings.Fields(string(raw))
-	if len(f) < 3 {
-		return "n/a"
-	}
-	return strings.Join(f[:3], " ")
+	return "n/a"
 }

@@ -10,10 +10,11 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/oaas/pm/bench/internal/loadstat"
 )
 
 // operation is one kind of request the loader sends.
@@ -84,8 +85,7 @@ type stats struct {
 	errors     int
 	firstError string
 	opsPerSec  float64
-	p50, p99   time.Duration
-	mean       time.Duration
+	latency    loadstat.Summary
 }
 
 // worker is one client's share of a phase.
@@ -166,14 +166,7 @@ func (l *loader) run(ctx context.Context, op operation, clients int, warmup, dur
 	if s.ops == 0 {
 		return s, fmt.Errorf("no request succeeded in the measured window; first error: %s", s.firstError)
 	}
-	slices.Sort(all)
-	var sum time.Duration
-	for _, d := range all {
-		sum += d
-	}
-	s.mean = sum / time.Duration(len(all))
-	s.p50 = all[(len(all)-1)*50/100]
-	s.p99 = all[(len(all)-1)*99/100]
+	s.latency = loadstat.Summarize(all)
 	s.opsPerSec = float64(s.ops) / last.Sub(measureFrom).Seconds()
 	return s, nil
 }

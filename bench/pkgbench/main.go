@@ -26,12 +26,14 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/oaas/pm/bench/internal/inproc"
+	"github.com/oaas/pm/bench/internal/loadstat"
+	"github.com/oaas/pm/bench/internal/scratchdb"
 	"github.com/oaas/pm/internal/app"
 	"github.com/oaas/pm/internal/config"
 )
@@ -139,13 +141,13 @@ func run(ctx context.Context, o options, w io.Writer) (err error) {
 	}
 	defer func() {
 		if o.keep {
-			out.printf("\nkept scratch database %s (%s)\n", db.name, redact(db.url))
+			out.printf("\nkept scratch database %s (%s)\n", db.Name, scratchdb.Redact(db.URL))
 			return
 		}
-		err = errors.Join(err, db.drop())
+		err = errors.Join(err, db.Close())
 	}()
 
-	pm, err := startPM(ctx, db.url)
+	pm, err := startPM(ctx, db.URL)
 	if err != nil {
 		return err
 	}
@@ -154,7 +156,7 @@ func run(ctx context.Context, o options, w io.Writer) (err error) {
 	if err := db.preparePgbench(ctx); err != nil {
 		return err
 	}
-	pgb := &pgbench{path: pgbenchPath, url: db.url, db: db}
+	pgb := &pgbench{path: pgbenchPath, url: db.URL, db: db}
 	if pgb.dir, err = os.MkdirTemp("", "pkgbench-"); err != nil {
 		return err
 	}
@@ -171,7 +173,7 @@ func run(ctx context.Context, o options, w io.Writer) (err error) {
 	}
 	out.printf("pkgbench: PM %s (storage postgres, pool %s) vs %s\n", pm.addr, pm.poolSize(), pgbenchVersion)
 	out.printf("postgres %s, database %s; %s, GOMAXPROCS %d, %d CPUs; %s per phase after %s warm-up\n",
-		serverVersion, db.name, runtime.Version(), runtime.GOMAXPROCS(0), runtime.NumCPU(), o.duration, o.warmup)
+		serverVersion, db.Name, runtime.Version(), runtime.GOMAXPROCS(0), runtime.NumCPU(), o.duration, o.warmup)
 	loadWarning(out, "before the run")
 	out.printf("\n")
 
@@ -244,13 +246,9 @@ func progress(out *printer, what string, clients int) {
 // whichever phase it overlaps). Only the load before the run says
 // something about other work; during it, the benchmark is the load.
 func loadWarning(out *printer, when string) {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
+	f := loadstat.LoadAverage()
+	if f == nil {
 		return // not Linux; nothing to say
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return
 	}
 	load, err := strconv.ParseFloat(f[0], 64)
 	if err != nil {
@@ -266,20 +264,12 @@ func loadWarning(out *printer, when string) {
 // profiler starts a CPU profile into path and returns its stop function,
 // or nil (after a warning) if the profile cannot be written.
 func profiler(path string) func() error {
-	f, err := os.Create(path)
+	stop, err := loadstat.StartCPUProfile(path)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "pkgbench: cpu profile:", err)
 		return nil
 	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		_ = f.Close() // empty; the profile is skipped anyway
-		fmt.Fprintln(os.Stderr, "pkgbench: cpu profile:", err)
-		return nil
-	}
-	return func() error {
-		pprof.StopCPUProfile()
-		return f.Close()
-	}
+	return stop
 }
 
 // report prints the results table and the targets.
@@ -296,23 +286,21 @@ func report(out *printer, results []result) {
 			met = "yes"
 		}
 		out.printf("%-9s %7d %10.0f %9s %9s %9s %12.0f %11s %9.0f%% %6.0f%% %4s\n",
-			r.op, r.clients, r.pm.opsPerSec, ms(r.pm.p50), ms(r.pm.p99), ms(r.pm.mean),
+			r.op, r.clients, r.pm.opsPerSec, ms(r.pm.latency.P50), ms(r.pm.latency.P99), ms(r.pm.latency.Mean),
 			r.pgb.tps, ms(r.pgb.latency), 100*ratio, 100*r.target, met)
 	}
 	out.printf("\nPM: REST over HTTP/1.1 keep-alive from an in-process client; pgbench: -M prepared single-row\n")
 	out.printf("INSERT / SELECT by primary key on a table shaped like packages (same columns, indexes, doc size).\n")
 }
 
-// ms formats a duration in milliseconds.
-func ms(d time.Duration) string {
-	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 3, 64) + "ms"
-}
+// ms formats a duration in milliseconds with three decimals.
+func ms(d time.Duration) string { return loadstat.Millis(d, 3) }
 
 // pmServer is the PM under test.
 type pmServer struct {
 	addr string
 	cfg  config.Config
-	stop func() error
+	pm   *inproc.PM
 }
 
 // poolSize describes the configured pgx pool size.
@@ -323,8 +311,18 @@ func (p *pmServer) poolSize() string {
 	return strconv.Itoa(p.cfg.Storage.MaxConns)
 }
 
+// stop stops PM and waits for it.
+func (p *pmServer) stop() error {
+	err := p.pm.Stop()
+	if err != nil && !errors.Is(err, inproc.ErrNotStopped) {
+		return fmt.Errorf("PM stopped with: %w", err)
+	}
+	return err
+}
+
 // startPM starts PM in-process on url, configured from the environment
-// with the benchmark's fixed settings on top.
+// with the benchmark's fixed settings on top. It runs until stop, also
+// after ctx ends, so that it stops before the database is dropped.
 func startPM(ctx context.Context, url string) (*pmServer, error) {
 	fixed := map[string]string{
 		"STORAGE_TYPE":    "postgres",
@@ -345,24 +343,9 @@ func startPM(ctx context.Context, url string) (*pmServer, error) {
 	// Logs are formatted as configured (their cost is part of serving)
 	// and thrown away.
 	log := app.NewLogger(cfg.Log, io.Discard)
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	a, err := app.New(runCtx, cfg, log)
+	pm, err := inproc.StartPM(context.WithoutCancel(ctx), cfg, log)
 	if err != nil {
-		cancel()
 		return nil, fmt.Errorf("starting PM: %w", err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- a.Run(runCtx) }()
-	return &pmServer{addr: a.Addr(), cfg: cfg, stop: func() error {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				return fmt.Errorf("PM stopped with: %w", err)
-			}
-			return nil
-		case <-time.After(cfg.Server.ShutdownTimeout + 5*time.Second):
-			return errors.New("PM did not stop in time")
-		}
-	}}, nil
+	return &pmServer{addr: pm.Addr(), cfg: cfg, pm: pm}, nil
 }

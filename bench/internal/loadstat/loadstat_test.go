@@ -1,0 +1,37 @@
+package loadstat
+
+import (
+	"testing"
+	"time"
+)
+
+func TestSummarize(t *testing.T) {
+	var d []time.Duration
+	for i := 10; i >= 1; i-- {
+		d = append(d, time.Duration(i)*time.Millisecond)
+	}
+	s := Summarize(d)
+	want := Summary{N: 10, P50: 5 * time.Millisecond, P90: 9 * time.Millisecond, P99: 10 * time.Millisecond,
+		Max: 10 * time.Millisecond, Mean: 5500 * time.Microsecond}
+	if s != want {
+		t.Errorf("got %+v, want %+v", s, want)
+	}
+	if d[0] != 10*time.Millisecond {
+		t.Error("Summarize reordered its argument")
+	}
+	if (Summarize(nil) != Summary{}) {
+		t.Error("empty sample: not the zero Summary")
+	}
+	if got := Percentile([]time.Duration{7}, 0); got != 7 {
+		t.Errorf("Percentile(0) of one = %v", got)
+	}
+}
+
+func TestMillis(t *testing.T) {
+	if got := Millis(12345*time.Microsecond, 1); got != "12.3ms" {
+		t.Errorf("got %q", got)
+	}
+	if got := Millis(387*time.Microsecond, 3); got != "0.387ms" {
+		t.Errorf("got %q", got)
+	}
+}
