@@ -355,11 +355,10 @@ func (r *recorder) flush(ctx context.Context, batch []pendingWrite) error {
 	for attempt := 1; attempt <= 5; attempt++ {
 		err = r.s.st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
 			steps := make([]store.Step, 0, len(batch))
+			var puts []store.Mapping
 			for _, w := range batch {
 				if w.put != nil {
-					if err := tx.PutMapping(ctx, *w.put); err != nil {
-						return err
-					}
+					puts = append(puts, *w.put)
 				}
 				if w.drop {
 					if err := tx.DeleteMapping(ctx, r.op.DeploymentKey, w.step.Cluster); err != nil {
@@ -367,6 +366,9 @@ func (r *recorder) flush(ctx context.Context, batch []pendingWrite) error {
 					}
 				}
 				steps = append(steps, w.step)
+			}
+			if err := tx.PutMapping(ctx, puts...); err != nil {
+				return err
 			}
 			return tx.UpdateStep(ctx, r.op.ID, r.s.cfg.Owner, steps...)
 		})

@@ -121,9 +121,11 @@ type Deployments interface {
 	// revision check as update.
 	DeleteDeployment(ctx context.Context, key string, expected int64) error
 
-	// PutMapping records (or replaces) the unit id of a deployment on a
-	// cluster; ErrNotFound if the deployment does not exist.
-	PutMapping(ctx context.Context, m Mapping) error
+	// PutMapping records (or replaces) the unit ids of deployments on
+	// clusters, all in one write; ErrNotFound, and nothing written, if a
+	// deployment does not exist. A wide fan-out records its mappings
+	// together instead of one round trip each.
+	PutMapping(ctx context.Context, ms ...Mapping) error
 	// DeleteMapping removes one cluster's mapping; deleting an absent
 	// mapping is not an error.
 	DeleteMapping(ctx context.Context, deploymentKey, cluster string) error

@@ -81,13 +81,13 @@ func (s *Store) DeleteDeployment(ctx context.Context, key string, expected int64
 }
 
 // PutMapping implements store.Deployments.
-func (s *Store) PutMapping(ctx context.Context, m store.Mapping) error {
+func (s *Store) PutMapping(ctx context.Context, ms ...store.Mapping) error {
 	if err := s.enter(ctx); err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.putMapping(m, nil)
+	return s.putMapping(ms, nil)
 }
 
 // DeleteMapping implements store.Deployments.
@@ -162,11 +162,11 @@ func (t *tx) DeleteDeployment(ctx context.Context, key string, expected int64) e
 }
 
 // PutMapping implements store.Deployments inside a transaction.
-func (t *tx) PutMapping(ctx context.Context, m store.Mapping) error {
+func (t *tx) PutMapping(ctx context.Context, ms ...store.Mapping) error {
 	if err := t.enter(ctx); err != nil {
 		return err
 	}
-	return t.s.putMapping(m, t)
+	return t.s.putMapping(ms, t)
 }
 
 // DeleteMapping implements store.Deployments inside a transaction.
@@ -217,17 +217,26 @@ func (s *Store) listDeployments(f store.DeploymentFilter) []docEntry[*pmv1.OClas
 	}, f.After, f.Offset, f.Limit)
 }
 
-func (s *Store) putMapping(m store.Mapping, u *tx) error {
-	if _, ok := s.deps[m.DeploymentKey]; !ok {
-		return deployments.notFound(m.DeploymentKey)
+func (s *Store) putMapping(ms []store.Mapping, u *tx) error {
+	// Check every deployment first: a failed call writes nothing.
+	byKey := map[string][]store.Mapping{}
+	for _, m := range ms {
+		if _, ok := s.deps[m.DeploymentKey]; !ok {
+			return deployments.notFound(m.DeploymentKey)
+		}
+		byKey[m.DeploymentKey] = append(byKey[m.DeploymentKey], m)
 	}
-	next := maps.Clone(s.mappings[m.DeploymentKey])
-	if next == nil {
-		next = make(map[string]string, 1)
+	for key, group := range byKey {
+		next := maps.Clone(s.mappings[key])
+		if next == nil {
+			next = make(map[string]string, len(group))
+		}
+		for _, m := range group {
+			next[m.Cluster] = m.UnitID
+		}
+		keep(u, s.mappings, key)
+		s.mappings[key] = next
 	}
-	next[m.Cluster] = m.UnitID
-	keep(u, s.mappings, m.DeploymentKey)
-	s.mappings[m.DeploymentKey] = next
 	return nil
 }
 

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -79,17 +80,48 @@ func (r *repo) DeleteDeployment(ctx context.Context, key string, expected int64)
 
 // sqlPutMapping keeps the first created_at of a (deployment, cluster) pair:
 // a replaced unit id is still the same mapping.
+// The arrays are zipped row by row; one statement writes every mapping,
+// or none and names a deployment that does not exist (the foreign key
+// still guards against one deleted meanwhile).
 const sqlPutMapping = `
-INSERT INTO deployment_mappings (deployment_key, cluster, unit_id, created_at)
-VALUES ($1, $2, $3, $4)
-ON CONFLICT (deployment_key, cluster) DO UPDATE SET unit_id = EXCLUDED.unit_id`
+WITH missing AS (
+    SELECT k FROM unnest($1::text[]) AS k
+    WHERE NOT EXISTS (SELECT 1 FROM deployments d WHERE d.key = k) LIMIT 1
+), ins AS (
+    INSERT INTO deployment_mappings (deployment_key, cluster, unit_id, created_at)
+    SELECT k, c, u, $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS m(k, c, u)
+    WHERE NOT EXISTS (SELECT 1 FROM missing)
+    ON CONFLICT (deployment_key, cluster) DO UPDATE SET unit_id = EXCLUDED.unit_id
+)
+SELECT (SELECT k FROM missing)`
 
 // PutMapping implements store.Deployments. The foreign key, not a prior
 // SELECT, detects a missing deployment (classify maps its violation to
-// ErrNotFound).
-func (r *repo) PutMapping(ctx context.Context, m store.Mapping) error {
-	_, err := r.exec(ctx, "deployment", m.DeploymentKey, sqlPutMapping, m.DeploymentKey, m.Cluster, m.UnitID, r.now())
-	return err
+// ErrNotFound); the statement is atomic, so nothing is written then.
+func (r *repo) PutMapping(ctx context.Context, ms ...store.Mapping) error {
+	if len(ms) == 0 {
+		return nil
+	}
+	// One row per (deployment, cluster), the last one winning as if the
+	// mappings were put one by one: ON CONFLICT may touch a row only once.
+	last := make(map[[2]string]int, len(ms))
+	for i, m := range ms {
+		last[[2]string{m.DeploymentKey, m.Cluster}] = i
+	}
+	var keys, clusters, units []string
+	for i, m := range ms {
+		if last[[2]string{m.DeploymentKey, m.Cluster}] == i {
+			keys, clusters, units = append(keys, m.DeploymentKey), append(clusters, m.Cluster), append(units, m.UnitID)
+		}
+	}
+	var missing *string
+	if err := r.queryRow(ctx, "deployment", keys[0], sqlPutMapping, []any{keys, clusters, units, r.now()}, &missing); err != nil {
+		return err
+	}
+	if missing != nil {
+		return fmt.Errorf("deployment %q: %w", *missing, store.ErrNotFound)
+	}
+	return nil
 }
 
 const sqlDeleteMapping = `DELETE FROM deployment_mappings WHERE deployment_key = $1 AND cluster = $2`

@@ -330,6 +330,31 @@ func (s suite) testMappings(t *testing.T) {
 	err := st.PutMapping(ctx, store.Mapping{DeploymentKey: "ghost", Cluster: "eu-1", UnitID: "u"})
 	wantErr(t, err, store.ErrNotFound, "ghost")
 
+	// Several in one call: all land, the last of a repeated pair wins; with
+	// an unknown deployment among them, none lands.
+	err = st.PutMapping(ctx,
+		store.Mapping{DeploymentKey: "c", Cluster: "eu-3", UnitID: "u-c3"},
+		store.Mapping{DeploymentKey: "ghost", Cluster: "eu-1", UnitID: "u"},
+		store.Mapping{DeploymentKey: "c", Cluster: "eu-4", UnitID: "u-c4"})
+	wantErr(t, err, store.ErrNotFound, "ghost")
+	assertMappings(t, mustMappings(t, st, "c"), "c/eu-1=u-c1")
+	if err := st.PutMapping(ctx,
+		store.Mapping{DeploymentKey: "c", Cluster: "eu-3", UnitID: "u-c3-old"},
+		store.Mapping{DeploymentKey: "b", Cluster: "eu-3", UnitID: "u-b3"},
+		store.Mapping{DeploymentKey: "c", Cluster: "eu-3", UnitID: "u-c3"}); err != nil {
+		t.Fatalf("PutMapping (several): %v", err)
+	}
+	assertMappings(t, mustMappings(t, st, "c"), "c/eu-1=u-c1", "c/eu-3=u-c3")
+	if err := st.PutMapping(ctx); err != nil {
+		t.Errorf("PutMapping with none: %v", err)
+	}
+	if err := st.DeleteMapping(ctx, "c", "eu-3"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteMapping(ctx, "b", "eu-3"); err != nil {
+		t.Fatal(err)
+	}
+
 	// Delete one, then an absent one (cluster and deployment).
 	if err := st.DeleteMapping(ctx, "a", "eu-2"); err != nil {
 		t.Fatalf("DeleteMapping: %v", err)
