@@ -189,9 +189,11 @@ func (c *Client) Get(ctx context.Context, id string) (*deploymentpb.GetClassRunt
 	})
 }
 
-// call runs fn with the client's policy: a correlation id, a per-attempt
-// deadline, the breaker, and for idempotent reads up to c.retries retries of
-// transient failures with a short linear backoff. The error is a fault error.
+// call runs fn with the client's policy: a correlation id, the breaker, and
+// for idempotent reads up to c.retries retries of transient failures with a
+// short linear backoff. All attempts share one deadline, CRM_DEFAULT_TIMEOUT:
+// retries help against a CRM that fails fast, and a CRM that hangs holds the
+// caller no longer than one timeout. The error is a fault error.
 func call[T any](ctx context.Context, c *Client, op string, retry bool, fn func(context.Context) (T, error)) (T, error) {
 	ctx, _ = correlation.Ensure(ctx)
 	attempts := 1
@@ -202,13 +204,15 @@ func call[T any](ctx context.Context, c *Client, op string, retry bool, fn func(
 		res T
 		err error
 	)
+	deadline := time.Now().Add(c.timeout)
 	for attempt := 0; attempt < attempts; attempt++ {
 		if attempt > 0 {
-			if !sleep(ctx, backoff(attempt)) {
+			wait := backoff(attempt)
+			if time.Until(deadline) < wait+minAttempt || !sleep(ctx, wait) {
 				break
 			}
 		}
-		res, err = once(ctx, c, fn)
+		res, err = once(ctx, c, time.Until(deadline), fn)
 		if err == nil {
 			return res, nil
 		}
@@ -222,16 +226,19 @@ func call[T any](ctx context.Context, c *Client, op string, retry bool, fn func(
 	return zero, c.fault(ctx, op, err)
 }
 
-// once makes one attempt through the breaker under the per-call deadline.
-func once[T any](ctx context.Context, c *Client, fn func(context.Context) (T, error)) (T, error) {
+// minAttempt is the least time worth starting a retry with.
+const minAttempt = 50 * time.Millisecond
+
+// once makes one attempt through the breaker under limit.
+func once[T any](ctx context.Context, c *Client, limit time.Duration, fn func(context.Context) (T, error)) (T, error) {
 	var res T
 	_, err := c.breaker.Execute(func() (struct{}, error) {
 		// When the caller's own deadline is the earlier one, a deadline
 		// error is the caller's, even if the CRM (honouring grpc-timeout)
 		// reported it a moment before the caller's context noticed.
 		dl, has := ctx.Deadline()
-		callerFirst := has && dl.Before(time.Now().Add(c.timeout))
-		cctx, cancel := context.WithTimeout(ctx, c.timeout)
+		callerFirst := has && dl.Before(time.Now().Add(limit))
+		cctx, cancel := context.WithTimeout(ctx, limit)
 		defer cancel()
 		var err error
 		res, err = fn(cctx)

@@ -76,6 +76,10 @@ func (h Health) Proto() *pmv1.ClusterHealth {
 	}
 	if !h.LastSeen.IsZero() {
 		p.LastSeen = timestamppb.New(h.LastSeen)
+	} else {
+		// Never answered: the model has no "never", so last_seen is the
+		// epoch, which no client mistakes for a recent answer.
+		p.LastSeen = &timestamppb.Timestamp{}
 	}
 	if h.Message != "" {
 		msg := h.Message
@@ -141,7 +145,7 @@ func unimplemented(err error) bool {
 }
 
 func (c *Client) envHealth(ctx context.Context) (Health, error) {
-	res, err := once(ctx, c, func(ctx context.Context) (*healthpb.CrmEnvHealth, error) {
+	res, err := once(ctx, c, c.timeout, func(ctx context.Context) (*healthpb.CrmEnvHealth, error) {
 		// The empty env asks the CRM about its own environment, whatever
 		// name PM gives the cluster.
 		return c.crmInfo.GetEnvHealth(ctx, &healthpb.CrmEnvRequest{})
@@ -165,7 +169,7 @@ func (c *Client) envHealth(ctx context.Context) (Health, error) {
 }
 
 func (c *Client) oaasCheck(ctx context.Context) (Health, error) {
-	res, err := once(ctx, c, func(ctx context.Context) (*healthpb.HealthCheckResponse, error) {
+	res, err := once(ctx, c, c.timeout, func(ctx context.Context) (*healthpb.HealthCheckResponse, error) {
 		return c.oaasHealth.Check(ctx, &healthpb.HealthCheckRequest{})
 	})
 	if err != nil {
@@ -182,7 +186,7 @@ func (c *Client) oaasCheck(ctx context.Context) (Health, error) {
 }
 
 func (c *Client) grpcCheck(ctx context.Context) (Health, error) {
-	res, err := once(ctx, c, func(ctx context.Context) (*grpchealth.CheckResponse, error) {
+	res, err := once(ctx, c, c.timeout, func(ctx context.Context) (*grpchealth.CheckResponse, error) {
 		return c.grpcHealth.Check(ctx, &grpchealth.CheckRequest{})
 	})
 	if err != nil {

@@ -270,10 +270,7 @@ func (m *Manager) Refresh(ctx context.Context) {
 
 // Start refreshes every cluster's health in the background every
 // CRM_HEALTH_CHECK_INTERVAL (0 disables it), starting now, until Stop or ctx
-// ends. When the cache TTL is shorter, it refreshes once per TTL instead, so
-// requests (a deploy's planning above all) find the cache warm rather than
-// each paying a CRM round trip; that is still one call per cluster per TTL.
-// Starting twice is an error.
+// ends. Starting twice is an error.
 func (m *Manager) Start(ctx context.Context) error {
 	m.loopMu.Lock()
 	defer m.loopMu.Unlock()
@@ -283,9 +280,6 @@ func (m *Manager) Start(ctx context.Context) error {
 	interval := m.cfg.HealthCheckInterval
 	if interval <= 0 || len(m.names) == 0 {
 		return nil
-	}
-	if ttl := m.cfg.HealthCacheTTL; ttl > 0 && ttl < interval {
-		interval = ttl
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
