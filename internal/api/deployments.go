@@ -40,6 +40,7 @@ func (h *Deployments) CreateDeployment(ctx context.Context, req *pmv1.CreateDepl
 		}
 		d := res.Deployment.Deployment
 		if dryRun {
+			callInfo(ctx).ResponseHeader().Set("X-Dry-Run", "true")
 			return &pmv1.CreateDeploymentResponse{
 				Result: &pmv1.WriteResult{
 					Id: d.GetKey(), Status: "planned",

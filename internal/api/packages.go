@@ -100,20 +100,28 @@ func packagesOf(recs []store.Package) []*pmv1.OPackage {
 }
 
 // UpdatePackage implements PackageService.
+// An Idempotency-Key header makes a retried update apply once.
 func (h *Packages) UpdatePackage(ctx context.Context, req *pmv1.UpdatePackageRequest) (*pmv1.UpdatePackageResponse, error) {
-	rec, err := h.svc.Update(ctx, req.GetName(), req.GetPackage(), ifMatch(ctx, req.GetExpectedRevision()))
+	expected := ifMatch(ctx, req.GetExpectedRevision())
+	res, err := idempotent(ctx, h.idem, "UpdatePackage", "", req, func(ctx context.Context) (*pmv1.UpdatePackageResponse, error) {
+		rec, err := h.svc.Update(ctx, req.GetName(), req.GetPackage(), expected)
+		if err != nil {
+			return nil, err
+		}
+		return &pmv1.UpdatePackageResponse{
+			Result: &pmv1.WriteResult{
+				Id: rec.Package.GetName(), Status: "updated",
+				Message: "package " + strconv.Quote(rec.Package.GetName()) + " updated",
+			},
+			Package:  rec.Package,
+			Revision: catalog.FormatRevision(rec.Revision),
+		}, nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	setETag(ctx, rec.Revision)
-	return &pmv1.UpdatePackageResponse{
-		Result: &pmv1.WriteResult{
-			Id: rec.Package.GetName(), Status: "updated",
-			Message: "package " + strconv.Quote(rec.Package.GetName()) + " updated",
-		},
-		Package:  rec.Package,
-		Revision: catalog.FormatRevision(rec.Revision),
-	}, nil
+	callInfo(ctx).ResponseHeader().Set("ETag", fmt.Sprintf("%q", res.GetRevision()))
+	return res, nil
 }
 
 // DeletePackage implements PackageService.

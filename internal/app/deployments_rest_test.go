@@ -342,7 +342,7 @@ func TestAvailabilityDrivesReplicas(t *testing.T) {
 			body["odgm"] = map[string]any{"collections": []string{"c"}, "partition_count": 2, "shard_type": "raft"}
 
 			// The dry run plans the same and touches nothing.
-			plan := e.do("POST", "/api/v1/deployments?dry_run=true", body).expect(t, 201).object(t)
+			plan := e.do("POST", "/api/v1/deployments?dry_run=true", body).expect(t, 200).object(t)
 			if plan["status"] != "planned" {
 				t.Errorf("dry run result %v", plan)
 			}
@@ -526,10 +526,19 @@ func TestIdempotencyKey(t *testing.T) {
 	}
 	e.do("POST", "/api/v1/packages", echoPackage("other"), "Idempotency-Key", "k1").expect(t, 409)
 
-	first := e.do("POST", "/api/v1/deployments", deployment("d", "echo", "default"), "Idempotency-Key", "k2").expect(t, 201).result(t)
+	// Updates (POST too) honour the header: a retried update applies once.
+	upd := echoPackage("echo")
+	upd["version"] = "2"
+	first := e.do("POST", "/api/v1/packages/echo", upd, "Idempotency-Key", "u1").expect(t, 200)
+	replay := e.do("POST", "/api/v1/packages/echo", upd, "Idempotency-Key", "u1").expect(t, 200)
+	if first.header.Get("ETag") != replay.header.Get("ETag") || replay.header.Get("Idempotent-Replayed") != "true" {
+		t.Errorf("update replay: ETag %s then %s", first.header.Get("ETag"), replay.header.Get("ETag"))
+	}
+
+	firstDep := e.do("POST", "/api/v1/deployments", deployment("d", "echo", "default"), "Idempotency-Key", "k2").expect(t, 201).result(t)
 	second := e.do("POST", "/api/v1/deployments", deployment("d", "echo", "default"), "Idempotency-Key", "k2").expect(t, 201).result(t)
-	if first != second {
-		t.Errorf("replayed %+v, first %+v", second, first)
+	if firstDep != second {
+		t.Errorf("replayed %+v, first %+v", second, firstDep)
 	}
 	if got := f["default"].Calls("Deploy"); got != 1 {
 		t.Errorf("Deploy calls = %d, want 1", got)
@@ -612,4 +621,62 @@ func deployUnit(t *testing.T, e *env, key, cluster string) string {
 	}
 	e.do("GET", "/api/v1/deployments/"+key+"/cluster-mappings", nil).expect(t, 200).json(t, &m)
 	return m.ClusterMappings[cluster]
+}
+
+func TestUnreachableTargets(t *testing.T) {
+	t.Parallel()
+	f := fleet{
+		"up":   crmsim.StartT(t, crmsim.Config{EnvName: "up"}),
+		"down": crmsim.StartT(t, crmsim.Config{EnvName: "down", Hang: true}),
+	}
+	e := setup(t, "memory", withFleet(f), func(c *config.Config) { c.CRM.Timeout = 300 * time.Millisecond })
+	e.do("POST", "/api/v1/packages", echoPackage("echo")).expect(t, 201)
+	// One target without an availability: the target list is bad (400,
+	// naming it); every target unreachable: an outage (503).
+	if msg := e.do("POST", "/api/v1/deployments", deployment("d", "echo", "up", "down")).expect(t, 400).errorText(t); !strings.Contains(msg, `"down"`) {
+		t.Errorf("400 %q does not name the cluster", msg)
+	}
+	e.do("POST", "/api/v1/deployments", deployment("d", "echo", "down")).expect(t, 503)
+	if f["up"].Calls("Deploy") != 0 {
+		t.Error("a rejected deployment reached a CRM")
+	}
+
+	// Runtime views: the status filter takes the conditions the views
+	// show; deployment-status finds a unit without ?cluster= even with no
+	// cluster named default; deletes name unknown clusters.
+	id := e.do("POST", "/api/v1/deployments", deployment("d", "echo", "up")).expect(t, 201).result(t).ID
+	waitFor(t, func() (int, bool) {
+		var items []map[string]any
+		e.do("GET", "/api/v1/class-runtimes?status=RUNNING&cluster=up", nil).expect(t, 200).json(t, &items)
+		return len(items), len(items) == 1
+	})
+	if st := e.do("GET", "/api/v1/deployment-status/"+id, nil).expect(t, 200).object(t); st["cluster_name"] != "up" {
+		t.Errorf("deployment-status %v", st)
+	}
+	e.do("DELETE", "/api/v1/deployments/d?cluster=mars", nil).expect(t, 400)
+}
+
+// TestGracefulShutdown: on SIGTERM (the run context ends) PM stops taking
+// requests but finishes the ones in flight.
+func TestGracefulShutdown(t *testing.T) {
+	t.Parallel()
+	f := fleet{"slow": crmsim.StartT(t, crmsim.Config{EnvName: "slow", Latency: 400 * time.Millisecond})}
+	e := setup(t, "memory", withFleet(f), func(c *config.Config) { c.CRM.HealthCacheTTL = time.Minute })
+	e.do("POST", "/api/v1/packages", echoPackage("echo")).expect(t, 201)
+	e.do("GET", "/api/v1/clusters/health", nil).expect(t, 200) // warm the cache: the deploy is one slow CRM call
+	res := make(chan response, 1)
+	go func() { res <- e.do("POST", "/api/v1/deployments", deployment("d", "echo", "slow")) }()
+	time.Sleep(150 * time.Millisecond) // the deploy is at the CRM now
+	stopped := make(chan error, 1)
+	go func() { stopped <- e.shutdown() }()
+	if r := <-res; r.status != 201 {
+		t.Errorf("in-flight deploy during shutdown: %d %s", r.status, r.body)
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+	if r, err := e.http1.Get(e.base + "/health"); err == nil {
+		r.Body.Close()
+		t.Error("PM still answers after shutdown")
+	}
 }

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,6 +30,8 @@ type env struct {
 	http1 *http.Client
 	// app is the running PM, for tests that drive its background loops.
 	app *app.App
+	// shutdown stops PM as SIGTERM does and returns what Run returned.
+	shutdown func() error
 }
 
 // storages are the stores every API scenario runs against.
@@ -63,15 +67,22 @@ func setup(t *testing.T, storage string, tweak ...func(*config.Config)) *env {
 	}
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("pm stopped with error: %v", err)
+	var once sync.Once
+	var runErr error
+	shutdown := func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case runErr = <-done:
+			case <-time.After(10 * time.Second):
+				runErr = errors.New("pm did not stop within 10s")
 			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("pm did not stop within 10s")
+		})
+		return runErr
+	}
+	t.Cleanup(func() {
+		if err := shutdown(); err != nil {
+			t.Errorf("pm stopped with error: %v", err)
 		}
 	})
 	var protocols http.Protocols
@@ -80,7 +91,7 @@ func setup(t *testing.T, storage string, tweak ...func(*config.Config)) *env {
 	t.Cleanup(h2c.CloseIdleConnections)
 	http1 := &http.Client{Timeout: 30 * time.Second}
 	t.Cleanup(http1.CloseIdleConnections)
-	return &env{t: t, base: "http://" + a.Addr(), h2c: h2c, http1: http1, app: a}
+	return &env{t: t, base: "http://" + a.Addr(), h2c: h2c, http1: http1, app: a, shutdown: shutdown}
 }
 
 // response is a REST response read whole.

@@ -207,12 +207,12 @@ func (s *Service) availabilities(ctx context.Context, targets []string) ([]plan.
 		wg.Go(func() {
 			sig, err := s.cl.Signals(ctx, name)
 			if err != nil {
-				errs[i] = fault.Wrap(fault.Unavailable, err, "cluster %q: cannot read its availability: %v", name, err)
+				errs[i] = fault.Wrap(fault.Unavailable, err, "cannot read its availability: %v", err)
 				return
 			}
 			a, src, err := plan.Availability(sig.Availability, sig.NodeCount, sig.ReadyNodes)
 			if err != nil {
-				errs[i] = fault.Invalidf("target_envs: cluster %q reports no usable availability: %v", name, err)
+				errs[i] = fault.Invalidf("it reports no usable availability: %v", err)
 				return
 			}
 			out[i] = plan.Cluster{Name: name, Availability: a, Source: src}
@@ -223,16 +223,22 @@ func (s *Service) availabilities(ctx context.Context, targets []string) ([]plan.
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		for _, e := range errs {
-			if e != nil && fault.KindOf(e) == fault.Unavailable {
-				return nil, nil, e
-			}
-		}
-		for _, e := range errs {
+		// Every target unreachable is an outage (503); some targets without
+		// a usable availability is a bad target list (400, naming them).
+		unreachable := 0
+		var names []string
+		for i, e := range errs {
 			if e != nil {
-				return nil, nil, e
+				names = append(names, fmt.Sprintf("%q (%v)", targets[i], e))
+				if fault.KindOf(e) == fault.Unavailable {
+					unreachable++
+				}
 			}
 		}
+		if unreachable == len(targets) {
+			return nil, nil, fault.Wrap(fault.Unavailable, err, "no target cluster can be reached: %s", strings.Join(names, "; "))
+		}
+		return nil, nil, fault.Invalidf("target_envs: no usable availability for %s", strings.Join(names, "; "))
 	}
 	ordered := slices.Clone(targets)
 	slices.SortStableFunc(ordered, func(a, b string) int {

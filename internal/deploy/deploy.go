@@ -63,6 +63,11 @@ type Config struct {
 	Parallelism       int
 	// Cascade deletes a package's deployments with it.
 	Cascade bool
+	// RequestWait bounds how long a request waits for its operation (0: as
+	// long as the request lasts). Past it the request gets 503 and the
+	// operation goes on, so a hanging CRM cannot hold a client for every
+	// retry's timeout.
+	RequestWait time.Duration
 	// Lease is how long this PM owns an operation it works on before
 	// another PM may resume it; renewed while the work goes on.
 	Lease time.Duration
@@ -152,13 +157,21 @@ func (s *Service) run(ctx context.Context, op store.Operation, units map[string]
 		out, err := s.execute(ctx, op, units)
 		ch <- result{out, err}
 	})
+	var timeout <-chan time.Time
+	if s.cfg.RequestWait > 0 {
+		t := time.NewTimer(s.cfg.RequestWait)
+		defer t.Stop()
+		timeout = t.C
+	}
 	select {
 	case r := <-ch:
 		return r.out, r.err
 	case <-ctx.Done():
-		return outcome{}, fault.New(fault.Unavailable,
-			"the request ended before operation %s finished; it goes on (GET /api/v1/operations?deployment_key=%s)", op.ID, op.DeploymentKey)
+	case <-timeout:
 	}
+	return outcome{}, fault.New(fault.Unavailable,
+		"operation %s is still running (a cluster is slow to answer); it goes on: GET /api/v1/operations?deployment_key=%s",
+		op.ID, op.DeploymentKey)
 }
 
 // SetHooks installs test hooks; call before any work starts.

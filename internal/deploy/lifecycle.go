@@ -79,6 +79,9 @@ func (s *Service) Delete(ctx context.Context, key, cluster string, expected int6
 	if _, err := s.get(ctx, key); err != nil {
 		return err
 	}
+	if cluster != "" && !s.cl.Has(cluster) {
+		return fault.Invalidf("cluster: unknown cluster %q (known: %s)", cluster, strings.Join(s.cl.Names(), ", "))
+	}
 	op := s.newOperation(store.OpDelete, key, cluster == "")
 	err := s.st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
 		op.Steps = nil

@@ -35,6 +35,20 @@ func Condition(summary string) (pmv1.DeploymentCondition, pmv1.RuntimePhase) {
 	}
 }
 
+// crmSummary turns a condition filter (as the runtimes show it) into the
+// CRM's summary word; anything else is passed through as the CRM's own.
+func crmSummary(status string) string {
+	switch strings.ToUpper(status) {
+	case "RUNNING":
+		return "Available"
+	case "DEPLOYING", "PENDING":
+		return "Progressing"
+	case "DOWN":
+		return "Degraded"
+	}
+	return status
+}
+
 // refresh reads each mapped unit's status and stores the conditions when
 // they changed. Clusters that cannot answer keep their last condition.
 func (s *Service) refresh(ctx context.Context, rec store.Deployment) bool {
@@ -122,7 +136,7 @@ func (s *Service) ListRuntimes(ctx context.Context, q RuntimeQuery) ([]*pmv1.Cla
 		req.TargetEnv = proto.String(q.Environment)
 	}
 	if q.Status != "" {
-		req.Status = proto.String(q.Status)
+		req.Status = proto.String(crmSummary(q.Status))
 	}
 	lists, errs := fanOut(ctx, s, names, func(ctx context.Context, crm CRM) ([]*deploymentpb.DeploymentUnit, error) {
 		resp, err := crm.List(ctx, req)
@@ -199,22 +213,37 @@ func (s *Service) Status(ctx context.Context, id, cluster string) (*pmv1.Deploym
 			}
 		}
 	}
-	if cluster == "" {
+	if cluster == "" && s.cl.Has(DefaultCluster) {
 		cluster = DefaultCluster
 	}
-	if !s.cl.Has(cluster) {
+	var names []string
+	switch {
+	case cluster == "":
+		names = s.cl.Names() // no default cluster: ask them all
+	case !s.cl.Has(cluster):
 		return nil, fault.Invalidf("cluster: unknown cluster %q", cluster)
+	default:
+		names = []string{cluster}
 	}
-	crm, err := s.cl.CRM(cluster)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := crm.Status(ctx, id)
-	if err != nil {
-		if fault.KindOf(err) == fault.NotFound {
-			return nil, fault.NotFoundf("deployment unit %q not found in cluster %q", id, cluster)
+	answers, errs := fanOut(ctx, s, names, func(ctx context.Context, crm CRM) (*deploymentpb.GetDeploymentStatusResponse, error) {
+		return crm.Status(ctx, id)
+	})
+	var resp *deploymentpb.GetDeploymentStatusResponse
+	var failed []ClusterError
+	for i, name := range names {
+		if errs[i] == nil {
+			resp, cluster = answers[i], name
+			break
 		}
-		return nil, err
+		if fault.KindOf(errs[i]) != fault.NotFound {
+			failed = append(failed, ClusterError{Cluster: name, Err: errs[i]})
+		}
+	}
+	if resp == nil {
+		if len(failed) > 0 {
+			return nil, fault.New(fault.Unavailable, "deployment unit %q: %s", id, joinErrs(failed))
+		}
+		return nil, fault.NotFoundf("deployment unit %q not found in %s", id, strings.Join(names, ", "))
 	}
 	cond, phase := Condition(resp.GetMessage())
 	st := &pmv1.DeploymentStatus{

@@ -22,6 +22,10 @@ var createRoutes = map[string]bool{
 	"/api/v1/deployments": true,
 }
 
+// DryRunHeader marks a response to a request that changed nothing (a
+// planning dry run); REST answers it 200, not 201.
+const DryRunHeader = "X-Dry-Run"
+
 // REST wraps the transcoder with what the REST JSON model needs and vanguard
 // does not do: YAML bodies, the target_clusters alias, the body size limit,
 // {"error": "..."} bodies, and 201/204 statuses.
@@ -219,7 +223,8 @@ func (b *bufferedWriter) flushTo(w http.ResponseWriter, method, path string, log
 		h.Del("Content-Type")
 		w.WriteHeader(http.StatusNoContent)
 		return
-	case method == http.MethodPost && status == http.StatusOK && createRoutes[path]:
+	case method == http.MethodPost && status == http.StatusOK && createRoutes[path] && h.Get(DryRunHeader) == "":
+		// A dry run created nothing: it stays 200.
 		status = http.StatusCreated
 	}
 	h.Set("Content-Length", strconv.Itoa(b.body.Len()))
