@@ -2,8 +2,11 @@ package storetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -380,6 +383,45 @@ func (s suite) testMappings(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertMappings(t, mustMappings(t, st, "a"), "a/eu-1=u-a1-new")
+}
+
+// testDeploymentConcurrentUpdates has 50 writers race read-modify-write
+// cycles on one deployment (as PM's status writers do), retrying on
+// ErrStale: no update may be lost.
+func (s suite) testDeploymentConcurrentUpdates(t *testing.T) {
+	ctx, st := s.setup(t)
+	mustCreateDeployment(t, st, &pmv1.OClassDeployment{Key: "hot"})
+	const writers = 50
+	var wg sync.WaitGroup
+	for i := range writers {
+		wg.Go(func() {
+			for {
+				cur, err := st.GetDeployment(ctx, "hot")
+				if err != nil {
+					t.Errorf("writer %d: get: %v", i, err)
+					return
+				}
+				cur.Deployment.TargetEnvs = append(cur.Deployment.TargetEnvs, "c"+strconv.Itoa(i))
+				_, err = st.UpdateDeployment(ctx, cur.Deployment, cur.Revision)
+				if errors.Is(err, store.ErrStale) {
+					continue
+				}
+				if err != nil {
+					t.Errorf("writer %d: update: %v", i, err)
+				}
+				return
+			}
+		})
+	}
+	wg.Wait()
+	got, err := st.GetDeployment(ctx, "hot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Revision != writers+1 || len(got.Deployment.GetTargetEnvs()) != writers {
+		t.Errorf("after %d writers: revision %d, %d target envs; want %d and %d",
+			writers, got.Revision, len(got.Deployment.GetTargetEnvs()), writers+1, writers)
+	}
 }
 
 // Helpers.

@@ -55,6 +55,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ConcurrentTransactions", s.testConcurrentTransactions},
 		{"DeploymentRoundTrip", s.testDeploymentRoundTrip},
 		{"DeploymentUpdate", s.testDeploymentUpdate},
+		{"DeploymentConcurrentUpdates", s.testDeploymentConcurrentUpdates},
 		{"DeploymentStaleAndMissing", s.testDeploymentStaleAndMissing},
 		{"DeploymentDelete", s.testDeploymentDelete},
 		{"DeploymentListFilters", s.testDeploymentListFilters},
