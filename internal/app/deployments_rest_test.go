@@ -460,13 +460,14 @@ func TestAutoDeployEmbeddedDeployments(t *testing.T) {
 	f := startFleet(t, "east", "west")
 	e := setup(t, "memory", withFleet(f))
 	e.send("POST", "/api/v1/packages", "application/yaml", fixture(t, "valid/counter-strong.yaml")).expect(t, 201)
+	// The embedded deployment is recorded with the package (PENDING) and
+	// deployed right after.
+	e.do("GET", "/api/v1/deployments/counter-ha", nil).expect(t, 200)
 	d := waitFor(t, func() (map[string]any, bool) {
-		r := e.do("GET", "/api/v1/deployments/counter-ha", nil)
-		if r.status != 200 {
-			return nil, false
-		}
-		d := r.object(t)
-		return d, len(d["status"].(map[string]any)["clusters"].([]any)) == 2 && f["east"].RuntimeCount() == 1 && f["west"].RuntimeCount() == 1
+		d := e.do("GET", "/api/v1/deployments/counter-ha", nil).expect(t, 200).object(t)
+		st, _ := d["status"].(map[string]any)
+		clusters, _ := st["clusters"].([]any)
+		return d, len(clusters) == 2 && f["east"].RuntimeCount() == 1 && f["west"].RuntimeCount() == 1
 	})
 	if rf := d["status"].(map[string]any)["replication_factor"].(float64); rf < 3 {
 		t.Errorf("strong class deployed with %v replicas", rf)

@@ -27,11 +27,16 @@ const (
 // Store is what the registry needs from storage.
 type Store interface {
 	store.Packages
+	WithTx(ctx context.Context, fn func(ctx context.Context, tx store.Tx) error) error
 }
 
 // Hooks let the deployment side react to registry writes without the
 // registry importing it.
 type Hooks interface {
+	// StagePackage runs inside the transaction that writes a package with
+	// embedded deployments, to record them with it: what the package asks
+	// for survives a crash right after the write.
+	StagePackage(ctx context.Context, tx store.Tx, pkg *pmv1.OPackage) error
 	// PackageWritten runs after a package was created or updated, to
 	// schedule its embedded deployments. It must not fail the write.
 	PackageWritten(ctx context.Context, pkg *pmv1.OPackage)
@@ -94,7 +99,9 @@ func (s *Service) Create(ctx context.Context, pkg *pmv1.OPackage) (store.Package
 	}
 	pkg = proto.CloneOf(pkg)
 	Normalize(pkg)
-	rec, err := s.store.CreatePackage(ctx, pkg)
+	rec, err := s.write(ctx, pkg, func(ctx context.Context, tx store.Packages) (store.Package, error) {
+		return tx.CreatePackage(ctx, pkg)
+	})
 	if err != nil {
 		return store.Package{}, err
 	}
@@ -125,13 +132,33 @@ func (s *Service) Update(ctx context.Context, name string, pkg *pmv1.OPackage, e
 	}
 	pkg = proto.CloneOf(pkg)
 	Normalize(pkg)
-	rec, err := s.store.UpdatePackage(ctx, pkg, rev)
+	rec, err := s.write(ctx, pkg, func(ctx context.Context, tx store.Packages) (store.Package, error) {
+		return tx.UpdatePackage(ctx, pkg, rev)
+	})
 	if err != nil {
 		return store.Package{}, err
 	}
 	s.log.InfoContext(ctx, "package updated", "package", name, "revision", rec.Revision)
 	s.written(ctx, rec.Package)
 	return rec, nil
+}
+
+// write stores a package with put; one with embedded deployments is written
+// in a transaction that also stages them (one without needs no
+// transaction, the common and cheaper case).
+func (s *Service) write(ctx context.Context, pkg *pmv1.OPackage, put func(context.Context, store.Packages) (store.Package, error)) (store.Package, error) {
+	if s.hooks == nil || len(pkg.GetDeployments()) == 0 {
+		return put(ctx, s.store)
+	}
+	var rec store.Package
+	err := s.store.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
+		var err error
+		if rec, err = put(ctx, tx); err != nil {
+			return err
+		}
+		return s.hooks.StagePackage(ctx, tx, rec.Package)
+	})
+	return rec, err
 }
 
 func (s *Service) written(ctx context.Context, pkg *pmv1.OPackage) {

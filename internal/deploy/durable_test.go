@@ -605,3 +605,40 @@ func TestFailedAutoDeployRolledBackIsRetried(t *testing.T) {
 		t.Errorf("retried %v; runtimes %d", rep.Retried, w.sims["a"].RuntimeCount())
 	}
 }
+
+// TestStagedAutoDeploySurvivesCrash: a package write stages its embedded
+// deployments in the same transaction; if PM dies before deploying them,
+// the reconciler deploys them.
+func TestStagedAutoDeploySurvivesCrash(t *testing.T) {
+	t.Parallel()
+	for _, storage := range storages {
+		t.Run(storage, func(t *testing.T) {
+			t.Parallel()
+			const lease = 300 * time.Millisecond
+			w := setup(t, storage, "a", "b")
+			pm := w.pm("pm-a", lease, deploy.Hooks{})
+			pkg := &pmv1.OPackage{Name: "echo", Deployments: []*pmv1.OClassDeployment{dep("auto", "a", "b")}}
+			err := w.st.WithTx(context.Background(), func(ctx context.Context, tx store.Tx) error {
+				return pm.StagePackage(ctx, tx, pkg)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The "crash": PackageWritten never runs. Before a lease has
+			// passed the reconciler leaves it to the PM that staged it.
+			if rep := pm.Reconcile(context.Background()); len(rep.Retried) != 0 {
+				t.Fatalf("deployed a freshly staged deployment: %v", rep.Retried)
+			}
+			time.Sleep(lease + 100*time.Millisecond)
+			rep := pm.Reconcile(context.Background())
+			if len(rep.Retried) != 1 {
+				t.Fatalf("retried %v, want [auto]", rep.Retried)
+			}
+			for n, c := range w.runtimes() {
+				if c != 1 {
+					t.Errorf("%s runs %d runtimes", n, c)
+				}
+			}
+		})
+	}
+}

@@ -149,50 +149,105 @@ func deleteSteps(d *pmv1.OClassDeployment, ms []store.Mapping, cluster string) [
 	return steps
 }
 
-// PackageWritten schedules a package's embedded deployments that do not
-// exist yet. It runs them in the background: the package write is
-// acknowledged already, and every failure is recorded on its deployment.
+// StagePackage records a package's embedded deployments that do not exist
+// yet, in the transaction that writes the package, as PENDING and not yet
+// planned. PackageWritten then deploys them; if PM dies first, the
+// reconciler finds them and does.
+func (s *Service) StagePackage(ctx context.Context, tx store.Tx, pkg *pmv1.OPackage) error {
+	for _, d := range pkg.GetDeployments() {
+		d = embedded(pkg, d)
+		if _, err := tx.GetDeployment(ctx, d.GetKey()); err == nil {
+			continue
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if _, err := tx.CreateDeployment(ctx, d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// embedded is a package's embedded deployment spec as it is stored.
+func embedded(pkg *pmv1.OPackage, d *pmv1.OClassDeployment) *pmv1.OClassDeployment {
+	d = proto.CloneOf(d)
+	if d.PackageName == "" {
+		d.PackageName = pkg.GetName()
+	}
+	d.Condition, d.Status = pmv1.DeploymentCondition_PENDING, nil
+	return d
+}
+
+// PackageWritten deploys a package's staged embedded deployments in the
+// background: the package write is acknowledged already, and every failure
+// is recorded on its deployment. A caller that did not stage them (no
+// transaction at hand) gets them staged here.
 func (s *Service) PackageWritten(ctx context.Context, pkg *pmv1.OPackage) {
 	cid := correlation.From(ctx)
 	for _, d := range pkg.GetDeployments() {
-		d = proto.CloneOf(d)
-		if d.PackageName == "" {
-			d.PackageName = pkg.GetName()
-		}
-		if _, err := s.st.GetDeployment(ctx, d.GetKey()); err == nil {
-			continue
-		}
+		d = embedded(pkg, d)
 		s.work.Go(func() {
 			ctx := correlation.With(context.WithoutCancel(ctx), cid)
-			s.autoDeploy(ctx, d)
+			if _, err := s.st.CreateDeployment(ctx, d); err != nil && !errors.Is(err, store.ErrAlreadyExists) {
+				s.log.ErrorContext(ctx, "could not record an embedded deployment", "deployment", d.GetKey(), "error", err)
+				return
+			}
+			rec, err := s.st.GetDeployment(ctx, d.GetKey())
+			if err != nil || rec.Deployment.GetStatus() != nil {
+				return // planned before: it exists, and is skipped
+			}
+			s.deployRecorded(ctx, rec)
 		})
 	}
 }
 
-func (s *Service) autoDeploy(ctx context.Context, d *pmv1.OClassDeployment) {
-	res, err := s.Create(ctx, d, CreateOptions{Auto: true})
-	switch {
-	case err == nil:
-		s.log.InfoContext(ctx, "auto-deployed", "deployment", d.GetKey(), "unit", res.UnitID)
-		return
-	case fault.KindOf(err) == fault.AlreadyExists:
-		return
-	case errors.Is(err, errAbandoned), fault.KindOf(err) == fault.Conflict:
-		return
+// deployRecorded plans and deploys a deployment that is stored but has no
+// units anywhere: a staged embedded deployment, or one that failed
+// everywhere before. It is a no-op when another operation works on it or
+// it was planned meanwhile; a planning failure is recorded on it.
+func (s *Service) deployRecorded(ctx context.Context, rec store.Deployment) bool {
+	d := rec.Deployment
+	p, err := s.prepare(ctx, d, 0)
+	if err != nil {
+		s.log.WarnContext(ctx, "auto-deploy cannot plan yet; the reconciler retries", "deployment", d.GetKey(), "error", err)
+		_ = s.mutate(ctx, d.GetKey(), func(cur *pmv1.OClassDeployment) {
+			if cur.Status == nil {
+				cur.Status = &pmv1.DeploymentStatusSummary{}
+			}
+			cur.Condition = pmv1.DeploymentCondition_DOWN
+			cur.Status.LastError = proto.String(err.Error())
+		})
+		return false
 	}
-	s.log.WarnContext(ctx, "auto-deploy failed", "deployment", d.GetKey(), "error", err)
-	// Create stored the deployment when it got as far as calling clusters;
-	// when it failed before (planning), store it now with the reason, so
-	// the failure is visible on the deployment.
-	if _, gerr := s.st.GetDeployment(ctx, d.GetKey()); gerr == nil {
-		return
+	op := s.newOperation(store.OpDeploy, d.GetKey(), false)
+	for _, c := range p.targets {
+		op.Steps = append(op.Steps, store.Step{Cluster: c, UnitID: p.units[c].GetId(), State: store.OpPending})
 	}
-	d = proto.CloneOf(d)
-	d.Condition = pmv1.DeploymentCondition_DOWN
-	d.Status = &pmv1.DeploymentStatusSummary{LastError: proto.String(err.Error())}
-	if _, cerr := s.st.CreateDeployment(ctx, d); cerr != nil && !errors.Is(cerr, store.ErrAlreadyExists) {
-		s.log.ErrorContext(ctx, "could not record a failed auto-deploy", "deployment", d.GetKey(), "error", cerr)
+	err = s.st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
+		cur, err := tx.GetDeployment(ctx, d.GetKey())
+		if err != nil {
+			return err
+		}
+		if cur.Revision != rec.Revision {
+			return fault.New(fault.Conflict, "deployment %q changed meanwhile", d.GetKey())
+		}
+		next := proto.CloneOf(cur.Deployment)
+		next.TargetEnvs, next.Status, next.Condition = p.targets, summary(p), pmv1.DeploymentCondition_DEPLOYING
+		if le := cur.Deployment.GetStatus().GetLastError(); le != "" {
+			next.Status.LastError = proto.String(le)
+		}
+		if _, err := tx.UpdateDeployment(ctx, next, cur.Revision); err != nil {
+			return err
+		}
+		return startOperation(ctx, tx, op)
+	})
+	if err != nil {
+		return false
 	}
+	s.log.InfoContext(ctx, "deploying a recorded deployment", "deployment", d.GetKey(), "operation", op.ID,
+		"clusters", p.targets, "replicas", p.plan.Replicas)
+	out, err := s.execute(ctx, op, p.units)
+	return err == nil && out.failure == nil
 }
 
 // BeforePackageDelete cascades a package delete to its deployments when the

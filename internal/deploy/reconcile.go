@@ -399,9 +399,11 @@ func looksOurs(cluster string, u *deploymentpb.DeploymentUnit) bool {
 	return IsUnitID(u.GetId()) && u.GetTargetEnv() == cluster && u.GetPackageName() != ""
 }
 
-// retryFailed gives deployments that never got a unit anywhere (an
-// auto-deploy that found its clusters unreachable, or failed everywhere)
-// another deploy, so their failure is a state that heals, not a verdict.
+// retryFailed deploys the deployments that have no unit anywhere and no
+// operation at work: embedded deployments staged with their package whose
+// PM died before deploying them (older than a lease), and ones that failed
+// everywhere (an auto-deploy that found its clusters unreachable). Their
+// failure is a state that heals, not a verdict.
 func (s *Service) retryFailed(ctx context.Context, busy map[string]bool, mappings []store.Mapping) []string {
 	mapped := map[string]bool{}
 	for _, m := range mappings {
@@ -414,35 +416,18 @@ func (s *Service) retryFailed(ctx context.Context, busy map[string]bool, mapping
 	var out []string
 	for _, rec := range ds {
 		d := rec.Deployment
-		if mapped[d.GetKey()] || busy[d.GetKey()] || d.GetCondition() != pmv1.DeploymentCondition_DOWN ||
-			d.GetStatus().GetLastError() == "" || slices.ContainsFunc(d.GetStatus().GetClusters(), func(r *pmv1.ClusterRollout) bool {
+		if mapped[d.GetKey()] || busy[d.GetKey()] || slices.ContainsFunc(d.GetStatus().GetClusters(), func(r *pmv1.ClusterRollout) bool {
 			return r.GetState() == "deleted"
 		}) {
 			continue
 		}
-		p, err := s.prepare(ctx, d, 0)
-		if err != nil {
-			s.log.DebugContext(ctx, "retry of a failed deployment not possible yet", "deployment", d.GetKey(), "error", err)
+		staged := d.GetCondition() == pmv1.DeploymentCondition_PENDING && d.GetStatus() == nil &&
+			d.GetUpdatedAt().AsTime().Before(s.now().Add(-s.cfg.Lease))
+		failed := d.GetCondition() == pmv1.DeploymentCondition_DOWN && d.GetStatus().GetLastError() != ""
+		if !staged && !failed {
 			continue
 		}
-		op := s.newOperation(store.OpHeal, d.GetKey(), false)
-		for _, c := range p.targets {
-			op.Steps = append(op.Steps, store.Step{Cluster: c, UnitID: p.units[c].GetId(), State: store.OpPending})
-		}
-		err = s.st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
-			next := proto.CloneOf(d)
-			next.TargetEnvs, next.Status, next.Condition = p.targets, summary(p), pmv1.DeploymentCondition_DEPLOYING
-			next.Status.LastError = d.GetStatus().LastError
-			if _, err := tx.UpdateDeployment(ctx, next, rec.Revision); err != nil {
-				return err
-			}
-			return startOperation(ctx, tx, op)
-		})
-		if err != nil {
-			continue
-		}
-		s.log.InfoContext(ctx, "retrying a deployment that failed everywhere", "deployment", d.GetKey(), "operation", op.ID)
-		if _, err := s.execute(ctx, op, p.units); err == nil {
+		if s.deployRecorded(ctx, rec) {
 			out = append(out, d.GetKey())
 		}
 	}
