@@ -54,7 +54,7 @@ func badBody(err error) error {
 	if err == nil {
 		return nil
 	}
-	return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("invalid request body: %s", cleanDecodeError(err.Error())))
+	return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("invalid JSON body: %s", cleanDecodeError(err.Error())))
 }
 
 // cleanDecodeError strips protojson's prefix and names fields in snake_case.
