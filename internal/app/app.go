@@ -107,7 +107,6 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (a *App, err 
 		Parallelism: cfg.Deploy.Parallelism, Cascade: cfg.PackageDelete.Cascade, Lease: cfg.Reconcile.OperationLease,
 		StatusPollInterval: cfg.Deploy.StatusPollInterval, ReconcileInterval: cfg.Reconcile.Interval,
 		SelfHeal: cfg.Reconcile.SelfHeal, DeleteOrphans: cfg.Reconcile.DeleteOrphans,
-		IdempotencyTTL: cfg.Reconcile.IdempotencyTTL,
 		// One CRM timeout (a hung cluster's first attempt) plus room for
 		// the store writes around it.
 		RequestWait: cfg.CRM.Timeout + 2*time.Second,

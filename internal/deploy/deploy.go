@@ -77,8 +77,6 @@ type Config struct {
 	ReconcileInterval time.Duration
 	SelfHeal          bool
 	DeleteOrphans     bool
-	// IdempotencyTTL is how long idempotency keys are kept.
-	IdempotencyTTL time.Duration
 	// Owner names this PM in operation leases; default a random id.
 	Owner string
 	// Clock, when set, replaces time.Now (tests).
