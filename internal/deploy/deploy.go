@@ -175,9 +175,6 @@ func (s *Service) run(ctx context.Context, op store.Operation, units map[string]
 // SetHooks installs test hooks; call before any work starts.
 func (s *Service) SetHooks(h Hooks) { s.hooks = h }
 
-// Owner is the name this PM uses for operation leases.
-func (s *Service) Owner() string { return s.cfg.Owner }
-
 func (s *Service) now() time.Time { return s.cfg.Clock() }
 
 // backoff is the pause before attempt n+1: linear in n with ±20% jitter, so
