@@ -33,8 +33,11 @@ func NewDeployments(svc *deploy.Service, idem *Idempotency) *Deployments {
 // CreateDeployment implements DeploymentService.
 func (h *Deployments) CreateDeployment(ctx context.Context, req *pmv1.CreateDeploymentRequest) (*pmv1.CreateDeploymentResponse, error) {
 	dryRun := req.GetDryRun() || callInfo(ctx).RequestHeader().Get("X-Dry-Run") == "true"
+	// A keyed create runs detached and may outlast the client's wait: it
+	// then finishes and stores its result for the retry.
+	keyed := idempotencyKey(ctx, req.GetIdempotencyKey()) != ""
 	run := func(ctx context.Context) (*pmv1.CreateDeploymentResponse, error) {
-		res, err := h.svc.Create(ctx, req.GetDeployment(), deploy.CreateOptions{DryRun: dryRun})
+		res, err := h.svc.Create(ctx, req.GetDeployment(), deploy.CreateOptions{DryRun: dryRun, Detached: keyed})
 		if err != nil {
 			return nil, err
 		}

@@ -27,15 +27,28 @@ const maxIdempotencyKey = 255
 type Idempotency struct {
 	st  store.Idempotency
 	ttl time.Duration
-	now func() time.Time
+	// wait bounds how long a caller waits for a keyed request's result
+	// (0: its own deadline); the request goes on and stores its result for
+	// the client's retry with the same key.
+	wait time.Duration
+	now  func() time.Time
 	// inflight joins concurrent retries of one request in this process, so
 	// the second waits for and gets the first's result instead of racing it.
 	inflight singleflight.Group
 }
 
-// NewIdempotency remembers keys in st for ttl.
-func NewIdempotency(st store.Idempotency, ttl time.Duration) *Idempotency {
-	return &Idempotency{st: st, ttl: ttl, now: time.Now}
+// NewIdempotency remembers keys in st for ttl; callers wait at most wait
+// for a result (0: as long as their request lasts).
+func NewIdempotency(st store.Idempotency, ttl, wait time.Duration) *Idempotency {
+	return &Idempotency{st: st, ttl: ttl, wait: wait, now: time.Now}
+}
+
+// idempotencyKey is the request's key: the field, else the header.
+func idempotencyKey(ctx context.Context, field string) string {
+	if field != "" {
+		return field
+	}
+	return callInfo(ctx).RequestHeader().Get(IdempotencyKeyHeader)
 }
 
 // idempotent runs fn at most once per (scope, key): a repeated key with the
@@ -44,9 +57,7 @@ func NewIdempotency(st store.Idempotency, ttl time.Duration) *Idempotency {
 // with its key. With no key (field or header) fn simply runs.
 func idempotent[Res proto.Message](ctx context.Context, ix *Idempotency, scope, key string, req proto.Message, fn func(context.Context) (Res, error)) (Res, error) {
 	var zero Res
-	if key == "" {
-		key = callInfo(ctx).RequestHeader().Get(IdempotencyKeyHeader)
-	}
+	key = idempotencyKey(ctx, key)
 	if key == "" || ix == nil {
 		return fn(ctx)
 	}
@@ -66,7 +77,15 @@ func idempotent[Res proto.Message](ctx context.Context, ix *Idempotency, scope, 
 		res, err := once(wctx, ix, scope, key, hash, fn)
 		return joined{res: res, err: err, hash: hash}, nil
 	})
+	var timeout <-chan time.Time
+	if ix.wait > 0 {
+		t := time.NewTimer(ix.wait)
+		defer t.Stop()
+		timeout = t.C
+	}
 	select {
+	case <-timeout:
+		return zero, fault.New(fault.Unavailable, "the request is still running; retry with the same Idempotency-Key for its result")
 	case r := <-ch:
 		j := r.Val.(joined)
 		if j.hash != hash {

@@ -115,7 +115,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (a *App, err 
 	a.closers = append(a.closers, deployments.Stop)
 
 	registry := catalog.New(st, deployments, log)
-	idem := api.NewIdempotency(st, cfg.Reconcile.IdempotencyTTL)
+	idem := api.NewIdempotency(st, cfg.Reconcile.IdempotencyTTL, cfg.CRM.Timeout+2*time.Second)
 	interceptors := []connect.Interceptor{api.Interceptor(log)}
 	var metricsHandler http.Handler
 	if cfg.Metrics.Enabled {

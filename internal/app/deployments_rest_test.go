@@ -681,3 +681,26 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Error("PM still answers after shutdown")
 	}
 }
+
+// TestCascadeWaitsForAutoDeploy: deleting a package whose embedded
+// deployment is still being deployed is refused (409) rather than leaving
+// that deployment running without its package.
+func TestCascadeWaitsForAutoDeploy(t *testing.T) {
+	t.Parallel()
+	f := fleet{"slow": crmsim.StartT(t, crmsim.Config{EnvName: "slow", Latency: 300 * time.Millisecond})}
+	e := setup(t, "memory", withFleet(f), func(c *config.Config) { c.PackageDelete.Cascade = true })
+	pkg := echoPackage("echo")
+	pkg["deployments"] = []any{deployment("auto", "echo", "slow")}
+	e.do("POST", "/api/v1/packages", pkg).expect(t, 201)
+	waitFor(t, func() (int64, bool) { n := f["slow"].Calls("Deploy"); return n, n > 0 })
+	if msg := e.do("DELETE", "/api/v1/packages/echo", nil).expect(t, 409).errorText(t); !strings.Contains(msg, "auto") {
+		t.Errorf("409 %q does not name the deployment", msg)
+	}
+	waitFor(t, func() (int, bool) {
+		r := e.do("DELETE", "/api/v1/packages/echo", nil)
+		return r.status, r.status == 204
+	})
+	if n := f["slow"].RuntimeCount(); n != 0 {
+		t.Errorf("%d runtimes left after the cascade", n)
+	}
+}

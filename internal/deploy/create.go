@@ -30,6 +30,10 @@ type CreateOptions struct {
 	// Auto marks a deployment scheduled from a package's embedded specs: its
 	// failures are recorded on the deployment instead of undoing it.
 	Auto bool
+	// Detached waits for the outcome as long as ctx allows, past
+	// Config.RequestWait: the caller (an idempotent request running
+	// detached) stores the result for the client's retry.
+	Detached bool
 }
 
 // CreateResult is what Create did.
@@ -87,7 +91,7 @@ func (s *Service) Create(ctx context.Context, d *pmv1.OClassDeployment, opt Crea
 		"replicas", p.plan.Replicas, "achieved_availability", p.plan.Achieved, "target_availability", p.plan.Target,
 		"operation", op.ID)
 
-	out, err := s.run(ctx, op, p.units)
+	out, err := s.run(ctx, op, p.units, !opt.Detached)
 	if err != nil {
 		return CreateResult{}, err
 	}

@@ -128,8 +128,14 @@ type Service struct {
 	// operations stay leased and resume elsewhere or after a restart.
 	base       context.Context
 	cancelBase context.CancelFunc
-	// work tracks operations run on behalf of requests.
+	// work tracks operations run on behalf of requests; stopped (under
+	// workMu) refuses new work once Stop began waiting for it.
 	work    sync.WaitGroup
+	workMu  sync.Mutex
+	stopped bool
+	// retryAt backs off the reconciler's retries of failed deployments.
+	retryMu sync.Mutex
+	retryAt map[string]retryState
 	loops   sync.WaitGroup
 	stop    context.CancelFunc
 	running sync.Map // operation id → struct{}: operations this process works on
@@ -140,23 +146,36 @@ type Service struct {
 // New returns a deployment service.
 func New(st store.Store, cl Clusters, cfg Config, log *slog.Logger) *Service {
 	base, cancel := context.WithCancel(context.Background())
-	return &Service{st: st, cl: cl, cfg: cfg.withDefaults(), log: log, base: base, cancelBase: cancel}
+	return &Service{st: st, cl: cl, cfg: cfg.withDefaults(), log: log, base: base, cancelBase: cancel, retryAt: map[string]retryState{}}
+}
+
+// goWork runs fn as tracked work unless the service is stopping.
+func (s *Service) goWork(fn func()) bool {
+	s.workMu.Lock()
+	defer s.workMu.Unlock()
+	if s.stopped {
+		return false
+	}
+	s.work.Go(fn)
+	return true
 }
 
 // run executes an operation for a request: the request waits for the
 // outcome up to its own deadline, and the operation goes on without it.
-func (s *Service) run(ctx context.Context, op store.Operation, units map[string]*deploymentpb.DeploymentUnit) (outcome, error) {
+func (s *Service) run(ctx context.Context, op store.Operation, units map[string]*deploymentpb.DeploymentUnit, bounded bool) (outcome, error) {
 	type result struct {
 		out outcome
 		err error
 	}
 	ch := make(chan result, 1)
-	s.work.Go(func() {
+	if !s.goWork(func() {
 		out, err := s.execute(ctx, op, units)
 		ch <- result{out, err}
-	})
+	}) {
+		return outcome{}, fault.New(fault.Unavailable, "PM is shutting down; operation %s resumes on another PM or after the restart", op.ID)
+	}
 	var timeout <-chan time.Time
-	if s.cfg.RequestWait > 0 {
+	if bounded && s.cfg.RequestWait > 0 {
 		t := time.NewTimer(s.cfg.RequestWait)
 		defer t.Stop()
 		timeout = t.C

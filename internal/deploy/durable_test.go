@@ -95,6 +95,30 @@ func (w *world) pm(owner string, lease time.Duration, hooks deploy.Hooks) *deplo
 	return svc
 }
 
+// writePackage writes package "echo" with embedded deployments the way the
+// registry does: package and staged deployments in one transaction.
+func (w *world) writePackage(pm *deploy.Service, deps ...*pmv1.OClassDeployment) *pmv1.OPackage {
+	w.t.Helper()
+	var pkg *pmv1.OPackage
+	err := w.st.WithTx(context.Background(), func(ctx context.Context, tx store.Tx) error {
+		cur, err := tx.GetPackage(ctx, "echo")
+		if err != nil {
+			return err
+		}
+		cur.Package.Deployments = deps
+		rec, err := tx.UpdatePackage(ctx, cur.Package, cur.Revision)
+		if err != nil {
+			return err
+		}
+		pkg = rec.Package
+		return pm.StagePackage(ctx, tx, pkg)
+	})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return pkg
+}
+
 func (w *world) runtimes() map[string]int {
 	out := map[string]int{}
 	for n, s := range w.sims {
@@ -253,7 +277,7 @@ func TestTwoPMsDeployConcurrently(t *testing.T) {
 				})
 			}
 			// Auto-deploy of the same embedded spec by both PMs at once.
-			pkg := &pmv1.OPackage{Name: "echo", Deployments: []*pmv1.OClassDeployment{dep("auto", "east", "west", "north")}}
+			pkg := w.writePackage(pms[0], dep("auto", "east", "west", "north"))
 			for _, pm := range pms {
 				wg.Go(func() { pm.PackageWritten(context.Background(), pkg) })
 			}
@@ -531,8 +555,7 @@ func TestFailedAutoDeployIsRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	pm := w.pm("pm-a", 5*time.Second, deploy.Hooks{})
-	pkg := &pmv1.OPackage{Name: "echo", Deployments: []*pmv1.OClassDeployment{dep("auto", "a")}}
-	pm.PackageWritten(context.Background(), pkg)
+	pm.PackageWritten(context.Background(), w.writePackage(pm, dep("auto", "a")))
 	pm.Wait()
 	rec, err := w.st.GetDeployment(context.Background(), "auto")
 	if err != nil || rec.Deployment.GetCondition() != pmv1.DeploymentCondition_DOWN || rec.Deployment.GetStatus().GetLastError() == "" {
@@ -545,6 +568,10 @@ func TestFailedAutoDeployIsRetried(t *testing.T) {
 	if err := w.sims["a"].SetFailRate(0, 1); err != nil {
 		t.Fatal(err)
 	}
+	if rep := pm.Reconcile(context.Background()); len(rep.Retried) != 0 {
+		t.Fatalf("retried %v within the backoff after a failed retry", rep.Retried)
+	}
+	time.Sleep(1100 * time.Millisecond) // the first backoff step (no reconcile interval set: 1s)
 	rep := pm.Reconcile(context.Background())
 	if len(rep.Retried) != 1 || w.sims["a"].RuntimeCount() != 1 {
 		t.Errorf("retried %v; runtimes %d", rep.Retried, w.sims["a"].RuntimeCount())
@@ -594,7 +621,7 @@ func TestFailedAutoDeployRolledBackIsRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	pm := w.pm("pm-a", 5*time.Second, deploy.Hooks{})
-	pm.PackageWritten(context.Background(), &pmv1.OPackage{Name: "echo", Deployments: []*pmv1.OClassDeployment{dep("auto", "a")}})
+	pm.PackageWritten(context.Background(), w.writePackage(pm, dep("auto", "a")))
 	pm.Wait()
 	rec, err := w.st.GetDeployment(context.Background(), "auto")
 	if err != nil || rec.Deployment.GetCondition() != pmv1.DeploymentCondition_DOWN {
@@ -617,13 +644,7 @@ func TestStagedAutoDeploySurvivesCrash(t *testing.T) {
 			const lease = 300 * time.Millisecond
 			w := setup(t, storage, "a", "b")
 			pm := w.pm("pm-a", lease, deploy.Hooks{})
-			pkg := &pmv1.OPackage{Name: "echo", Deployments: []*pmv1.OClassDeployment{dep("auto", "a", "b")}}
-			err := w.st.WithTx(context.Background(), func(ctx context.Context, tx store.Tx) error {
-				return pm.StagePackage(ctx, tx, pkg)
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
+			w.writePackage(pm, dep("auto", "a", "b"))
 			// The "crash": PackageWritten never runs. Before a lease has
 			// passed the reconciler leaves it to the PM that staged it.
 			if rep := pm.Reconcile(context.Background()); len(rep.Retried) != 0 {

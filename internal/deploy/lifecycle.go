@@ -114,7 +114,7 @@ func (s *Service) Delete(ctx context.Context, key, cluster string, expected int6
 	if err != nil || len(op.Steps) == 0 {
 		return err
 	}
-	out, err := s.run(ctx, op, nil)
+	out, err := s.run(ctx, op, nil, true)
 	if err != nil {
 		return err
 	}
@@ -178,25 +178,20 @@ func embedded(pkg *pmv1.OPackage, d *pmv1.OClassDeployment) *pmv1.OClassDeployme
 	return d
 }
 
-// PackageWritten deploys a package's staged embedded deployments in the
-// background: the package write is acknowledged already, and every failure
-// is recorded on its deployment. A caller that did not stage them (no
-// transaction at hand) gets them staged here.
+// PackageWritten deploys a package's staged embedded deployments (see
+// StagePackage) in the background: the package write is acknowledged
+// already, and every failure is recorded on its deployment.
 func (s *Service) PackageWritten(ctx context.Context, pkg *pmv1.OPackage) {
 	cid := correlation.From(ctx)
 	for _, d := range pkg.GetDeployments() {
-		d = embedded(pkg, d)
-		s.work.Go(func() {
+		key := d.GetKey()
+		s.goWork(func() {
 			ctx := correlation.With(context.WithoutCancel(ctx), cid)
-			if _, err := s.st.CreateDeployment(ctx, d); err != nil && !errors.Is(err, store.ErrAlreadyExists) {
-				s.log.ErrorContext(ctx, "could not record an embedded deployment", "deployment", d.GetKey(), "error", err)
-				return
-			}
-			rec, err := s.st.GetDeployment(ctx, d.GetKey())
+			rec, err := s.st.GetDeployment(ctx, key)
 			if err != nil || rec.Deployment.GetStatus() != nil {
-				return // planned before: it exists, and is skipped
+				return // deleted meanwhile, or planned before (it existed)
 			}
-			s.deployRecorded(ctx, rec)
+			s.deployRecorded(ctx, rec, store.OpDeploy)
 		})
 	}
 }
@@ -205,21 +200,22 @@ func (s *Service) PackageWritten(ctx context.Context, pkg *pmv1.OPackage) {
 // units anywhere: a staged embedded deployment, or one that failed
 // everywhere before. It is a no-op when another operation works on it or
 // it was planned meanwhile; a planning failure is recorded on it.
-func (s *Service) deployRecorded(ctx context.Context, rec store.Deployment) bool {
+func (s *Service) deployRecorded(ctx context.Context, rec store.Deployment, kind store.OperationKind) bool {
 	d := rec.Deployment
 	p, err := s.prepare(ctx, d, 0)
 	if err != nil {
 		s.log.WarnContext(ctx, "auto-deploy cannot plan yet; the reconciler retries", "deployment", d.GetKey(), "error", err)
-		_ = s.mutate(ctx, d.GetKey(), func(cur *pmv1.OClassDeployment) {
-			if cur.Status == nil {
-				cur.Status = &pmv1.DeploymentStatusSummary{}
-			}
-			cur.Condition = pmv1.DeploymentCondition_DOWN
-			cur.Status.LastError = proto.String(err.Error())
-		})
+		next := proto.CloneOf(d)
+		if next.Status == nil {
+			next.Status = &pmv1.DeploymentStatusSummary{}
+		}
+		next.Condition = pmv1.DeploymentCondition_DOWN
+		next.Status.LastError = proto.String(err.Error())
+		// Only over what we planned from: another PM may be deploying it.
+		_, _ = s.st.UpdateDeployment(ctx, next, rec.Revision)
 		return false
 	}
-	op := s.newOperation(store.OpDeploy, d.GetKey(), false)
+	op := s.newOperation(kind, d.GetKey(), false)
 	for _, c := range p.targets {
 		op.Steps = append(op.Steps, store.Step{Cluster: c, UnitID: p.units[c].GetId(), State: store.OpPending})
 	}
@@ -268,10 +264,24 @@ func (s *Service) BeforePackageDelete(ctx context.Context, name string) error {
 		return fault.New(fault.Conflict, "package %q has deployments (%s); delete them first or set PACKAGE_DELETE_CASCADE=true",
 			name, strings.Join(keys, ", "))
 	}
+	var busy []string
 	for _, k := range keys {
-		if err := s.Delete(ctx, k, "", store.AnyRevision); err != nil && fault.KindOf(err) != fault.NotFound {
+		err := s.Delete(ctx, k, "", store.AnyRevision)
+		switch {
+		case err == nil, fault.KindOf(err) == fault.NotFound:
+		case fault.KindOf(err) == fault.Conflict:
+			// An operation is at work on it (an auto-deploy just started):
+			// deleting the package now would leave that deployment running
+			// without it.
+			busy = append(busy, k)
+		default:
+			// Recorded as a pending delete that PM keeps retrying.
 			s.log.WarnContext(ctx, "cascade delete of a deployment failed; continuing", "package", name, "deployment", k, "error", err)
 		}
+	}
+	if len(busy) > 0 {
+		return fault.New(fault.Conflict, "package %q: deployments %s have operations in progress; retry the delete when they finish",
+			name, strings.Join(busy, ", "))
 	}
 	return nil
 }

@@ -500,8 +500,15 @@ func (s *Service) finish(ctx context.Context, id string) (outcome, error) {
 		if giveUp {
 			s.log.ErrorContext(ctx, "giving up on a cleanup; the reconciler reports what is left as orphans",
 				"operation", op.ID, "deployment", op.DeploymentKey, "failed", reasons)
-			err = finishAs(store.OpFailed, msg, nil)
-			out.failure = fault.New(fault.Unavailable, "%s", msg)
+			// A deployment that was to go, goes: what is left on the
+			// unreachable cluster is an orphan now, reported (and deleted
+			// when configured) by the reconciler, never re-deployed.
+			var also func(context.Context, store.Tx) error
+			if op.DropDeployment {
+				also = dropDeployment
+			}
+			err = finishAs(store.OpFailed, msg, also)
+			out.failure = fault.New(fault.Unavailable, "%s; gave up", msg)
 			break
 		}
 		err = s.retryLater(ctx, op, failed)

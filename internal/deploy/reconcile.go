@@ -102,6 +102,9 @@ func (s *Service) Stop() {
 	}
 	s.cancelBase()
 	s.loops.Wait()
+	s.workMu.Lock()
+	s.stopped = true
+	s.workMu.Unlock()
 	s.work.Wait()
 }
 
@@ -245,11 +248,13 @@ func (s *Service) Reconcile(ctx context.Context) ReconcileReport {
 			if _, ok := want[name][u.GetId()]; ok || !looksOurs(name, u) || inflight[k] {
 				continue
 			}
-			if key, ok := failedUnits[k]; ok && !busy[key] {
-				if s.adopt(ctx, key, name, u.GetId()) == nil {
+			if key, ok := failedUnits[k]; ok {
+				// PM meant to create it: adopt it (when nothing else works
+				// on the deployment), never call it an orphan.
+				if !busy[key] && s.adopt(ctx, key, name, u.GetId()) == nil {
 					rep.Adopted = append(rep.Adopted, Orphan{Cluster: name, UnitID: u.GetId()})
-					continue
 				}
+				continue
 			}
 			o := Orphan{Cluster: name, UnitID: u.GetId(), PackageName: u.GetPackageName(), ClassKey: u.GetClassKey(), FirstSeen: s.now()}
 			seen[unitKey{name, u.GetId()}] = o
@@ -354,20 +359,84 @@ func (s *Service) failedUnits(ctx context.Context, want map[string]map[string]st
 }
 
 // adopt records a running unit whose deploy looked failed, as if the
-// deploy step had succeeded; the deployment wants it there anyway.
+// deploy step had succeeded; the deployment wants it there anyway. It
+// re-checks, in one transaction, that nothing changed since the pass read
+// the state: no operation at work, the cluster's rollout still failed with
+// this unit, no mapping yet.
 func (s *Service) adopt(ctx context.Context, key, cluster, unit string) error {
-	if err := s.st.PutMapping(ctx, store.Mapping{DeploymentKey: key, Cluster: cluster, UnitID: unit}); err != nil {
-		return err
-	}
-	s.log.InfoContext(ctx, "adopted a unit whose deploy had looked failed", "deployment", key, "cluster", cluster, "unit", unit)
-	return s.mutate(ctx, key, func(d *pmv1.OClassDeployment) {
+	err := s.st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
+		if err := noPendingOperation(ctx, tx, key); err != nil {
+			return err
+		}
+		cur, err := tx.GetDeployment(ctx, key)
+		if err != nil {
+			return err
+		}
+		ms, err := tx.Mappings(ctx, key)
+		if err != nil {
+			return err
+		}
+		if slices.ContainsFunc(ms, func(m store.Mapping) bool { return m.Cluster == cluster }) {
+			return fault.New(fault.Conflict, "already mapped")
+		}
+		d := proto.CloneOf(cur.Deployment)
 		r := rollout(d.Status, cluster)
+		if r.GetState() != "failed" || (r.GetUnitId() != "" && r.GetUnitId() != unit) {
+			return fault.New(fault.Conflict, "rollout changed")
+		}
 		r.UnitId, r.State, r.Error = unit, "deployed", nil
 		if r.Condition == pmv1.DeploymentCondition_DOWN || r.Condition == pmv1.DeploymentCondition_PENDING {
 			r.Condition = pmv1.DeploymentCondition_DEPLOYING
 		}
 		d.Condition = overall(d.Status)
+		if err := tx.PutMapping(ctx, store.Mapping{DeploymentKey: key, Cluster: cluster, UnitID: unit}); err != nil {
+			return err
+		}
+		_, err = tx.UpdateDeployment(ctx, d, cur.Revision)
+		return err
 	})
+	if err == nil {
+		s.log.InfoContext(ctx, "adopted a unit whose deploy had looked failed", "deployment", key, "cluster", cluster, "unit", unit)
+	}
+	return err
+}
+
+// embeddedIn reports whether d's package (still) embeds it.
+func (s *Service) embeddedIn(ctx context.Context, d *pmv1.OClassDeployment) bool {
+	pkg, err := s.st.GetPackage(ctx, d.GetPackageName())
+	if err != nil {
+		return false
+	}
+	return slices.ContainsFunc(pkg.Package.GetDeployments(), func(e *pmv1.OClassDeployment) bool { return e.GetKey() == d.GetKey() })
+}
+
+// retryState is the reconciler's backoff for one failing deployment.
+type retryState struct {
+	failures int
+	next     time.Time
+}
+
+// retryDue reports whether a failed deployment's backoff has passed.
+func (s *Service) retryDue(key string) bool {
+	s.retryMu.Lock()
+	defer s.retryMu.Unlock()
+	return !s.now().Before(s.retryAt[key].next)
+}
+
+// retried records a retry's outcome: success forgets the key, a failure
+// doubles the wait (from one reconcile interval up to an hour).
+func (s *Service) retried(key string, ok bool) {
+	s.retryMu.Lock()
+	defer s.retryMu.Unlock()
+	if ok {
+		delete(s.retryAt, key)
+		return
+	}
+	st := s.retryAt[key]
+	st.failures++
+	wait := max(s.cfg.ReconcileInterval, time.Second) << min(st.failures-1, 12)
+	st.next = s.now().Add(min(wait, time.Hour))
+	s.retryAt[key] = st
 }
 
 // knownUnits reads the units pending operations are about to create (and
@@ -424,11 +493,20 @@ func (s *Service) retryFailed(ctx context.Context, busy map[string]bool, mapping
 		staged := d.GetCondition() == pmv1.DeploymentCondition_PENDING && d.GetStatus() == nil &&
 			d.GetUpdatedAt().AsTime().Before(s.now().Add(-s.cfg.Lease))
 		failed := d.GetCondition() == pmv1.DeploymentCondition_DOWN && d.GetStatus().GetLastError() != ""
-		if !staged && !failed {
+		// Only what a package still asks for: a create the client was told
+		// failed is not PM's to bring back.
+		if !staged && !failed || !s.embeddedIn(ctx, d) || !s.retryDue(d.GetKey()) {
 			continue
 		}
-		if s.deployRecorded(ctx, rec) {
+		kind := store.OpHeal // a retry never rolls back what it got running
+		if staged {
+			kind = store.OpDeploy
+		}
+		if s.deployRecorded(ctx, rec, kind) {
 			out = append(out, d.GetKey())
+			s.retried(d.GetKey(), true)
+		} else {
+			s.retried(d.GetKey(), false)
 		}
 	}
 	return out
