@@ -15,6 +15,9 @@ import { create } from "@bufbuild/protobuf";
 
 import { PackageService } from "../../gen/ts/oaas/pm/v1/package_service_pb.js";
 import { CatalogService } from "../../gen/ts/oaas/pm/v1/catalog_service_pb.js";
+import { ClusterService } from "../../gen/ts/oaas/pm/v1/cluster_service_pb.js";
+import { DeploymentService } from "../../gen/ts/oaas/pm/v1/deployment_service_pb.js";
+import { ClassRuntimeService } from "../../gen/ts/oaas/pm/v1/runtime_service_pb.js";
 import {
   ConsistencyModel,
   FunctionType,
@@ -32,7 +35,14 @@ async function startPM(): Promise<string> {
     execFileSync("go", ["build", "-o", bin, "./cmd/pm"], { stdio: "inherit" });
   }
   server = spawn(bin, [], {
-    env: { ...process.env, SERVER_HOST: "127.0.0.1", SERVER_PORT: "0", STORAGE_TYPE: "memory", LOG_FORMAT: "json" },
+    env: {
+      ...process.env,
+      SERVER_HOST: "127.0.0.1",
+      SERVER_PORT: "0",
+      METRICS_PORT: "0",
+      STORAGE_TYPE: "memory",
+      LOG_FORMAT: "json",
+    },
     stdio: ["ignore", "ignore", "pipe"],
   });
   const lines = createInterface({ input: server.stderr! });
@@ -136,6 +146,45 @@ for (const [protocol, transport] of Object.entries(transports)) {
 
       await packages.deletePackage({ name });
       await assert.rejects(packages.getPackage({ name }), (err: unknown) => ConnectError.from(err).code === Code.NotFound);
+    });
+
+    test("deploys a class to the embedded default cluster and removes it", async () => {
+      const t = transport();
+      const clusters = createClient(ClusterService, t);
+      const deployments = createClient(DeploymentService, t);
+      const runtimes = createClient(ClassRuntimeService, t);
+      const pkg = `${name}-deploy`;
+      await packages.createPackage({ package: samplePackage(pkg) });
+
+      const known = await clusters.listClusters({});
+      assert.ok(
+        known.items.some((c) => c.name === "default"),
+        "embedded default cluster listed",
+      );
+
+      const key = `${pkg}-d`;
+      const created = await deployments.createDeployment({
+        deployment: { key, packageName: pkg, classKey: "Counter", targetEnvs: ["default"] },
+        idempotencyKey: `${key}-once`,
+      });
+      assert.ok(created.result?.id, "unit id returned");
+      // STRONG consistency forces at least 3 replicas.
+      assert.ok((created.deployment?.status?.replicationFactor ?? 0) >= 3);
+
+      const mappings = await deployments.getClusterMappings({ key });
+      assert.equal(mappings.clusterMappings["default"], created.result?.id);
+      const listed = await runtimes.listClassRuntimes({ packageName: pkg });
+      assert.deepEqual(
+        listed.items.map((r) => r.id),
+        [created.result?.id],
+      );
+
+      await deployments.deleteDeployment({ key });
+      await assert.rejects(
+        deployments.getDeployment({ key }),
+        (err: unknown) => ConnectError.from(err).code === Code.NotFound,
+      );
+      await packages.deletePackage({ name: pkg });
     });
 
     test("rejects an invalid package with InvalidArgument naming the field", async () => {
