@@ -299,7 +299,11 @@ func TestDeployDuplicateKey(t *testing.T) {
 	f := startFleet(t, "default")
 	e := setup(t, "memory", withFleet(f))
 	e.do("POST", "/api/v1/packages", echoPackage("echo")).expect(t, 201)
-	e.do("POST", "/api/v1/deployments", deployment("d", "echo", "default")).expect(t, 201)
+	e.do("POST", "/api/v1/deployments", deployment("d", "echo", "default"), "X-Correlation-Id", "corr-4711").expect(t, 201)
+	// The caller's correlation id reaches the CRM with the deploy.
+	if got := f["default"].LastCorrelationID(); got != "corr-4711" {
+		t.Errorf("CRM saw correlation id %q, want the request's", got)
+	}
 	e.do("POST", "/api/v1/deployments", deployment("d", "echo", "default")).expect(t, 409)
 	if n := f["default"].RuntimeCount(); n != 1 {
 		t.Errorf("runtimes = %d", n)
