@@ -48,6 +48,9 @@ func setup(t *testing.T, storage string, tweak ...func(*config.Config)) *env {
 	cfg.Metrics.Port = 0 // /metrics on the API port only; parallel PMs must not share a port
 	if storage == "postgres" {
 		cfg.Storage.DatabaseURL = pgtest.NewDatabase(t)
+		// Many PMs run in parallel against one server (max_connections is
+		// often 100): keep each pool small.
+		cfg.Storage.MaxConns = 8
 	}
 	for _, f := range tweak {
 		f(&cfg)
