@@ -308,6 +308,15 @@ func TestDeployDuplicateKey(t *testing.T) {
 	if n := f["default"].RuntimeCount(); n != 1 {
 		t.Errorf("runtimes = %d", n)
 	}
+	// A client polling the deployment costs the CRM one status call per
+	// couple of seconds, not one per GET.
+	before := f["default"].Calls("GetDeploymentStatus")
+	for range 5 {
+		e.do("GET", "/api/v1/deployments/d", nil).expect(t, 200)
+	}
+	if got := f["default"].Calls("GetDeploymentStatus") - before; got > 1 {
+		t.Errorf("5 quick GETs made %d status calls", got)
+	}
 }
 
 func TestAvailabilityDrivesReplicas(t *testing.T) {

@@ -139,6 +139,8 @@ type Service struct {
 	loops   sync.WaitGroup
 	stop    context.CancelFunc
 	running sync.Map // operation id → struct{}: operations this process works on
+	// refreshed is deployment key → time of the last condition refresh.
+	refreshed sync.Map
 	orphans orphanBook
 	stats   Stats
 }

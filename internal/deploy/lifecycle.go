@@ -120,6 +120,7 @@ func (s *Service) Delete(ctx context.Context, key, cluster string, expected int6
 	}
 	if out.failure == nil {
 		s.log.InfoContext(ctx, "deployment deleted", "deployment", key, "cluster", cluster)
+		s.refreshed.Delete(key)
 	}
 	return out.failure
 }

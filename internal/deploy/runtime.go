@@ -20,6 +20,11 @@ import (
 // refreshTimeout bounds the CRM status reads of a refresh on the read path.
 const refreshTimeout = 3 * time.Second
 
+// refreshMinAge is how fresh a read-path refresh may be reused: a client
+// polling a deployment across many clusters must not turn every GET into
+// one status call per cluster.
+const refreshMinAge = 2 * time.Second
+
 // Condition maps a CRM status summary ("Available", "Progressing",
 // "Degraded (reason): text") to a deployment condition and phase.
 func Condition(summary string) (pmv1.DeploymentCondition, pmv1.RuntimePhase) {
@@ -52,7 +57,13 @@ func crmSummary(status string) string {
 // refresh reads each mapped unit's status and stores the conditions when
 // they changed. Clusters that cannot answer keep their last condition.
 func (s *Service) refresh(ctx context.Context, rec store.Deployment) bool {
-	ms, err := s.st.Mappings(ctx, rec.Deployment.GetKey())
+	key := rec.Deployment.GetKey()
+	now := s.now()
+	if last, ok := s.refreshed.Load(key); ok && now.Sub(last.(time.Time)) < refreshMinAge {
+		return false
+	}
+	s.refreshed.Store(key, now)
+	ms, err := s.st.Mappings(ctx, key)
 	if err != nil || len(ms) == 0 {
 		return false
 	}
