@@ -141,8 +141,8 @@ type Service struct {
 	running sync.Map // operation id → struct{}: operations this process works on
 	// refreshed is deployment key → time of the last condition refresh.
 	refreshed sync.Map
-	orphans orphanBook
-	stats   Stats
+	orphans   orphanBook
+	stats     Stats
 }
 
 // New returns a deployment service.
