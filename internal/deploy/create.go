@@ -27,9 +27,6 @@ const DefaultCluster = "default"
 type CreateOptions struct {
 	// DryRun plans and returns the plan with no side effects.
 	DryRun bool
-	// Auto marks a deployment scheduled from a package's embedded specs: its
-	// failures are recorded on the deployment instead of undoing it.
-	Auto bool
 	// Detached waits for the outcome as long as ctx allows, past
 	// Config.RequestWait: the caller (an idempotent request running
 	// detached) stores the result for the client's retry.
@@ -71,10 +68,8 @@ func (s *Service) Create(ctx context.Context, d *pmv1.OClassDeployment, opt Crea
 	}
 
 	d.Condition = pmv1.DeploymentCondition_DEPLOYING
-	op := s.newOperation(store.OpDeploy, d.Key, !opt.Auto)
-	for _, c := range p.targets {
-		op.Steps = append(op.Steps, store.Step{Cluster: c, UnitID: p.units[c].GetId(), State: store.OpPending})
-	}
+	// A client's create that fails everywhere leaves nothing behind.
+	op := s.deployOperation(store.OpDeploy, d.Key, true, p)
 	err = s.st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
 		if _, err := tx.CreateDeployment(ctx, d); err != nil {
 			return err
@@ -302,6 +297,15 @@ func noPendingOperation(ctx context.Context, tx store.Tx, key string) error {
 		}
 	}
 	return nil
+}
+
+// deployOperation is an operation sending p's units, one step per target.
+func (s *Service) deployOperation(kind store.OperationKind, key string, drop bool, p *prepared) store.Operation {
+	op := s.newOperation(kind, key, drop)
+	for _, c := range p.targets {
+		op.Steps = append(op.Steps, store.Step{Cluster: c, UnitID: p.units[c].GetId(), State: store.OpPending})
+	}
+	return op
 }
 
 func (s *Service) newOperation(kind store.OperationKind, key string, drop bool) store.Operation {

@@ -216,10 +216,7 @@ func (s *Service) deployRecorded(ctx context.Context, rec store.Deployment, kind
 		_, _ = s.st.UpdateDeployment(ctx, next, rec.Revision)
 		return false
 	}
-	op := s.newOperation(kind, d.GetKey(), false)
-	for _, c := range p.targets {
-		op.Steps = append(op.Steps, store.Step{Cluster: c, UnitID: p.units[c].GetId(), State: store.OpPending})
-	}
+	op := s.deployOperation(kind, d.GetKey(), false, p)
 	err = s.st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
 		cur, err := tx.GetDeployment(ctx, d.GetKey())
 		if err != nil {
