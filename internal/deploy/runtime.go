@@ -190,19 +190,15 @@ func (s *Service) GetRuntime(ctx context.Context, id, cluster string) (*pmv1.Cla
 	if err != nil {
 		return nil, nil, err
 	}
-	units, errs := fanOut(ctx, s, names, func(ctx context.Context, crm CRM) (*deploymentpb.DeploymentUnit, error) {
+	unit, found, failed := findFirst(ctx, s, names, func(ctx context.Context, crm CRM) (*deploymentpb.DeploymentUnit, error) {
 		resp, err := crm.Get(ctx, id)
+		if err == nil && resp.GetDeployment() == nil {
+			err = fault.NotFoundf("class runtime %q not found", id)
+		}
 		return resp.GetDeployment(), err
 	})
-	owners := s.owners(ctx)
-	var failed []ClusterError
-	for i, name := range names {
-		if units[i] != nil {
-			return runtimeOf(name, units[i], owners[unitKey{name, id}]), failed, nil
-		}
-		if errs[i] != nil && fault.KindOf(errs[i]) != fault.NotFound {
-			failed = append(failed, ClusterError{Cluster: name, Err: errs[i]})
-		}
+	if found != "" {
+		return runtimeOf(found, unit, s.owners(ctx)[unitKey{found, id}]), failed, nil
 	}
 	if len(failed) > 0 {
 		return nil, failed, fault.New(fault.Unavailable, "class runtime %q not found in the clusters that answered; %s", id, joinErrs(failed))
@@ -236,21 +232,10 @@ func (s *Service) Status(ctx context.Context, id, cluster string) (*pmv1.Deploym
 	default:
 		names = []string{cluster}
 	}
-	answers, errs := fanOut(ctx, s, names, func(ctx context.Context, crm CRM) (*deploymentpb.GetDeploymentStatusResponse, error) {
+	resp, cluster, failed := findFirst(ctx, s, names, func(ctx context.Context, crm CRM) (*deploymentpb.GetDeploymentStatusResponse, error) {
 		return crm.Status(ctx, id)
 	})
-	var resp *deploymentpb.GetDeploymentStatusResponse
-	var failed []ClusterError
-	for i, name := range names {
-		if errs[i] == nil {
-			resp, cluster = answers[i], name
-			break
-		}
-		if fault.KindOf(errs[i]) != fault.NotFound {
-			failed = append(failed, ClusterError{Cluster: name, Err: errs[i]})
-		}
-	}
-	if resp == nil {
+	if cluster == "" {
 		if len(failed) > 0 {
 			return nil, fault.New(fault.Unavailable, "deployment unit %q: %s", id, joinErrs(failed))
 		}
@@ -287,6 +272,24 @@ func fanOut[T any](ctx context.Context, s *Service, names []string, fn func(cont
 	}
 	wg.Wait()
 	return out, errs
+}
+
+// findFirst asks the named clusters in parallel and returns the answer of
+// the first (in names order) that has it, with that cluster's name ("" when
+// none has it) and the clusters before it that failed other than NotFound.
+func findFirst[T any](ctx context.Context, s *Service, names []string, fn func(context.Context, CRM) (T, error)) (T, string, []ClusterError) {
+	answers, errs := fanOut(ctx, s, names, fn)
+	var failed []ClusterError
+	for i, name := range names {
+		if errs[i] == nil {
+			return answers[i], name, failed
+		}
+		if fault.KindOf(errs[i]) != fault.NotFound {
+			failed = append(failed, ClusterError{Cluster: name, Err: errs[i]})
+		}
+	}
+	var zero T
+	return zero, "", failed
 }
 
 func (s *Service) clustersFor(cluster string) ([]string, error) {
