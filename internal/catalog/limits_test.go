@@ -16,7 +16,7 @@ import (
 
 // setup returns a valid package that uses every field a limit applies to,
 // each well inside its limit, so that one case can push one field.
-func setup(t *testing.T) *pmv1.OPackage {
+func setup(t testing.TB) *pmv1.OPackage {
 	t.Helper()
 	pkg := &pmv1.OPackage{
 		Name:    "limits-pkg",
