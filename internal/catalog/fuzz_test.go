@@ -146,7 +146,7 @@ func checkError(t *testing.T, err error) {
 
 func sameError(a, b error) bool {
 	if a == nil || b == nil {
-		return a == b
+		return (a == nil) == (b == nil)
 	}
 	return a.Error() == b.Error()
 }

@@ -316,10 +316,6 @@ func packageCases(pkg *pmv1.OPackage) []limitCase {
 	return append(cases, configCases("embedded spec ", "deployments[0].functions[0].config", func() *map[string]string { return &spec.Config })...)
 }
 
-func bytesValue(path string) func(n, limit int) string {
-	return func(n, limit int) string { return fmt.Sprintf("%s: value is %d bytes, at most %d", path, n, limit) }
-}
-
 // deploymentCases returns one case per limit of a standalone deployment.
 func deploymentCases(d *pmv1.OClassDeployment) []limitCase {
 	spec := d.Functions[0]
