@@ -6,13 +6,88 @@ import (
 	"math"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	commonpb "github.com/oaas/pm/gen/go/oaas/common"
 	pmv1 "github.com/oaas/pm/gen/go/oaas/pm/v1"
 	"github.com/oaas/pm/internal/fault"
+)
+
+// Per-field limits of packages and deployments, in bytes of UTF-8 for
+// strings. They bound what one document can make the registry store, return
+// on every list and send to every CRM; the request pipeline bounds the whole
+// message separately. docs/limits.md lists each with its reason: change
+// both together.
+const (
+	// MaxNameBytes bounds names and keys (packages, classes, functions,
+	// bindings, deployments): they end up in Kubernetes object names.
+	MaxNameBytes = 63
+	// MaxVersionBytes bounds a package version (semver with build metadata
+	// fits easily).
+	MaxVersionBytes = 128
+	// MaxAuthorBytes bounds metadata.author (a name and an e-mail address).
+	MaxAuthorBytes = 256
+	// MaxDescriptionBytes bounds every description field.
+	MaxDescriptionBytes = 4 << 10
+	// MaxTags bounds the number of tags of a package.
+	MaxTags = 64
+	// MaxTagBytes bounds one tag (a label value, as in Kubernetes).
+	MaxTagBytes = 63
+	// MaxDependencies bounds the dependencies of a package.
+	MaxDependencies = 256
+	// MaxClasses bounds the classes of a package.
+	MaxClasses = 256
+	// MaxFunctions bounds the functions of a package.
+	MaxFunctions = 256
+	// MaxBindings bounds the function bindings of one class.
+	MaxBindings = 256
+	// MaxParameters bounds the parameters of one function binding.
+	MaxParameters = 64
+	// MaxKeySpecs bounds the key specs of one state spec.
+	MaxKeySpecs = 256
+	// MaxTextBytes bounds short free-text strings that are not names:
+	// binding parameters, key spec names and types, odgm collections,
+	// available_location (the length of a DNS name or a ConfigMap key).
+	MaxTextBytes = 253
+	// MaxIdentBytes bounds short identifiers: target_envs entries (cluster
+	// names), default_provider, serialization_format, shard_type.
+	MaxIdentBytes = 63
+	// MaxConfigEntries bounds the entries of one config map.
+	MaxConfigEntries = 256
+	// MaxConfigKeyBytes bounds a config key (an environment variable name;
+	// Kubernetes caps ConfigMap keys at 253).
+	MaxConfigKeyBytes = 253
+	// MaxConfigValueBytes bounds a config value.
+	MaxConfigValueBytes = 32 << 10
+	// MaxConfigTotalBytes bounds the keys and values of every config map of
+	// one package (its functions and embedded deployments) or of one
+	// deployment together: config travels to CRMs in every deployment unit.
+	MaxConfigTotalBytes = 1 << 20
+	// MaxImageBytes bounds provision_config.container_image (an OCI
+	// reference with registry, path, tag and digest).
+	MaxImageBytes = 1024
+	// MaxURLBytes bounds provision_config.wasm_module_url.
+	MaxURLBytes = 2048
+	// MaxQuantityBytes bounds a Kubernetes quantity string (cpu and memory
+	// requests and limits).
+	MaxQuantityBytes = 64
+	// MaxTargetEnvs bounds the clusters a deployment names.
+	MaxTargetEnvs = 64
+	// MaxFunctionSpecs bounds the function specs of one deployment.
+	MaxFunctionSpecs = 256
+	// MaxCollections bounds odgm.collections of one deployment.
+	MaxCollections = 256
+	// MaxDeployments bounds the deployments embedded in one package.
+	MaxDeployments = 64
+	// MaxProblems bounds the problems listed in one error; the rest are
+	// counted, so a hostile document cannot make the error message large.
+	MaxProblems = 100
+	// maxEcho bounds how much of a client's value a message repeats.
+	maxEcho = 64
 )
 
 // nameRule is the naming rule of packages, classes, functions, bindings and
@@ -25,22 +100,40 @@ func CheckName(s string) error {
 	switch {
 	case s == "":
 		return fmt.Errorf("is required")
-	case len(s) > 63:
-		return fmt.Errorf("%q is longer than 63 characters", s)
+	case len(s) > MaxNameBytes:
+		return fmt.Errorf("%s is %d bytes, at most %d", quote(s), len(s), MaxNameBytes)
 	case !nameRule.MatchString(s):
-		return fmt.Errorf("%q must be 1-63 characters of [A-Za-z0-9._-] starting with a letter or digit", s)
+		return fmt.Errorf("%s must be 1-63 characters of [A-Za-z0-9._-] starting with a letter or digit", quote(s))
 	}
 	return nil
+}
+
+// quote renders a client's value for a message, cut to maxEcho bytes on a
+// rune boundary so that a huge value does not make a huge message.
+func quote(s string) string {
+	if len(s) <= maxEcho {
+		return strconv.Quote(s)
+	}
+	n := maxEcho
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return strconv.Quote(s[:n]) + "…"
 }
 
 // Problems collects every validation failure of one request, each prefixed
 // with the path of the field at fault, so a client can fix them all at once.
 type Problems struct {
-	list []string
+	list    []string
+	dropped int
 }
 
 // Addf records a problem at path.
 func (p *Problems) Addf(path, format string, args ...any) {
+	if len(p.list) >= MaxProblems {
+		p.dropped++
+		return
+	}
 	p.list = append(p.list, path+": "+fmt.Sprintf(format, args...))
 }
 
@@ -51,12 +144,34 @@ func (p *Problems) Name(path, s string) {
 	}
 }
 
+// MaxLen records a problem at path if s is longer than limit bytes, and
+// reports whether s is within the limit.
+func (p *Problems) MaxLen(path, s string, limit int) bool {
+	if len(s) > limit {
+		p.Addf(path, "is %d bytes, at most %d", len(s), limit)
+		return false
+	}
+	return true
+}
+
+// MaxCount records a problem at path if a list holds more than limit
+// items; noun names them ("80 tags, at most 64").
+func (p *Problems) MaxCount(path string, n, limit int, noun string) {
+	if n > limit {
+		p.Addf(path, "%d %s, at most %d", n, noun, limit)
+	}
+}
+
 // Err returns nil or one Invalid error listing every problem.
 func (p *Problems) Err(what string) error {
 	if len(p.list) == 0 {
 		return nil
 	}
-	return fault.Invalidf("invalid %s: %s", what, strings.Join(p.list, "; "))
+	msg := strings.Join(p.list, "; ")
+	if p.dropped > 0 {
+		msg += fmt.Sprintf("; and %d more problems", p.dropped)
+	}
+	return fault.Invalidf("invalid %s: %s", what, msg)
 }
 
 // ValidatePackage checks a package against the registry's rules and returns
@@ -67,72 +182,70 @@ func ValidatePackage(pkg *pmv1.OPackage) error {
 		p.Addf("package", "is required")
 		return p.Err("package")
 	}
+	name := quote(pkg.GetName())
 	p.Name("name", pkg.GetName())
-	if v := pkg.GetVersion(); len(v) > 128 {
-		p.Addf("version", "is longer than 128 characters")
-	}
-	for i, tag := range pkg.GetMetadata().GetTags() {
-		path := fmt.Sprintf("metadata.tags[%d]", i)
-		switch {
-		case strings.TrimSpace(tag) == "":
-			p.Addf(path, "must not be empty")
-		case strings.Contains(tag, ","):
-			// Tag filters accept comma-separated lists.
-			p.Addf(path, "%q must not contain a comma", tag)
-		case len(tag) > 128:
-			p.Addf(path, "is longer than 128 characters")
-		}
-	}
+	p.MaxLen("version", pkg.GetVersion(), MaxVersionBytes)
+	checkMetadata(&p, pkg.GetMetadata())
 
+	p.MaxCount("functions", len(pkg.GetFunctions()), MaxFunctions, "functions")
+	configBytes := 0
 	functions := map[string]bool{}
 	for i, fn := range pkg.GetFunctions() {
 		path := fmt.Sprintf("functions[%d]", i)
 		p.Name(path+".key", fn.GetKey())
 		if functions[fn.GetKey()] && fn.GetKey() != "" {
-			p.Addf(path+".key", "duplicate function key %q", fn.GetKey())
+			p.Addf(path+".key", "duplicate function key %s", quote(fn.GetKey()))
 		}
 		functions[fn.GetKey()] = true
 		if _, ok := pmv1.FunctionType_name[int32(fn.GetFunctionType())]; !ok {
 			p.Addf(path+".function_type", "unknown value %d", fn.GetFunctionType())
 		}
+		p.MaxLen(path+".description", fn.GetDescription(), MaxDescriptionBytes)
 		checkProvision(&p, path+".provision_config", fn.GetProvisionConfig())
-		checkEnv(&p, path+".config", fn.GetConfig())
+		configBytes += checkEnv(&p, path+".config", fn.GetConfig())
 	}
 
+	p.MaxCount("classes", len(pkg.GetClasses()), MaxClasses, "classes")
 	classes := map[string]*pmv1.OClass{}
 	for i, cls := range pkg.GetClasses() {
 		path := fmt.Sprintf("classes[%d]", i)
 		p.Name(path+".key", cls.GetKey())
 		if _, dup := classes[cls.GetKey()]; dup && cls.GetKey() != "" {
-			p.Addf(path+".key", "duplicate class key %q", cls.GetKey())
+			p.Addf(path+".key", "duplicate class key %s", quote(cls.GetKey()))
 		}
 		classes[cls.GetKey()] = cls
+		p.MaxLen(path+".description", cls.GetDescription(), MaxDescriptionBytes)
 		checkState(&p, path+".state_spec", cls.GetStateSpec())
+		p.MaxCount(path+".function_bindings", len(cls.GetFunctionBindings()), MaxBindings, "bindings")
 		bindings := map[string]bool{}
 		for j, b := range cls.GetFunctionBindings() {
 			bpath := fmt.Sprintf("%s.function_bindings[%d]", path, j)
 			p.Name(bpath+".name", b.GetName())
 			if bindings[b.GetName()] && b.GetName() != "" {
-				p.Addf(bpath+".name", "duplicate binding name %q in class %q", b.GetName(), cls.GetKey())
+				p.Addf(bpath+".name", "duplicate binding name %s in class %s", quote(b.GetName()), quote(cls.GetKey()))
 			}
 			bindings[b.GetName()] = true
 			switch {
 			case b.GetFunctionKey() == "":
 				p.Addf(bpath+".function_key", "is required")
 			case !functions[b.GetFunctionKey()]:
-				p.Addf(bpath+".function_key", "%q is not a function of package %q", b.GetFunctionKey(), pkg.GetName())
+				p.Addf(bpath+".function_key", "%s is not a function of package %s", quote(b.GetFunctionKey()), name)
 			}
 			if _, ok := pmv1.AccessModifier_name[int32(b.GetAccessModifier())]; !ok {
 				p.Addf(bpath+".access_modifier", "unknown value %d", b.GetAccessModifier())
 			}
+			p.MaxCount(bpath+".parameters", len(b.GetParameters()), MaxParameters, "parameters")
 			for k, param := range b.GetParameters() {
+				ppath := fmt.Sprintf("%s.parameters[%d]", bpath, k)
 				if param == "" {
-					p.Addf(fmt.Sprintf("%s.parameters[%d]", bpath, k), "must not be empty")
+					p.Addf(ppath, "must not be empty")
 				}
+				p.MaxLen(ppath, param, MaxTextBytes)
 			}
 		}
 	}
 
+	p.MaxCount("dependencies", len(pkg.GetDependencies()), MaxDependencies, "dependencies")
 	deps := map[string]bool{}
 	for i, dep := range pkg.GetDependencies() {
 		path := fmt.Sprintf("dependencies[%d]", i)
@@ -144,31 +257,57 @@ func ValidatePackage(pkg *pmv1.OPackage) error {
 		case dep == pkg.GetName():
 			p.Addf(path, "a package cannot depend on itself")
 		case deps[dep]:
-			p.Addf(path, "duplicate dependency %q", dep)
+			p.Addf(path, "duplicate dependency %s", quote(dep))
 		}
 		deps[dep] = true
 	}
 
+	p.MaxCount("deployments", len(pkg.GetDeployments()), MaxDeployments, "deployments")
 	keys := map[string]bool{}
 	for i, d := range pkg.GetDeployments() {
 		path := fmt.Sprintf("deployments[%d]", i)
 		if keys[d.GetKey()] && d.GetKey() != "" {
-			p.Addf(path+".key", "duplicate deployment key %q", d.GetKey())
+			p.Addf(path+".key", "duplicate deployment key %s", quote(d.GetKey()))
 		}
 		keys[d.GetKey()] = true
 		if d.GetPackageName() != "" && d.GetPackageName() != pkg.GetName() {
-			p.Addf(path+".package_name", "%q must be empty or the package's own name %q", d.GetPackageName(), pkg.GetName())
+			p.Addf(path+".package_name", "%s must be empty or the package's own name %s", quote(d.GetPackageName()), name)
 		}
-		checkDeployment(&p, path, d)
+		configBytes += checkDeployment(&p, path, d)
 		if d.GetClassKey() != "" {
 			if cls, ok := classes[d.GetClassKey()]; !ok {
-				p.Addf(path+".class_key", "%q is not a class of package %q", d.GetClassKey(), pkg.GetName())
+				p.Addf(path+".class_key", "%s is not a class of package %s", quote(d.GetClassKey()), name)
 			} else {
 				CheckFunctionSpecs(&p, path, d, pkg, cls)
 			}
 		}
 	}
+	if configBytes > MaxConfigTotalBytes {
+		p.Addf("functions[*].config + deployments[*].functions[*].config",
+			"%d bytes of keys and values in total, at most %d", configBytes, MaxConfigTotalBytes)
+	}
 	return p.Err("package")
+}
+
+func checkMetadata(p *Problems, m *pmv1.PackageMetadata) {
+	if m == nil {
+		return
+	}
+	p.MaxLen("metadata.author", m.GetAuthor(), MaxAuthorBytes)
+	p.MaxLen("metadata.description", m.GetDescription(), MaxDescriptionBytes)
+	p.MaxCount("metadata.tags", len(m.GetTags()), MaxTags, "tags")
+	for i, tag := range m.GetTags() {
+		path := fmt.Sprintf("metadata.tags[%d]", i)
+		switch {
+		case strings.TrimSpace(tag) == "":
+			p.Addf(path, "must not be empty")
+		case strings.Contains(tag, ","):
+			// Tag filters accept comma-separated lists.
+			p.Addf(path, "%s must not contain a comma", quote(tag))
+		default:
+			p.MaxLen(path, tag, MaxTagBytes)
+		}
+	}
 }
 
 // ValidateDeployment checks the fields of a deployment that do not depend on
@@ -179,7 +318,9 @@ func ValidateDeployment(d *pmv1.OClassDeployment) error {
 		p.Addf("deployment", "is required")
 		return p.Err("deployment")
 	}
-	checkDeployment(&p, "", d)
+	if n := checkDeployment(&p, "", d); n > MaxConfigTotalBytes {
+		p.Addf("functions[*].config", "%d bytes of keys and values in total, at most %d", n, MaxConfigTotalBytes)
+	}
 	return p.Err("deployment")
 }
 
@@ -193,7 +334,7 @@ func CheckFunctionSpecs(p *Problems, prefix string, d *pmv1.OClassDeployment, pk
 	for i, fs := range d.GetFunctions() {
 		if fs.GetFunctionKey() != "" && !bound[fs.GetFunctionKey()] {
 			p.Addf(join(prefix, fmt.Sprintf("functions[%d].function_key", i)),
-				"%q is not bound to class %q of package %q", fs.GetFunctionKey(), cls.GetKey(), pkg.GetName())
+				"%s is not bound to class %s of package %s", quote(fs.GetFunctionKey()), quote(cls.GetKey()), quote(pkg.GetName()))
 		}
 	}
 }
@@ -205,17 +346,25 @@ func join(prefix, path string) string {
 	return prefix + "." + path
 }
 
-func checkDeployment(p *Problems, prefix string, d *pmv1.OClassDeployment) {
+// checkDeployment checks a deployment spec and returns the bytes of its
+// config maps. The server-managed fields (condition, status, times) are
+// not checked: they are dropped before anything is stored.
+func checkDeployment(p *Problems, prefix string, d *pmv1.OClassDeployment) int {
 	p.Name(join(prefix, "key"), d.GetKey())
 	if prefix == "" {
 		// Embedded deployments inherit the package name.
 		if d.GetPackageName() == "" {
 			p.Addf("package_name", "is required")
+		} else {
+			p.Name("package_name", d.GetPackageName())
 		}
 	}
 	if d.GetClassKey() == "" {
 		p.Addf(join(prefix, "class_key"), "is required")
+	} else {
+		p.Name(join(prefix, "class_key"), d.GetClassKey())
 	}
+	p.MaxCount(join(prefix, "target_envs"), len(d.GetTargetEnvs()), MaxTargetEnvs, "clusters")
 	envs := map[string]bool{}
 	for i, env := range d.GetTargetEnvs() {
 		path := join(prefix, fmt.Sprintf("target_envs[%d]", i))
@@ -223,20 +372,29 @@ func checkDeployment(p *Problems, prefix string, d *pmv1.OClassDeployment) {
 		case env == "":
 			p.Addf(path, "must not be empty")
 		case envs[env]:
-			p.Addf(path, "duplicate cluster %q", env)
+			p.Addf(path, "duplicate cluster %s", quote(env))
+		default:
+			p.MaxLen(path, env, MaxIdentBytes)
 		}
 		envs[env] = true
 	}
 	checkNFR(p, join(prefix, "nfr_requirements"), d.GetNfrRequirements())
+	p.MaxCount(join(prefix, "functions"), len(d.GetFunctions()), MaxFunctionSpecs, "function specs")
+	configBytes := 0
 	specs := map[string]bool{}
 	for i, fs := range d.GetFunctions() {
 		path := join(prefix, fmt.Sprintf("functions[%d]", i))
-		if fs.GetFunctionKey() == "" {
+		switch {
+		case fs.GetFunctionKey() == "":
 			p.Addf(path+".function_key", "is required")
-		} else if specs[fs.GetFunctionKey()] {
-			p.Addf(path+".function_key", "duplicate function %q", fs.GetFunctionKey())
+		case specs[fs.GetFunctionKey()]:
+			p.Addf(path+".function_key", "duplicate function %s", quote(fs.GetFunctionKey()))
+		default:
+			p.MaxLen(path+".function_key", fs.GetFunctionKey(), MaxNameBytes)
 		}
 		specs[fs.GetFunctionKey()] = true
+		p.MaxLen(path+".description", fs.GetDescription(), MaxDescriptionBytes)
+		p.MaxLen(path+".available_location", fs.GetAvailableLocation(), MaxTextBytes)
 		if q := fs.GetQosRequirement(); q != nil {
 			if q.GetThroughput() < 0 {
 				p.Addf(path+".qos_requirement.throughput", "must not be negative")
@@ -244,7 +402,7 @@ func checkDeployment(p *Problems, prefix string, d *pmv1.OClassDeployment) {
 			checkUnit(p, path+".qos_requirement.availability", q.GetAvailability())
 		}
 		checkProvision(p, path+".provision_config", fs.GetProvisionConfig())
-		checkEnv(p, path+".config", fs.GetConfig())
+		configBytes += checkEnv(p, path+".config", fs.GetConfig())
 		checkNFR(p, path+".nfr_requirements", fs.GetNfrRequirements())
 	}
 	if o := d.GetOdgm(); o != nil {
@@ -255,12 +413,17 @@ func checkDeployment(p *Problems, prefix string, d *pmv1.OClassDeployment) {
 		if o.ReplicaCount != nil && o.GetReplicaCount() < 1 {
 			p.Addf(path+".replica_count", "must be at least 1, got %d", o.GetReplicaCount())
 		}
+		p.MaxCount(path+".collections", len(o.GetCollections()), MaxCollections, "collections")
 		for i, c := range o.GetCollections() {
+			cpath := fmt.Sprintf("%s.collections[%d]", path, i)
 			if c == "" {
-				p.Addf(fmt.Sprintf("%s.collections[%d]", path, i), "must not be empty")
+				p.Addf(cpath, "must not be empty")
 			}
+			p.MaxLen(cpath, c, MaxTextBytes)
 		}
+		p.MaxLen(path+".shard_type", o.GetShardType(), MaxIdentBytes)
 	}
+	return configBytes
 }
 
 func checkUnit(p *Problems, path string, v float64) {
@@ -294,16 +457,22 @@ func checkState(p *Problems, path string, s *pmv1.StateSpecification) {
 	if _, ok := pmv1.ConsistencyModel_name[int32(s.GetConsistencyModel())]; !ok {
 		p.Addf(path+".consistency_model", "unknown value %d", s.GetConsistencyModel())
 	}
+	p.MaxLen(path+".default_provider", s.GetDefaultProvider(), MaxIdentBytes)
+	p.MaxLen(path+".serialization_format", s.GetSerializationFormat(), MaxIdentBytes)
+	p.MaxCount(path+".key_specs", len(s.GetKeySpecs()), MaxKeySpecs, "key specs")
 	names := map[string]bool{}
 	for i, k := range s.GetKeySpecs() {
-		kpath := fmt.Sprintf("%s.key_specs[%d].name", path, i)
+		kpath := fmt.Sprintf("%s.key_specs[%d]", path, i)
 		switch {
 		case k.GetName() == "":
-			p.Addf(kpath, "is required")
+			p.Addf(kpath+".name", "is required")
 		case names[k.GetName()]:
-			p.Addf(kpath, "duplicate key %q", k.GetName())
+			p.Addf(kpath+".name", "duplicate key %s", quote(k.GetName()))
+		default:
+			p.MaxLen(kpath+".name", k.GetName(), MaxTextBytes)
 		}
 		names[k.GetName()] = true
+		p.MaxLen(kpath+".key_type", k.GetKeyType(), MaxTextBytes)
 	}
 }
 
@@ -320,6 +489,8 @@ func checkProvision(p *Problems, path string, pc *commonpb.ProvisionConfig) {
 	if pc.ContainerImage != nil && strings.TrimSpace(pc.GetContainerImage()) == "" {
 		p.Addf(path+".container_image", "must not be empty when set")
 	}
+	p.MaxLen(path+".container_image", pc.GetContainerImage(), MaxImageBytes)
+	p.MaxLen(path+".wasm_module_url", pc.GetWasmModuleUrl(), MaxURLBytes)
 	quantities := []struct {
 		field string
 		value *string
@@ -329,16 +500,16 @@ func checkProvision(p *Problems, path string, pc *commonpb.ProvisionConfig) {
 	}
 	parsed := map[string]resource.Quantity{}
 	for _, q := range quantities {
-		if q.value == nil {
+		if q.value == nil || !p.MaxLen(path+"."+q.field, *q.value, MaxQuantityBytes) {
 			continue
 		}
 		v, err := resource.ParseQuantity(*q.value)
 		if err != nil {
-			p.Addf(path+"."+q.field, "%q is not a Kubernetes quantity (e.g. 500m, 1, 256Mi)", *q.value)
+			p.Addf(path+"."+q.field, "%s is not a Kubernetes quantity (e.g. 500m, 1, 256Mi)", quote(*q.value))
 			continue
 		}
 		if v.Sign() < 0 {
-			p.Addf(path+"."+q.field, "%q must not be negative", *q.value)
+			p.Addf(path+"."+q.field, "%s must not be negative", quote(*q.value))
 			continue
 		}
 		parsed[q.field] = v
@@ -352,11 +523,23 @@ func checkProvision(p *Problems, path string, pc *commonpb.ProvisionConfig) {
 	}
 }
 
-// checkEnv checks config maps, which become container environment variables.
-func checkEnv(p *Problems, path string, env map[string]string) {
+// checkEnv checks config maps, which become container environment
+// variables, and returns the bytes of their keys and values.
+func checkEnv(p *Problems, path string, env map[string]string) int {
+	p.MaxCount(path, len(env), MaxConfigEntries, "entries")
+	total := 0
 	for _, k := range slices.Sorted(maps.Keys(env)) {
-		if k == "" || strings.ContainsAny(k, "=\x00") {
-			p.Addf(path, "%q is not a valid environment variable name", k)
+		v := env[k]
+		total += len(k) + len(v)
+		switch {
+		case k == "" || strings.ContainsAny(k, "=\x00"):
+			p.Addf(path, "%s is not a valid environment variable name", quote(k))
+		case len(k) > MaxConfigKeyBytes:
+			p.Addf(path, "key %s is %d bytes, at most %d", quote(k), len(k), MaxConfigKeyBytes)
+		}
+		if len(v) > MaxConfigValueBytes {
+			p.Addf(fmt.Sprintf("%s[%s]", path, quote(k)), "value is %d bytes, at most %d", len(v), MaxConfigValueBytes)
 		}
 	}
+	return total
 }
