@@ -14,6 +14,7 @@ import (
 
 	"github.com/oaas/pm/internal/correlation"
 	"github.com/oaas/pm/internal/fault"
+	"github.com/oaas/pm/internal/fieldcheck"
 )
 
 // ToConnectError is the one boundary between domain errors and protocol
@@ -23,10 +24,6 @@ import (
 func ToConnectError(ctx context.Context, err error) *connect.Error {
 	if err == nil {
 		return nil
-	}
-	var ce *connect.Error
-	if errors.As(err, &ce) {
-		return ce
 	}
 	switch fault.KindOf(err) {
 	case fault.Invalid:
@@ -42,14 +39,66 @@ func ToConnectError(ctx context.Context, err error) *connect.Error {
 	case fault.DeadlineExceeded:
 		return connect.NewError(connect.CodeDeadlineExceeded, errors.New(err.Error()))
 	}
+	var ce *connect.Error
 	switch {
 	case errors.Is(err, context.Canceled):
 		return connect.NewError(connect.CodeCanceled, errors.New("request canceled"))
 	case errors.Is(err, context.DeadlineExceeded):
 		return connect.NewError(connect.CodeDeadlineExceeded, errors.New("request deadline exceeded"))
+	case errors.As(err, &ce):
+		// A connect error that is not a fault came from a peer (a CRM):
+		// its code carries over, its text (the peer's, or a Go runtime's
+		// such as "context deadline exceeded") does not.
+		return connect.NewError(peerCode(ce.Code()), errors.New(peerMessage(ce.Code())))
 	}
 	return connect.NewError(connect.CodeInternal,
 		errors.New("internal error (correlation id "+correlation.From(ctx)+")"))
+}
+
+// ClientMessage is the text a client sees for err: what ToConnectError
+// would send.
+func ClientMessage(err error) string {
+	return ToConnectError(context.Background(), err).Message()
+}
+
+// FieldAliases are older names of request fields that every face accepts
+// (rest-json-model.md: target_clusters is the older name of target_envs).
+var FieldAliases = fieldcheck.Aliases{
+	"oaas.pm.v1.OClassDeployment": {"target_clusters": "target_envs", "targetClusters": "target_envs"},
+}
+
+// peerCode is the code PM answers with when a peer failed with c: the
+// caller did nothing wrong, so a peer's complaint about its input is PM's
+// failure to depend on it, not the caller's.
+func peerCode(c connect.Code) connect.Code {
+	switch c {
+	case connect.CodeDeadlineExceeded, connect.CodeUnavailable, connect.CodeNotFound,
+		connect.CodeAlreadyExists, connect.CodeResourceExhausted, connect.CodeCanceled:
+		return c
+	}
+	return connect.CodeUnavailable
+}
+
+func peerMessage(c connect.Code) string {
+	switch c {
+	case connect.CodeDeadlineExceeded:
+		return "the cluster did not answer in time"
+	case connect.CodeUnavailable:
+		return "the cluster is unreachable"
+	case connect.CodeNotFound:
+		return "the cluster does not have it"
+	case connect.CodeAlreadyExists:
+		return "the cluster already has it"
+	case connect.CodeResourceExhausted:
+		return "the cluster is out of capacity"
+	case connect.CodeCanceled:
+		return "the call to the cluster was canceled"
+	case connect.CodeInvalidArgument, connect.CodeFailedPrecondition:
+		return "the cluster rejected the request"
+	case connect.CodeUnauthenticated, connect.CodePermissionDenied:
+		return "the cluster refused PM's credentials"
+	}
+	return "the cluster failed (" + c.String() + ")"
 }
 
 // Interceptor gives every call a correlation id (the client's

@@ -27,6 +27,7 @@ import (
 	"github.com/oaas/pm/internal/store/memory"
 	"github.com/oaas/pm/internal/store/postgres"
 	"github.com/oaas/pm/internal/telemetry"
+	"github.com/oaas/pm/internal/version"
 
 	"connectrpc.com/connect"
 )
@@ -53,52 +54,64 @@ func NewLogger(cfg config.Log, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-// OpenStore opens the configured store, migrating Postgres when asked.
+// OpenStore opens the configured store, migrating Postgres when asked. The
+// dial, the migration and the first ping are bounded by cfg.Timeout
+// (DATABASE_TIMEOUT), so a database that never answers stops start-up with
+// a message instead of hanging it.
 func OpenStore(ctx context.Context, cfg config.Storage, log *slog.Logger) (store.Store, error) {
 	switch cfg.Type {
 	case "memory":
 		log.Info("using in-memory storage; data is lost on restart")
 		return memory.New(nil), nil
 	case "postgres":
+		log.Info("connecting to postgres", "timeout", cfg.Timeout.String(), "auto_migrate", cfg.AutoMigrate)
 		if cfg.AutoMigrate {
-			if err := postgres.MigrateURL(ctx, cfg.DatabaseURL, postgres.Up, io.Discard); err != nil {
-				return nil, fmt.Errorf("applying migrations: %w", err)
+			mctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+			err := postgres.MigrateURL(mctx, cfg.DatabaseURL, postgres.Up, io.Discard)
+			cancel()
+			if err != nil {
+				return nil, fmt.Errorf("applying migrations (DATABASE_URL, DATABASE_TIMEOUT): %w", err)
 			}
 		}
 		st, err := postgres.Open(ctx, postgres.Config{URL: cfg.DatabaseURL, MaxConns: int32(cfg.MaxConns), Timeout: cfg.Timeout})
 		if err != nil {
-			return nil, fmt.Errorf("opening postgres: %w", err)
+			return nil, fmt.Errorf("opening postgres (DATABASE_URL): %w", err)
 		}
-		log.Info("using postgres storage", "auto_migrate", cfg.AutoMigrate)
+		log.Info("using postgres storage")
 		return st, nil
 	}
 	return nil, fmt.Errorf("STORAGE_TYPE %q is not supported", cfg.Type)
 }
 
-// New builds a PM from cfg and binds its listener; Run serves it.
-func New(ctx context.Context, cfg config.Config, log *slog.Logger) (a *App, err error) {
-	a = &App{cfg: cfg, log: log}
-	defer func() {
-		if err != nil {
-			a.close()
-		}
-	}()
+// New builds a PM from cfg and binds its listener; Run serves it. On error
+// everything already started is released.
+func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error) {
+	a := &App{cfg: cfg, log: log}
+	if err := a.build(ctx); err != nil {
+		a.close()
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *App) build(ctx context.Context) error {
+	cfg, log := a.cfg, a.log
 	st, err := OpenStore(ctx, cfg.Storage, log)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	a.store = st
 	a.closers = append(a.closers, st.Close)
 
 	clusters, err := openClusters(ctx, cfg.CRM, log, &a.closers)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	a.clusters = clusters
 
 	alg, err := plan.ParseAlgorithm(cfg.Deploy.ReplicaAlgorithm)
 	if err != nil {
-		return nil, fmt.Errorf("DEPLOY_REPLICA_ALGORITHM: %w", err)
+		return fmt.Errorf("DEPLOY_REPLICA_ALGORITHM: %w", err)
 	}
 	deployments := deploy.New(st, deploy.FromManager(clusters), deploy.Config{
 		MaxRetries: cfg.Deploy.MaxRetries, RetryBackoff: cfg.Deploy.RetryBackoff,
@@ -116,7 +129,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (a *App, err 
 
 	registry := catalog.New(st, deployments, log)
 	idem := api.NewIdempotency(st, cfg.Reconcile.IdempotencyTTL, cfg.CRM.Timeout+2*time.Second)
-	interceptors := []connect.Interceptor{api.Interceptor(log)}
+	fields := server.NewFields(api.FieldAliases)
+	// Outermost first: metrics see every outcome, the api interceptor gives
+	// each call its correlation id and maps every error (the field policy's
+	// too) to a clean connect error.
+	interceptors := []connect.Interceptor{api.Interceptor(log), fields.Interceptor()}
 	var metricsHandler http.Handler
 	if cfg.Metrics.Enabled {
 		m := telemetry.New()
@@ -132,12 +149,13 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (a *App, err 
 			m.Gauge("pm_orphan_units", "Units with PM's id scheme that PM does not know, as last reconciled.",
 				func() float64 { return float64(len(deployments.Orphans())) }),
 		); err != nil {
-			return nil, fmt.Errorf("registering metrics: %w", err)
+			return fmt.Errorf("registering metrics: %w", err)
 		}
 		metricsHandler = m.Handler()
 		a.metrics = metricsHandler
 	}
-	opts := []connect.HandlerOption{connect.WithInterceptors(interceptors...), connect.WithRecover(api.Recover(log))}
+	opts := append(fields.HandlerOptions(cfg.Server.MaxBodyBytes),
+		connect.WithInterceptors(interceptors...), connect.WithRecover(api.Recover(log)))
 	pkgs := api.NewPackages(registry, idem)
 	deps := api.NewDeployments(deployments, idem)
 	var services []server.Service
@@ -155,20 +173,26 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (a *App, err 
 	mount(pmv1connect.ClassRuntimeServiceName)(pmv1connect.NewClassRuntimeServiceHandler(deps, opts...))
 
 	srv, err := server.New(server.Config{
-		Addr: cfg.Server.Addr(), Services: services, Health: a.health,
-		MaxBodyBytes: cfg.Server.MaxBodyBytes, Log: log, Metrics: metricsHandler,
+		Addr: cfg.Server.Addr(), Services: services, Ready: a.ready, Aliases: api.FieldAliases,
+		Limits: server.Limits{
+			MaxBodyBytes: cfg.Server.MaxBodyBytes, ReadTimeout: cfg.Server.ReadTimeout,
+			IdleTimeout: cfg.Server.IdleTimeout, RequestTimeout: cfg.Server.RequestTimeout,
+			MaxConnections: cfg.Server.MaxConnections, MaxHeaderBytes: cfg.Server.MaxHeaderBytes,
+		},
+		Log: log, Metrics: metricsHandler,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	a.server = srv
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", cfg.Server.Addr())
 	if err != nil {
-		return nil, fmt.Errorf("listening on %s (SERVER_HOST/SERVER_PORT): %w", cfg.Server.Addr(), err)
+		return fmt.Errorf("listening on %s (SERVER_HOST/SERVER_PORT): %w", cfg.Server.Addr(), err)
 	}
 	a.listener = ln
-	return a, nil
+	a.closers = append(a.closers, func() { _ = ln.Close() })
+	return nil
 }
 
 // openClusters builds the cluster manager. With no CRM configured it first
@@ -208,13 +232,18 @@ func (a *App) Deployments() *deploy.Service { return a.deploy }
 // Addr is the bound listen address (useful with port 0).
 func (a *App) Addr() string { return a.listener.Addr().String() }
 
-// health reports storage reachability.
-func (a *App) health(ctx context.Context) (bool, map[string]any) {
+// ready reports whether PM can serve: storage reachable and its schema at
+// the migration this build expects. Its details are safe for anyone.
+func (a *App) ready(ctx context.Context) (bool, map[string]any) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	details := map[string]any{"service": "oaas-pm", "storage": a.cfg.Storage.Type}
-	if err := a.store.Ping(ctx); err != nil {
-		details["storage_error"] = "storage unavailable"
+	details := map[string]any{"service": "oaas-pm", "version": version.String(), "storage": a.cfg.Storage.Type}
+	check := a.store.Ping
+	if r, ok := a.store.(interface{ Ready(context.Context) error }); ok {
+		check = r.Ready
+	}
+	if err := check(ctx); err != nil {
+		details["storage_error"] = api.ClientMessage(err)
 		return false, details
 	}
 	return true, details

@@ -178,18 +178,19 @@ func TestDeployRejectsBadInput(t *testing.T) {
 		body any
 		code int
 		want string
+		hdr  []string
 	}{
-		{"missing package", deployment("d1", "nope", "east"), 404, `package "nope"`},
-		{"unknown class", map[string]any{"key": "d1", "package_name": "echo", "class_key": "Nope", "target_envs": []string{"east"}}, 400, `class "Nope"`},
-		{"unknown cluster", deployment("d1", "echo", "east", "mars"), 400, `"mars"`},
-		{"no targets and no default", deployment("d1", "echo"), 400, "target_envs"},
-		{"unknown field", map[string]any{"key": "d1", "package_name": "echo", "class_key": "Echo", "replicas": 3}, 400, "replicas"},
-		{"availability out of range", map[string]any{"key": "d1", "package_name": "echo", "class_key": "Echo", "target_envs": []string{"east"}, "nfr_requirements": map[string]any{"availability": 1.5}}, 400, "availability"},
-		{"function not bound", map[string]any{"key": "d1", "package_name": "echo", "class_key": "Echo", "target_envs": []string{"east"}, "functions": []any{map[string]any{"function_key": "ghost"}}}, 400, "ghost"},
+		{"missing package", deployment("d1", "nope", "east"), 404, `package "nope"`, nil},
+		{"unknown class", map[string]any{"key": "d1", "package_name": "echo", "class_key": "Nope", "target_envs": []string{"east"}}, 400, `class "Nope"`, nil},
+		{"unknown cluster", deployment("d1", "echo", "east", "mars"), 400, `"mars"`, nil},
+		{"no targets and no default", deployment("d1", "echo"), 400, "target_envs", nil},
+		{"unknown field, strict", map[string]any{"key": "d1", "package_name": "echo", "class_key": "Echo", "target_envs": []string{"east"}, "replicas": 3}, 400, `unknown field "replicas"`, []string{"Field-Validation", "Strict"}},
+		{"availability out of range", map[string]any{"key": "d1", "package_name": "echo", "class_key": "Echo", "target_envs": []string{"east"}, "nfr_requirements": map[string]any{"availability": 1.5}}, 400, "availability", nil},
+		{"function not bound", map[string]any{"key": "d1", "package_name": "echo", "class_key": "Echo", "target_envs": []string{"east"}, "functions": []any{map[string]any{"function_key": "ghost"}}}, 400, "ghost", nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := e.do("POST", "/api/v1/deployments", tc.body).expect(t, tc.code)
+			r := e.do("POST", "/api/v1/deployments", tc.body, tc.hdr...).expect(t, tc.code)
 			if msg := r.errorText(t); !strings.Contains(msg, tc.want) {
 				t.Errorf("error %q does not mention %q", msg, tc.want)
 			}

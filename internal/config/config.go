@@ -35,8 +35,20 @@ type Server struct {
 	Port int
 	// ShutdownTimeout bounds the drain of in-flight requests on SIGTERM.
 	ShutdownTimeout time.Duration
-	// MaxBodyBytes caps request bodies; larger ones get 413.
+	// MaxBodyBytes caps a request message after decompression, on every
+	// protocol; larger ones get 413 / resource_exhausted.
 	MaxBodyBytes int64
+	// ReadTimeout bounds reading a request's headers and body.
+	ReadTimeout time.Duration
+	// IdleTimeout closes keep-alive connections that carry no request.
+	IdleTimeout time.Duration
+	// RequestTimeout bounds one unary call; it must exceed the CRM timeout,
+	// since a deploy waits up to one CRM call.
+	RequestTimeout time.Duration
+	// MaxConnections caps concurrent client connections.
+	MaxConnections int
+	// MaxHeaderBytes caps request headers.
+	MaxHeaderBytes int
 	// Workers is accepted for compatibility with the Rust PM; when set it
 	// caps GOMAXPROCS.
 	Workers int
@@ -140,7 +152,11 @@ type PackageDelete struct {
 // Default returns the embedded defaults.
 func Default() Config {
 	return Config{
-		Server:  Server{Host: "0.0.0.0", Port: 8080, ShutdownTimeout: 15 * time.Second, MaxBodyBytes: 4 << 20},
+		Server: Server{
+			Host: "0.0.0.0", Port: 8080, ShutdownTimeout: 15 * time.Second, MaxBodyBytes: 4 << 20,
+			ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, RequestTimeout: 60 * time.Second,
+			MaxConnections: 1024, MaxHeaderBytes: 64 << 10,
+		},
 		Storage: Storage{Type: "memory", AutoMigrate: true, Timeout: 5 * time.Second},
 		Log:     Log{Level: slog.LevelInfo, Format: "json"},
 		CRM: CRM{
@@ -174,6 +190,11 @@ func Load(lookup Lookup) (Config, error) {
 	r.int("SERVER_WORKERS", &c.Server.Workers)
 	r.duration("SERVER_SHUTDOWN_TIMEOUT", &c.Server.ShutdownTimeout)
 	r.int64("SERVER_MAX_BODY_BYTES", &c.Server.MaxBodyBytes)
+	r.duration("SERVER_READ_TIMEOUT", &c.Server.ReadTimeout)
+	r.duration("SERVER_IDLE_TIMEOUT", &c.Server.IdleTimeout)
+	r.duration("SERVER_REQUEST_TIMEOUT", &c.Server.RequestTimeout)
+	r.int("SERVER_MAX_CONNECTIONS", &c.Server.MaxConnections)
+	r.int("SERVER_MAX_HEADER_BYTES", &c.Server.MaxHeaderBytes)
 
 	r.str("STORAGE_TYPE", &c.Storage.Type)
 	r.str("DATABASE_URL", &c.Storage.DatabaseURL)
@@ -232,6 +253,21 @@ func (c Config) Validate() error {
 	}
 	if c.Server.MaxBodyBytes <= 0 {
 		bad("SERVER_MAX_BODY_BYTES: must be positive")
+	}
+	if c.Server.ReadTimeout <= 0 {
+		bad("SERVER_READ_TIMEOUT: must be positive")
+	}
+	if c.Server.IdleTimeout <= 0 {
+		bad("SERVER_IDLE_TIMEOUT: must be positive")
+	}
+	if c.Server.RequestTimeout <= c.CRM.Timeout {
+		bad("SERVER_REQUEST_TIMEOUT: %s must exceed CRM_DEFAULT_TIMEOUT (%s): a deploy waits for one CRM call", c.Server.RequestTimeout, c.CRM.Timeout)
+	}
+	if c.Server.MaxConnections < 1 {
+		bad("SERVER_MAX_CONNECTIONS: must be at least 1")
+	}
+	if c.Server.MaxHeaderBytes < 4096 {
+		bad("SERVER_MAX_HEADER_BYTES: must be at least 4096")
 	}
 	if c.Server.Workers < 0 {
 		bad("SERVER_WORKERS: must not be negative")

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,162 +10,175 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
-	"regexp"
+	"net/url"
 	"strconv"
 	"strings"
 
 	"sigs.k8s.io/yaml"
-)
 
-// createRoutes answer 201 on success (rest-json-model.md "Responses").
-var createRoutes = map[string]bool{
-	"/api/v1/packages":    true,
-	"/api/v1/deployments": true,
-}
+	"github.com/oaas/pm/internal/fieldcheck"
+)
 
 // DryRunHeader marks a response to a request that changed nothing (a
 // planning dry run); REST answers it 200, not 201.
 const DryRunHeader = "X-Dry-Run"
 
-// REST wraps the transcoder with what the REST JSON model needs and vanguard
-// does not do: YAML bodies, the target_clusters alias, the body size limit,
-// {"error": "..."} bodies, and 201/204 statuses.
-func REST(next http.Handler, maxBody int64, log *slog.Logger) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// Compressed responses would have to be decompressed to be rewritten.
-		r.Header.Del("Accept-Encoding")
-		if r.Body != nil && r.Method != http.MethodGet && r.Method != http.MethodDelete {
-			body, status, err := readBody(w, r, maxBody)
-			if err != nil {
-				writeError(w, status, err.Error())
-				return
-			}
-			r.Body = io.NopCloser(bytes.NewReader(body))
-			r.ContentLength = int64(len(body))
-			r.Header.Set("Content-Length", strconv.Itoa(len(body)))
-			r.Header.Set("Content-Type", "application/json")
+// rest is the REST face in front of the transcoder. Before it: the route's
+// query parameters and body are checked against the field policy (unknown
+// ones warned about or refused, path fields never re-targeted by the query,
+// YAML turned into JSON, aliases renamed, enums checked, bodies bounded
+// after decompression). After it: the REST JSON model's statuses (201 for
+// creates, 204 for deletes) and {"error": "..."} bodies.
+type rest struct {
+	next    http.Handler
+	routes  routes
+	maxBody int64
+	aliases fieldcheck.Aliases
+	log     *slog.Logger
+}
+
+func (p *rest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// Compressed responses would have to be decompressed to be rewritten.
+	r.Header.Del("Accept-Encoding")
+	rt, vars := p.routes.match(r.Method, r.URL.Path)
+	if rt == nil {
+		p.forward(w, r, nil, nil)
+		return
+	}
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "malformed query string")
+		return
+	}
+	modeText := q.Get(FieldValidationParam)
+	q.Del(FieldValidationParam)
+	if modeText == "" {
+		modeText = r.Header.Get(FieldValidationHeader)
+	}
+	mode, err := parseFieldMode(modeText)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	pass, unknownParams, problems := rt.checkQuery(q, vars)
+	if len(problems) > 0 {
+		writeError(w, http.StatusBadRequest, strings.Join(problems, "; "))
+		return
+	}
+	var warnings []string
+	for _, name := range unknownParams {
+		warnings = append(warnings, "unknown query parameter "+strconv.QuoteToASCII(name))
+	}
+	if rt.body != "" {
+		body, isYAML, status, err := readBody(w, r, p.maxBody)
+		if err != nil {
+			writeError(w, status, err.Error())
+			return
 		}
-		// The transcoder rewrites r.URL; remember what the client asked for.
-		method, path := r.Method, r.URL.Path
-		buf := &bufferedWriter{header: http.Header{}, status: http.StatusOK}
-		next.ServeHTTP(buf, r)
-		buf.flushTo(w, method, path, log)
+		res, err := fieldcheck.CheckJSON(rt.bodyDesc, body, fieldcheck.Options{Aliases: p.aliases, StringifyMapScalars: isYAML})
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		for _, path := range res.Unknown {
+			warnings = append(warnings, "unknown field "+strconv.QuoteToASCII(path))
+		}
+		r.Body = io.NopCloser(bytes.NewReader(res.JSON))
+		r.ContentLength = int64(len(res.JSON))
+		r.Header.Set("Content-Length", strconv.Itoa(len(res.JSON)))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Del("Content-Encoding")
+	}
+	if mode == strictUnknown && len(warnings) > 0 {
+		writeError(w, http.StatusBadRequest, strings.Join(warnings, "; ")+" (strict field validation)")
+		return
+	}
+	r.URL.RawQuery = pass.Encode()
+	p.forward(w, r, rt, func(h http.Header) {
+		if mode == warnUnknown {
+			addWarnings(h, warnings)
+		}
 	})
 }
 
-// readBody reads a bounded body and turns YAML into JSON, so the transcoder
-// only ever sees JSON.
-func readBody(w http.ResponseWriter, r *http.Request, maxBody int64) ([]byte, int, error) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("request body exceeds %d bytes", maxBody)
-		}
-		return nil, http.StatusBadRequest, fmt.Errorf("reading request body: %w", err)
+// forward runs the transcoder into a buffer and writes its answer shaped
+// for REST; also sets headers of the final response.
+func (p *rest) forward(w http.ResponseWriter, r *http.Request, rt *route, also func(http.Header)) {
+	// The transcoder rewrites r.URL; remember what the client asked for.
+	method, path := r.Method, r.URL.Path
+	buf := &bufferedWriter{header: http.Header{}, status: http.StatusOK}
+	p.next.ServeHTTP(buf, r)
+	if also != nil {
+		also(w.Header())
 	}
-	ct := r.Header.Get("Content-Type")
-	mt, _, _ := mime.ParseMediaType(ct)
-	// curl -d sends form encoding by default; a body that is clearly JSON is
-	// taken as JSON rather than refused.
-	formButJSON := mt == "application/x-www-form-urlencoded" && bytes.HasPrefix(bytes.TrimSpace(body), []byte("{"))
-	switch {
-	case ct == "" || mt == "application/json" || strings.HasSuffix(mt, "+json") || formButJSON:
-		if len(bytes.TrimSpace(body)) == 0 {
-			return nil, http.StatusBadRequest, errors.New("request body is empty")
+	created := rt != nil && method == http.MethodPost && strings.HasPrefix(string(rt.method.Name()), "Create")
+	buf.flushTo(w, method, path, created, p.log)
+}
+
+// addWarnings sets one Warning header per entry, in the form Kubernetes
+// uses: 299 - "unknown field \"spec.foo\"".
+func addWarnings(h http.Header, warnings []string) {
+	for _, text := range warnings {
+		if len(text) > 512 {
+			text = text[:509] + "..."
 		}
-		if bytes.Contains(body, []byte(`"target_clusters"`)) {
-			return rewriteJSON(body, false)
-		}
-		return body, 0, nil
-	case mt == "application/yaml" || mt == "application/x-yaml" || mt == "text/yaml" || mt == "text/x-yaml":
-		return rewriteJSON(body, true)
-	default:
-		return nil, http.StatusUnsupportedMediaType,
-			fmt.Errorf("content type %q is not supported (use application/json or application/yaml)", ct)
+		text = strings.ReplaceAll(strings.ReplaceAll(text, `\`, `\\`), `"`, `\"`)
+		h.Add("Warning", `299 - "`+text+`"`)
 	}
 }
 
-// rewriteJSON decodes a JSON or YAML body generically, applies the aliases of
-// the REST model and encodes it as JSON again.
-func rewriteJSON(body []byte, isYAML bool) ([]byte, int, error) {
-	var doc any
+// readBody reads a bounded, possibly gzip-compressed body of a JSON or YAML
+// content type and returns it as JSON. The bound applies to the bytes after
+// decompression, so a small compressed body cannot expand past it.
+func readBody(w http.ResponseWriter, r *http.Request, maxBody int64) (body []byte, isYAML bool, status int, err error) {
+	ct := r.Header.Get("Content-Type")
+	mt, _, _ := mime.ParseMediaType(ct)
+	switch {
+	case ct == "":
+		// A browser can send a body without a content type and without a
+		// CORS preflight; writes must say what they carry.
+		return nil, false, http.StatusUnsupportedMediaType, errors.New("Content-Type is required (application/json or application/yaml)")
+	case mt == "application/json" || strings.HasSuffix(mt, "+json"):
+	case mt == "application/yaml" || mt == "application/x-yaml" || mt == "text/yaml" || mt == "text/x-yaml":
+		isYAML = true
+	default:
+		return nil, false, http.StatusUnsupportedMediaType,
+			fmt.Errorf("content type %q is not supported (use application/json or application/yaml)", ct)
+	}
+	var src io.Reader = http.MaxBytesReader(w, r.Body, maxBody)
+	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
+	case "", "identity":
+	case "gzip":
+		gz, err := gzip.NewReader(src)
+		if err != nil {
+			return nil, false, http.StatusBadRequest, errors.New("request body is not valid gzip")
+		}
+		defer gz.Close()
+		src = gz
+	default:
+		return nil, false, http.StatusUnsupportedMediaType, fmt.Errorf("content encoding %q is not supported (use gzip or none)", enc)
+	}
+	body, err = io.ReadAll(io.LimitReader(src, maxBody+1))
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge) || int64(len(body)) > maxBody:
+		return nil, false, http.StatusRequestEntityTooLarge, fmt.Errorf("request body exceeds %d bytes (SERVER_MAX_BODY_BYTES)", maxBody)
+	case errors.Is(err, gzip.ErrChecksum) || errors.Is(err, gzip.ErrHeader):
+		return nil, false, http.StatusBadRequest, errors.New("request body is not valid gzip")
+	case err != nil:
+		return nil, false, http.StatusBadRequest, errors.New("reading the request body failed")
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, false, http.StatusBadRequest, errors.New("request body is empty")
+	}
 	if isYAML {
 		j, err := yaml.YAMLToJSON(body)
 		if err != nil {
-			return nil, http.StatusBadRequest, fmt.Errorf("invalid YAML body: %s", cleanYAMLError(err))
+			return nil, false, http.StatusBadRequest, fmt.Errorf("invalid YAML body: %s", cleanYAMLError(err))
 		}
 		body = j
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	if err := dec.Decode(&doc); err != nil {
-		return nil, http.StatusBadRequest, fmt.Errorf("invalid JSON body: %w", err)
-	}
-	obj, ok := doc.(map[string]any)
-	if !ok {
-		return nil, http.StatusBadRequest, errors.New("request body must be a JSON object")
-	}
-	if err := aliasTargetClusters(obj, ""); err != nil {
-		return nil, http.StatusBadRequest, err
-	}
-	if deps, ok := obj["deployments"].([]any); ok {
-		for i, d := range deps {
-			if m, ok := d.(map[string]any); ok {
-				if err := aliasTargetClusters(m, fmt.Sprintf("deployments[%d].", i)); err != nil {
-					return nil, http.StatusBadRequest, err
-				}
-			}
-		}
-	}
-	if isYAML {
-		stringifyConfig(obj)
-	}
-	out, err := json.Marshal(obj)
-	if err != nil {
-		return nil, http.StatusBadRequest, fmt.Errorf("invalid body: %w", err)
-	}
-	return out, 0, nil
-}
-
-// aliasTargetClusters accepts the older field name of target_envs.
-func aliasTargetClusters(obj map[string]any, path string) error {
-	v, ok := obj["target_clusters"]
-	if !ok {
-		return nil
-	}
-	if _, both := obj["target_envs"]; both {
-		return fmt.Errorf("%starget_clusters: give either target_envs or its older name target_clusters, not both", path)
-	}
-	delete(obj, "target_clusters")
-	obj["target_envs"] = v
-	return nil
-}
-
-// stringifyConfig turns scalars of "config" maps into strings: hand-written
-// YAML says `HTTP_PORT: 80` and means the string "80".
-func stringifyConfig(v any) {
-	switch t := v.(type) {
-	case map[string]any:
-		for k, child := range t {
-			if m, ok := child.(map[string]any); ok && k == "config" {
-				for ck, cv := range m {
-					switch s := cv.(type) {
-					case json.Number:
-						m[ck] = s.String()
-					case bool:
-						m[ck] = strconv.FormatBool(s)
-					}
-				}
-				continue
-			}
-			stringifyConfig(child)
-		}
-	case []any:
-		for _, child := range t {
-			stringifyConfig(child)
-		}
-	}
+	return body, isYAML, 0, nil
 }
 
 func cleanYAMLError(err error) string {
@@ -196,24 +210,17 @@ func (b *bufferedWriter) Write(p []byte) (int, error) {
 
 func (b *bufferedWriter) Flush() {}
 
-// unknownParam is how vanguard reports an unknown query parameter, as an
-// internal error.
-var unknownParam = regexp.MustCompile(`^unknown field in field path "([^"]*)"`)
-
 // flushTo writes the response, shaping errors and statuses on the way.
-func (b *bufferedWriter) flushTo(w http.ResponseWriter, method, path string, log *slog.Logger) {
+func (b *bufferedWriter) flushTo(w http.ResponseWriter, method, path string, created bool, log *slog.Logger) {
 	h := w.Header()
 	for k, v := range b.header {
-		h[k] = v
+		h[k] = append(h[k], v...)
 	}
 	status := b.status
 	if status >= 400 {
 		msg := errorMessage(b.body.Bytes(), status)
 		h.Del("Content-Length")
 		h.Del("Content-Encoding")
-		if m := unknownParam.FindStringSubmatch(msg); m != nil && status == http.StatusInternalServerError {
-			status, msg = http.StatusBadRequest, fmt.Sprintf("unknown query parameter %q", m[1])
-		}
 		writeError(w, status, msg)
 		return
 	}
@@ -223,7 +230,7 @@ func (b *bufferedWriter) flushTo(w http.ResponseWriter, method, path string, log
 		h.Del("Content-Type")
 		w.WriteHeader(http.StatusNoContent)
 		return
-	case method == http.MethodPost && status == http.StatusOK && createRoutes[path] && h.Get(DryRunHeader) == "":
+	case created && status == http.StatusOK && h.Get(DryRunHeader) == "":
 		// A dry run created nothing: it stays 200.
 		status = http.StatusCreated
 	}
