@@ -182,7 +182,16 @@ func readBody(w http.ResponseWriter, r *http.Request, maxBody int64) (body []byt
 }
 
 func cleanYAMLError(err error) string {
-	return strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")
+	msg := strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	switch {
+	case strings.HasPrefix(msg, "invalid map key"):
+		return "mapping keys must be plain strings"
+	case strings.Contains(msg, "interface {}") || strings.Contains(msg, "map["):
+		// The converter names Go types; the client needs none of them.
+		return "malformed YAML"
+	}
+	return msg
 }
 
 // bufferedWriter holds a unary REST response so its status and body can be

@@ -197,7 +197,7 @@ func Handler(cfg Config) (http.Handler, error) {
 		mux.Handle("GET /metrics", cfg.Metrics)
 	}
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"status": "live"})
+		writeProbe(w, true, "live", "", nil) // the process answers: that is all liveness means
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ok, details := cfg.Ready(r.Context())
