@@ -196,7 +196,9 @@ func roleFrom(v any) (Role, bool) {
 }
 
 // fileKeySet verifies signatures with the keys of a JWKS file.
-type fileKeySet struct{ keys *filewatch.Value[[]jose.JSONWebKey] }
+type fileKeySet struct {
+	keys *filewatch.Value[[]jose.JSONWebKey]
+}
 
 func (s fileKeySet) VerifySignature(_ context.Context, raw string) ([]byte, error) {
 	jws, err := jose.ParseSigned(raw, signingAlgs)
