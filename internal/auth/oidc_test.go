@@ -8,6 +8,7 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -273,6 +274,7 @@ func TestOIDCJWKSFile(t *testing.T) {
 	writeJWKS()
 	cfg := is.config()
 	cfg.JWKSURL, cfg.JWKSFile, cfg.ReloadInterval = "", path, 10*time.Millisecond
+	cfg.Log = slog.New(slog.DiscardHandler)
 	v := newVerifier(t, cfg)
 	if _, err := v.Verify(context.Background(), is.sign(t, "ec-1", goodClaims(nil))); err != nil {
 		t.Fatal(err)
