@@ -2,12 +2,14 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -53,12 +55,32 @@ type OIDCConfig struct {
 	Log *slog.Logger
 }
 
-// OIDCVerifier checks JWT bearer tokens against one issuer.
+// OIDCVerifier checks JWT bearer tokens against one issuer. Verified
+// tokens are remembered (by their SHA-256, never the token) for up to
+// verifiedTTL, so a client sending the same token on every call pays the
+// signature check about once a minute instead of on each request.
 type OIDCVerifier struct {
 	cfg      OIDCConfig
 	verifier *oidc.IDTokenVerifier
 	now      func() time.Time
+
+	mu       sync.Mutex
+	verified map[[sha256.Size]byte]verifiedToken
 }
+
+type verifiedToken struct {
+	principal Principal
+	until     time.Time
+}
+
+const (
+	// verifiedTTL bounds how long a verified token is trusted without a
+	// new signature check (so a key removed from the JWKS stops working
+	// within it).
+	verifiedTTL = time.Minute
+	// verifiedCapacity bounds the cache under a flood of distinct tokens.
+	verifiedCapacity = 10_000
+)
 
 // NewOIDCVerifier builds a verifier. With JWKSURL no request is made until
 // the first token arrives; a JWKSFile must load now. ctx bounds the life of
@@ -106,56 +128,93 @@ func NewOIDCVerifier(ctx context.Context, cfg OIDCConfig) (*OIDCVerifier, error)
 		SkipExpiryCheck:      true,
 		SkipIssuerCheck:      true,
 	})
-	return &OIDCVerifier{cfg: cfg, verifier: verifier, now: time.Now}, nil
+	return &OIDCVerifier{cfg: cfg, verifier: verifier, now: time.Now, verified: map[[sha256.Size]byte]verifiedToken{}}, nil
 }
 
 // Verify checks a raw JWT and returns its principal. Errors are
 // client-safe: they say which check failed, never echo the token.
 func (v *OIDCVerifier) Verify(ctx context.Context, raw string) (Principal, error) {
-	if _, err := jose.ParseSigned(raw, signingAlgs); err != nil {
-		return Principal{}, errors.New("bearer token is not a JWT signed with an accepted algorithm")
+	sum := sha256.Sum256([]byte(raw))
+	now := v.now()
+	v.mu.Lock()
+	hit, ok := v.verified[sum]
+	v.mu.Unlock()
+	if ok && now.Before(hit.until) {
+		return hit.principal, nil
+	}
+	p, until, err := v.verify(ctx, raw, now)
+	if err != nil {
+		return Principal{}, err
+	}
+	if limit := now.Add(verifiedTTL); until.After(limit) {
+		until = limit
+	}
+	v.remember(sum, p, until, now)
+	return p, nil
+}
+
+func (v *OIDCVerifier) remember(sum [sha256.Size]byte, p Principal, until, now time.Time) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if len(v.verified) >= verifiedCapacity {
+		for k, e := range v.verified {
+			if !now.Before(e.until) {
+				delete(v.verified, k)
+			}
+		}
+		if len(v.verified) >= verifiedCapacity {
+			return
+		}
+	}
+	v.verified[sum] = verifiedToken{principal: p, until: until}
+}
+
+// verify does the full check; until is when the token stops being valid.
+func (v *OIDCVerifier) verify(ctx context.Context, raw string, now time.Time) (Principal, time.Time, error) {
+	if _, err := jose.ParseSignedCompact(raw, signingAlgs); err != nil {
+		return Principal{}, time.Time{}, errors.New("bearer token is not a JWT signed with an accepted algorithm")
 	}
 	tok, err := v.verifier.Verify(ctx, raw)
 	if err != nil {
-		return Principal{}, errors.New("bearer token signature does not verify with the issuer's keys")
+		return Principal{}, time.Time{}, errors.New("bearer token signature does not verify with the issuer's keys")
 	}
 	var claims jwt.Claims
 	var all map[string]any
 	if err := tok.Claims(&claims); err != nil {
-		return Principal{}, errors.New("bearer token claims are malformed")
+		return Principal{}, time.Time{}, errors.New("bearer token claims are malformed")
 	}
 	if err := tok.Claims(&all); err != nil {
-		return Principal{}, errors.New("bearer token claims are malformed")
+		return Principal{}, time.Time{}, errors.New("bearer token claims are malformed")
 	}
 	if claims.Expiry == nil {
-		return Principal{}, errors.New("bearer token has no expiry (exp)")
+		return Principal{}, time.Time{}, errors.New("bearer token has no expiry (exp)")
 	}
 	err = claims.ValidateWithLeeway(jwt.Expected{
-		Issuer: v.cfg.Issuer, AnyAudience: jwt.Audience{v.cfg.Audience}, Time: v.now(),
+		Issuer: v.cfg.Issuer, AnyAudience: jwt.Audience{v.cfg.Audience}, Time: now,
 	}, v.cfg.ClockSkew)
 	switch {
 	case err == nil:
 	case errors.Is(err, jwt.ErrInvalidIssuer):
-		return Principal{}, errors.New("bearer token issuer is not accepted")
+		return Principal{}, time.Time{}, errors.New("bearer token issuer is not accepted")
 	case errors.Is(err, jwt.ErrInvalidAudience):
-		return Principal{}, errors.New("bearer token audience is not accepted")
+		return Principal{}, time.Time{}, errors.New("bearer token audience is not accepted")
 	case errors.Is(err, jwt.ErrExpired):
-		return Principal{}, errors.New("bearer token expired")
+		return Principal{}, time.Time{}, errors.New("bearer token expired")
 	case errors.Is(err, jwt.ErrNotValidYet), errors.Is(err, jwt.ErrIssuedInTheFuture):
-		return Principal{}, errors.New("bearer token is not valid yet")
+		return Principal{}, time.Time{}, errors.New("bearer token is not valid yet")
 	default:
-		return Principal{}, errors.New("bearer token claims are not valid")
+		return Principal{}, time.Time{}, errors.New("bearer token claims are not valid")
 	}
 
 	name, ok := claimAt(all, v.cfg.PrincipalClaim).(string)
 	if !ok || strings.TrimSpace(name) == "" {
-		return Principal{}, fmt.Errorf("bearer token has no string claim %q naming the principal", v.cfg.PrincipalClaim)
+		return Principal{}, time.Time{}, fmt.Errorf("bearer token has no string claim %q naming the principal", v.cfg.PrincipalClaim)
 	}
 	role, ok := roleFrom(claimAt(all, v.cfg.RoleClaim))
 	if !ok {
-		return Principal{}, fmt.Errorf("bearer token claim %q names no known role (viewer, deployer, editor, admin)", v.cfg.RoleClaim)
+		return Principal{}, time.Time{}, fmt.Errorf("bearer token claim %q names no known role (viewer, deployer, editor, admin)", v.cfg.RoleClaim)
 	}
-	return Principal{Name: name, Role: role, Method: MethodOIDC}, nil
+	return Principal{Name: name, Role: role, Method: MethodOIDC}, claims.Expiry.Time().Add(v.cfg.ClockSkew), nil
 }
 
 // claimAt follows a dotted path through nested objects.
@@ -201,7 +260,7 @@ type fileKeySet struct {
 }
 
 func (s fileKeySet) VerifySignature(_ context.Context, raw string) ([]byte, error) {
-	jws, err := jose.ParseSigned(raw, signingAlgs)
+	jws, err := jose.ParseSignedCompact(raw, signingAlgs)
 	if err != nil {
 		return nil, err
 	}

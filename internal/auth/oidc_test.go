@@ -45,7 +45,7 @@ type signingKey struct {
 	key any
 }
 
-func newIssuer(t *testing.T) *issuer {
+func newIssuer(t testing.TB) *issuer {
 	t.Helper()
 	is := &issuer{keys: map[string]signingKey{}}
 	is.addKey(t, "rsa-1", jose.RS256)
@@ -63,7 +63,7 @@ func newIssuer(t *testing.T) *issuer {
 }
 
 // addKey makes a key and publishes its public half.
-func (is *issuer) addKey(t *testing.T, kid string, alg jose.SignatureAlgorithm) {
+func (is *issuer) addKey(t testing.TB, kid string, alg jose.SignatureAlgorithm) {
 	t.Helper()
 	k := is.makeKey(t, alg)
 	is.mu.Lock()
@@ -72,7 +72,7 @@ func (is *issuer) addKey(t *testing.T, kid string, alg jose.SignatureAlgorithm) 
 	is.public.Keys = append(is.public.Keys, jose.JSONWebKey{Key: publicOf(k.key), KeyID: kid, Algorithm: string(alg), Use: "sig"})
 }
 
-func (is *issuer) makeKey(t *testing.T, alg jose.SignatureAlgorithm) signingKey {
+func (is *issuer) makeKey(t testing.TB, alg jose.SignatureAlgorithm) signingKey {
 	t.Helper()
 	switch alg {
 	case jose.RS256:
@@ -119,7 +119,7 @@ func goodClaims(extra map[string]any) map[string]any {
 }
 
 // sign signs claims with the issuer's key kid.
-func (is *issuer) sign(t *testing.T, kid string, claims map[string]any) string {
+func (is *issuer) sign(t testing.TB, kid string, claims map[string]any) string {
 	t.Helper()
 	is.mu.Lock()
 	k, ok := is.keys[kid]
@@ -130,7 +130,7 @@ func (is *issuer) sign(t *testing.T, kid string, claims map[string]any) string {
 	return signWith(t, k, kid, claims)
 }
 
-func signWith(t *testing.T, k signingKey, kid string, claims map[string]any) string {
+func signWith(t testing.TB, k signingKey, kid string, claims map[string]any) string {
 	t.Helper()
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: k.alg, Key: jose.JSONWebKey{Key: k.key, KeyID: kid}},
 		(&jose.SignerOptions{}).WithType("JWT"))

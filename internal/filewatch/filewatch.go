@@ -83,7 +83,7 @@ func New[T any](parse ParseFunc[T], opts Options, paths ...string) (*Value[T], e
 // check is older than the interval.
 func (v *Value[T]) Get() T {
 	if v.now().UnixNano()-v.checked.Load() >= int64(v.opts.Interval) && v.mu.TryLock() {
-		v.checkLocked()
+		_, _ = v.checkLocked()
 		v.mu.Unlock()
 	}
 	return *v.current.Load()
@@ -147,7 +147,7 @@ func (v *Value[T]) read() ([][]byte, [sha256.Size]byte, error) {
 		}
 		contents[i] = b
 		// Length-prefix each file so moving bytes between files changes the sum.
-		fmt.Fprintf(h, "%d:", len(b))
+		_, _ = fmt.Fprintf(h, "%d:", len(b))
 		h.Write(b)
 	}
 	var sum [sha256.Size]byte
