@@ -20,7 +20,7 @@ import (
 //	  #   printf %s "$TOKEN" | sha256sum
 //	  - principal: ci
 //	    role: deployer
-//	    sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+//	    sha256: <64 hex digits: the SHA-256 of the token>
 //	clients:
 //	  # subject names one identity of a verified client certificate:
 //	  #   CN=NAME     the subject common name
