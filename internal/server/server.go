@@ -11,6 +11,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -86,6 +87,15 @@ type Config struct {
 	Log     *slog.Logger
 	// Metrics, when set, is served at GET /metrics on the API port too.
 	Metrics http.Handler
+	// Wrap, when set, wraps the routes inside the limits: authentication
+	// and CORS, so that they apply to every protocol alike.
+	Wrap func(http.Handler) http.Handler
+	// HandlerOptions go to the handlers the server builds itself (gRPC
+	// health and reflection), e.g. the authorization interceptor.
+	HandlerOptions []connect.HandlerOption
+	// TLS, when set, makes the port speak TLS only (HTTP/2 by ALPN and
+	// HTTP/1.1); otherwise it speaks cleartext HTTP/1.1 and h2c.
+	TLS *tls.Config
 }
 
 // Server is PM's API server.
@@ -104,8 +114,13 @@ func New(cfg Config) (*Server, error) {
 	}
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
+	if cfg.TLS != nil {
+		protocols.SetHTTP2(true)
+	} else {
+		protocols.SetUnencryptedHTTP2(true)
+	}
 	srv := &http.Server{
+		TLSConfig: cfg.TLS,
 		Addr:      cfg.Addr,
 		Handler:   h,
 		Protocols: &protocols,
@@ -145,9 +160,15 @@ func (l Limits) withDefaults() Limits {
 }
 
 // Serve accepts connections on ln, at most Limits.MaxConnections at once,
-// until Shutdown.
+// until Shutdown; with TLS configured, only TLS handshakes are served.
 func (s *Server) Serve(ln net.Listener) error {
-	err := s.http.Serve(netutil.LimitListener(ln, s.limits.MaxConnections))
+	ln = netutil.LimitListener(ln, s.limits.MaxConnections)
+	var err error
+	if s.http.TLSConfig != nil {
+		err = s.http.ServeTLS(ln, "", "")
+	} else {
+		err = s.http.Serve(ln)
+	}
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -194,9 +215,9 @@ func Handler(cfg Config) (http.Handler, error) {
 	mux.Handle("/api/", &rest{next: transcoder, routes: rts, maxBody: cfg.Limits.MaxBodyBytes, aliases: cfg.Aliases, log: cfg.Log})
 
 	reflector := grpcreflect.NewStaticReflector(append(names, grpchealth.HealthV1ServiceName)...)
-	mux.Handle(grpcreflect.NewHandlerV1(reflector))
-	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
-	mux.Handle(grpchealth.NewHandler(checker{cfg.Ready, names}))
+	mux.Handle(grpcreflect.NewHandlerV1(reflector, cfg.HandlerOptions...))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, cfg.HandlerOptions...))
+	mux.Handle(grpchealth.NewHandler(checker{cfg.Ready, names}, cfg.HandlerOptions...))
 
 	if cfg.Metrics != nil {
 		mux.Handle("GET /metrics", cfg.Metrics)
@@ -216,7 +237,11 @@ func Handler(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 	})
-	return guard(mux, cfg.Limits, restmodel.Streaming(descs)), nil
+	var h http.Handler = mux
+	if cfg.Wrap != nil {
+		h = cfg.Wrap(h)
+	}
+	return guard(h, cfg.Limits, restmodel.Streaming(descs)), nil
 }
 
 func writeProbe(w http.ResponseWriter, ok bool, good, bad string, details map[string]any) {
