@@ -184,6 +184,10 @@ func (s *Store) WithTx(ctx context.Context, fn func(ctx context.Context, tx stor
 // Ping implements store.Store; memory is there until closed.
 func (s *Store) Ping(ctx context.Context) error { return s.enter(ctx) }
 
+// Ready implements store.Store: memory has no schema to lag behind, so it
+// is ready whenever Ping says so.
+func (s *Store) Ready(ctx context.Context) error { return s.Ping(ctx) }
+
 // Close implements store.Store. Later calls fail with store.ErrUnavailable,
 // so that code shutting down sees the same thing on either store.
 func (s *Store) Close() { s.closed.Store(true) }

@@ -109,11 +109,29 @@ const howToFix = `To run the Postgres-backed tests, do one of:
 // anyway.
 func NewDatabase(t testing.TB) string {
 	t.Helper()
+	return newDatabase(t, func(ctx context.Context, srv *server, name string) error { return srv.clone(ctx, name) })
+}
+
+// NewEmptyDatabase is NewDatabase without the migrations: a database with
+// no schema at all, as an operator who forgot to migrate has, for tests of
+// what the store does then.
+func NewEmptyDatabase(t testing.TB) string {
+	t.Helper()
+	return newDatabase(t, func(ctx context.Context, srv *server, name string) error {
+		_, err := srv.admin.Exec(ctx, "CREATE DATABASE "+name)
+		return err
+	})
+}
+
+// newDatabase makes a per-test database with create and drops it when t
+// ends.
+func newDatabase(t testing.TB, create func(ctx context.Context, srv *server, name string) error) string {
+	t.Helper()
 	srv := get(t)
 	name := testDBPrefix + strconv.FormatInt(time.Now().Unix(), 10) + "_" + randomSuffix()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := srv.clone(ctx, name); err != nil {
+	if err := create(ctx, srv, name); err != nil {
 		t.Fatalf("pgtest: create test database: %v", err)
 	}
 	t.Cleanup(func() {

@@ -33,10 +33,19 @@ import (
 // DefaultTimeout bounds a database call when Config.Timeout is zero.
 const DefaultTimeout = 5 * time.Second
 
-// maxTxAttempts caps how often WithTx runs fn when Postgres reports a
-// serialization failure or a deadlock; past that the conflict is the
-// caller's to handle.
-const maxTxAttempts = 5
+// Retry policy of WithTx on serialization failures and deadlocks. Under
+// SERIALIZABLE, Postgres aborts transactions that merely *might* have
+// interfered (its predicate locks cover index pages, not keys), so even
+// writers of distinct rows collide now and then; retrying is how SSI is
+// meant to be used. The waits are "full jitter" (uniform in [0, cap)) with
+// a cap doubling from txBackoffBase up to txBackoffMax, so transactions
+// that collided spread out instead of colliding again in lockstep; ten
+// attempts span a few hundred milliseconds in the worst case.
+const (
+	maxTxAttempts = 10
+	txBackoffBase = 2 * time.Millisecond
+	txBackoffMax  = 250 * time.Millisecond
+)
 
 // DefaultMaxConns is the pool size when Config.MaxConns is 0: four
 // connections per CPU, at least 16.
@@ -63,19 +72,28 @@ type Config struct {
 type Store struct {
 	repo
 	pool *pgxpool.Pool
+	// backoff is the wait after a failed attempt of WithTx (txBackoff;
+	// tests fix it).
+	backoff func(attempt int) time.Duration
 }
 
 var _ store.Store = (*Store)(nil)
 
 // Open returns a Store for cfg. It does not connect: the pool dials on first
 // use, so a server can start while its database is still coming up. Call
-// Ping to check the database is there.
+// Ping to check the database is there, or use OpenAndPing, which does so
+// within cfg.Timeout. A connection string that cannot be parsed is a
+// *StartupError that does not repeat it (it may hold a password).
 func Open(ctx context.Context, cfg Config) (*Store, error) {
+	timeout := cfg.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
 	pcfg, err := pgxpool.ParseConfig(cfg.URL)
 	if err != nil {
-		// pgconn redacts the password in parse errors.
-		return nil, fmt.Errorf("postgres: %w", err)
+		return nil, describeParse(cfg.URL, err)
 	}
+	boundDials(pcfg.ConnConfig, timeout)
 	pcfg.MaxConns = DefaultMaxConns()
 	if cfg.MaxConns > 0 {
 		pcfg.MaxConns = cfg.MaxConns
@@ -88,17 +106,14 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	timeout := cfg.Timeout
-	if timeout <= 0 {
-		timeout = DefaultTimeout
-	}
 	clock := cfg.Clock
 	if clock == nil {
 		clock = time.Now
 	}
 	return &Store{
-		repo: repo{q: pool, timeout: timeout, clock: clock},
-		pool: pool,
+		repo:    repo{q: pool, pool: pool, timeout: timeout, clock: clock},
+		pool:    pool,
+		backoff: txBackoff,
 	}, nil
 }
 
@@ -125,8 +140,14 @@ func (s *Store) Close() { s.pool.Close() }
 // nil. Serializable makes a transaction behave as if it ran alone, which is
 // what the memory store gives; the price is that Postgres may abort it with
 // a serialization failure or a deadlock, and then WithTx runs fn again, up
-// to maxTxAttempts times with a short randomized backoff. A conflict that
-// outlasts the retries comes back as a fault.Conflict.
+// to maxTxAttempts times with jittered exponential backoff, never waiting
+// past ctx. A collision that outlasts the retries is store.ErrBusy
+// (Unavailable: nothing was written, the client may retry), not a Conflict,
+// which clients must only see when their request itself conflicts.
+//
+// A COMMIT that fails without an answer from the server (connection lost,
+// timeout) may have landed: that is store.ErrMayHaveCommitted, and is never
+// retried here.
 //
 // fn must do all its reads and writes through tx: the Store's own methods
 // run on other connections, outside the transaction.
@@ -137,19 +158,35 @@ func (s *Store) WithTx(ctx context.Context, fn func(ctx context.Context, tx stor
 			return err
 		}
 		if attempt == maxTxAttempts {
-			return fault.Wrap(fault.Conflict, err, "transaction conflicted with concurrent writes; retry")
+			return fault.Wrap(fault.Unavailable,
+				fmt.Errorf("transaction gave up after %d attempts: %w: %w: %w", attempt, store.ErrBusy, store.ErrUnavailable, err),
+				"%s", store.ErrBusy.Msg)
 		}
-		// Randomized so that the transactions that collided do not collide
-		// again in lockstep: 1-2ms, 2-4ms, 4-8ms, ...
-		base := time.Millisecond << (attempt - 1)
-		wait := base + rand.N(base)
-		timer := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return fmt.Errorf("transaction: %w", ctx.Err())
-		case <-timer.C:
+		if err := sleepCtx(ctx, s.backoff(attempt)); err != nil {
+			return s.classify(ctx, "transaction", "", err)
 		}
+	}
+}
+
+// txBackoff is the wait after the attempt-th failed attempt: uniform in
+// [0, min(txBackoffMax, txBackoffBase·2^(attempt-1))).
+func txBackoff(attempt int) time.Duration {
+	ceiling := txBackoffMax
+	if attempt < 16 { // beyond that the shift overflows; the cap holds anyway
+		ceiling = min(ceiling, txBackoffBase<<(attempt-1))
+	}
+	return rand.N(ceiling) + 1
+}
+
+// sleepCtx waits d or until ctx is done, whichever comes first.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timer.C:
+		return nil
 	}
 }
 
@@ -182,6 +219,9 @@ func (s *Store) runTx(ctx context.Context, fn func(ctx context.Context, tx store
 	cctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	if err := tx.Commit(cctx); err != nil {
+		if outcomeUnknown(err) {
+			return mayHaveCommitted("commit", err)
+		}
 		return s.classify(ctx, "commit", "", err)
 	}
 	committed = true

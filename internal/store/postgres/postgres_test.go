@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -631,7 +633,9 @@ func TestTxRetriesSerializationFailure(t *testing.T) {
 }
 
 // TestTxGivesUpAfterRetries makes every attempt lose: WithTx must stop
-// after a bounded number of attempts with a Conflict.
+// after a bounded number of attempts with ErrBusy, an Unavailable the
+// client may retry, and not a Conflict, which would tell the client its
+// request conflicts with the stored state.
 func TestTxGivesUpAfterRetries(t *testing.T) {
 	t.Parallel()
 	st, _ := setup(t)
@@ -651,11 +655,49 @@ func TestTxGivesUpAfterRetries(t *testing.T) {
 		_, err := tx.UpdatePackage(ctx, &pmv1.OPackage{Name: "hot"}, store.AnyRevision)
 		return err
 	})
-	if k := fault.KindOf(err); k != fault.Conflict {
-		t.Fatalf("WithTx = %v (kind %v), want a Conflict", err, k)
+	if !errors.Is(err, store.ErrBusy) || !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("WithTx = %v, want ErrBusy", err)
 	}
-	if n := attempts.Load(); n != 5 {
-		t.Errorf("callback ran %d times, want 5", n)
+	if k := fault.KindOf(err); k != fault.Unavailable {
+		t.Errorf("kind %v, want Unavailable", k)
+	}
+	if err.Error() != store.ErrBusy.Msg {
+		t.Errorf("message %q, want %q", err, store.ErrBusy.Msg)
+	}
+	if n := attempts.Load(); n != 10 {
+		t.Errorf("callback ran %d times, want 10", n)
+	}
+}
+
+// TestTxRetryStopsAtDeadline: the backoff between attempts never outlasts
+// the caller's deadline (here the wait is an hour, so the deadline always
+// ends it).
+func TestTxRetryStopsAtDeadline(t *testing.T) {
+	t.Parallel()
+	st, _ := setup(t)
+	postgres.SetTxBackoff(st, func(int) time.Duration { return time.Hour })
+	if _, err := st.CreatePackage(t.Context(), &pmv1.OPackage{Name: "hot"}); err != nil {
+		t.Fatal(err)
+	}
+	const deadline = 150 * time.Millisecond
+	ctx, cancel := context.WithTimeout(t.Context(), deadline)
+	defer cancel()
+	start := time.Now()
+	err := st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
+		if _, err := tx.GetPackage(ctx, "hot"); err != nil {
+			return err
+		}
+		if _, err := st.UpdatePackage(context.WithoutCancel(ctx), &pmv1.OPackage{Name: "hot"}, store.AnyRevision); err != nil {
+			return err
+		}
+		_, err := tx.UpdatePackage(ctx, &pmv1.OPackage{Name: "hot"}, store.AnyRevision)
+		return err
+	})
+	if elapsed := time.Since(start); elapsed > deadline+time.Second {
+		t.Errorf("took %v with a %v deadline", elapsed, deadline)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) || fault.KindOf(err) != fault.DeadlineExceeded {
+		t.Errorf("WithTx = %v (kind %v), want DeadlineExceeded", err, fault.KindOf(err))
 	}
 }
 
@@ -798,4 +840,179 @@ func BenchmarkClaimOperations(b *testing.B) {
 			}
 		})
 	})
+}
+
+// partition is a TCP proxy to the test server that can stop passing the
+// server's replies on while still passing the client's requests: what a
+// network partition right after a request went out looks like to PM.
+type partition struct {
+	addr string
+	// drop, while set, discards what the server sends.
+	drop atomic.Bool
+}
+
+// newPartition starts a proxy to the server of dsn and returns it and dsn
+// pointed at the proxy. It stops when t ends.
+func newPartition(t *testing.T, dsn string) (*partition, string) {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := u.Host
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &partition{addr: l.Addr().String()}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	track := func(c net.Conn) {
+		mu.Lock()
+		conns = append(conns, c)
+		mu.Unlock()
+	}
+	wg.Go(func() {
+		for {
+			client, err := l.Accept()
+			if err != nil {
+				return
+			}
+			server, err := net.Dial("tcp", target)
+			if err != nil {
+				client.Close()
+				continue
+			}
+			track(client)
+			track(server)
+			wg.Go(func() {
+				_, _ = io.Copy(server, client) // ends when either side closes
+				server.Close()
+			})
+			wg.Go(func() {
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := server.Read(buf)
+					if n > 0 && !p.drop.Load() {
+						if _, werr := client.Write(buf[:n]); werr != nil {
+							break
+						}
+					}
+					if err != nil {
+						break
+					}
+				}
+				client.Close()
+			})
+		}
+	})
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	u.Host = p.addr
+	return p, u.String()
+}
+
+// TestMayHaveCommitted loses the server's answer to a write after the
+// write went out. When that write was a COMMIT (or a statement committing
+// by itself) it did land, and the error must say it may have, so that a
+// client retries with its Idempotency-Key instead of being told its retry
+// conflicts with its own write. A statement inside a transaction that has
+// not committed is plain unavailable: it certainly did not land.
+func TestMayHaveCommitted(t *testing.T) {
+	t.Parallel()
+	const timeout = 500 * time.Millisecond
+	create := func(name string) func(ctx context.Context, tx store.Tx) error {
+		return func(ctx context.Context, tx store.Tx) error {
+			_, err := tx.CreatePackage(ctx, &pmv1.OPackage{Name: name})
+			return err
+		}
+	}
+	tests := []struct {
+		name string
+		// write runs the write under test, cutting the replies off with
+		// cut at the right moment.
+		write     func(ctx context.Context, st *postgres.Store, cut func()) error
+		committed bool
+	}{
+		{"commit of a transaction", func(ctx context.Context, st *postgres.Store, cut func()) error {
+			return st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
+				if err := create("p")(ctx, tx); err != nil {
+					return err
+				}
+				cut() // the next thing sent is COMMIT
+				return nil
+			})
+		}, true},
+		{"single create", func(ctx context.Context, st *postgres.Store, cut func()) error {
+			cut()
+			_, err := st.CreatePackage(ctx, &pmv1.OPackage{Name: "p"})
+			return err
+		}, true},
+		{"statement inside a transaction", func(ctx context.Context, st *postgres.Store, cut func()) error {
+			return st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
+				cut()
+				return create("p")(ctx, tx)
+			})
+		}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dsn := pgtest.NewDatabase(t)
+			proxy, proxied := newPartition(t, dsn)
+			st, err := postgres.Open(t.Context(), postgres.Config{URL: proxied, MaxConns: 1, Timeout: timeout})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(st.Close)
+			ctx := t.Context()
+			// Warm up the connection and its statement cache with the
+			// same statements, so that what is cut off is the write
+			// itself and not the preparing of it.
+			if err := st.WithTx(ctx, create("warm-tx")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := st.CreatePackage(ctx, &pmv1.OPackage{Name: "warm"}); err != nil {
+				t.Fatal(err)
+			}
+
+			err = tc.write(ctx, st, func() { proxy.drop.Store(true) })
+			proxy.drop.Store(false)
+			if err == nil {
+				t.Fatal("write succeeded with its answer cut off")
+			}
+			if !errors.Is(err, store.ErrUnavailable) || fault.KindOf(err) != fault.Unavailable {
+				t.Errorf("error %v (kind %v), want Unavailable", err, fault.KindOf(err))
+			}
+			if got := errors.Is(err, store.ErrMayHaveCommitted); got != tc.committed {
+				t.Errorf("errors.Is(%v, ErrMayHaveCommitted) = %v, want %v", err, got, tc.committed)
+			}
+			wantMsg := "storage unavailable"
+			if tc.committed {
+				wantMsg = "storage did not confirm the write; it may have succeeded: retry with the same Idempotency-Key"
+			}
+			if err.Error() != wantMsg {
+				t.Errorf("message %q, want %q", err, wantMsg)
+			}
+
+			// What really happened, seen past the proxy.
+			var exists bool
+			if err := connect(t, dsn).QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM packages WHERE name = 'p')`).Scan(&exists); err != nil {
+				t.Fatal(err)
+			}
+			if exists != tc.committed {
+				t.Errorf("package stored = %v, want %v", exists, tc.committed)
+			}
+		})
+	}
 }
