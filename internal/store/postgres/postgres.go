@@ -35,16 +35,39 @@ const DefaultTimeout = 5 * time.Second
 
 // Retry policy of WithTx on serialization failures and deadlocks. Under
 // SERIALIZABLE, Postgres aborts transactions that merely *might* have
-// interfered (its predicate locks cover index pages, not keys), so even
-// writers of distinct rows collide now and then; retrying is how SSI is
-// meant to be used. The waits are "full jitter" (uniform in [0, cap)) with
-// a cap doubling from txBackoffBase up to txBackoffMax, so transactions
-// that collided spread out instead of colliding again in lockstep; ten
-// attempts span a few hundred milliseconds in the worst case.
+// interfered: its predicate locks cover whole index pages (a whole index
+// while it is empty), not keys, so writers of distinct rows collide when
+// their keys share a page; a deployment create that lists the
+// deployment's operations and then adds one collides with every other
+// create running at that moment. Retrying is how SSI is meant to be used,
+// and the waits are "full jitter" (uniform in [0, cap)) with a cap
+// doubling from txBackoffBase up to txBackoffMax, so transactions that
+// collided spread out instead of colliding again in lockstep.
+//
+// Jitter alone does not guarantee progress under sustained load: a
+// transaction can lose every round. So after txOptimisticAttempts failures
+// an attempt runs alone: every transaction holds a shared advisory lock
+// (txLockKey) for its duration, and such an attempt takes it exclusively
+// before it begins, when every transaction it waited for has finished, so
+// nothing it overlaps can abort it. PM replicas sharing the database share
+// the lock. The common path pays nothing extra (the shared lock is taken
+// in the BEGIN round trip), and isolation stays SERIALIZABLE throughout.
 const (
-	maxTxAttempts = 10
-	txBackoffBase = 2 * time.Millisecond
-	txBackoffMax  = 250 * time.Millisecond
+	maxTxAttempts        = 10
+	txOptimisticAttempts = 3
+	txBackoffBase        = 2 * time.Millisecond
+	txBackoffMax         = 250 * time.Millisecond
+	// txLockKey is the advisory lock key of WithTx ("pm_wtxlk").
+	txLockKey int64 = 0x706d5f7774786c6b
+)
+
+// Statements of the advisory lock protocol (see maxTxAttempts). The
+// BEGIN texts run as one simple-protocol round trip.
+var (
+	beginShared    = fmt.Sprintf("BEGIN ISOLATION LEVEL SERIALIZABLE; SELECT pg_advisory_xact_lock_shared(%d)", txLockKey)
+	beginAlone     = "BEGIN ISOLATION LEVEL SERIALIZABLE"
+	sqlLockAlone   = fmt.Sprintf("SELECT pg_advisory_lock(%d)", txLockKey)
+	sqlUnlockAlone = fmt.Sprintf("SELECT pg_advisory_unlock(%d)", txLockKey)
 )
 
 // DefaultMaxConns is the pool size when Config.MaxConns is 0: four
@@ -153,7 +176,7 @@ func (s *Store) Close() { s.pool.Close() }
 // run on other connections, outside the transaction.
 func (s *Store) WithTx(ctx context.Context, fn func(ctx context.Context, tx store.Tx) error) error {
 	for attempt := 1; ; attempt++ {
-		err := s.runTx(ctx, fn)
+		err := s.runTx(ctx, fn, attempt > txOptimisticAttempts)
 		if err == nil || !isSerializationConflict(err) {
 			return err
 		}
@@ -190,11 +213,28 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// runTx is one attempt of WithTx.
-func (s *Store) runTx(ctx context.Context, fn func(ctx context.Context, tx store.Tx) error) error {
+// runTx is one attempt of WithTx; alone says to run it with the advisory
+// lock held exclusively.
+func (s *Store) runTx(ctx context.Context, fn func(ctx context.Context, tx store.Tx) error, alone bool) error {
 	bctx, cancel := context.WithTimeout(ctx, s.timeout)
-	tx, err := s.pool.BeginTx(bctx, pgx.TxOptions{IsoLevel: pgx.Serializable})
-	cancel()
+	defer cancel()
+	conn, err := s.pool.Acquire(bctx)
+	if err != nil {
+		return s.classify(ctx, "begin transaction", "", err)
+	}
+	defer conn.Release()
+	begin := beginShared
+	if alone {
+		begin = beginAlone
+		if _, err := conn.Exec(bctx, sqlLockAlone); err != nil {
+			// Whether the lock was granted before the failure is unknown;
+			// a closed connection holds nothing.
+			discard(conn)
+			return s.classify(ctx, "begin transaction", "", err)
+		}
+		defer s.unlockAlone(ctx, conn)
+	}
+	tx, err := conn.BeginTx(bctx, pgx.TxOptions{BeginQuery: begin})
 	if err != nil {
 		return s.classify(ctx, "begin transaction", "", err)
 	}
@@ -226,6 +266,27 @@ func (s *Store) runTx(ctx context.Context, fn func(ctx context.Context, tx store
 	}
 	committed = true
 	return nil
+}
+
+// unlockAlone releases the session-level lock of an attempt that ran
+// alone. A connection that cannot confirm the release is closed rather
+// than returned to the pool still holding it, which would stall every
+// later transaction.
+func (s *Store) unlockAlone(ctx context.Context, conn *pgxpool.Conn) {
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
+	defer cancel()
+	var released bool
+	if err := conn.QueryRow(uctx, sqlUnlockAlone).Scan(&released); err != nil || !released {
+		discard(conn)
+	}
+}
+
+// discard closes a pooled connection so that the pool drops it on
+// release instead of handing it out again.
+func discard(conn *pgxpool.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = conn.Conn().Close(ctx) // closing is the point; its error changes nothing
 }
 
 // isSerializationConflict reports whether err means "run the transaction

@@ -667,6 +667,21 @@ func TestTxGivesUpAfterRetries(t *testing.T) {
 	if n := attempts.Load(); n != 10 {
 		t.Errorf("callback ran %d times, want 10", n)
 	}
+	// The attempts that ran alone released their lock: transactions on
+	// every pooled connection go through again.
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			err := st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
+				_, err := tx.CreatePackage(ctx, &pmv1.OPackage{Name: fmt.Sprintf("after-%d", i)})
+				return err
+			})
+			if err != nil {
+				t.Errorf("transaction after giving up: %v", err)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // TestTxRetryStopsAtDeadline: the backoff between attempts never outlasts

@@ -53,6 +53,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ConcurrentUpdates", s.testConcurrentUpdates},
 		{"ConcurrentCreates", s.testConcurrentCreates},
 		{"ConcurrentTransactions", s.testConcurrentTransactions},
+		{"ConcurrentDeploymentCreates", s.testConcurrentDeploymentCreates},
 		{"DeploymentRoundTrip", s.testDeploymentRoundTrip},
 		{"DeploymentUpdate", s.testDeploymentUpdate},
 		{"DeploymentConcurrentUpdates", s.testDeploymentConcurrentUpdates},
