@@ -102,10 +102,13 @@ func TestMigrations(t *testing.T) {
 		return out.String()
 	}
 	migrated := objects()
-	if !containsAll(migrated, "packages", "packages_tags_gin", "packages_disabled_name", "packages_updated_at",
+	if !containsAll(migrated, "packages", "packages_disabled_name", "packages_updated_at",
 		"deployments", "deployments_package_class", "deployments_target_envs_gin", "deployment_mappings",
-		"operations", "operations_state_lease", "idempotency_keys") {
+		"operations", "operations_state_lease", "idempotency_keys", "package_tags", "package_tags_pkey") {
 		t.Fatalf("migrated schema has %v", migrated)
+	}
+	if containsAll(migrated, "packages_tags_gin") {
+		t.Fatalf("migrated schema still has the GIN index on tags: %v", migrated)
 	}
 
 	steps := []struct {
@@ -119,7 +122,8 @@ func TestMigrations(t *testing.T) {
 			return nil
 		}},
 		{postgres.Reset, func(out string, objs []string) error {
-			if !strings.Contains(out, "00001_packages.sql") || !strings.Contains(out, "00002_deployments.sql") {
+			if !strings.Contains(out, "00001_packages.sql") || !strings.Contains(out, "00002_deployments.sql") ||
+				!strings.Contains(out, "00003_package_tags.sql") {
 				return fmt.Errorf("reset output %q does not name the migrations", out)
 			}
 			if len(objs) != 0 {
@@ -149,14 +153,12 @@ func TestMigrations(t *testing.T) {
 			return nil
 		}},
 		{postgres.Down, func(out string, objs []string) error {
-			// One step: the latest migration goes, the earlier one stays.
-			for _, o := range []string{"deployments", "deployment_mappings", "operations", "idempotency_keys"} {
-				if containsAll(objs, o) {
-					return fmt.Errorf("down left %s behind: %v", o, objs)
-				}
+			// One step: the latest migration goes, the earlier ones stay.
+			if containsAll(objs, "package_tags") {
+				return fmt.Errorf("down left package_tags behind: %v", objs)
 			}
-			if !containsAll(objs, "packages") {
-				return fmt.Errorf("down went further than one step: %v", objs)
+			if !containsAll(objs, "packages", "packages_tags_gin", "deployments") {
+				return fmt.Errorf("down did not restore 00002's schema: %v", objs)
 			}
 			return nil
 		}},
@@ -202,59 +204,50 @@ func TestParseDirection(t *testing.T) {
 	}
 }
 
-// TestTagFilterUsesIndex checks that the tag filter's query, exactly as the
-// store sends it, can be answered from the GIN index, both as a custom plan
-// and as the generic plan a cached prepared statement ends up with.
-// enable_seqscan=off keeps the planner from preferring a scan of the whole
-// (small) table: the test is about the index plan being possible.
-func TestTagFilterUsesIndex(t *testing.T) {
+// TestTagFilterPlan checks that tag filters, exactly as the store sends
+// them (planned with their values each time), walk package_tags' primary
+// key and never scan packages: a common tag in name order, stopping after
+// the page, with no sort of its matches; a rare one by fetching its few
+// entries.
+func TestTagFilterPlan(t *testing.T) {
 	t.Parallel()
 	_, dsn := setup(t)
 	ctx := t.Context()
 	conn := connect(t, dsn)
-	// Enough rows, written directly for speed, that an index is worth
-	// using: each tN tag is on 10 of 5000 packages.
+	// Enough rows, written directly for speed, for the planner to see the
+	// real trade-off: each tN tag is on 10 of 20000 packages, "common" on
+	// all of them.
 	for _, stmt := range []string{`
 		INSERT INTO packages (name, disabled, tags, revision, created_at, updated_at, doc)
-		SELECT format('p%s', i), i % 3 = 0, ARRAY[format('t%s', i % 500), 'common'], 1, now(), now(),
+		SELECT format('p%s', i), i % 3 = 0, ARRAY[format('t%s', i % 2000), 'common'], 1, now(), now(),
 		       jsonb_build_object('name', format('p%s', i))
-		FROM generate_series(1, 5000) AS i`,
+		FROM generate_series(1, 20000) AS i`,
 		"ANALYZE packages",
-		"SET enable_seqscan = off",
+		"ANALYZE package_tags",
 	} {
 		if _, err := conn.Exec(ctx, stmt); err != nil {
 			t.Fatal(err)
 		}
 	}
-
+	no := false
 	tests := []struct {
-		name     string
-		filter   store.PackageFilter
-		planMode string
+		name   string
+		filter store.PackageFilter
+		// common: the walk must be in order, with no sort.
+		common bool
 	}{
-		{"tags, custom plan", store.PackageFilter{Tags: []string{"t7"}}, "force_custom_plan"},
-		{"tags, generic plan", store.PackageFilter{Tags: []string{"t7"}}, "force_generic_plan"},
-		{"tags and disabled", store.PackageFilter{Tags: []string{"t7", "t8"}, Disabled: new(bool)}, "force_custom_plan"},
+		{"rare tag", store.PackageFilter{Tags: []string{"t7"}, Limit: 20}, false},
+		{"common tag", store.PackageFilter{Tags: []string{"common"}, Limit: 20}, true},
+		{"common tag after a name", store.PackageFilter{Tags: []string{"common"}, After: "p5", Limit: 20}, true},
+		{"common tag, enabled", store.PackageFilter{Tags: []string{"common"}, Disabled: &no, Limit: 20}, true},
+		{"common tag, pattern, offset", store.PackageFilter{Tags: []string{"common"}, NamePattern: "1", Limit: 20, Offset: 40}, true},
+		{"any of rare and common", store.PackageFilter{Tags: []string{"t7", "common"}, Limit: 20, Offset: 5}, false},
+		{"any of two rare, pattern", store.PackageFilter{Tags: []string{"t7", "t8"}, NamePattern: "p1", Limit: 20}, false},
 	}
-	for i, tc := range tests {
+	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			sql, args := postgres.ListQuery(tc.filter)
-			if _, err := conn.Exec(ctx, "SET plan_cache_mode = "+tc.planMode); err != nil {
-				t.Fatal(err)
-			}
-			// PREPARE + EXPLAIN EXECUTE is how to see the plan of a prepared
-			// statement; parameter types come from the columns.
-			name := fmt.Sprintf("q%d", i)
-			if _, err := conn.Exec(ctx, "PREPARE "+name+" AS "+sql); err != nil {
-				t.Fatal(err)
-			}
-			var params []string
-			for j := range args {
-				params = append(params, fmt.Sprintf("$%d", j+1))
-			}
-			// EXECUTE takes no bind parameters, so pgx inlines them.
-			rows, err := conn.Query(ctx, "EXPLAIN EXECUTE "+name+"("+strings.Join(params, ",")+")",
-				append([]any{pgx.QueryExecModeSimpleProtocol}, args...)...)
+			rows, err := conn.Query(ctx, "EXPLAIN "+sql, append([]any{pgx.QueryExecModeExec}, args...)...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -264,10 +257,133 @@ func TestTagFilterUsesIndex(t *testing.T) {
 			}
 			plan := strings.Join(lines, "\n")
 			t.Logf("%s\n%s", sql, plan)
-			if !strings.Contains(plan, "packages_tags_gin") {
-				t.Errorf("plan of %s does not use packages_tags_gin:\n%s", sql, plan)
+			if !strings.Contains(plan, "package_tags_pkey") {
+				t.Errorf("plan does not use package_tags_pkey:\n%s", plan)
+			}
+			if strings.Contains(plan, "Seq Scan") {
+				t.Errorf("plan scans a table:\n%s", plan)
+			}
+			if tc.common {
+				for _, bad := range []string{"Sort", "Bitmap"} {
+					if strings.Contains(plan, bad) {
+						t.Errorf("a common tag's plan has %q; it must walk the index in order:\n%s", bad, plan)
+					}
+				}
 			}
 		})
+	}
+}
+
+// TestPackageTagsInStep checks that package_tags says exactly what the
+// packages' tags say after every kind of write, including a rolled-back
+// transaction, and that migrating up fills it in for packages written
+// before the table existed.
+func TestPackageTagsInStep(t *testing.T) {
+	t.Parallel()
+	st, dsn := setup(t)
+	ctx := t.Context()
+	conn := connect(t, dsn)
+	// mismatch lists (tag, name) pairs on one side only.
+	mismatch := func() []string {
+		t.Helper()
+		rows, err := conn.Query(ctx, `
+			(SELECT DISTINCT tag, name FROM packages, unnest(tags) AS tag EXCEPT SELECT tag, name FROM package_tags)
+			UNION ALL
+			(SELECT tag, name FROM package_tags EXCEPT SELECT DISTINCT tag, name FROM packages, unnest(tags) AS tag)`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for rows.Next() {
+			var tag, name string
+			if err := rows.Scan(&tag, &name); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, tag+"/"+name)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	count := func() int {
+		var n int
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM package_tags").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	withTags := func(name string, tags ...string) *pmv1.OPackage {
+		return &pmv1.OPackage{Name: name, Metadata: &pmv1.PackageMetadata{Tags: tags}}
+	}
+	steps := []struct {
+		name  string
+		write func() error
+		rows  int
+	}{
+		{"create", func() error {
+			for _, p := range []*pmv1.OPackage{withTags("a", "x", "y"), withTags("b", "x", "x"), withTags("c")} {
+				if _, err := st.CreatePackage(ctx, p); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, 3},
+		{"update changes tags", func() error {
+			_, err := st.UpdatePackage(ctx, withTags("a", "y", "z"), store.AnyRevision)
+			return err
+		}, 3},
+		{"update keeps tags", func() error {
+			_, err := st.UpdatePackage(ctx, &pmv1.OPackage{Name: "b", Version: proto.String("2"), Metadata: &pmv1.PackageMetadata{Tags: []string{"x"}}}, store.AnyRevision)
+			return err
+		}, 3},
+		{"update clears tags", func() error {
+			_, err := st.UpdatePackage(ctx, withTags("a"), store.AnyRevision)
+			return err
+		}, 1},
+		{"delete", func() error { return st.DeletePackage(ctx, "b", store.AnyRevision) }, 0},
+		{"rolled-back transaction", func() error {
+			errBoom := errors.New("boom")
+			err := st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
+				if _, err := tx.CreatePackage(ctx, withTags("d", "x")); err != nil {
+					return err
+				}
+				if _, err := tx.UpdatePackage(ctx, withTags("c", "w"), store.AnyRevision); err != nil {
+					return err
+				}
+				return errBoom
+			})
+			if !errors.Is(err, errBoom) {
+				return fmt.Errorf("WithTx = %v", err)
+			}
+			return nil
+		}, 0},
+		{"migrate down, write, migrate up", func() error {
+			if err := postgres.MigrateURL(ctx, dsn, postgres.Down, io.Discard); err != nil {
+				return err
+			}
+			// Written while package_tags does not exist.
+			if _, err := conn.Exec(ctx, `UPDATE packages SET tags = '{old,x}' WHERE name = 'c'`); err != nil {
+				return err
+			}
+			return postgres.MigrateURL(ctx, dsn, postgres.Up, io.Discard)
+		}, 2},
+	}
+	for _, step := range steps {
+		if err := step.write(); err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		if m := mismatch(); len(m) > 0 {
+			t.Errorf("after %s, package_tags and packages.tags disagree on %v", step.name, m)
+		}
+		if n := count(); n != step.rows {
+			t.Errorf("after %s, package_tags has %d rows, want %d", step.name, n, step.rows)
+		}
+	}
+	// The backfilled rows serve lists.
+	got, err := st.ListPackages(ctx, store.PackageFilter{Tags: []string{"old"}})
+	if err != nil || len(got) != 1 || got[0].Package.GetName() != "c" {
+		t.Errorf("list by a backfilled tag: %v, %v", got, err)
 	}
 }
 
