@@ -47,6 +47,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ListFilters", s.testListFilters},
 		{"ListKeysetPaging", s.testListKeysetPaging},
 		{"ListAfterWrites", s.testListAfterWrites},
+		{"ListByTags", s.testListByTags},
+		{"TagIndexFollowsWrites", s.testTagIndexFollowsWrites},
 		{"TxCommit", s.testTxCommit},
 		{"TxRollback", s.testTxRollback},
 		{"CallerMutation", s.testCallerMutation},
