@@ -59,7 +59,12 @@ const (
 	// templatePrefix starts the name of every template this package makes;
 	// stale ones (other migration hashes, failed builds) are dropped by
 	// that prefix.
-	templatePrefix = "pm_tmpl_"
+	//
+	// Older versions of this package named templates pm_tmpl_<hash> and
+	// dropped every other such template on sight; this prefix differs so
+	// that test processes of checkouts still running that code leave these
+	// templates alone (and these leave theirs).
+	templatePrefix = "pm_tpl_"
 	// testDBPrefix starts the name of every per-test database. The name
 	// carries its creation time so that databases leaked by a killed test
 	// process can be told from ones in use and swept.
@@ -430,7 +435,7 @@ func dropLeaked(ctx context.Context, conn *pgx.Conn) error {
 // lock, so no clone is running.
 func dropDatabases(ctx context.Context, conn *pgx.Conn, drop func(name, comment string) bool) error {
 	rows, err := conn.Query(ctx, `SELECT datname, coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database
-		WHERE datname LIKE 'pm\_tmpl\_%' OR datname LIKE 'pm\_t\_%'`)
+		WHERE datname LIKE 'pm\_tpl\_%' OR datname LIKE 'pm\_t\_%'`)
 	if err != nil {
 		return err
 	}

@@ -212,7 +212,7 @@ func TestReady(t *testing.T) {
 			if !errors.As(err, &fe) || !strings.Contains(fe.Msg, tc.want) {
 				t.Errorf("client message %q, want it to contain %q", fe.Msg, tc.want)
 			}
-			if tc.wantErrIs == store.ErrSchema {
+			if errors.Is(tc.wantErrIs, store.ErrSchema) {
 				// Reachable but unmigrated is still reachable.
 				if err := st.Ping(t.Context()); err != nil {
 					t.Errorf("Ping: %v", err)

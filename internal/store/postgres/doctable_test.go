@@ -96,7 +96,7 @@ func TestListQueries(t *testing.T) {
 			})),
 			[2]string{
 				`SELECT p.name, p.revision, p.doc FROM package_tags t JOIN packages p ON p.name = t.name ` +
-					`WHERE t.tag = $1 AND t.name > $2 AND p.name LIKE $3 AND p.disabled = $4 ORDER BY t.name LIMIT $5 OFFSET $6`,
+					`WHERE t.tag = $1 AND t.name > $2 AND p.name > $2 AND p.name LIKE $3 AND p.disabled = $4 ORDER BY t.name LIMIT $5 OFFSET $6`,
 				`[t m %a%b% false 5 2]`,
 			},
 		},
@@ -116,8 +116,8 @@ func TestListQueries(t *testing.T) {
 			})),
 			[2]string{
 				`SELECT p.name, p.revision, p.doc FROM (SELECT DISTINCT name FROM (` +
-					`(SELECT t.name FROM package_tags t JOIN packages p ON p.name = t.name WHERE t.tag = $4 AND t.name > $1 AND p.disabled = $2 ORDER BY t.name LIMIT $3) UNION ALL ` +
-					`(SELECT t.name FROM package_tags t JOIN packages p ON p.name = t.name WHERE t.tag = $5 AND t.name > $1 AND p.disabled = $2 ORDER BY t.name LIMIT $3)` +
+					`(SELECT t.name FROM package_tags t JOIN packages p ON p.name = t.name WHERE t.tag = $4 AND t.name > $1 AND p.name > $1 AND p.disabled = $2 ORDER BY t.name LIMIT $3) UNION ALL ` +
+					`(SELECT t.name FROM package_tags t JOIN packages p ON p.name = t.name WHERE t.tag = $5 AND t.name > $1 AND p.name > $1 AND p.disabled = $2 ORDER BY t.name LIMIT $3)` +
 					`) u ORDER BY name LIMIT $6 OFFSET $7) m JOIN packages p ON p.name = m.name ORDER BY p.name`,
 				`[m false 7 t u 5 2]`,
 			},

@@ -101,7 +101,7 @@ func packageTagQuery(f store.PackageFilter, tags []string) (string, []any) {
 	if len(tags) == 1 {
 		w.add("t.tag =", tags[0])
 		if f.After != "" {
-			w.add("t.name >", f.After)
+			afterConds(&w, f.After)
 		}
 		packageConds(&w, f, "p.name", "p.disabled")
 		var b strings.Builder
@@ -115,14 +115,16 @@ func packageTagQuery(f store.PackageFilter, tags []string) (string, []any) {
 	// Parameters shared by every walk come first, so each walk's text
 	// refers to the same ones.
 	var shared where
-	if f.After != "" {
-		shared.add("t.name >", f.After)
-	}
-	packageConds(&shared, f, "p.name", "p.disabled")
 	join := ""
 	if f.NamePattern != "" || f.Disabled != nil {
 		join = " JOIN packages p ON p.name = t.name"
+		if f.After != "" {
+			afterConds(&shared, f.After)
+		}
+	} else if f.After != "" {
+		shared.add("t.name >", f.After)
 	}
+	packageConds(&shared, f, "p.name", "p.disabled")
 	w.args = shared.args
 	perTag := ""
 	if f.Limit > 0 {
@@ -141,6 +143,14 @@ func packageTagQuery(f store.PackageFilter, tags []string) (string, []any) {
 	pageClauses(&b, &w, f.Limit, f.Offset)
 	b.WriteString(") m JOIN packages p ON p.name = m.name ORDER BY p.name")
 	return b.String(), w.args
+}
+
+// afterConds adds the keyset position to a walk that joins packages, on
+// both sides: Postgres carries equalities across a join but not ranges,
+// and a merge join would otherwise read packages from the first name.
+func afterConds(w *where, after string) {
+	p := w.arg(after)
+	w.conds = append(w.conds, "t.name > "+p, "p.name > "+p)
 }
 
 // pageClauses appends LIMIT and OFFSET, each only when set.
