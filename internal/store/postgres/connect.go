@@ -202,9 +202,11 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// SchemaVersion is the migration version this build expects: the highest
-// embedded one. Ready compares the database's with it.
-var SchemaVersion = mustLatestMigration()
+// SchemaVersion returns the migration version this build expects: the
+// highest embedded one. Ready compares the database's with it.
+func SchemaVersion() int64 { return schemaVersion }
+
+var schemaVersion = mustLatestMigration()
 
 // mustLatestMigration reads the highest version among the embedded
 // migration files (NNNNN_name.sql, goose's naming).
@@ -236,7 +238,7 @@ const sqlSchemaVersion = `SELECT max(version_id) FROM goose_db_version`
 const migrateHint = "run `pm migrate up` (or start PM with DATABASE_AUTO_MIGRATE=true)"
 
 // Ready implements store.Store: the database answers and its schema is at
-// SchemaVersion. A schema that is missing or older is store.ErrSchema with
+// SchemaVersion(). A schema that is missing or older is store.ErrSchema with
 // a message that says so and how to fix it. A newer one (a later PM
 // migrated it during a rolling upgrade) counts as ready: migrations only
 // add, and documents are decoded tolerating unknown fields for this case.
@@ -255,9 +257,9 @@ func (s *Store) Ready(ctx context.Context) error {
 		return s.classify(ctx, "schema version", "", err)
 	case version == nil || *version <= 0:
 		return schemaError(nil, "database schema is missing (no migrations applied); "+migrateHint)
-	case *version < SchemaVersion:
+	case *version < schemaVersion:
 		return schemaError(nil, fmt.Sprintf("database schema is at migration %d but this PM needs %d; %s",
-			*version, SchemaVersion, migrateHint))
+			*version, schemaVersion, migrateHint))
 	}
 	return nil
 }

@@ -185,8 +185,17 @@ func TestReady(t *testing.T) {
 				t.Fatal(err)
 			}
 			return dsn
-		}, "database schema is at migration " + itoa(postgres.SchemaVersion-1) + " but this PM needs " +
-			itoa(postgres.SchemaVersion) + "; run `pm migrate up`", store.ErrSchema},
+		}, "database schema is at migration " + itoa(postgres.SchemaVersion()-1) + " but this PM needs " +
+			itoa(postgres.SchemaVersion()) + "; run `pm migrate up`", store.ErrSchema},
+		{"newer schema (a later PM migrated it during a rolling upgrade)", func(t *testing.T) string {
+			dsn := pgtest.NewDatabase(t)
+			_, err := connect(t, dsn).Exec(t.Context(),
+				"INSERT INTO goose_db_version (version_id, is_applied) VALUES ($1, true)", postgres.SchemaVersion()+1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return dsn
+		}, "", nil},
 		{"unreachable", func(t *testing.T) string {
 			return "postgres://pm@" + closedPort(t) + "/pm?sslmode=disable"
 		}, "storage unavailable", store.ErrUnavailable},
