@@ -17,16 +17,18 @@ import (
 	"github.com/oaas/pm/internal/store"
 )
 
-// Store is a store.Store held in maps. It is safe for concurrent use.
+// Store is a store.Store held in memory. It is safe for concurrent use.
 //
-// Stored messages are never mutated: a write replaces the entry with a new
-// clone, so readers can copy an entry without holding the lock for long and
-// a transaction's undo log only needs the old pointers.
+// Packages are held compactly (encoded, in B-trees by name and by tag; see
+// pkgTable), everything else in maps. Stored values are never mutated: a
+// write replaces the entry with a new one, so readers can copy or decode an
+// entry without holding the lock for long and a transaction's undo log
+// only needs the old values.
 type Store struct {
 	clock  store.Clock
 	closed atomic.Bool
 
-	// mu guards the maps below. WithTx holds it for writing during the
+	// mu guards the tables below. WithTx holds it for writing during the
 	// whole callback, which makes transactions serial with every other
 	// access.
 	mu   sync.RWMutex
