@@ -71,17 +71,15 @@ func OpenStore(ctx context.Context, cfg config.Storage, log *slog.Logger) (store
 		return memory.New(nil), nil
 	case "postgres":
 		log.Info("connecting to postgres", "timeout", cfg.Timeout.String(), "auto_migrate", cfg.AutoMigrate)
+		pcfg := postgres.Config{URL: cfg.DatabaseURL, MaxConns: int32(cfg.MaxConns), Timeout: cfg.Timeout}
 		if cfg.AutoMigrate {
-			mctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-			err := postgres.MigrateURL(mctx, cfg.DatabaseURL, postgres.Up, io.Discard)
-			cancel()
-			if err != nil {
+			if err := postgres.MigrateConfig(ctx, pcfg, postgres.Up, io.Discard); err != nil {
 				return nil, fmt.Errorf("applying migrations (DATABASE_URL, DATABASE_TIMEOUT): %w", err)
 			}
 		}
-		st, err := postgres.Open(ctx, postgres.Config{URL: cfg.DatabaseURL, MaxConns: int32(cfg.MaxConns), Timeout: cfg.Timeout})
+		st, err := postgres.OpenAndPing(ctx, pcfg)
 		if err != nil {
-			return nil, fmt.Errorf("opening postgres (DATABASE_URL): %w", err)
+			return nil, fmt.Errorf("connecting to postgres (DATABASE_URL, DATABASE_TIMEOUT): %w", err)
 		}
 		log.Info("using postgres storage")
 		return st, nil
@@ -272,11 +270,7 @@ func (a *App) ready(ctx context.Context) (bool, map[string]any) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	details := map[string]any{"service": "oaas-pm", "version": version.String(), "storage": a.cfg.Storage.Type}
-	check := a.store.Ping
-	if r, ok := a.store.(interface{ Ready(context.Context) error }); ok {
-		check = r.Ready
-	}
-	if err := check(ctx); err != nil {
+	if err := a.store.Ready(ctx); err != nil {
 		details["storage_error"] = api.ClientMessage(err)
 		return false, details
 	}

@@ -37,6 +37,11 @@ func (r *repo) classify(parent context.Context, what, name string, err error) er
 		// Only a row that refers to another (a mapping to its deployment)
 		// can violate one, and only when that other row is missing.
 		return fmt.Errorf("%s: %w", subject, store.ErrNotFound)
+	case sqlState(err) == "42P01", sqlState(err) == "42703": // undefined_table, undefined_column
+		// The schema is missing or older than this build: nothing the
+		// caller sent is wrong, and /readyz already says how to fix it.
+		return fault.Wrap(fault.Unavailable, fmt.Errorf("%s: %w: %w", subject, store.ErrSchema, err),
+			"storage schema is missing or out of date")
 	case sqlState(err) == "22P05", sqlState(err) == "22021":
 		// untranslatable_character (a \u0000 in jsonb), character_not_in_repertoire
 		// (a NUL byte in a text column): Postgres text cannot hold NUL.
