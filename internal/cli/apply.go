@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -103,6 +104,8 @@ type result struct {
 	action string
 	// detail is printed after the action, e.g. the deployment plan.
 	detail string
+	// diff, with --dry-run, shows what would change.
+	diff string
 	// waits are the deployments whose rollout --wait follows.
 	waits []string
 }
@@ -141,10 +144,14 @@ func (ap *applier) applyAll(ctx context.Context, docs []*document) ([]string, er
 		}
 		if err != nil {
 			failed++
+			err = &exitError{code: ExitCode(err), msg: fmt.Sprintf("%s (%s): %s", d.ref(), d.source, err.Error()), err: err}
+			if len(ordered) == 1 {
+				return nil, err
+			}
 			if firstErr == nil {
 				firstErr = err
 			}
-			_, _ = fmt.Fprintf(ap.app.streams.Err, "error: %s (%s): %s\n", d.ref(), d.source, err.Error())
+			Report(ap.app.streams.Err, err)
 			continue
 		}
 		line := d.ref() + " " + res.action
@@ -152,6 +159,7 @@ func (ap *applier) applyAll(ctx context.Context, docs []*document) ([]string, er
 			line += ": " + res.detail
 		}
 		_, _ = fmt.Fprintln(out, line)
+		_, _ = io.WriteString(out, res.diff)
 		waits = append(waits, res.waits...)
 	}
 	if firstErr != nil {
@@ -168,12 +176,7 @@ func isCode(err error, code connect.Code) bool {
 // plainError keeps only the message and exit code of an apiError, for
 // lines that already name the document.
 func (ap *applier) plainError(err error) error {
-	err = ap.c.apiError("", err)
-	var ee *exitError
-	if errors.As(err, &ee) {
-		return &exitError{code: ee.code, msg: strings.TrimPrefix(ee.msg, ": "), err: ee.err}
-	}
-	return err
+	return ap.c.apiError("", err)
 }
 
 func (ap *applier) applyPackage(ctx context.Context, d *document) (result, error) {
@@ -216,10 +219,8 @@ func (ap *applier) applyPackage(ctx context.Context, d *document) (result, error
 			from = comparablePackage(stored)
 			fromName = fmt.Sprintf("%s (stored, revision %s)", d.ref(), rev)
 		}
-		if err := ap.diff(from, comparablePackage(local), fromName, fmt.Sprintf("%s (%s)", d.ref(), d.source)); err != nil {
-			return result{}, err
-		}
-		return result{action: action}, nil
+		diff, err := diffText(from, comparablePackage(local), fromName, fmt.Sprintf("%s (%s)", d.ref(), d.source))
+		return result{action: action, diff: diff}, err
 	}
 	var pkg *pmv1.OPackage
 	var action string
@@ -275,10 +276,6 @@ func (ap *applier) checkLocally(d *document) error {
 	return nil
 }
 
-func (ap *applier) diff(from, to proto.Message, fromName, toName string) error {
-	return writeDiff(ap.app.streams.Out, from, to, fromName, toName)
-}
-
 func (ap *applier) applyDeployment(ctx context.Context, d *document) (result, error) {
 	if d.name == "" {
 		return result{}, failf(ExitError, "the deployment has no key")
@@ -301,10 +298,8 @@ func (ap *applier) applyDeployment(ctx context.Context, d *document) (result, er
 		return result{}, ap.plainError(err)
 	}
 	if ap.dryRun {
-		if err := ap.diff(nil, comparableDeployment(res.GetDeployment(), nil), "", fmt.Sprintf("%s (%s)", d.ref(), d.source)); err != nil {
-			return result{}, err
-		}
-		return result{action: "would be created (dry run)", detail: res.GetResult().GetMessage()}, nil
+		diff, err := diffText(nil, comparableDeployment(res.GetDeployment(), nil), "", fmt.Sprintf("%s (%s)", d.ref(), d.source))
+		return result{action: "would be created (dry run)", detail: planText(res.GetDeployment()), diff: diff}, err
 	}
 	return result{action: "created", detail: planText(res.GetDeployment()), waits: []string{d.name}}, nil
 }
@@ -322,13 +317,12 @@ func (ap *applier) existingDeployment(ctx context.Context, d *document, stored *
 		}
 		return result{action: "unchanged"}, nil
 	}
-	if ap.dryRun && local != nil {
-		if err := ap.diff(comparableDeployment(stored, nil), comparableDeployment(local, stored),
-			fmt.Sprintf("%s (stored, revision %s)", d.ref(), rev), fmt.Sprintf("%s (%s)", d.ref(), d.source)); err != nil {
-			return result{}, err
-		}
+	res, err := ap.updateDeployment(ctx, d, rev)
+	if err == nil && ap.dryRun && local != nil {
+		res.diff, err = diffText(comparableDeployment(stored, nil), comparableDeployment(local, stored),
+			fmt.Sprintf("%s (stored, revision %s)", d.ref(), rev), fmt.Sprintf("%s (%s)", d.ref(), d.source))
 	}
-	return ap.updateDeployment(ctx, d, rev)
+	return res, err
 }
 
 // updateDeployment changes an existing deployment to match d. PM serves no

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -126,15 +125,15 @@ func (a *app) statusCommand() *cobra.Command {
 					mappings = map[string]string{}
 				}
 				return a.printValue(map[string]any{
-					"deployment": json.RawMessage(dj), "revision": res.GetRevision(), "cluster_mappings": mappings,
+					"deployment": dj, "revision": res.GetRevision(), "cluster_mappings": mappings,
 				})
 			}
-			return a.statusText(d, res.GetRevision(), mappings)
+			return a.statusText(ctx, c, d, res.GetRevision(), mappings)
 		}),
 	}
 }
 
-func (a *app) statusText(d *pmv1.OClassDeployment, rev string, mappings map[string]string) error {
+func (a *app) statusText(ctx context.Context, c *conn, d *pmv1.OClassDeployment, rev string, mappings map[string]string) error {
 	k := newKV(a.streams.Out)
 	k.add("Deployment", d.GetKey())
 	k.add("Class", d.GetPackageName()+"/"+d.GetClassKey())
@@ -148,7 +147,8 @@ func (a *app) statusText(d *pmv1.OClassDeployment, rev string, mappings map[stri
 	} else {
 		k.add("Plan", "-")
 	}
-	state, why := rolloutOf(d)
+	state, why, bad := rolloutDetail(d)
+	why = explain(ctx, c, why, bad)
 	switch state {
 	case rolloutDone:
 		k.add("Rollout", fmt.Sprintf("complete: RUNNING on %d cluster(s)", len(d.GetStatus().GetClusters())))

@@ -65,7 +65,7 @@ func (a *app) describe(ctx context.Context, c *conn, res, name string, f getFlag
 		if err != nil {
 			return c.apiError(fmt.Sprintf("listing the operations of deployment %q", name), err)
 		}
-		return a.describeDeployment(r.GetDeployment(), r.GetRevision(), m.GetClusterMappings(), ops.GetItems())
+		return a.describeDeployment(ctx, c, r.GetDeployment(), r.GetRevision(), m.GetClusterMappings(), ops.GetItems())
 	case "clusters":
 		items, err := a.clusterList(ctx, c, name)
 		if err != nil {
@@ -188,9 +188,9 @@ func describePackage(w io.Writer, p *pmv1.OPackage, rev string) error {
 	return nil
 }
 
-func (a *app) describeDeployment(d *pmv1.OClassDeployment, rev string, mappings map[string]string, ops []*pmv1.Operation) error {
+func (a *app) describeDeployment(ctx context.Context, c *conn, d *pmv1.OClassDeployment, rev string, mappings map[string]string, ops []*pmv1.Operation) error {
 	w := a.streams.Out
-	if err := a.statusText(d, rev, mappings); err != nil {
+	if err := a.statusText(ctx, c, d, rev, mappings); err != nil {
 		return err
 	}
 	k := newKV(w)

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"io"
 	"slices"
 	"strings"
 
@@ -77,14 +76,14 @@ func yamlOf(m proto.Message) string {
 	return string(y)
 }
 
-// writeDiff writes a unified diff of two objects' YAML; from is nil for an
+// diffText is a unified diff of two objects' YAML; from is nil for an
 // object that does not exist yet.
-func writeDiff(w io.Writer, from, to proto.Message, fromName, toName string) error {
+func diffText(from, to proto.Message, fromName, toName string) (string, error) {
 	a, b := yamlOf(from), yamlOf(to)
 	if from == nil {
 		fromName = "/dev/null"
 	}
-	return difflib.WriteUnifiedDiff(w, difflib.UnifiedDiff{
+	return difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
 		A: lines(a), B: lines(b),
 		FromFile: fromName, ToFile: toName, Context: 3,
 	})

@@ -283,7 +283,14 @@ func classify(obj map[string]any) (kind, error) {
 	case isDep && isPkg:
 		return "", errors.New("it has fields of both a package and a deployment; add kind: Package or kind: Deployment")
 	}
-	return "", errors.New("cannot tell a package (classes, functions, version) from a deployment (package_name and class_key); add kind: Package or kind: Deployment")
+	// Neither shape: a package is named by "name", a deployment by "key".
+	switch named, keyed := has("name"), has("key"); {
+	case named && !keyed:
+		return kindPackage, nil
+	case keyed && !named:
+		return kindDeployment, nil
+	}
+	return "", errors.New("cannot tell a package (name, classes, functions, version) from a deployment (key, package_name, class_key); add kind: Package or kind: Deployment")
 }
 
 // aliases are older field names PM accepts and renames (rest-json-model.md:

@@ -105,15 +105,15 @@ func (c *conn) apiError(what string, err error) error {
 		return err
 	}
 	if errors.Is(err, context.Canceled) {
-		return &exitError{code: ExitError, msg: what + ": interrupted", err: err}
+		return &exitError{code: ExitError, msg: prefixed(what, "interrupted"), err: err}
 	}
 	var ce *connect.Error
 	if !errors.As(err, &ce) {
-		return &exitError{code: ExitCode(err), msg: what + ": " + err.Error(), err: err}
+		return &exitError{code: ExitCode(err), msg: prefixed(what, err.Error()), err: err}
 	}
 	code := codeFor(ce.Code())
 	if msg, ok := transportProblem(err); ok {
-		return &exitError{code: ExitUnavailable, msg: fmt.Sprintf("%s: cannot reach PM at %s: %s", what, c.base, msg), err: err}
+		return &exitError{code: ExitUnavailable, msg: prefixed(what, fmt.Sprintf("cannot reach PM at %s: %s", c.base, msg)), err: err}
 	}
 	msg := ce.Message()
 	switch ce.Code() {
@@ -131,7 +131,20 @@ func (c *conn) apiError(what string, err error) error {
 	if msg == "" {
 		msg = ce.Code().String()
 	}
-	return &exitError{code: code, msg: what + ": " + msg, err: err}
+	switch ce.Code() {
+	case connect.CodeNotFound, connect.CodeAlreadyExists:
+		// PM's message names the object: say only that.
+		return &exitError{code: code, msg: msg, err: err}
+	}
+	return &exitError{code: code, msg: prefixed(what, msg), err: err}
+}
+
+// prefixed is "what: msg", or msg alone when what is empty.
+func prefixed(what, msg string) string {
+	if what == "" {
+		return msg
+	}
+	return what + ": " + msg
 }
 
 // transportProblem explains a failure to talk to PM at all, in words.

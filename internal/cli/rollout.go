@@ -22,16 +22,16 @@ const (
 	rolloutFailed
 )
 
-// rolloutOf reads a deployment's per-cluster status: done when every
+// rolloutDetail reads a deployment's per-cluster status: done when every
 // cluster is RUNNING, failed when one failed, was rolled back, deleted or
-// is DOWN; why says which.
-func rolloutOf(d *pmv1.OClassDeployment) (state rollout, why string) {
+// is DOWN; why and failed say which.
+func rolloutDetail(d *pmv1.OClassDeployment) (state rollout, why string, failed *pmv1.ClusterRollout) {
 	cls := d.GetStatus().GetClusters()
 	if len(cls) == 0 {
 		if d.GetCondition() == pmv1.DeploymentCondition_DOWN {
-			return rolloutFailed, dash(d.GetStatus().GetLastError())
+			return rolloutFailed, dash(d.GetStatus().GetLastError()), nil
 		}
-		return rolloutInProgress, ""
+		return rolloutInProgress, "", nil
 	}
 	running := 0
 	for _, r := range cls {
@@ -45,15 +45,29 @@ func rolloutOf(d *pmv1.OClassDeployment) (state rollout, why string) {
 			if msg == "" {
 				msg = fmt.Sprintf("%s (%s)", r.GetCondition(), r.GetState())
 			}
-			return rolloutFailed, fmt.Sprintf("cluster %s: %s", r.GetCluster(), msg)
+			return rolloutFailed, fmt.Sprintf("cluster %s: %s", r.GetCluster(), msg), r
 		case r.GetCondition() == pmv1.DeploymentCondition_RUNNING:
 			running++
 		}
 	}
 	if running == len(cls) {
-		return rolloutDone, ""
+		return rolloutDone, "", nil
 	}
-	return rolloutInProgress, ""
+	return rolloutInProgress, "", nil
+}
+
+// explain completes why, the reason a rollout failed: when PM's record
+// does not say (a unit PM deployed that later degraded), the failed
+// cluster's CRM is asked.
+func explain(ctx context.Context, c *conn, why string, r *pmv1.ClusterRollout) string {
+	if r == nil || r.GetError() != "" || r.GetUnitId() == "" || r.GetCondition() != pmv1.DeploymentCondition_DOWN {
+		return why
+	}
+	res, err := c.runtimes.GetDeploymentStatus(ctx, &pmv1.GetDeploymentStatusRequest{Id: r.GetUnitId(), Cluster: r.GetCluster()})
+	if err != nil || res.GetStatus().GetMessage() == "" {
+		return why
+	}
+	return fmt.Sprintf("cluster %s: %s: %s", r.GetCluster(), r.GetCondition(), res.GetStatus().GetMessage())
 }
 
 // clusterLine is one cluster's part of a rollout as progress shows it.
@@ -102,10 +116,11 @@ func (a *app) waitRollouts(ctx context.Context, c *conn, keys []string, f rollou
 					_, _ = fmt.Fprintf(out, "deployment/%s %s: %s\n", key, r.GetCluster(), line)
 				}
 			}
-			switch state, why := rolloutOf(d); state {
+			switch state, why, bad := rolloutDetail(d); state {
 			case rolloutDone:
 				_, _ = fmt.Fprintf(out, "deployment/%s is RUNNING on %d cluster(s)\n", key, len(d.GetStatus().GetClusters()))
 			case rolloutFailed:
+				why = explain(ctx, c, why, bad)
 				_, _ = fmt.Fprintf(out, "deployment/%s failed: %s\n", key, why)
 				failures = append(failures, fmt.Sprintf("deployment %q failed on %s", key, why))
 			default:

@@ -92,7 +92,7 @@ func (a *app) watch(ctx context.Context, c *conn, key string, interval time.Dura
 		snap, err := a.snapshot(ctx, c, key)
 		switch {
 		case ctx.Err() != nil:
-			return nil
+			return nil //nolint:nilerr // Ctrl-C or --timeout ends a watch normally, whatever the poll it cut short
 		case err != nil && first:
 			return err
 		case err != nil:
@@ -168,7 +168,7 @@ func (a *app) emit(typ, key string, d *pmv1.OClassDeployment) error {
 		if err != nil {
 			return err
 		}
-		ev["deployment"] = json.RawMessage(dj)
+		ev["deployment"] = dj
 	} else {
 		ev["deployment"] = map[string]string{"key": key}
 	}
