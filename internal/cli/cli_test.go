@@ -3,8 +3,13 @@ package cli_test
 import (
 	"context"
 	"encoding/json"
+	"encoding/pem"
+	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -635,4 +640,105 @@ func TestConfigContexts(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.run("get", "clusters").expect(t, cli.ExitError, "is not valid", "contxts")
+}
+
+// proxy puts a TLS (HTTP/2) front on PM; before forwarding a request whose
+// path ends with hookPath it runs hook.
+func proxy(t *testing.T, e *env, hookPath string, hook func()) *httptest.Server {
+	t.Helper()
+	target, err := url.Parse(e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hookPath != "" && strings.HasSuffix(r.URL.Path, hookPath) {
+			hook()
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	srv.EnableHTTP2 = true
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the untrusted-CA case makes handshakes fail
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestTLS(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	srv := proxy(t, e, "", nil)
+	ca := writeFile(t, "ca.pem", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})))
+	e.vars["PM_SERVER"] = srv.URL
+
+	e.run("get", "clusters").expect(t, cli.ExitUnavailable, "cannot reach PM at "+srv.URL, "TLS certificate is not trusted", "--ca-file")
+	e.ok("get", "clusters", "--ca-file", ca).expect(t, 0, "default", "east", "west")
+	e.ok("get", "clusters", "--insecure-skip-verify").expect(t, 0, "default")
+	e.ok("version", "--ca-file", ca).expect(t, 0, "Server: ")
+	e.run("get", "clusters", "--ca-file", filepath.Join(t.TempDir(), "none.pem")).expect(t, cli.ExitError, "--ca-file", "no such file")
+	e.run("get", "clusters", "--ca-file", writeFile(t, "junk.pem", "junk")).expect(t, cli.ExitError, "holds no PEM certificate")
+
+	// A context carries the CA too.
+	delete(e.vars, "PM_SERVER")
+	e.ok("config", "set-context", "tls", "--server", srv.URL, "--ca-file", ca)
+	e.ok("get", "clusters").expect(t, 0, "west")
+}
+
+func TestApplyDoesNotOverwriteAConcurrentChange(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	e.ok("apply", "-f", fixture("valid", "echo.json"))
+	orig, err := os.ReadFile(fixture("valid", "echo.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := writeFile(t, "echo.json", strings.Replace(string(orig), `"0.1.0"`, `"0.3.0"`, 1))
+	// Someone else updates the package after pmctl read it and before it
+	// writes: pmctl's update carries the revision it read, so PM refuses it.
+	srv := proxy(t, e, "/UpdatePackage", func() {
+		got, err := e.packages.GetPackage(context.Background(), &pmv1.GetPackageRequest{Name: "echo-pkg"})
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		p := got.GetPackage()
+		p.Version = new("0.2.0-someone-else")
+		if _, err := e.packages.UpdatePackage(context.Background(), &pmv1.UpdatePackageRequest{Name: "echo-pkg", Package: p}); err != nil {
+			t.Error(err)
+		}
+	})
+	e.vars["PM_SERVER"] = srv.URL
+	r := e.run("apply", "-f", changed, "--insecure-skip-verify")
+	r.expect(t, cli.ExitConflict, "package/echo-pkg")
+	got, err := e.packages.GetPackage(context.Background(), &pmv1.GetPackageRequest{Name: "echo-pkg"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.GetPackage().GetVersion() != "0.2.0-someone-else" {
+		t.Errorf("the concurrent change was overwritten: version %q", got.GetPackage().GetVersion())
+	}
+}
+
+func TestWaitTimesOut(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	e.ok("apply", "-f", fixture("valid", "echo.json"))
+	if err := e.sims["west"].SetDelays(0, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	r := e.run("deploy", "echo-pkg", "Echo", "--key", "slow", "--env", "west", "--wait", "--interval", "50ms", "--timeout", "700ms")
+	r.expect(t, cli.ExitError, `timed out after 700ms waiting for deployment "slow" to roll out`)
+	if !strings.Contains(r.stdout, "deployment/slow west: DEPLOYING") {
+		t.Errorf("no progress before the timeout:\n%s", r.stdout)
+	}
+	// Ctrl-C (which cancels the context) while waiting stops at once.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	time.AfterFunc(300*time.Millisecond, cancel)
+	start := time.Now()
+	r = e.runIn(ctx, "", "deploy", "echo-pkg", "Echo", "--key", "slow2", "--env", "west", "--wait", "--interval", "50ms")
+	r.expect(t, cli.ExitError, "interrupted")
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("interrupt took %s", d)
+	}
 }

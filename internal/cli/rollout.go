@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -83,8 +82,8 @@ func clusterLine(r *pmv1.ClusterRollout) string {
 // cluster of each is RUNNING or one fails, printing each cluster's changes.
 // A deployment not found yet (an embedded one PM has still to stage) is
 // asked for again.
-func (a *app) waitRollouts(ctx context.Context, c *conn, keys []string, f rolloutFlags) error {
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+func (a *app) waitRollouts(parent context.Context, c *conn, keys []string, f rolloutFlags) error {
+	ctx, cancel := context.WithTimeout(parent, f.timeout)
 	defer cancel()
 	out := a.progress()
 	pending := slices.Clone(keys)
@@ -99,7 +98,7 @@ func (a *app) waitRollouts(ctx context.Context, c *conn, keys []string, f rollou
 			res, err := c.deployments.GetDeployment(ctx, &pmv1.GetDeploymentRequest{Key: key})
 			if err != nil {
 				if ctx.Err() != nil {
-					return stopped(ctx, f.timeout, pending)
+					return stopped(parent, f.timeout, pending)
 				}
 				if isCode(err, connect.CodeNotFound) {
 					next = append(next, key)
@@ -136,7 +135,7 @@ func (a *app) waitRollouts(ctx context.Context, c *conn, keys []string, f rollou
 		case <-time.After(interval):
 		}
 		if ctx.Err() != nil {
-			return stopped(ctx, f.timeout, pending)
+			return stopped(parent, f.timeout, pending)
 		}
 	}
 	if len(failures) > 0 {
@@ -145,12 +144,13 @@ func (a *app) waitRollouts(ctx context.Context, c *conn, keys []string, f rollou
 	return nil
 }
 
-// stopped is the error of a wait that ran out of time or was interrupted.
-func stopped(ctx context.Context, timeout time.Duration, pending []string) error {
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return failf(ExitError, "timed out after %s waiting for %s to roll out", timeout, quoteAll(pending))
+// stopped is the error of a wait that was interrupted (parent ended) or
+// ran out of --timeout.
+func stopped(parent context.Context, timeout time.Duration, pending []string) error {
+	if parent.Err() != nil {
+		return failf(ExitError, "interrupted while waiting for %s to roll out", quoteAll(pending))
 	}
-	return failf(ExitError, "interrupted while waiting for %s to roll out", quoteAll(pending))
+	return failf(ExitError, "timed out after %s waiting for %s to roll out", timeout, quoteAll(pending))
 }
 
 func quoteAll(keys []string) string {
