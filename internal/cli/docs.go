@@ -274,7 +274,9 @@ func classify(obj map[string]any) (kind, error) {
 		return false
 	}
 	isDep := has("package_name", "packageName") && has("class_key", "classKey")
-	isPkg := has("classes", "functions", "version")
+	// A deployment may override functions too; only a package has classes
+	// or a version.
+	isPkg := has("classes", "version") || (has("functions") && !isDep)
 	switch {
 	case isDep && !isPkg:
 		return kindDeployment, nil

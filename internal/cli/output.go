@@ -112,15 +112,14 @@ func dash(s string) string {
 	return s
 }
 
-// now is the clock of ages (a variable for tests of the formatting only).
-var now = time.Now
-
 // age is how long ago ts was, as kubectl shows it ("45s", "3m", "2h", "5d").
-func age(ts *timestamppb.Timestamp) string {
+func age(ts *timestamppb.Timestamp) string { return ageAt(time.Now(), ts) }
+
+func ageAt(now time.Time, ts *timestamppb.Timestamp) string {
 	if ts == nil {
 		return "-"
 	}
-	d := now().Sub(ts.AsTime())
+	d := now.Sub(ts.AsTime())
 	switch {
 	case d < 0:
 		return "0s"
