@@ -106,7 +106,7 @@ func TestComparableIgnoresServerFields(t *testing.T) {
 		Deployments: []*pmv1.OClassDeployment{{Key: "d", ClassKey: "C", TargetEnvs: []string{"b", "a"}}}}
 	stored := &pmv1.OPackage{Name: "p",
 		Metadata: &pmv1.PackageMetadata{CreatedAt: timestamppb.Now(), UpdatedAt: timestamppb.Now()},
-		Classes: []*pmv1.OClass{{Key: "C", StateSpec: &pmv1.StateSpecification{DefaultProvider: "memory", SerializationFormat: "json"}}},
+		Classes:  []*pmv1.OClass{{Key: "C", StateSpec: &pmv1.StateSpecification{DefaultProvider: "memory", SerializationFormat: "json"}}},
 		Deployments: []*pmv1.OClassDeployment{{Key: "d", PackageName: "p", ClassKey: "C", TargetEnvs: []string{"a", "b"},
 			Condition: pmv1.DeploymentCondition_RUNNING, Status: &pmv1.DeploymentStatusSummary{ReplicationFactor: 2}}}}
 	a, b := yamlOf(comparablePackage(local)), yamlOf(comparablePackage(stored))
