@@ -36,7 +36,7 @@ func (a *app) applyCommand() *cobra.Command {
 		rf        rolloutFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "apply -f FILE|DIR|- [-f ...]",
+		Use:   "apply -f FILE|DIR|- [-f ...] [FILE...]",
 		Short: "Create or update packages and deployments from JSON or YAML files",
 		Long: `Create or update packages and deployments from JSON or YAML files.
 
@@ -44,7 +44,8 @@ A file holds one JSON document, a JSON array, or YAML documents separated by
 "---". A document is a package if it has classes, functions or version, a
 deployment if it has package_name and class_key; "kind: Package" or
 "kind: Deployment" says so explicitly (and is not sent to PM). Packages are
-applied before deployments.
+applied before deployments. Arguments after the flags are files too, so a
+shell glob works: pmctl apply -f manifests/*.json.
 
 A package that does not exist is created; one that differs from the stored
 one is updated with the revision that was read (a concurrent change fails
@@ -56,8 +57,9 @@ Unknown fields are rejected by default (Field-Validation: Strict);
 		Example: `  pmctl apply -f echo.yaml
   pmctl apply -f ./manifests/ --dry-run
   cat pkg.json | pmctl apply -f - --wait`,
-		Args: cobra.NoArgs,
-		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
+		Args: cobra.ArbitraryArgs,
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			files = append(files, args...)
 			if len(files) == 0 {
 				return usageErr("apply needs -f FILE, DIR or - (stdin)")
 			}

@@ -33,10 +33,10 @@ func applyFixtures(t *testing.T, e *env, extra ...string) result {
 	if len(yamls) == 0 || len(jsons) == 0 {
 		t.Fatalf("no fixtures found under %s", fixture("valid"))
 	}
-	args := []string{"apply"}
-	for _, f := range append(yamls, jsons...) {
-		args = append(args, "-f", f)
-	}
+	// As a shell expands "pmctl apply -f valid/*.yaml -f valid/*.json".
+	args := append([]string{"apply", "-f"}, yamls...)
+	args = append(args, "-f")
+	args = append(args, jsons...)
 	return e.ok(append(args, extra...)...)
 }
 
