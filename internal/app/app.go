@@ -265,13 +265,15 @@ func (a *App) Deployments() *deploy.Service { return a.deploy }
 func (a *App) Addr() string { return a.listener.Addr().String() }
 
 // ready reports whether PM can serve: storage reachable and its schema at
-// the migration this build expects. Its details are safe for anyone.
+// the migration this build expects. The details are the fields OaaS tools
+// read from /health (service, version, storage) and are safe for anyone.
 func (a *App) ready(ctx context.Context) (bool, map[string]any) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	details := map[string]any{"service": "oaas-pm", "version": version.String(), "storage": a.cfg.Storage.Type}
+	storage := map[string]any{"status": "ok", "type": a.cfg.Storage.Type}
+	details := map[string]any{"service": "oaas-pm", "version": version.String(), "storage": storage}
 	if err := a.store.Ready(ctx); err != nil {
-		details["storage_error"] = api.ClientMessage(err)
+		storage["status"], storage["message"] = "error", api.ClientMessage(err)
 		return false, details
 	}
 	return true, details

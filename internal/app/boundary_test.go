@@ -501,7 +501,7 @@ func TestBoundaryProbes(t *testing.T) {
 	}
 	var h map[string]any
 	e.do("GET", "/health", nil).json(t, &h)
-	if h["service"] != "oaas-pm" || h["version"] == nil || h["storage"] != "memory" {
+	if st, _ := h["storage"].(map[string]any); h["service"] != "oaas-pm" || h["version"] == nil || st["status"] != "ok" || st["type"] != "memory" {
 		t.Errorf("/health = %v", h)
 	}
 }
@@ -518,8 +518,9 @@ func TestBoundaryReadyzFollowsTheSchema(t *testing.T) {
 	for _, p := range []string{"/readyz", "/health"} {
 		var body map[string]any
 		e.do("GET", p, nil).expect(t, http.StatusServiceUnavailable).json(t, &body)
-		if msg, _ := body["storage_error"].(string); !strings.Contains(msg, "pm migrate up") {
-			t.Errorf("%s: storage_error %q does not say how to fix it", p, msg)
+		storage, _ := body["storage"].(map[string]any)
+		if msg, _ := storage["message"].(string); storage["status"] != "error" || !strings.Contains(msg, "pm migrate up") {
+			t.Errorf("%s: storage %v does not say how to fix it", p, storage)
 		}
 	}
 	// A call that needs the schema fails cleanly meanwhile.

@@ -232,7 +232,7 @@ func Handler(cfg Config) (http.Handler, error) {
 	// /health is the probe OaaS tools know; it follows readiness.
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
 		ok, details := cfg.Ready(r.Context())
-		writeProbe(w, ok, "healthy", "degraded", details)
+		writeProbe(w, ok, "healthy", "unhealthy", details)
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -189,22 +188,4 @@ func metadata(pkg *pmv1.OPackage) *pmv1.PackageMetadata {
 		pkg.Metadata = new(pmv1.PackageMetadata)
 	}
 	return pkg.Metadata
-}
-
-// patternMatcher returns a matcher for a name pattern: the pattern matches
-// a substring of the name and '*' matches any run of characters. Because the
-// match is unanchored at both ends, finding the '*'-separated parts in order,
-// each at its leftmost place after the previous one, is exact.
-func patternMatcher(pattern string) func(string) bool {
-	parts := strings.Split(pattern, "*")
-	return func(name string) bool {
-		for _, part := range parts {
-			i := strings.Index(name, part)
-			if i < 0 {
-				return false
-			}
-			name = name[i+len(part):]
-		}
-		return true
-	}
 }

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pmv1 "github.com/oaas/pm/gen/go/oaas/pm/v1"
+	"github.com/oaas/pm/internal/namepattern"
 	"github.com/oaas/pm/internal/store"
 )
 
@@ -212,7 +213,7 @@ func decodeRows(rows []pkgRow) []store.Package {
 func (t *pkgTable) list(f store.PackageFilter) []pkgRow {
 	var match func(string) bool
 	if f.NamePattern != "" {
-		match = patternMatcher(f.NamePattern)
+		match = namepattern.Matcher(f.NamePattern)
 	}
 	accept := func(r pkgRow) bool {
 		return (match == nil || match(r.name)) && (f.Disabled == nil || r.disabled == *f.Disabled)
