@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/oaas/pm/gen/go/oaas/pm/v1/pmv1connect"
+	"github.com/oaas/pm/gen/openapi"
 	"github.com/oaas/pm/internal/api"
 	"github.com/oaas/pm/internal/auth"
 	"github.com/oaas/pm/internal/catalog"
@@ -207,7 +209,7 @@ func (a *App) build(ctx context.Context) error {
 			IdleTimeout: cfg.Server.IdleTimeout, RequestTimeout: cfg.Server.RequestTimeout,
 			MaxConnections: cfg.Server.MaxConnections, MaxHeaderBytes: cfg.Server.MaxHeaderBytes,
 		},
-		Log: log, Metrics: metricsHandler,
+		Log: log, Metrics: metricsHandler, OpenAPI: openapi.JSON, Docs: docsFS(),
 		TLS: tlsConfig, HandlerOptions: []connect.HandlerOption{connect.WithInterceptors(authz)},
 		Wrap: func(h http.Handler) http.Handler {
 			return auth.CORS(cfg.CORS, auth.Middleware(authn, authOpts)(h))
@@ -225,6 +227,15 @@ func (a *App) build(ctx context.Context) error {
 	a.listener = ln
 	a.closers = append(a.closers, func() { _ = ln.Close() })
 	return nil
+}
+
+// docsFS is the reference page's files.
+func docsFS() fs.FS {
+	sub, err := fs.Sub(openapi.UI, "ui")
+	if err != nil {
+		panic(err) // the embed pattern guarantees the directory
+	}
+	return sub
 }
 
 // openClusters builds the cluster manager. With no CRM configured it first

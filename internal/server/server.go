@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -93,6 +94,10 @@ type Config struct {
 	// HandlerOptions go to the handlers the server builds itself (gRPC
 	// health and reflection), e.g. the authorization interceptor.
 	HandlerOptions []connect.HandlerOption
+	// OpenAPI, when set, is served at /api/v1/openapi.json, and Docs (the
+	// reference page's files) under /docs/.
+	OpenAPI []byte
+	Docs    fs.FS
 	// TLS, when set, makes the port speak TLS only (HTTP/2 by ALPN and
 	// HTTP/1.1); otherwise it speaks cleartext HTTP/1.1 and h2c.
 	TLS *tls.Config
@@ -221,6 +226,17 @@ func Handler(cfg Config) (http.Handler, error) {
 
 	if cfg.Metrics != nil {
 		mux.Handle("GET /metrics", cfg.Metrics)
+	}
+	if cfg.OpenAPI != nil {
+		mux.HandleFunc("GET /api/v1/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Cache-Control", "no-cache")
+			_, _ = w.Write(cfg.OpenAPI)
+		})
+	}
+	if cfg.Docs != nil {
+		mux.Handle("GET /docs", http.RedirectHandler("/docs/", http.StatusMovedPermanently))
+		mux.Handle("GET /docs/", http.StripPrefix("/docs/", http.FileServerFS(cfg.Docs)))
 	}
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
 		writeProbe(w, true, "live", "", nil) // the process answers: that is all liveness means
