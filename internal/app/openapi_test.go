@@ -66,7 +66,7 @@ func checked(t *testing.T, e *env, router routers.Router, method, path string, b
 	}
 	out := &openapi3filter.ResponseValidationInput{
 		RequestValidationInput: in, Status: r.status, Header: r.header,
-		Body: io.NopCloser(bytes.NewReader(r.body)),
+		Body:    io.NopCloser(bytes.NewReader(r.body)),
 		Options: &openapi3filter.Options{IncludeResponseStatus: true},
 	}
 	if err := openapi3filter.ValidateResponse(context.Background(), out); err != nil {
