@@ -42,6 +42,8 @@ type Store struct {
 	// own Steps slice.
 	ops  map[string]store.Operation
 	idem map[idemKey]store.IdempotencyRecord
+	// audit is the audit trail, a bounded ring (audit.go).
+	audit auditLog
 }
 
 // packages stores packages. Their timestamps live in the message's
