@@ -34,9 +34,9 @@ func (r *repo) AppendAudit(ctx context.Context, rec store.AuditRecord) (store.Au
 }
 
 // ListAudit implements store.Audit. The statement has only the conditions
-// the filter uses (at most 2^7 shapes, each prepared once per connection),
+// the filter uses (at most 256 shapes, each prepared once per connection),
 // so that the planner sees plain equalities and picks the matching index
-// instead of a plan for "$1 = '' OR principal = $1".
+// instead of a generic plan for "empty or equal" conditions.
 func (r *repo) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.AuditRecord, error) {
 	var (
 		where []string
