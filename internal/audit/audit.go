@@ -201,8 +201,10 @@ func (r *Recorder) RecordDenied(ctx context.Context, req *http.Request, p auth.P
 // Interceptor returns the connect interceptor that records calls. Put it
 // outside (before, in connect.WithInterceptors) the authorization
 // interceptor, so that it sees denials, and outside the interceptor that
-// maps domain errors to connect codes and sets the correlation id, so that
-// records carry the codes and id the caller gets.
+// maps domain errors to connect codes, so that records carry the codes the
+// caller gets. It settles each call's correlation id first (see
+// withCorrelation), so its position relative to the interceptor that
+// echoes ids does not matter.
 func (r *Recorder) Interceptor() connect.Interceptor { return interceptor{r} }
 
 type interceptor struct{ r *Recorder }
@@ -215,6 +217,7 @@ func (i interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		if req.Spec().IsClient {
 			return next(ctx, req)
 		}
+		ctx = withCorrelation(ctx, req.Header())
 		res, err := next(ctx, req)
 		if i.r.audited(req.Spec(), err) {
 			var resHeader http.Header
@@ -238,6 +241,7 @@ func (i interceptor) WrapStreamingClient(next connect.StreamingClientFunc) conne
 // the target and idempotency key come from the first message received.
 func (i interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		ctx = withCorrelation(ctx, conn.RequestHeader())
 		sc := &streamConn{StreamingHandlerConn: conn}
 		err := next(ctx, sc)
 		if i.r.audited(conn.Spec(), err) {
@@ -406,8 +410,38 @@ func (r *Recorder) source(peerAddr string, h http.Header) string {
 // the api package does.
 const maxCorrelationID = 128
 
-// correlationID is the call's id: the context's, else the one the response
-// carries (set by the error mapping inside), else the client's.
+// clientCorrelationID is the usable id the client sent, if any.
+func clientCorrelationID(h http.Header) string {
+	for _, name := range []string{correlation.Header, "X-Request-Id"} {
+		if id := h.Get(name); id != "" && len(id) <= maxCorrelationID {
+			return id
+		}
+	}
+	return ""
+}
+
+// withCorrelation settles the call's correlation id before anything else
+// runs: the context's, else the client's, else a new one; and writes it
+// into the request's X-Correlation-Id, where the interceptor that echoes
+// and logs ids (api.Interceptor) takes it from. So the record, the logs and
+// the response agree whatever the interceptors' order, and a call refused
+// by an interceptor before that one still has an id in its record.
+func withCorrelation(ctx context.Context, h http.Header) context.Context {
+	id := correlation.From(ctx)
+	if id == "" {
+		id = clientCorrelationID(h)
+	}
+	if id == "" {
+		id = correlation.New()
+	}
+	if h.Get(correlation.Header) != id {
+		h.Set(correlation.Header, id)
+	}
+	return correlation.With(ctx, id)
+}
+
+// correlationID is a record's id: the context's, else the one the
+// response carries, else the client's.
 func correlationID(ctx context.Context, req, res http.Header) string {
 	if id := correlation.From(ctx); id != "" {
 		return clip(id)
@@ -415,12 +449,7 @@ func correlationID(ctx context.Context, req, res http.Header) string {
 	if id := res.Get(correlation.Header); id != "" {
 		return clip(id)
 	}
-	for _, h := range []string{correlation.Header, "X-Request-Id"} {
-		if id := req.Get(h); id != "" && len(id) <= maxCorrelationID {
-			return clip(id)
-		}
-	}
-	return ""
+	return clip(clientCorrelationID(req))
 }
 
 // procedureName is "pkg.Service/Method".
