@@ -60,6 +60,7 @@ import (
 	"google.golang.org/protobuf/types/descriptorpb"
 
 	"github.com/oaas/pm/internal/auth"
+	"github.com/oaas/pm/internal/config"
 	"github.com/oaas/pm/internal/correlation"
 	"github.com/oaas/pm/internal/restmodel"
 	"github.com/oaas/pm/internal/store"
@@ -496,4 +497,21 @@ func clip(s string) string {
 		cut--
 	}
 	return s[:cut]
+}
+
+// FromConfig builds the Recorder and Purger that the AUDIT_* variables
+// describe, over st, and bounds st's trail to AUDIT_MEMORY_CAPACITY when
+// st is the memory store. routes are the REST routes for RecordDenied (see
+// RoutesFor; nil records refused REST requests by path). Start the Purger
+// and Stop it at shutdown.
+func FromConfig(st store.Audit, c config.Audit, routes restmodel.Table, log *slog.Logger) (*Recorder, *Purger) {
+	if ring, ok := st.(interface{ SetAuditCapacity(int) }); ok {
+		ring.SetAuditCapacity(c.MemoryCapacity)
+	}
+	denied := c.DeniedPerMinute
+	if denied == 0 {
+		denied = -1 // AUDIT_DENIED_PER_MINUTE=0 means no cap
+	}
+	rec := New(st, Options{TrustForwardedFor: c.TrustForwardedFor, Routes: routes, DeniedPerMinute: denied, Log: log})
+	return rec, NewPurger(st, c.Retention, c.PurgeInterval, log)
 }
