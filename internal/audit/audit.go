@@ -290,10 +290,21 @@ func isDenial(c connect.Code) bool {
 	return c == connect.CodePermissionDenied || c == connect.CodeUnauthenticated
 }
 
+// infrastructure are the procedure prefixes of the gRPC health and
+// reflection services: reads, whose handlers carry no descriptor to say so
+// (reflection is a bidirectional stream, health's Watch a server stream).
+var infrastructure = []string{"/grpc.health.v1.Health/", "/grpc.reflection.v1.ServerReflection/", "/grpc.reflection.v1alpha.ServerReflection/"}
+
 // ReadOnly reports whether an RPC declares that it changes nothing
 // (option idempotency_level = NO_SIDE_EFFECTS), read from its descriptor
-// and, for handlers built without one, from the spec.
+// and, for handlers built without one, from the spec. The gRPC health and
+// reflection services count as reads.
 func ReadOnly(spec connect.Spec) bool {
+	for _, prefix := range infrastructure {
+		if strings.HasPrefix(spec.Procedure, prefix) {
+			return true
+		}
+	}
 	if md, ok := spec.Schema.(protoreflect.MethodDescriptor); ok {
 		opts, _ := md.Options().(*descriptorpb.MethodOptions)
 		return opts.GetIdempotencyLevel() == descriptorpb.MethodOptions_NO_SIDE_EFFECTS

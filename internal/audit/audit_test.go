@@ -506,4 +506,10 @@ func TestReadOnlyFromDescriptors(t *testing.T) {
 	if !audit.ReadOnly(connect.Spec{IdempotencyLevel: connect.IdempotencyNoSideEffects}) || audit.ReadOnly(connect.Spec{}) {
 		t.Error("ReadOnly ignores the spec's idempotency level")
 	}
+	for _, proc := range []string{"/grpc.health.v1.Health/Watch", "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+		"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"} {
+		if !audit.ReadOnly(connect.Spec{Procedure: proc, StreamType: connect.StreamTypeBidi}) {
+			t.Errorf("%s counts as a write", proc)
+		}
+	}
 }

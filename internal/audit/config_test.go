@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -39,7 +40,7 @@ func TestFromConfig(t *testing.T) {
 			purger.Start()
 			defer purger.Stop()
 			for range 5 {
-				r := httptest.NewRequest("DELETE", "/oaas.pm.v1.PackageService/DeletePackage", nil)
+				r := httptest.NewRequest(http.MethodDelete, "/oaas.pm.v1.PackageService/DeletePackage", nil)
 				r.RemoteAddr = "192.0.2.1:4711"
 				r.Header.Set("X-Forwarded-For", "203.0.113.5")
 				rec.RecordDenied(context.Background(), r, auth.Principal{}, connect.CodeUnauthenticated, "authentication required")
