@@ -288,6 +288,7 @@ type Tx interface {
 	Deployments
 	Operations
 	Idempotency
+	Audit
 }
 
 // Store is a PM store.

@@ -40,6 +40,8 @@ type Store struct {
 	// own Steps slice.
 	ops  map[string]store.Operation
 	idem map[idemKey]store.IdempotencyRecord
+	// audit is the audit trail, a bounded ring (audit.go).
+	audit auditLog
 }
 
 var _ store.Store = (*Store)(nil)
