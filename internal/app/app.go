@@ -19,6 +19,7 @@ import (
 	"github.com/oaas/pm/gen/go/oaas/pm/v1/pmv1connect"
 	"github.com/oaas/pm/gen/openapi"
 	"github.com/oaas/pm/internal/api"
+	"github.com/oaas/pm/internal/audit"
 	"github.com/oaas/pm/internal/auth"
 	"github.com/oaas/pm/internal/catalog"
 	"github.com/oaas/pm/internal/cluster"
@@ -50,6 +51,7 @@ type App struct {
 	authn    *auth.Authenticator
 	authOpts auth.Options
 	tls      *tlsreload.Reloader
+	purger   *audit.Purger
 	closers  []func()
 }
 
@@ -112,7 +114,7 @@ func (a *App) build(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("authentication: %w", err)
 	}
-	a.authn, a.authOpts = authn, authOpts
+	a.authn = authn
 	var tlsConfig *tls.Config
 	if cfg.TLS.Enabled() {
 		rl, err := tlsreload.New(tlsreload.Files{CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile, ClientCAFile: cfg.TLS.ClientCAFile},
@@ -157,13 +159,27 @@ func (a *App) build(ctx context.Context) error {
 
 	registry := catalog.New(st, deployments, log)
 	idem := api.NewIdempotency(st, cfg.Reconcile.IdempotencyTTL, cfg.CRM.Timeout+2*time.Second)
+	serviceNames := []string{pmv1connect.PackageServiceName, pmv1connect.CatalogServiceName, pmv1connect.ClusterServiceName,
+		pmv1connect.DeploymentServiceName, pmv1connect.ClassRuntimeServiceName, pmv1connect.AuditServiceName}
 	fields := server.NewFields(api.FieldAliases)
 	authz := auth.NewInterceptor(authOpts.Policy, log.With("component", "auth"))
-	// Outermost first: metrics see every outcome; authorization refuses
-	// before anything else runs; the api interceptor gives each call its
-	// correlation id and maps every error (the field policy's too) to a
-	// clean connect error.
-	interceptors := []connect.Interceptor{authz, api.Interceptor(log), fields.Interceptor()}
+	routes, err := audit.RoutesFor(serviceNames)
+	if err != nil {
+		return err
+	}
+	recorder, purger := audit.FromConfig(st, cfg.Audit, routes, log.With("component", "audit"))
+	a.purger = purger
+	a.closers = append(a.closers, purger.Stop)
+	authOpts.OnRefused = func(r *http.Request, code connect.Code, reason string) {
+		recorder.RecordDenied(r.Context(), r, auth.Principal{}, code, reason)
+	}
+	// Outermost first: metrics see every outcome; the audit trail records
+	// writes and refusals with their final code; authorization refuses
+	// before anything else runs (and outside the api interceptor, whose
+	// error mapping is for the services' errors); the api interceptor gives
+	// each call its correlation id and maps every error (the field policy's
+	// too) to a clean connect error.
+	interceptors := []connect.Interceptor{recorder.Interceptor(), authz, api.Interceptor(log), fields.Interceptor()}
 	var metricsHandler http.Handler
 	if cfg.Metrics.Enabled {
 		m := telemetry.New()
@@ -176,6 +192,7 @@ func (a *App) build(ctx context.Context) error {
 		}
 		if err := errors.Join(
 			m.Counters("deploy", "Deploy machinery events", keys, stats.Snapshot),
+			m.Counters("audit", "Audit trail events", audit.StatKeys, recorder.Stats),
 			m.Gauge("pm_orphan_units", "Units with PM's id scheme that PM does not know, as last reconciled.",
 				func() float64 { return float64(len(deployments.Orphans())) }),
 		); err != nil {
@@ -201,7 +218,9 @@ func (a *App) build(ctx context.Context) error {
 	mount(pmv1connect.ClusterServiceName)(pmv1connect.NewClusterServiceHandler(api.NewClusters(clusters), opts...))
 	mount(pmv1connect.DeploymentServiceName)(pmv1connect.NewDeploymentServiceHandler(deps, opts...))
 	mount(pmv1connect.ClassRuntimeServiceName)(pmv1connect.NewClassRuntimeServiceHandler(deps, opts...))
+	mount(pmv1connect.AuditServiceName)(pmv1connect.NewAuditServiceHandler(api.NewAudit(st), opts...))
 
+	a.authOpts = authOpts
 	srv, err := server.New(server.Config{
 		Addr: cfg.Server.Addr(), Services: services, Ready: a.ready, Aliases: api.FieldAliases,
 		Limits: server.Limits{
@@ -304,6 +323,7 @@ func (a *App) Run(ctx context.Context) error {
 	if a.authn != nil {
 		go a.authn.Run(ctx)
 	}
+	a.purger.Start()
 	if a.tls != nil {
 		go a.tls.Run(ctx)
 	}

@@ -140,6 +140,7 @@ func setup(t *testing.T, o harnessOptions) *harness {
 	mount(pmv1connect.NewClusterServiceHandler(pmv1connect.UnimplementedClusterServiceHandler{}, interceptors))
 	mount(pmv1connect.NewCatalogServiceHandler(pmv1connect.UnimplementedCatalogServiceHandler{}, interceptors))
 	mount(pmv1connect.NewClassRuntimeServiceHandler(pmv1connect.UnimplementedClassRuntimeServiceHandler{}, interceptors))
+	mount(pmv1connect.NewAuditServiceHandler(pmv1connect.UnimplementedAuditServiceHandler{}, interceptors))
 	transcoder, err := vanguard.NewTranscoder(services)
 	if err != nil {
 		t.Fatal(err)
@@ -147,7 +148,7 @@ func setup(t *testing.T, o harnessOptions) *harness {
 	mux.Handle("/api/", transcoder)
 	// A streaming RPC on a reserved admin procedure exercises the
 	// interceptor's streaming path.
-	mux.Handle(auth.ProcedureListAuditRecords, connect.NewServerStreamHandler(auth.ProcedureListAuditRecords,
+	mux.Handle(auth.ProcedureDeleteOrphan, connect.NewServerStreamHandler(auth.ProcedureDeleteOrphan,
 		func(ctx context.Context, _ *connect.Request[emptypb.Empty], stream *connect.ServerStream[wrapperspb.StringValue]) error {
 			p, _ := auth.FromContext(ctx)
 			return stream.Send(wrapperspb.String(p.Name))

@@ -55,6 +55,10 @@ type Options struct {
 	// Log receives one debug record per refused request (reason, source,
 	// path; never a credential). slog.Default when nil.
 	Log *slog.Logger
+	// OnRefused, when set, hears of every request refused here (before any
+	// handler runs), e.g. to audit it: code is unauthenticated or, for the
+	// failure limiter, resource_exhausted.
+	OnRefused func(r *http.Request, code connect.Code, reason string)
 }
 
 // Middleware authenticates every request that the policy does not leave
@@ -92,6 +96,13 @@ func Middleware(authn *Authenticator, opts Options) func(http.Handler) http.Hand
 			}
 			opts.Log.Debug("request not authenticated", "reason", f.Reason, "limited", f.Limited,
 				"source", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
+			if opts.OnRefused != nil {
+				code := connect.CodeUnauthenticated
+				if f.Limited {
+					code = connect.CodeResourceExhausted
+				}
+				opts.OnRefused(r, code, f.Reason)
+			}
 			refuse(w, r, rpcErrors, f)
 		})
 	}

@@ -174,7 +174,7 @@ func TestStreamingCallsAreAuthorized(t *testing.T) {
 	h := setup(t, harnessOptions{})
 	for _, p := range rpcProtocols {
 		for _, c := range callers(h) {
-			client := connect.NewClient[emptypb.Empty, wrapperspb.StringValue](h.httpClient(t, nil), h.url+auth.ProcedureListAuditRecords, p.option())
+			client := connect.NewClient[emptypb.Empty, wrapperspb.StringValue](h.httpClient(t, nil), h.url+auth.ProcedureDeleteOrphan, p.option())
 			req := connect.NewRequest(&emptypb.Empty{})
 			req.Header().Set("Authorization", "Bearer "+c.token)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
