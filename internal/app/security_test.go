@@ -307,7 +307,9 @@ func TestSecurityAuditTrail(t *testing.T) {
 		c.Storage.Type, c.Storage.DatabaseURL, c.Storage.MaxConns = "postgres", dsn, 4
 	}
 	e := setup(t, "memory", withTokens(file), onDB)
-	as := func(role string) []string { return []string{"Authorization", "Bearer " + tok[role], "Idempotency-Key", "k-" + role} }
+	as := func(role string) []string {
+		return []string{"Authorization", "Bearer " + tok[role], "Idempotency-Key", "k-" + role}
+	}
 
 	e.do("POST", "/api/v1/packages", echoPackage("audited"), as("editor")...).expect(t, http.StatusCreated)
 	e.do("GET", "/api/v1/packages/audited", nil, as("viewer")...).expect(t, http.StatusOK) // reads are not audited
