@@ -36,6 +36,7 @@ import (
 	"github.com/oaas/pm/internal/version"
 
 	"connectrpc.com/connect"
+	"connectrpc.com/otelconnect"
 )
 
 // App is a running PM.
@@ -55,13 +56,21 @@ type App struct {
 	closers  []func()
 }
 
-// NewLogger builds the slog logger the config asks for.
+// NewLogger builds the slog logger the config asks for. Durations print as
+// Go durations ("60s", not 60000000000), and a record logged with a traced
+// context carries its trace_id and span_id.
 func NewLogger(cfg config.Log, w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: cfg.Level}
+	opts := &slog.HandlerOptions{Level: cfg.Level, ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+		if a.Value.Kind() == slog.KindDuration {
+			return slog.String(a.Key, a.Value.Duration().String())
+		}
+		return a
+	}}
+	var h slog.Handler = slog.NewJSONHandler(w, opts)
 	if cfg.Format == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
+		h = slog.NewTextHandler(w, opts)
 	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	return slog.New(telemetry.LogHandler{Handler: h})
 }
 
 // OpenStore opens the configured store, migrating Postgres when asked. The
@@ -126,6 +135,18 @@ func (a *App) build(ctx context.Context) error {
 		tlsConfig = rl.TLSConfig()
 	}
 
+	tracing, err := telemetry.SetupTracing(ctx, cfg.Tracing, log)
+	if err != nil {
+		return err
+	}
+	a.closers = append(a.closers, func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := tracing.Shutdown(sctx); err != nil {
+			log.Warn("flushing traces", "error", err.Error())
+		}
+	})
+
 	st, err := OpenStore(ctx, cfg.Storage, log)
 	if err != nil {
 		return err
@@ -180,6 +201,16 @@ func (a *App) build(ctx context.Context) error {
 	// each call its correlation id and maps every error (the field policy's
 	// too) to a clean connect error.
 	interceptors := []connect.Interceptor{recorder.Interceptor(), authz, api.Interceptor(log), fields.Interceptor()}
+	if cfg.Tracing.Enabled {
+		// Outermost: the server span covers everything the call does, and
+		// the caller's traceparent is its parent.
+		otelInterceptor, err := otelconnect.NewInterceptor(otelconnect.WithTracerProvider(tracing.Provider),
+			otelconnect.WithPropagator(tracing.Propagator), otelconnect.WithoutMetrics(), otelconnect.WithTrustRemote())
+		if err != nil {
+			return fmt.Errorf("tracing interceptor: %w", err)
+		}
+		interceptors = append([]connect.Interceptor{otelInterceptor}, interceptors...)
+	}
 	var metricsHandler http.Handler
 	if cfg.Metrics.Enabled {
 		m := telemetry.New()

@@ -32,6 +32,8 @@ type Config struct {
 	CORS CORS
 	// Audit is the audit trail's retention and sources (audit.go).
 	Audit Audit
+	// Tracing is OpenTelemetry tracing from the OTEL_* variables (tracing.go).
+	Tracing Tracing
 }
 
 // Server is the API listener.
@@ -180,7 +182,8 @@ func Default() Config {
 			Mode: "auto", FailureLimit: 60, ReloadInterval: 5 * time.Second,
 			OIDC: OIDC{RoleClaim: "role", PrincipalClaim: "sub", ClockSkew: 60 * time.Second},
 		},
-		Audit: DefaultAudit(),
+		Audit:   DefaultAudit(),
+		Tracing: Tracing{Protocol: "http/protobuf", ServiceName: "oaas-pm"},
 	}
 }
 
@@ -252,6 +255,7 @@ func Load(lookup Lookup) (Config, error) {
 
 	r.security(&c)
 	r.audit(&c.Audit)
+	r.tracing(&c.Tracing)
 
 	// Parse errors and range errors are reported together, so one start
 	// tells the operator everything that is wrong.
