@@ -26,6 +26,10 @@ type Config struct {
 	Reconcile     Reconcile
 	Metrics       Metrics
 	PackageDelete PackageDelete
+	// Auth, TLS and CORS are the security settings (security.go).
+	Auth Auth
+	TLS  TLS
+	CORS CORS
 }
 
 // Server is the API listener.
@@ -170,6 +174,10 @@ func Default() Config {
 		},
 		Reconcile: Reconcile{Interval: 30 * time.Second, SelfHeal: true, IdempotencyTTL: 24 * time.Hour, OperationLease: 30 * time.Second},
 		Metrics:   Metrics{Enabled: true, Port: 9090},
+		Auth: Auth{
+			Mode: "auto", FailureLimit: 60, ReloadInterval: 5 * time.Second,
+			OIDC: OIDC{RoleClaim: "role", PrincipalClaim: "sub", ClockSkew: 60 * time.Second},
+		},
 	}
 }
 
@@ -238,6 +246,8 @@ func Load(lookup Lookup) (Config, error) {
 
 	r.bool("METRICS_ENABLED", &c.Metrics.Enabled)
 	r.int("METRICS_PORT", &c.Metrics.Port)
+
+	r.security(&c)
 
 	// Parse errors and range errors are reported together, so one start
 	// tells the operator everything that is wrong.
@@ -333,6 +343,7 @@ func (c Config) Validate() error {
 		}
 		seen[cl.Name] = true
 	}
+	errs = append(errs, c.validateSecurity()...)
 	return errors.Join(errs...)
 }
 

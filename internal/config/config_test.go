@@ -19,7 +19,8 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Server.Addr() != "0.0.0.0:8080" || c.Storage.Type != "memory" || c.Log.Format != "json" {
+	// Without authentication the default listener is loopback only (issue 10).
+	if c.Server.Addr() != "127.0.0.1:8080" || c.Storage.Type != "memory" || c.Log.Format != "json" {
 		t.Errorf("defaults %+v", c)
 	}
 	if !c.CRM.EmbeddedSimulator || len(c.CRM.Clusters) != 0 {

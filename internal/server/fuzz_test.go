@@ -15,6 +15,7 @@ import (
 	"github.com/oaas/pm/gen/go/oaas/pm/v1/pmv1connect"
 	"github.com/oaas/pm/internal/fault"
 	"github.com/oaas/pm/internal/fieldcheck"
+	"github.com/oaas/pm/internal/restmodel"
 )
 
 var testAliases = fieldcheck.Aliases{"oaas.pm.v1.OClassDeployment": {"target_clusters": "target_envs"}}
@@ -51,11 +52,8 @@ func seedFixtures(f *testing.F) {
 func FuzzRESTBody(f *testing.F) {
 	seedFixtures(f)
 	f.Add([]byte("name: x\nfunctions:\n- key: f\n  config: {PORT: 80}\n"), true)
-	rts, err := buildRoutes([]string{pmv1connect.PackageServiceName})
-	if err != nil {
-		f.Fatal(err)
-	}
-	rt, _ := rts.match(http.MethodPost, "/api/v1/packages")
+	rts := table(f, pmv1connect.PackageServiceName)
+	rt, _ := rts.Match(http.MethodPost, "/api/v1/packages")
 	if rt == nil {
 		f.Fatal("no create route")
 	}
@@ -74,7 +72,7 @@ func FuzzRESTBody(f *testing.F) {
 			checkClean(t, err.Error())
 			return
 		}
-		if _, err := fieldcheck.CheckJSON(rt.bodyDesc, body, fieldcheck.Options{Aliases: testAliases, StringifyMapScalars: yamlIn}); err != nil {
+		if _, err := fieldcheck.CheckJSON(rt.BodyDesc, body, fieldcheck.Options{Aliases: testAliases, StringifyMapScalars: yamlIn}); err != nil {
 			checkClean(t, err.Error())
 		}
 	})
@@ -86,12 +84,9 @@ func FuzzQuery(f *testing.F) {
 	for _, s := range []string{"cluster=east", "key=other", "cluster=", "limit=5&offset=2", "tags=a&tags=b,c", "name_pattern=%2A&disabled=true", "x.y=1", "expected_revision=3&colour=red"} {
 		f.Add(s)
 	}
-	rts, err := buildRoutes([]string{pmv1connect.DeploymentServiceName, pmv1connect.PackageServiceName})
-	if err != nil {
-		f.Fatal(err)
-	}
-	del, vars := rts.match(http.MethodDelete, "/api/v1/deployments/d1")
-	list, _ := rts.match(http.MethodGet, "/api/v1/packages")
+	rts := table(f, pmv1connect.DeploymentServiceName, pmv1connect.PackageServiceName)
+	del, vars := rts.Match(http.MethodDelete, "/api/v1/deployments/d1")
+	list, _ := rts.Match(http.MethodGet, "/api/v1/packages")
 	if del == nil || list == nil {
 		f.Fatal("routes missing")
 	}
@@ -101,20 +96,20 @@ func FuzzQuery(f *testing.F) {
 			return
 		}
 		for _, c := range []struct {
-			rt   *route
+			rt   *restmodel.Route
 			vars map[string]string
 		}{{del, vars}, {list, nil}} {
-			pass, unknown, problems := c.rt.checkQuery(q, c.vars)
+			pass, unknown, problems := checkQuery(c.rt, q, c.vars)
 			for _, p := range problems {
 				checkClean(t, p)
 			}
 			for name, vals := range pass {
-				fd, why := c.rt.queryField(name)
+				fd, why := c.rt.QueryField(name)
 				if why != "" {
 					t.Fatalf("passed %q: %s", name, why)
 				}
 				for _, v := range vals {
-					if msg := checkScalar(fd, v); msg != "" {
+					if msg := restmodel.CheckScalar(fd, v); msg != "" {
 						t.Fatalf("passed %q=%q: %s", name, v, msg)
 					}
 				}
@@ -129,6 +124,18 @@ func FuzzQuery(f *testing.F) {
 			}
 		}
 	})
+}
+
+func table(f *testing.F, names ...string) restmodel.Table {
+	descs, err := restmodel.Services(names)
+	if err != nil {
+		f.Fatal(err)
+	}
+	rts, err := restmodel.RoutesOf(descs)
+	if err != nil {
+		f.Fatal(err)
+	}
+	return rts
 }
 
 // FuzzConnectJSON drives Connect JSON request bodies through the codec and

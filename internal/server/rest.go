@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/oaas/pm/internal/fieldcheck"
+	"github.com/oaas/pm/internal/restmodel"
 )
 
 // DryRunHeader marks a response to a request that changed nothing (a
@@ -31,7 +32,7 @@ const DryRunHeader = "X-Dry-Run"
 // creates, 204 for deletes) and {"error": "..."} bodies.
 type rest struct {
 	next    http.Handler
-	routes  routes
+	routes  restmodel.Table
 	maxBody int64
 	aliases fieldcheck.Aliases
 	log     *slog.Logger
@@ -40,7 +41,7 @@ type rest struct {
 func (p *rest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Compressed responses would have to be decompressed to be rewritten.
 	r.Header.Del("Accept-Encoding")
-	rt, vars := p.routes.match(r.Method, r.URL.Path)
+	rt, vars := p.routes.Match(r.Method, r.URL.Path)
 	if rt == nil {
 		p.forward(w, r, nil, nil)
 		return
@@ -60,7 +61,7 @@ func (p *rest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	pass, unknownParams, problems := rt.checkQuery(q, vars)
+	pass, unknownParams, problems := checkQuery(rt, q, vars)
 	if len(problems) > 0 {
 		writeError(w, http.StatusBadRequest, strings.Join(problems, "; "))
 		return
@@ -69,13 +70,13 @@ func (p *rest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for _, name := range unknownParams {
 		warnings = append(warnings, "unknown query parameter "+strconv.QuoteToASCII(name))
 	}
-	if rt.body != "" {
+	if rt.Body != "" {
 		body, isYAML, status, err := readBody(w, r, p.maxBody)
 		if err != nil {
 			writeError(w, status, err.Error())
 			return
 		}
-		res, err := fieldcheck.CheckJSON(rt.bodyDesc, body, fieldcheck.Options{Aliases: p.aliases, StringifyMapScalars: isYAML})
+		res, err := fieldcheck.CheckJSON(rt.BodyDesc, body, fieldcheck.Options{Aliases: p.aliases, StringifyMapScalars: isYAML})
 		if err != nil {
 			writeError(w, http.StatusBadRequest, err.Error())
 			return
@@ -103,7 +104,7 @@ func (p *rest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // forward runs the transcoder into a buffer and writes its answer shaped
 // for REST; also sets headers of the final response.
-func (p *rest) forward(w http.ResponseWriter, r *http.Request, rt *route, also func(http.Header)) {
+func (p *rest) forward(w http.ResponseWriter, r *http.Request, rt *restmodel.Route, also func(http.Header)) {
 	// The transcoder rewrites r.URL; remember what the client asked for.
 	method, path := r.Method, r.URL.Path
 	buf := &bufferedWriter{header: http.Header{}, status: http.StatusOK}
@@ -111,7 +112,7 @@ func (p *rest) forward(w http.ResponseWriter, r *http.Request, rt *route, also f
 	if also != nil {
 		also(w.Header())
 	}
-	created := rt != nil && method == http.MethodPost && strings.HasPrefix(string(rt.method.Name()), "Create")
+	created := rt != nil && rt.Creates()
 	buf.flushTo(w, method, path, created, p.log)
 }
 

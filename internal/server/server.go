@@ -29,6 +29,7 @@ import (
 	"golang.org/x/net/netutil"
 
 	"github.com/oaas/pm/internal/fieldcheck"
+	"github.com/oaas/pm/internal/restmodel"
 )
 
 // Service is one connect service to mount.
@@ -182,7 +183,11 @@ func Handler(cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building REST transcoder: %w", err)
 	}
-	rts, err := buildRoutes(names)
+	descs, err := restmodel.Services(names)
+	if err != nil {
+		return nil, fmt.Errorf("reading REST routes: %w", err)
+	}
+	rts, err := restmodel.RoutesOf(descs)
 	if err != nil {
 		return nil, fmt.Errorf("reading REST routes: %w", err)
 	}
@@ -211,7 +216,7 @@ func Handler(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 	})
-	return guard(mux, cfg.Limits, streaming(names)), nil
+	return guard(mux, cfg.Limits, restmodel.Streaming(descs)), nil
 }
 
 func writeProbe(w http.ResponseWriter, ok bool, good, bad string, details map[string]any) {
