@@ -1,5 +1,7 @@
 # syntax=docker/dockerfile:1
 #
+# Needs BuildKit (Docker 23+, docker buildx, or podman/buildah 1.33+).
+#
 # One image, static binaries, no shell: /pm (the entrypoint), /crmsim (the CRM
 # simulator, for demos and tests), /pmctl (the CLI, once cmd/pmctl exists) and
 # /healthcheck (an HTTP probe for `docker run` / compose healthchecks, since
