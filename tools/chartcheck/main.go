@@ -116,6 +116,7 @@ type rendered struct {
 	objects map[string]map[string][]byte // kind -> name -> YAML
 	hooks   map[string][]string          // "Kind/name" -> hook events
 	weights map[string]string            // "Kind/name" -> hook weight
+	notes   string
 }
 
 func (r *rendered) one(kind, name string) ([]byte, bool) {
@@ -138,6 +139,9 @@ func render(ch *chart.Chart, vals map[string]any) (*rendered, error) {
 		return nil, err
 	}
 	r := &rendered{objects: map[string]map[string][]byte{}, hooks: map[string][]string{}, weights: map[string]string{}}
+	if rel.Info != nil {
+		r.notes = rel.Info.Notes
+	}
 	add := func(manifest string, hook bool) error {
 		for doc := range strings.SplitSeq(manifest, "\n---") {
 			var head struct {
@@ -604,6 +608,28 @@ func check(ch *chart.Chart, dir string, p profile) (problems []string, env *cont
 				}
 			}
 		}
+	}
+
+	// NOTES.txt: how to reach PM, how to get in, and what is unsafe.
+	if os.Getenv("CHARTCHECK_NOTES") != "" {
+		fmt.Printf("--- NOTES (%s)\n%s\n", p.name, r.notes)
+	}
+	for _, want := range []struct {
+		when bool
+		text string
+	}{
+		{true, "kubectl -n oaas port-forward svc/" + fullname},
+		{truthy("auth", "disabled"), "every caller that reaches the\nService is an admin"},
+		{!truthy("auth", "disabled") && !tls, "Bearer tokens travel in cleartext"},
+		{v("storage", "type") == "memory", "a restart loses every\npackage"},
+		{env.Env["CRM_CLUSTERS"] == "", "embedded\nsimulated cluster"},
+	} {
+		if want.when != strings.Contains(r.notes, want.text) {
+			bad("NOTES.txt contains %q: %v, want %v", want.text, !want.when, want.when)
+		}
+	}
+	if _, ok := secretData(fullname+"-auth", "admin-token"); ok && !strings.Contains(r.notes, "jsonpath='{.data.admin-token}'") {
+		bad("NOTES.txt does not say how to read the generated admin token")
 	}
 
 	// ServiceMonitor: only when asked, pointing at the metrics port.
