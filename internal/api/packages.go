@@ -134,7 +134,7 @@ func (h *Packages) DeletePackage(ctx context.Context, req *pmv1.DeletePackageReq
 
 // ListClasses implements CatalogService.
 func (h *Packages) ListClasses(ctx context.Context, req *pmv1.ListClassesRequest) (*pmv1.ListClassesResponse, error) {
-	items, owners, err := h.svc.ListClasses(ctx, req.GetPackageName())
+	items, owners, err := h.svc.ListClasses(ctx, req.GetPackageName(), req.GetFilter())
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +143,7 @@ func (h *Packages) ListClasses(ctx context.Context, req *pmv1.ListClassesRequest
 
 // ListFunctions implements CatalogService.
 func (h *Packages) ListFunctions(ctx context.Context, req *pmv1.ListFunctionsRequest) (*pmv1.ListFunctionsResponse, error) {
-	items, owners, err := h.svc.ListFunctions(ctx, req.GetPackageName())
+	items, owners, err := h.svc.ListFunctions(ctx, req.GetPackageName(), req.GetFilter())
 	if err != nil {
 		return nil, err
 	}

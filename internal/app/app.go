@@ -5,9 +5,11 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -15,7 +17,9 @@ import (
 	"time"
 
 	"github.com/oaas/pm/gen/go/oaas/pm/v1/pmv1connect"
+	"github.com/oaas/pm/gen/openapi"
 	"github.com/oaas/pm/internal/api"
+	"github.com/oaas/pm/internal/auth"
 	"github.com/oaas/pm/internal/catalog"
 	"github.com/oaas/pm/internal/cluster"
 	"github.com/oaas/pm/internal/config"
@@ -27,6 +31,7 @@ import (
 	"github.com/oaas/pm/internal/store/memory"
 	"github.com/oaas/pm/internal/store/postgres"
 	"github.com/oaas/pm/internal/telemetry"
+	"github.com/oaas/pm/internal/tlsreload"
 	"github.com/oaas/pm/internal/version"
 
 	"connectrpc.com/connect"
@@ -42,6 +47,9 @@ type App struct {
 	metrics  http.Handler
 	server   *server.Server
 	listener net.Listener
+	authn    *auth.Authenticator
+	authOpts auth.Options
+	tls      *tlsreload.Reloader
 	closers  []func()
 }
 
@@ -65,17 +73,15 @@ func OpenStore(ctx context.Context, cfg config.Storage, log *slog.Logger) (store
 		return memory.New(nil), nil
 	case "postgres":
 		log.Info("connecting to postgres", "timeout", cfg.Timeout.String(), "auto_migrate", cfg.AutoMigrate)
+		pcfg := postgres.Config{URL: cfg.DatabaseURL, MaxConns: int32(cfg.MaxConns), Timeout: cfg.Timeout}
 		if cfg.AutoMigrate {
-			mctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-			err := postgres.MigrateURL(mctx, cfg.DatabaseURL, postgres.Up, io.Discard)
-			cancel()
-			if err != nil {
+			if err := postgres.MigrateConfig(ctx, pcfg, postgres.Up, io.Discard); err != nil {
 				return nil, fmt.Errorf("applying migrations (DATABASE_URL, DATABASE_TIMEOUT): %w", err)
 			}
 		}
-		st, err := postgres.Open(ctx, postgres.Config{URL: cfg.DatabaseURL, MaxConns: int32(cfg.MaxConns), Timeout: cfg.Timeout})
+		st, err := postgres.OpenAndPing(ctx, pcfg)
 		if err != nil {
-			return nil, fmt.Errorf("opening postgres (DATABASE_URL): %w", err)
+			return nil, fmt.Errorf("connecting to postgres (DATABASE_URL, DATABASE_TIMEOUT): %w", err)
 		}
 		log.Info("using postgres storage")
 		return st, nil
@@ -96,6 +102,28 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 
 func (a *App) build(ctx context.Context) error {
 	cfg, log := a.cfg, a.log
+	if err := cfg.CheckExposure(); err != nil {
+		return err
+	}
+	for _, w := range cfg.SecurityWarnings() {
+		log.Warn(w)
+	}
+	authn, authOpts, err := auth.FromConfig(ctx, cfg, log.With("component", "auth"))
+	if err != nil {
+		return fmt.Errorf("authentication: %w", err)
+	}
+	a.authn, a.authOpts = authn, authOpts
+	var tlsConfig *tls.Config
+	if cfg.TLS.Enabled() {
+		rl, err := tlsreload.New(tlsreload.Files{CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile, ClientCAFile: cfg.TLS.ClientCAFile},
+			tlsreload.Options{Interval: cfg.Auth.ReloadInterval, Log: log.With("component", "tls")})
+		if err != nil {
+			return fmt.Errorf("server TLS (SERVER_TLS_CERT_FILE, SERVER_TLS_KEY_FILE): %w", err)
+		}
+		a.tls = rl
+		tlsConfig = rl.TLSConfig()
+	}
+
 	st, err := OpenStore(ctx, cfg.Storage, log)
 	if err != nil {
 		return err
@@ -130,10 +158,12 @@ func (a *App) build(ctx context.Context) error {
 	registry := catalog.New(st, deployments, log)
 	idem := api.NewIdempotency(st, cfg.Reconcile.IdempotencyTTL, cfg.CRM.Timeout+2*time.Second)
 	fields := server.NewFields(api.FieldAliases)
-	// Outermost first: metrics see every outcome, the api interceptor gives
-	// each call its correlation id and maps every error (the field policy's
-	// too) to a clean connect error.
-	interceptors := []connect.Interceptor{api.Interceptor(log), fields.Interceptor()}
+	authz := auth.NewInterceptor(authOpts.Policy, log.With("component", "auth"))
+	// Outermost first: metrics see every outcome; authorization refuses
+	// before anything else runs; the api interceptor gives each call its
+	// correlation id and maps every error (the field policy's too) to a
+	// clean connect error.
+	interceptors := []connect.Interceptor{authz, api.Interceptor(log), fields.Interceptor()}
 	var metricsHandler http.Handler
 	if cfg.Metrics.Enabled {
 		m := telemetry.New()
@@ -179,7 +209,11 @@ func (a *App) build(ctx context.Context) error {
 			IdleTimeout: cfg.Server.IdleTimeout, RequestTimeout: cfg.Server.RequestTimeout,
 			MaxConnections: cfg.Server.MaxConnections, MaxHeaderBytes: cfg.Server.MaxHeaderBytes,
 		},
-		Log: log, Metrics: metricsHandler,
+		Log: log, Metrics: metricsHandler, OpenAPI: openapi.JSON, Docs: docsFS(),
+		TLS: tlsConfig, HandlerOptions: []connect.HandlerOption{connect.WithInterceptors(authz)},
+		Wrap: func(h http.Handler) http.Handler {
+			return auth.CORS(cfg.CORS, auth.Middleware(authn, authOpts)(h))
+		},
 	})
 	if err != nil {
 		return err
@@ -193,6 +227,15 @@ func (a *App) build(ctx context.Context) error {
 	a.listener = ln
 	a.closers = append(a.closers, func() { _ = ln.Close() })
 	return nil
+}
+
+// docsFS is the reference page's files.
+func docsFS() fs.FS {
+	sub, err := fs.Sub(openapi.UI, "ui")
+	if err != nil {
+		panic(err) // the embed pattern guarantees the directory
+	}
+	return sub
 }
 
 // openClusters builds the cluster manager. With no CRM configured it first
@@ -233,17 +276,15 @@ func (a *App) Deployments() *deploy.Service { return a.deploy }
 func (a *App) Addr() string { return a.listener.Addr().String() }
 
 // ready reports whether PM can serve: storage reachable and its schema at
-// the migration this build expects. Its details are safe for anyone.
+// the migration this build expects. The details are the fields OaaS tools
+// read from /health (service, version, storage) and are safe for anyone.
 func (a *App) ready(ctx context.Context) (bool, map[string]any) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	details := map[string]any{"service": "oaas-pm", "version": version.String(), "storage": a.cfg.Storage.Type}
-	check := a.store.Ping
-	if r, ok := a.store.(interface{ Ready(context.Context) error }); ok {
-		check = r.Ready
-	}
-	if err := check(ctx); err != nil {
-		details["storage_error"] = api.ClientMessage(err)
+	storage := map[string]any{"status": "ok", "type": a.cfg.Storage.Type}
+	details := map[string]any{"service": "oaas-pm", "version": version.String(), "storage": storage}
+	if err := a.store.Ready(ctx); err != nil {
+		storage["status"], storage["message"] = "error", api.ClientMessage(err)
 		return false, details
 	}
 	return true, details
@@ -260,8 +301,15 @@ func (a *App) Run(ctx context.Context) error {
 	if err := a.deploy.Start(ctx); err != nil {
 		return err
 	}
+	if a.authn != nil {
+		go a.authn.Run(ctx)
+	}
+	if a.tls != nil {
+		go a.tls.Run(ctx)
+	}
 	go func() { errc <- a.server.Serve(a.listener) }()
-	a.log.Info("pm listening", "addr", a.Addr(), "storage", a.cfg.Storage.Type)
+	a.log.Info("pm listening", "addr", a.Addr(), "storage", a.cfg.Storage.Type,
+		"tls", a.tls != nil, "auth", a.authn != nil, "version", version.String())
 	if stop := a.serveMetrics(ctx); stop != nil {
 		defer stop()
 	}
@@ -298,9 +346,16 @@ func (a *App) serveMetrics(ctx context.Context) (stop func()) {
 		return nil
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", a.metrics)
+	// The metrics port follows the API port's rules: the same
+	// authentication (unless AUTH_METRICS_OPEN) and the same TLS.
+	mux.Handle("GET /metrics", auth.Middleware(a.authn, a.authOpts)(a.metrics))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
+	if a.tls != nil {
+		srv.TLSConfig = a.tls.TLSConfig()
+		go func() { _ = srv.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { _ = srv.Serve(ln) }()
+	}
 	a.log.Info("metrics listening", "addr", ln.Addr().String())
 	return func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)

@@ -26,6 +26,7 @@ import (
 	pmv1 "github.com/oaas/pm/gen/go/oaas/pm/v1"
 	"github.com/oaas/pm/gen/go/oaas/pm/v1/pmv1connect"
 	"github.com/oaas/pm/internal/config"
+	"github.com/oaas/pm/internal/store/pgtest"
 )
 
 // leaks are fragments that must never reach a client: Go type names,
@@ -500,7 +501,29 @@ func TestBoundaryProbes(t *testing.T) {
 	}
 	var h map[string]any
 	e.do("GET", "/health", nil).json(t, &h)
-	if h["service"] != "oaas-pm" || h["version"] == nil || h["storage"] != "memory" {
+	if st, _ := h["storage"].(map[string]any); h["service"] != "oaas-pm" || h["version"] == nil || st["status"] != "ok" || st["type"] != "memory" {
 		t.Errorf("/health = %v", h)
 	}
+}
+
+func TestBoundaryReadyzFollowsTheSchema(t *testing.T) {
+	t.Parallel()
+	e := setup(t, "memory", func(c *config.Config) {
+		c.Storage.Type = "postgres"
+		c.Storage.DatabaseURL = pgtest.NewEmptyDatabase(t)
+		c.Storage.AutoMigrate = false
+		c.Storage.MaxConns = 4
+	})
+	e.do("GET", "/livez", nil).expect(t, http.StatusOK)
+	for _, p := range []string{"/readyz", "/health"} {
+		var body map[string]any
+		e.do("GET", p, nil).expect(t, http.StatusServiceUnavailable).json(t, &body)
+		storage, _ := body["storage"].(map[string]any)
+		if msg, _ := storage["message"].(string); storage["status"] != "error" || !strings.Contains(msg, "pm migrate up") {
+			t.Errorf("%s: storage %v does not say how to fix it", p, storage)
+		}
+	}
+	// A call that needs the schema fails cleanly meanwhile.
+	msg := e.do("GET", "/api/v1/packages", nil).expect(t, http.StatusServiceUnavailable).errorText(t)
+	assertClean(t, msg)
 }

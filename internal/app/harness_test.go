@@ -41,6 +41,13 @@ var storages = []string{"memory", "postgres"}
 // and stops it (gracefully) when the test ends.
 func setup(t *testing.T, storage string, tweak ...func(*config.Config)) *env {
 	t.Helper()
+	return setupLogged(t, storage, nil, tweak...)
+}
+
+// setupLogged is setup with PM's log written to logs (debug level) when
+// logs is not nil.
+func setupLogged(t *testing.T, storage string, logs io.Writer, tweak ...func(*config.Config)) *env {
+	t.Helper()
 	cfg := config.Default()
 	cfg.Server.Host, cfg.Server.Port = "127.0.0.1", 0
 	cfg.Server.ShutdownTimeout = 5 * time.Second
@@ -59,7 +66,9 @@ func setup(t *testing.T, storage string, tweak ...func(*config.Config)) *env {
 		t.Fatalf("config: %v", err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if os.Getenv("PM_TEST_LOG") != "" {
+	if logs != nil {
+		log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	} else if os.Getenv("PM_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	ctx, cancel := context.WithCancel(context.Background())

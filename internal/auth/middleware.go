@@ -22,7 +22,9 @@ type Policy struct {
 	ReflectionOpen bool
 }
 
-var alwaysOpen = map[string]bool{"/health": true, "/livez": true, "/readyz": true}
+// The API description and its reference page are open too: they hold no
+// data, and a reader needs them before having a token.
+var alwaysOpen = map[string]bool{"/health": true, "/livez": true, "/readyz": true, "/api/v1/openapi.json": true, "/docs": true}
 
 const (
 	healthPrefix          = "/grpc.health.v1.Health/"
@@ -34,7 +36,7 @@ const (
 // of Connect, gRPC and gRPC-Web requests) needs no principal.
 func (p Policy) IsOpen(path string) bool {
 	switch {
-	case alwaysOpen[path], strings.HasPrefix(path, healthPrefix):
+	case alwaysOpen[path], strings.HasPrefix(path, healthPrefix), strings.HasPrefix(path, "/docs/"):
 		return true
 	case path == "/metrics":
 		return p.MetricsOpen

@@ -15,6 +15,7 @@ import (
 
 	pmv1 "github.com/oaas/pm/gen/go/oaas/pm/v1"
 	"github.com/oaas/pm/internal/fault"
+	"github.com/oaas/pm/internal/namepattern"
 	"github.com/oaas/pm/internal/store"
 )
 
@@ -257,11 +258,17 @@ func (s *Service) List(ctx context.Context, q ListQuery) ([]store.Package, strin
 
 // ListClasses returns every class, with the name of its package, in package
 // then declaration order.
-func (s *Service) ListClasses(ctx context.Context, pkgName string) ([]*pmv1.OClass, []string, error) {
+// A non-empty filter keeps the classes whose key matches it as a name
+// pattern.
+func (s *Service) ListClasses(ctx context.Context, pkgName, filter string) ([]*pmv1.OClass, []string, error) {
 	var classes []*pmv1.OClass
 	var owners []string
+	match := namepattern.Matcher(filter)
 	err := s.each(ctx, pkgName, func(p *pmv1.OPackage) {
 		for _, c := range p.GetClasses() {
+			if !match(c.GetKey()) {
+				continue
+			}
 			classes = append(classes, c)
 			owners = append(owners, p.GetName())
 		}
@@ -270,11 +277,16 @@ func (s *Service) ListClasses(ctx context.Context, pkgName string) ([]*pmv1.OCla
 }
 
 // ListFunctions returns every function with the name of its package.
-func (s *Service) ListFunctions(ctx context.Context, pkgName string) ([]*pmv1.OFunction, []string, error) {
+// A non-empty filter keeps the functions whose key matches it.
+func (s *Service) ListFunctions(ctx context.Context, pkgName, filter string) ([]*pmv1.OFunction, []string, error) {
 	var fns []*pmv1.OFunction
 	var owners []string
+	match := namepattern.Matcher(filter)
 	err := s.each(ctx, pkgName, func(p *pmv1.OPackage) {
 		for _, f := range p.GetFunctions() {
+			if !match(f.GetKey()) {
+				continue
+			}
 			fns = append(fns, f)
 			owners = append(owners, p.GetName())
 		}

@@ -30,6 +30,8 @@ type Config struct {
 	Auth Auth
 	TLS  TLS
 	CORS CORS
+	// Audit is the audit trail's retention and sources (audit.go).
+	Audit Audit
 }
 
 // Server is the API listener.
@@ -178,6 +180,7 @@ func Default() Config {
 			Mode: "auto", FailureLimit: 60, ReloadInterval: 5 * time.Second,
 			OIDC: OIDC{RoleClaim: "role", PrincipalClaim: "sub", ClockSkew: 60 * time.Second},
 		},
+		Audit: DefaultAudit(),
 	}
 }
 
@@ -248,6 +251,7 @@ func Load(lookup Lookup) (Config, error) {
 	r.int("METRICS_PORT", &c.Metrics.Port)
 
 	r.security(&c)
+	r.audit(&c.Audit)
 
 	// Parse errors and range errors are reported together, so one start
 	// tells the operator everything that is wrong.
@@ -344,6 +348,7 @@ func (c Config) Validate() error {
 		seen[cl.Name] = true
 	}
 	errs = append(errs, c.validateSecurity()...)
+	errs = append(errs, c.Audit.validate()...)
 	return errors.Join(errs...)
 }
 

@@ -8,6 +8,10 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
+// QueryAliases are older names of query parameters: OaaS tools send
+// ?env= where PM's API says ?cluster=.
+var QueryAliases = map[string]string{"env": "cluster"}
+
 // Unknown is QueryField's reason for a name the request does not have.
 const Unknown = "unknown"
 

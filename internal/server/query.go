@@ -59,6 +59,22 @@ var nonEmptyParams = map[string]bool{"cluster": true, "env": true}
 func checkQuery(rt *restmodel.Route, q url.Values, vars map[string]string) (url.Values, []string, []string) {
 	var unknown, problems []string
 	pass := url.Values{}
+	for alias, name := range restmodel.QueryAliases {
+		av, given := q[alias]
+		if !given {
+			continue
+		}
+		if _, why := rt.QueryField(name); why != "" {
+			continue // the route has no such field: the alias is unknown too
+		}
+		if v, both := q[name]; both && strings.Join(v, ",") != strings.Join(av, ",") {
+			problems = append(problems, fmt.Sprintf("query parameters %q and %q (its older name) disagree; give one", name, alias))
+			continue
+		}
+		q = cloneValues(q)
+		q[name] = av
+		delete(q, alias)
+	}
 	names := make([]string, 0, len(q))
 	for name := range q {
 		names = append(names, name)
@@ -107,6 +123,14 @@ func checkQuery(rt *restmodel.Route, q url.Values, vars map[string]string) (url.
 		}
 	}
 	return pass, unknown, problems
+}
+
+func cloneValues(q url.Values) url.Values {
+	out := make(url.Values, len(q))
+	for k, v := range q {
+		out[k] = v
+	}
+	return out
 }
 
 // pathVar reports whether name (a JSON or proto name) is a field the path

@@ -11,9 +11,11 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -86,6 +88,19 @@ type Config struct {
 	Log     *slog.Logger
 	// Metrics, when set, is served at GET /metrics on the API port too.
 	Metrics http.Handler
+	// Wrap, when set, wraps the routes inside the limits: authentication
+	// and CORS, so that they apply to every protocol alike.
+	Wrap func(http.Handler) http.Handler
+	// HandlerOptions go to the handlers the server builds itself (gRPC
+	// health and reflection), e.g. the authorization interceptor.
+	HandlerOptions []connect.HandlerOption
+	// OpenAPI, when set, is served at /api/v1/openapi.json, and Docs (the
+	// reference page's files) under /docs/.
+	OpenAPI []byte
+	Docs    fs.FS
+	// TLS, when set, makes the port speak TLS only (HTTP/2 by ALPN and
+	// HTTP/1.1); otherwise it speaks cleartext HTTP/1.1 and h2c.
+	TLS *tls.Config
 }
 
 // Server is PM's API server.
@@ -104,8 +119,13 @@ func New(cfg Config) (*Server, error) {
 	}
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
+	if cfg.TLS != nil {
+		protocols.SetHTTP2(true)
+	} else {
+		protocols.SetUnencryptedHTTP2(true)
+	}
 	srv := &http.Server{
+		TLSConfig: cfg.TLS,
 		Addr:      cfg.Addr,
 		Handler:   h,
 		Protocols: &protocols,
@@ -145,9 +165,15 @@ func (l Limits) withDefaults() Limits {
 }
 
 // Serve accepts connections on ln, at most Limits.MaxConnections at once,
-// until Shutdown.
+// until Shutdown; with TLS configured, only TLS handshakes are served.
 func (s *Server) Serve(ln net.Listener) error {
-	err := s.http.Serve(netutil.LimitListener(ln, s.limits.MaxConnections))
+	ln = netutil.LimitListener(ln, s.limits.MaxConnections)
+	var err error
+	if s.http.TLSConfig != nil {
+		err = s.http.ServeTLS(ln, "", "")
+	} else {
+		err = s.http.Serve(ln)
+	}
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -194,12 +220,23 @@ func Handler(cfg Config) (http.Handler, error) {
 	mux.Handle("/api/", &rest{next: transcoder, routes: rts, maxBody: cfg.Limits.MaxBodyBytes, aliases: cfg.Aliases, log: cfg.Log})
 
 	reflector := grpcreflect.NewStaticReflector(append(names, grpchealth.HealthV1ServiceName)...)
-	mux.Handle(grpcreflect.NewHandlerV1(reflector))
-	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
-	mux.Handle(grpchealth.NewHandler(checker{cfg.Ready, names}))
+	mux.Handle(grpcreflect.NewHandlerV1(reflector, cfg.HandlerOptions...))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, cfg.HandlerOptions...))
+	mux.Handle(grpchealth.NewHandler(checker{cfg.Ready, names}, cfg.HandlerOptions...))
 
 	if cfg.Metrics != nil {
 		mux.Handle("GET /metrics", cfg.Metrics)
+	}
+	if cfg.OpenAPI != nil {
+		mux.HandleFunc("GET /api/v1/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Cache-Control", "no-cache")
+			_, _ = w.Write(cfg.OpenAPI)
+		})
+	}
+	if cfg.Docs != nil {
+		mux.Handle("GET /docs", http.RedirectHandler("/docs/", http.StatusMovedPermanently))
+		mux.Handle("GET /docs/", http.StripPrefix("/docs/", http.FileServerFS(cfg.Docs)))
 	}
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
 		writeProbe(w, true, "live", "", nil) // the process answers: that is all liveness means
@@ -211,12 +248,16 @@ func Handler(cfg Config) (http.Handler, error) {
 	// /health is the probe OaaS tools know; it follows readiness.
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
 		ok, details := cfg.Ready(r.Context())
-		writeProbe(w, ok, "healthy", "degraded", details)
+		writeProbe(w, ok, "healthy", "unhealthy", details)
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 	})
-	return guard(mux, cfg.Limits, restmodel.Streaming(descs)), nil
+	var h http.Handler = mux
+	if cfg.Wrap != nil {
+		h = cfg.Wrap(h)
+	}
+	return guard(h, cfg.Limits, restmodel.Streaming(descs)), nil
 }
 
 func writeProbe(w http.ResponseWriter, ok bool, good, bad string, details map[string]any) {

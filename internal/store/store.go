@@ -22,6 +22,21 @@ var (
 	// ErrUnavailable: the backing database cannot be reached. Its message is
 	// safe for clients; the cause is kept for logs.
 	ErrUnavailable = fault.New(fault.Unavailable, "storage unavailable")
+	// ErrMayHaveCommitted: the connection to the database failed while a
+	// write was being committed, so it may have landed or not. It is
+	// Unavailable (retryable) and its message tells the client so: a retry
+	// carrying the same Idempotency-Key gets the first outcome instead of an
+	// "already exists" for its own write. Errors that match it also match
+	// ErrUnavailable.
+	ErrMayHaveCommitted = fault.New(fault.Unavailable,
+		"storage did not confirm the write; it may have succeeded: retry with the same Idempotency-Key")
+	// ErrBusy: a transaction kept colliding with concurrent ones and the
+	// store gave up retrying it. Nothing was written; the client may retry.
+	// Errors that match it also match ErrUnavailable.
+	ErrBusy = fault.New(fault.Unavailable, "storage is busy with concurrent writes; retry")
+	// ErrSchema: the database is reachable but its schema is not the one
+	// this build expects (missing, or older); Ready returns it.
+	ErrSchema = fault.New(fault.Unavailable, "storage schema is not at the expected migration")
 )
 
 // AnyRevision as an expected revision means "last write wins".
@@ -273,6 +288,7 @@ type Tx interface {
 	Deployments
 	Operations
 	Idempotency
+	Audit
 }
 
 // Store is a PM store.
@@ -280,10 +296,19 @@ type Store interface {
 	Tx
 	// WithTx runs fn in one transaction: all of its writes land or none do.
 	// Implementations retry fn a bounded number of times on serialization
-	// failures, so fn must not have side effects outside tx.
+	// failures, so fn must not have side effects outside tx. When the
+	// retries run out the error is ErrBusy (Unavailable), never a Conflict:
+	// a Conflict means the caller's request itself conflicts (a taken name,
+	// a stale revision). A commit whose outcome is unknown fails with
+	// ErrMayHaveCommitted.
 	WithTx(ctx context.Context, fn func(ctx context.Context, tx Tx) error) error
-	// Ping reports whether the store can serve requests.
+	// Ping reports whether the store can be reached.
 	Ping(ctx context.Context) error
+	// Ready reports whether the store can serve requests: reachable (as
+	// Ping) and, for a database, its schema at the migration this build
+	// expects (ErrSchema otherwise, with a message that says how to fix
+	// it). Readiness probes call it.
+	Ready(ctx context.Context) error
 	// Close releases resources.
 	Close()
 }

@@ -8,33 +8,31 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pmv1 "github.com/oaas/pm/gen/go/oaas/pm/v1"
 	"github.com/oaas/pm/internal/store"
 )
 
-// Store is a store.Store held in maps. It is safe for concurrent use.
+// Store is a store.Store held in memory. It is safe for concurrent use.
 //
-// Stored messages are never mutated: a write replaces the entry with a new
-// clone, so readers can copy an entry without holding the lock for long and
-// a transaction's undo log only needs the old pointers.
+// Packages are held compactly (encoded, in B-trees by name and by tag; see
+// pkgTable), everything else in maps. Stored values are never mutated: a
+// write replaces the entry with a new one, so readers can copy or decode an
+// entry without holding the lock for long and a transaction's undo log
+// only needs the old values.
 type Store struct {
 	clock  store.Clock
 	closed atomic.Bool
 
-	// mu guards the maps below. WithTx holds it for writing during the
+	// mu guards the tables below. WithTx holds it for writing during the
 	// whole callback, which makes transactions serial with every other
 	// access.
 	mu   sync.RWMutex
-	pkgs map[string]docEntry[*pmv1.OPackage]
-	deps map[string]docEntry[*pmv1.OClassDeployment]
+	pkgs *pkgTable
+	deps docMap[*pmv1.OClassDeployment]
 	// mappings holds each deployment's unit id by cluster. An inner map is
 	// replaced on every write, never changed, like the entries.
 	mappings map[string]map[string]string
@@ -42,19 +40,8 @@ type Store struct {
 	// own Steps slice.
 	ops  map[string]store.Operation
 	idem map[idemKey]store.IdempotencyRecord
-}
-
-// packages stores packages. Their timestamps live in the message's
-// metadata, which the store creates when absent since it always stamps them.
-var packages = docs[*pmv1.OPackage, store.Package]{
-	what:      "package",
-	key:       (*pmv1.OPackage).GetName,
-	createdAt: func(p *pmv1.OPackage) *timestamppb.Timestamp { return p.GetMetadata().GetCreatedAt() },
-	stamp: func(p *pmv1.OPackage, created, updated *timestamppb.Timestamp) {
-		md := metadata(p)
-		md.CreatedAt, md.UpdatedAt = created, updated
-	},
-	result: func(p *pmv1.OPackage, rev int64) store.Package { return store.Package{Package: p, Revision: rev} },
+	// audit is the audit trail, a bounded ring (audit.go).
+	audit auditLog
 }
 
 var _ store.Store = (*Store)(nil)
@@ -66,8 +53,8 @@ func New(clock store.Clock) *Store {
 	}
 	return &Store{
 		clock:    clock,
-		pkgs:     make(map[string]docEntry[*pmv1.OPackage]),
-		deps:     make(map[string]docEntry[*pmv1.OClassDeployment]),
+		pkgs:     newPkgTable(),
+		deps:     make(docMap[*pmv1.OClassDeployment]),
 		mappings: make(map[string]map[string]string),
 		ops:      make(map[string]store.Operation),
 		idem:     make(map[idemKey]store.IdempotencyRecord),
@@ -117,12 +104,12 @@ func (s *Store) GetPackage(ctx context.Context, name string) (store.Package, err
 		return store.Package{}, err
 	}
 	s.mu.RLock()
-	e, err := packages.check(s.pkgs, name, store.AnyRevision)
-	s.mu.RUnlock() // entries are immutable: copy it outside the lock
-	if err != nil {
-		return store.Package{}, err
+	r, ok := s.pkgs.row(name)
+	s.mu.RUnlock() // rows are immutable: decode it outside the lock
+	if !ok {
+		return store.Package{}, packages.notFound(name)
 	}
-	return packages.out(e), nil
+	return packages.out(r.entry()), nil
 }
 
 // ListPackages implements store.Packages.
@@ -131,9 +118,9 @@ func (s *Store) ListPackages(ctx context.Context, f store.PackageFilter) ([]stor
 		return nil, err
 	}
 	s.mu.RLock()
-	matched := s.listPackages(f)
-	s.mu.RUnlock()
-	return packages.outAll(matched), nil
+	rows := s.pkgs.list(f)
+	s.mu.RUnlock() // rows are immutable: decode them outside the lock
+	return decodeRows(rows), nil
 }
 
 // UpdatePackage implements store.Packages.
@@ -184,23 +171,13 @@ func (s *Store) WithTx(ctx context.Context, fn func(ctx context.Context, tx stor
 // Ping implements store.Store; memory is there until closed.
 func (s *Store) Ping(ctx context.Context) error { return s.enter(ctx) }
 
+// Ready implements store.Store: memory has no schema to lag behind, so it
+// is ready whenever Ping says so.
+func (s *Store) Ready(ctx context.Context) error { return s.Ping(ctx) }
+
 // Close implements store.Store. Later calls fail with store.ErrUnavailable,
 // so that code shutting down sees the same thing on either store.
 func (s *Store) Close() { s.closed.Store(true) }
-
-// listPackages returns the entries matching f in name order. The caller
-// holds s.mu for reading.
-func (s *Store) listPackages(f store.PackageFilter) []docEntry[*pmv1.OPackage] {
-	var match func(string) bool
-	if f.NamePattern != "" {
-		match = patternMatcher(f.NamePattern)
-	}
-	return packages.list(s.pkgs, func(p *pmv1.OPackage) bool {
-		return (match == nil || match(p.GetName())) &&
-			(f.Disabled == nil || p.GetDisabled() == *f.Disabled) &&
-			(len(f.Tags) == 0 || anyTag(p.GetMetadata().GetTags(), f.Tags))
-	}, f.After, f.Offset, f.Limit)
-}
 
 // now is the clock's time at Postgres's precision, so both stores return
 // the same times.
@@ -213,32 +190,4 @@ func metadata(pkg *pmv1.OPackage) *pmv1.PackageMetadata {
 		pkg.Metadata = new(pmv1.PackageMetadata)
 	}
 	return pkg.Metadata
-}
-
-// anyTag reports whether have and want share a tag.
-func anyTag(have, want []string) bool {
-	for _, t := range have {
-		if slices.Contains(want, t) {
-			return true
-		}
-	}
-	return false
-}
-
-// patternMatcher returns a matcher for a name pattern: the pattern matches
-// a substring of the name and '*' matches any run of characters. Because the
-// match is unanchored at both ends, finding the '*'-separated parts in order,
-// each at its leftmost place after the previous one, is exact.
-func patternMatcher(pattern string) func(string) bool {
-	parts := strings.Split(pattern, "*")
-	return func(name string) bool {
-		for _, part := range parts {
-			i := strings.Index(name, part)
-			if i < 0 {
-				return false
-			}
-			name = name[i+len(part):]
-		}
-		return true
-	}
 }

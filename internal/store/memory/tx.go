@@ -83,7 +83,7 @@ func (t *tx) ListPackages(ctx context.Context, f store.PackageFilter) ([]store.P
 	if err := t.enter(ctx); err != nil {
 		return nil, err
 	}
-	return packages.outAll(t.s.listPackages(f)), nil
+	return decodeRows(t.s.pkgs.list(f)), nil
 }
 
 // UpdatePackage implements store.Packages inside a transaction.

@@ -59,7 +59,12 @@ const (
 	// templatePrefix starts the name of every template this package makes;
 	// stale ones (other migration hashes, failed builds) are dropped by
 	// that prefix.
-	templatePrefix = "pm_tmpl_"
+	//
+	// Older versions of this package named templates pm_tmpl_<hash> and
+	// dropped every other such template on sight; this prefix differs so
+	// that test processes of checkouts still running that code leave these
+	// templates alone (and these leave theirs).
+	templatePrefix = "pm_tpl_"
 	// testDBPrefix starts the name of every per-test database. The name
 	// carries its creation time so that databases leaked by a killed test
 	// process can be told from ones in use and swept.
@@ -109,11 +114,29 @@ const howToFix = `To run the Postgres-backed tests, do one of:
 // anyway.
 func NewDatabase(t testing.TB) string {
 	t.Helper()
+	return newDatabase(t, func(ctx context.Context, srv *server, name string) error { return srv.clone(ctx, name) })
+}
+
+// NewEmptyDatabase is NewDatabase without the migrations: a database with
+// no schema at all, as an operator who forgot to migrate has, for tests of
+// what the store does then.
+func NewEmptyDatabase(t testing.TB) string {
+	t.Helper()
+	return newDatabase(t, func(ctx context.Context, srv *server, name string) error {
+		_, err := srv.admin.Exec(ctx, "CREATE DATABASE "+name)
+		return err
+	})
+}
+
+// newDatabase makes a per-test database with create and drops it when t
+// ends.
+func newDatabase(t testing.TB, create func(ctx context.Context, srv *server, name string) error) string {
+	t.Helper()
 	srv := get(t)
 	name := testDBPrefix + strconv.FormatInt(time.Now().Unix(), 10) + "_" + randomSuffix()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := srv.clone(ctx, name); err != nil {
+	if err := create(ctx, srv, name); err != nil {
 		t.Fatalf("pgtest: create test database: %v", err)
 	}
 	t.Cleanup(func() {
@@ -141,7 +164,13 @@ func AdminDSN(t testing.TB) string {
 // process did drop it between two tests, clone builds it again.
 func (s *server) clone(ctx context.Context, name string) error {
 	err := s.cloneOnce(ctx, name)
-	if sqlState(err) == "3D000" { // invalid_catalog_name: the template is gone
+	// invalid_catalog_name: the template is gone. Test processes of
+	// older checkouts drop every template but their own, so with several
+	// at work it may go more than once.
+	for range 5 {
+		if sqlState(err) != "3D000" {
+			break
+		}
 		if _, err := prepareTemplate(ctx, s.admin, s.adminDSN); err != nil {
 			return err
 		}
@@ -332,9 +361,12 @@ func prepareTemplate(ctx context.Context, admin *pgxpool.Pool, adminDSN string) 
 	}
 	// Templates of other migration sets (and half-built ones) would pile
 	// up as migrations change; they are dropped here, when a new one is
-	// made.
-	if err := dropDatabases(ctx, conn.Conn(), func(n string) bool {
-		return strings.HasPrefix(n, templatePrefix)
+	// made, once they are old enough that no test process is likely to be
+	// using them still: checkouts with different migrations (branches,
+	// worktrees) test against one server at the same time, and dropping
+	// each other's templates on sight made them rebuild in turns.
+	if err := dropDatabases(ctx, conn.Conn(), func(n, comment string) bool {
+		return strings.HasPrefix(n, templatePrefix) && staleTemplate(comment)
 	}); err != nil {
 		return "", err
 	}
@@ -354,7 +386,22 @@ func prepareTemplate(ctx context.Context, admin *pgxpool.Pool, adminDSN string) 
 	if err != nil {
 		return "", err
 	}
+	if _, err := conn.Exec(ctx, "COMMENT ON DATABASE "+name+" IS '"+builtPrefix+strconv.FormatInt(time.Now().Unix(), 10)+"'"); err != nil {
+		return "", err
+	}
 	return name, nil
+}
+
+// builtPrefix starts a template's comment, which records when it was
+// built: "pgtest template built at <unix seconds>".
+const builtPrefix = "pgtest template built at "
+
+// staleTemplate reports whether a template whose database comment is
+// comment may be dropped: it was built more than leakedAfter ago, or its
+// build never finished (no comment).
+func staleTemplate(comment string) bool {
+	sec, err := strconv.ParseInt(strings.TrimPrefix(comment, builtPrefix), 10, 64)
+	return err != nil || !strings.HasPrefix(comment, builtPrefix) || time.Since(time.Unix(sec, 0)) > leakedAfter
 }
 
 // whileInUse runs f until it stops failing with object_in_use (55006),
@@ -378,28 +425,35 @@ func whileInUse(ctx context.Context, f func() error) error {
 // dropLeaked drops per-test databases older than leakedAfter: a test
 // process that was killed never ran its cleanups.
 func dropLeaked(ctx context.Context, conn *pgx.Conn) error {
-	return dropDatabases(ctx, conn, func(n string) bool {
+	return dropDatabases(ctx, conn, func(n, _ string) bool {
 		return strings.HasPrefix(n, testDBPrefix) && leaked(n)
 	})
 }
 
 // dropDatabases drops this package's databases (by prefix) that drop
-// selects. The caller holds the exclusive lock, so no clone is running.
-func dropDatabases(ctx context.Context, conn *pgx.Conn, drop func(name string) bool) error {
-	rows, err := conn.Query(ctx, `SELECT datname FROM pg_database WHERE datname LIKE 'pm\_tmpl\_%' OR datname LIKE 'pm\_t\_%'`)
+// selects by name and database comment. The caller holds the exclusive
+// lock, so no clone is running.
+func dropDatabases(ctx context.Context, conn *pgx.Conn, drop func(name, comment string) bool) error {
+	rows, err := conn.Query(ctx, `SELECT datname, coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database
+		WHERE datname LIKE 'pm\_tpl\_%' OR datname LIKE 'pm\_t\_%'`)
 	if err != nil {
 		return err
 	}
-	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	type db struct{ name, comment string }
+	dbs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (db, error) {
+		var d db
+		err := r.Scan(&d.name, &d.comment)
+		return d, err
+	})
 	if err != nil {
 		return err
 	}
-	for _, n := range names {
-		if !drop(n) {
+	for _, d := range dbs {
+		if !drop(d.name, d.comment) {
 			continue
 		}
-		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+n+" WITH (FORCE)"); err != nil {
-			return fmt.Errorf("drop stale %s: %w", n, err)
+		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+d.name+" WITH (FORCE)"); err != nil {
+			return fmt.Errorf("drop stale %s: %w", d.name, err)
 		}
 	}
 	return nil

@@ -171,3 +171,25 @@ func TestTemplateRebuilt(t *testing.T) {
 		t.Errorf("template %s was not rebuilt", srv.template)
 	}
 }
+
+func TestStaleTemplate(t *testing.T) {
+	t.Parallel()
+	built := func(d time.Duration) string {
+		return builtPrefix + strconv.FormatInt(time.Now().Add(-d).Unix(), 10)
+	}
+	tests := []struct {
+		comment string
+		want    bool
+	}{
+		{built(time.Minute), false},
+		{built(leakedAfter + time.Minute), true},
+		{"", true},                   // never finished, or built by an older pgtest
+		{builtPrefix + "soon", true}, // not ours to trust
+		{"someone's database", true}, // prefix matched, comment did not
+	}
+	for _, tc := range tests {
+		if got := staleTemplate(tc.comment); got != tc.want {
+			t.Errorf("staleTemplate(%q) = %v, want %v", tc.comment, got, tc.want)
+		}
+	}
+}

@@ -251,7 +251,7 @@ func (t *docTable[M, R]) update(ctx context.Context, r *repo, m M, expected int6
 		rev     int64
 		created time.Time
 	)
-	if err := r.queryRow(ctx, t.what, key, sql, args, &rev, &created); err != nil {
+	if err := r.writeRow(ctx, t.what, key, sql, args, &rev, &created); err != nil {
 		return *new(R), t.missOrStale(ctx, r, key, expected, err)
 	}
 	t.stamp(doc, timestamppb.New(created), updated)
@@ -265,7 +265,7 @@ func (t *docTable[M, R]) delete(ctx context.Context, r *repo, key string, expect
 		sql, args = t.sql.deleteExpected, append(args, expected)
 	}
 	var rev int64
-	if err := r.queryRow(ctx, t.what, key, sql, args, &rev); err != nil {
+	if err := r.writeRow(ctx, t.what, key, sql, args, &rev); err != nil {
 		return t.missOrStale(ctx, r, key, expected, err)
 	}
 	return nil

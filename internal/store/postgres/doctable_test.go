@@ -83,11 +83,43 @@ func TestListQueries(t *testing.T) {
 		},
 		{
 			build(packageListQuery(store.PackageFilter{
-				NamePattern: "a*b", Disabled: &off, Tags: []string{"t"}, After: "m", Limit: 5, Offset: 2,
+				NamePattern: "a*b", Disabled: &off, After: "m", Limit: 5, Offset: 2,
 			})),
 			[2]string{
-				`SELECT name, revision, doc FROM packages WHERE name LIKE $1 AND disabled = $2 AND tags && $3 AND name > $4 ORDER BY name LIMIT $5 OFFSET $6`,
-				`[%a%b% false [t] m 5 2]`,
+				`SELECT name, revision, doc FROM packages WHERE name LIKE $1 AND disabled = $2 AND name > $3 ORDER BY name LIMIT $4 OFFSET $5`,
+				`[%a%b% false m 5 2]`,
+			},
+		},
+		{
+			build(packageListQuery(store.PackageFilter{
+				NamePattern: "a*b", Disabled: &off, Tags: []string{"t", "t"}, After: "m", Limit: 5, Offset: 2,
+			})),
+			[2]string{
+				`SELECT p.name, p.revision, p.doc FROM package_tags t JOIN packages p ON p.name = t.name ` +
+					`WHERE t.tag = $1 AND t.name > $2 AND p.name > $2 AND p.name LIKE $3 AND p.disabled = $4 ORDER BY t.name LIMIT $5 OFFSET $6`,
+				`[t m %a%b% false 5 2]`,
+			},
+		},
+		{
+			build(packageListQuery(store.PackageFilter{Tags: []string{"t", "u"}})),
+			[2]string{
+				`SELECT p.name, p.revision, p.doc FROM (SELECT DISTINCT name FROM (` +
+					`(SELECT t.name FROM package_tags t WHERE t.tag = $1 ORDER BY t.name) UNION ALL ` +
+					`(SELECT t.name FROM package_tags t WHERE t.tag = $2 ORDER BY t.name)` +
+					`) u ORDER BY name) m JOIN packages p ON p.name = m.name ORDER BY p.name`,
+				`[t u]`,
+			},
+		},
+		{
+			build(packageListQuery(store.PackageFilter{
+				Disabled: &off, Tags: []string{"t", "u"}, After: "m", Limit: 5, Offset: 2,
+			})),
+			[2]string{
+				`SELECT p.name, p.revision, p.doc FROM (SELECT DISTINCT name FROM (` +
+					`(SELECT t.name FROM package_tags t JOIN packages p ON p.name = t.name WHERE t.tag = $4 AND t.name > $1 AND p.name > $1 AND p.disabled = $2 ORDER BY t.name LIMIT $3) UNION ALL ` +
+					`(SELECT t.name FROM package_tags t JOIN packages p ON p.name = t.name WHERE t.tag = $5 AND t.name > $1 AND p.name > $1 AND p.disabled = $2 ORDER BY t.name LIMIT $3)` +
+					`) u ORDER BY name LIMIT $6 OFFSET $7) m JOIN packages p ON p.name = m.name ORDER BY p.name`,
+				`[m false 7 t u 5 2]`,
 			},
 		},
 		{

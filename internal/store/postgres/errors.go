@@ -27,13 +27,7 @@ import (
 // is not answering (ErrUnavailable). what names the object ("package"), name its identity; both may
 // be empty for operations on no particular object.
 func (r *repo) classify(parent context.Context, what, name string, err error) error {
-	subject := what
-	if name != "" {
-		subject = fmt.Sprintf("%s %q", what, name)
-	}
-	if subject == "" {
-		subject = "postgres"
-	}
+	subject := subject(what, name)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return fmt.Errorf("%s: %w", subject, store.ErrNotFound)
@@ -43,6 +37,11 @@ func (r *repo) classify(parent context.Context, what, name string, err error) er
 		// Only a row that refers to another (a mapping to its deployment)
 		// can violate one, and only when that other row is missing.
 		return fmt.Errorf("%s: %w", subject, store.ErrNotFound)
+	case sqlState(err) == "42P01", sqlState(err) == "42703": // undefined_table, undefined_column
+		// The schema is missing or older than this build: nothing the
+		// caller sent is wrong, and /readyz already says how to fix it.
+		return fault.Wrap(fault.Unavailable, fmt.Errorf("%s: %w: %w", subject, store.ErrSchema, err),
+			"storage schema is missing or out of date")
 	case sqlState(err) == "22P05", sqlState(err) == "22021":
 		// untranslatable_character (a \u0000 in jsonb), character_not_in_repertoire
 		// (a NUL byte in a text column): Postgres text cannot hold NUL.
@@ -64,6 +63,18 @@ func (r *repo) classify(parent context.Context, what, name string, err error) er
 	}
 }
 
+// subject names an object for error messages: `package "p"`.
+func subject(what, name string) string {
+	switch {
+	case name != "":
+		return fmt.Sprintf("%s %q", what, name)
+	case what != "":
+		return what
+	default:
+		return "postgres"
+	}
+}
+
 // unavailable returns the error for "the database cannot be reached". Its
 // message is the client-safe "storage unavailable"; errors.Is matches
 // store.ErrUnavailable and the driver error stays reachable for logs.
@@ -71,6 +82,32 @@ func unavailable(op string, cause error) error {
 	return fault.Wrap(fault.Unavailable,
 		fmt.Errorf("%s: %w: %w", op, store.ErrUnavailable, cause),
 		"storage unavailable")
+}
+
+// mayHaveCommitted returns the error for a write whose outcome is unknown:
+// the statement (or COMMIT) went out but no answer came back. It is
+// store.ErrMayHaveCommitted, Unavailable, and also matches
+// store.ErrUnavailable and the cause (a context error stays visible to
+// errors.Is).
+func mayHaveCommitted(op string, cause error) error {
+	return fault.Wrap(fault.Unavailable,
+		fmt.Errorf("%s: %w: %w: %w", op, store.ErrMayHaveCommitted, store.ErrUnavailable, cause),
+		"%s", store.ErrMayHaveCommitted.Msg)
+}
+
+// outcomeUnknown reports whether a write that failed with err may still
+// have been applied by the server: the failure is the connection's (lost,
+// timed out, cancelled) rather than an answer from the server, and pgx
+// cannot vouch that nothing was sent. A server error (any SQLSTATE), an
+// ErrNoRows, or a failure pgx marks safe to retry (nothing sent) are
+// definite outcomes.
+func outcomeUnknown(err error) bool {
+	var connectErr *pgconn.ConnectError
+	if err == nil || sqlState(err) != "" || errors.Is(err, pgx.ErrNoRows) || pgconn.SafeToRetry(err) ||
+		errors.As(err, &connectErr) || errors.Is(err, puddle.ErrClosedPool) {
+		return false
+	}
+	return isUnavailable(err) || errors.Is(err, context.Canceled)
 }
 
 // isUnavailable reports whether err says the database cannot serve at all

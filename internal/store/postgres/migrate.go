@@ -90,22 +90,45 @@ func Migrate(ctx context.Context, db *sql.DB, dir Direction, out io.Writer) erro
 	return nil
 }
 
-// MigrateURL is Migrate on a database given by connection string, for
-// command-line use. It opens its own connection and closes it.
+// MigrateURL is MigrateConfig with the connection string alone (and so
+// DefaultTimeout for the first contact), for command-line use.
 func MigrateURL(ctx context.Context, url string, dir Direction, out io.Writer) error {
-	db, err := OpenDB(url)
+	return MigrateConfig(ctx, Config{URL: url}, dir, out)
+}
+
+// MigrateConfig is Migrate on the database cfg names. It opens its own
+// connection and closes it. Reaching the server is bounded by cfg.Timeout
+// (DefaultTimeout when zero) and fails with a *StartupError naming the
+// cause; the migrations themselves run under ctx alone, since a backfill
+// may take longer than any call should.
+func MigrateConfig(ctx context.Context, cfg Config, dir Direction, out io.Writer) error {
+	timeout := cfg.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	ccfg, err := pgx.ParseConfig(cfg.URL)
 	if err != nil {
-		return err
+		return describeParse(cfg.URL, err)
+	}
+	boundDials(ccfg, timeout)
+	db := stdlib.OpenDB(*ccfg)
+	pctx, cancel := context.WithTimeout(ctx, timeout)
+	err = db.PingContext(pctx)
+	cancel()
+	if err != nil {
+		return errors.Join(describeConnect(ccfg, timeout, err), db.Close())
 	}
 	return errors.Join(Migrate(ctx, db, dir, out), db.Close())
 }
 
 // OpenDB opens url as a database/sql handle through pgx's stdlib driver,
-// which is what goose needs. It does not connect until first use.
+// which is what goose needs. It does not connect until first use; each
+// dial is bounded by DefaultTimeout.
 func OpenDB(url string) (*sql.DB, error) {
 	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
-		return nil, fmt.Errorf("postgres: %w", err) // pgconn redacts the password
+		return nil, describeParse(url, err)
 	}
+	boundDials(cfg, DefaultTimeout)
 	return stdlib.OpenDB(*cfg), nil
 }

@@ -3,9 +3,14 @@ package postgres_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"net"
+	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +26,7 @@ import (
 	"github.com/oaas/pm/internal/store/pgtest"
 	"github.com/oaas/pm/internal/store/postgres"
 	"github.com/oaas/pm/internal/store/storetest"
+	"github.com/oaas/pm/migrations"
 )
 
 func TestConformance(t *testing.T) {
@@ -100,10 +106,13 @@ func TestMigrations(t *testing.T) {
 		return out.String()
 	}
 	migrated := objects()
-	if !containsAll(migrated, "packages", "packages_tags_gin", "packages_disabled_name", "packages_updated_at",
+	if !containsAll(migrated, "packages", "packages_disabled_name", "packages_updated_at",
 		"deployments", "deployments_package_class", "deployments_target_envs_gin", "deployment_mappings",
-		"operations", "operations_state_lease", "idempotency_keys") {
+		"operations", "operations_state_lease", "idempotency_keys", "package_tags", "package_tags_pkey") {
 		t.Fatalf("migrated schema has %v", migrated)
+	}
+	if containsAll(migrated, "packages_tags_gin") {
+		t.Fatalf("migrated schema still has the GIN index on tags: %v", migrated)
 	}
 
 	steps := []struct {
@@ -117,7 +126,8 @@ func TestMigrations(t *testing.T) {
 			return nil
 		}},
 		{postgres.Reset, func(out string, objs []string) error {
-			if !strings.Contains(out, "00001_packages.sql") || !strings.Contains(out, "00002_deployments.sql") {
+			if !strings.Contains(out, "00001_packages.sql") || !strings.Contains(out, "00002_deployments.sql") ||
+				!strings.Contains(out, "00003_package_tags.sql") {
 				return fmt.Errorf("reset output %q does not name the migrations", out)
 			}
 			if len(objs) != 0 {
@@ -147,13 +157,15 @@ func TestMigrations(t *testing.T) {
 			return nil
 		}},
 		{postgres.Down, func(out string, objs []string) error {
-			// One step: the latest migration goes, the earlier one stays.
-			for _, o := range []string{"deployments", "deployment_mappings", "operations", "idempotency_keys"} {
-				if containsAll(objs, o) {
-					return fmt.Errorf("down left %s behind: %v", o, objs)
-				}
+			// One step: the latest migration goes, the earlier ones stay.
+			latest := latestMigration(t)
+			if !strings.Contains(out, latest) {
+				return fmt.Errorf("down output %q does not name the latest migration %s", out, latest)
 			}
-			if !containsAll(objs, "packages") {
+			if !containsAll(migrated, objs...) {
+				return fmt.Errorf("down left objects that up did not make: %v", objs)
+			}
+			if !containsAll(objs, "packages", "deployments") {
 				return fmt.Errorf("down went further than one step: %v", objs)
 			}
 			return nil
@@ -200,72 +212,211 @@ func TestParseDirection(t *testing.T) {
 	}
 }
 
-// TestTagFilterUsesIndex checks that the tag filter's query, exactly as the
-// store sends it, can be answered from the GIN index, both as a custom plan
-// and as the generic plan a cached prepared statement ends up with.
-// enable_seqscan=off keeps the planner from preferring a scan of the whole
-// (small) table: the test is about the index plan being possible.
-func TestTagFilterUsesIndex(t *testing.T) {
+// TestTagFilterPlan checks that tag filters, exactly as the store sends
+// them (planned with their values each time), walk package_tags' primary
+// key and read about a page of rows, never a tag's every package nor
+// packages from the first name: EXPLAIN ANALYZE must show no plan node
+// producing or discarding more than maxRows rows, on 20000 packages.
+func TestTagFilterPlan(t *testing.T) {
 	t.Parallel()
 	_, dsn := setup(t)
 	ctx := t.Context()
 	conn := connect(t, dsn)
-	// Enough rows, written directly for speed, that an index is worth
-	// using: each tN tag is on 10 of 5000 packages.
+	// Enough rows, written directly for speed, for the planner to see the
+	// real trade-off: each tN tag is on 10 of 20000 packages, "common" on
+	// all of them.
 	for _, stmt := range []string{`
 		INSERT INTO packages (name, disabled, tags, revision, created_at, updated_at, doc)
-		SELECT format('p%s', i), i % 3 = 0, ARRAY[format('t%s', i % 500), 'common'], 1, now(), now(),
+		SELECT format('p%s', i), i % 3 = 0, ARRAY[format('t%s', i % 2000), 'common'], 1, now(), now(),
 		       jsonb_build_object('name', format('p%s', i))
-		FROM generate_series(1, 5000) AS i`,
-		"ANALYZE packages",
-		"SET enable_seqscan = off",
+		FROM generate_series(1, 20000) AS i`,
+		"VACUUM ANALYZE packages, package_tags",
 	} {
 		if _, err := conn.Exec(ctx, stmt); err != nil {
 			t.Fatal(err)
 		}
 	}
-
+	const maxRows = 300
+	no := false
 	tests := []struct {
-		name     string
-		filter   store.PackageFilter
-		planMode string
+		name   string
+		filter store.PackageFilter
 	}{
-		{"tags, custom plan", store.PackageFilter{Tags: []string{"t7"}}, "force_custom_plan"},
-		{"tags, generic plan", store.PackageFilter{Tags: []string{"t7"}}, "force_generic_plan"},
-		{"tags and disabled", store.PackageFilter{Tags: []string{"t7", "t8"}, Disabled: new(bool)}, "force_custom_plan"},
+		{"rare tag", store.PackageFilter{Tags: []string{"t7"}, Limit: 20}},
+		{"rare tag, no limit", store.PackageFilter{Tags: []string{"t7"}}},
+		{"common tag", store.PackageFilter{Tags: []string{"common"}, Limit: 20}},
+		{"common tag after a name", store.PackageFilter{Tags: []string{"common"}, After: "p5", Limit: 20}},
+		{"common tag, enabled", store.PackageFilter{Tags: []string{"common"}, Disabled: &no, Limit: 20}},
+		{"common tag, enabled, after a name", store.PackageFilter{Tags: []string{"common"}, Disabled: &no, After: "p5", Limit: 20}},
+		{"common tag, pattern, offset", store.PackageFilter{Tags: []string{"common"}, NamePattern: "1", Limit: 20, Offset: 40}},
+		{"common tag, pattern, after a name", store.PackageFilter{Tags: []string{"common"}, NamePattern: "1", After: "p5", Limit: 20}},
+		{"any of rare and common", store.PackageFilter{Tags: []string{"t7", "common"}, Limit: 20, Offset: 5}},
+		{"any of rare and common after a name", store.PackageFilter{Tags: []string{"t7", "common"}, After: "p5", Limit: 20}},
+		{"any of rare and common, enabled, after a name", store.PackageFilter{Tags: []string{"t7", "common"}, Disabled: &no, After: "p5", Limit: 20}},
+		{"any of two rare, pattern", store.PackageFilter{Tags: []string{"t7", "t8"}, NamePattern: "p1", Limit: 20}},
 	}
-	for i, tc := range tests {
+	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			sql, args := postgres.ListQuery(tc.filter)
-			if _, err := conn.Exec(ctx, "SET plan_cache_mode = "+tc.planMode); err != nil {
-				t.Fatal(err)
-			}
-			// PREPARE + EXPLAIN EXECUTE is how to see the plan of a prepared
-			// statement; parameter types come from the columns.
-			name := fmt.Sprintf("q%d", i)
-			if _, err := conn.Exec(ctx, "PREPARE "+name+" AS "+sql); err != nil {
-				t.Fatal(err)
-			}
-			var params []string
-			for j := range args {
-				params = append(params, fmt.Sprintf("$%d", j+1))
-			}
-			// EXECUTE takes no bind parameters, so pgx inlines them.
-			rows, err := conn.Query(ctx, "EXPLAIN EXECUTE "+name+"("+strings.Join(params, ",")+")",
-				append([]any{pgx.QueryExecModeSimpleProtocol}, args...)...)
+			var out []byte
+			err := conn.QueryRow(ctx, "EXPLAIN (ANALYZE, FORMAT JSON) "+sql, append([]any{pgx.QueryExecModeExec}, args...)...).Scan(&out)
 			if err != nil {
 				t.Fatal(err)
 			}
-			lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
-			if err != nil {
-				t.Fatal(err)
+			var plan []struct{ Plan planNode }
+			if err := json.Unmarshal(out, &plan); err != nil || len(plan) != 1 {
+				t.Fatalf("plan %s: %v", out, err)
 			}
-			plan := strings.Join(lines, "\n")
-			t.Logf("%s\n%s", sql, plan)
-			if !strings.Contains(plan, "packages_tags_gin") {
-				t.Errorf("plan of %s does not use packages_tags_gin:\n%s", sql, plan)
+			var indexes []string
+			worst := plan[0].Plan.walk(func(n planNode) { indexes = append(indexes, n.Index) })
+			if !slices.Contains(indexes, "package_tags_pkey") {
+				t.Errorf("plan does not use package_tags_pkey:\n%s", out)
+			}
+			if worst.rows > maxRows {
+				t.Errorf("a %s node handles %d rows, want at most %d:\n%s", worst.node, worst.rows, maxRows, out)
 			}
 		})
+	}
+}
+
+// planNode is a node of EXPLAIN (ANALYZE, FORMAT JSON).
+type planNode struct {
+	NodeType     string     `json:"Node Type"`
+	Index        string     `json:"Index Name"`
+	Relation     string     `json:"Relation Name"`
+	ActualRows   float64    `json:"Actual Rows"`
+	ActualLoops  float64    `json:"Actual Loops"`
+	RowsFiltered float64    `json:"Rows Removed by Filter"`
+	Plans        []planNode `json:"Plans"`
+}
+
+// walk visits every node and returns the one that handles the most rows
+// (returned or filtered away, over all its loops).
+func (n planNode) walk(visit func(planNode)) (worst struct {
+	node string
+	rows int
+}) {
+	visit(n)
+	worst.node = strings.Join(strings.Fields(n.NodeType+" "+n.Relation+" "+n.Index), " ")
+	worst.rows = int((n.ActualRows + n.RowsFiltered) * max(n.ActualLoops, 1))
+	for _, c := range n.Plans {
+		if w := c.walk(visit); w.rows > worst.rows {
+			worst = w
+		}
+	}
+	return worst
+}
+
+// TestPackageTagsInStep checks that package_tags says exactly what the
+// packages' tags say after every kind of write, including a rolled-back
+// transaction, and that migrating up fills it in for packages written
+// before the table existed.
+func TestPackageTagsInStep(t *testing.T) {
+	t.Parallel()
+	st, dsn := setup(t)
+	ctx := t.Context()
+	conn := connect(t, dsn)
+	// mismatch lists (tag, name) pairs on one side only.
+	mismatch := func() []string {
+		t.Helper()
+		rows, err := conn.Query(ctx, `
+			(SELECT DISTINCT tag, name FROM packages, unnest(tags) AS tag EXCEPT SELECT tag, name FROM package_tags)
+			UNION ALL
+			(SELECT tag, name FROM package_tags EXCEPT SELECT DISTINCT tag, name FROM packages, unnest(tags) AS tag)`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for rows.Next() {
+			var tag, name string
+			if err := rows.Scan(&tag, &name); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, tag+"/"+name)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	count := func() int {
+		var n int
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM package_tags").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	withTags := func(name string, tags ...string) *pmv1.OPackage {
+		return &pmv1.OPackage{Name: name, Metadata: &pmv1.PackageMetadata{Tags: tags}}
+	}
+	steps := []struct {
+		name  string
+		write func() error
+		rows  int
+	}{
+		{"create", func() error {
+			for _, p := range []*pmv1.OPackage{withTags("a", "x", "y"), withTags("b", "x", "x"), withTags("c")} {
+				if _, err := st.CreatePackage(ctx, p); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, 3},
+		{"update changes tags", func() error {
+			_, err := st.UpdatePackage(ctx, withTags("a", "y", "z"), store.AnyRevision)
+			return err
+		}, 3},
+		{"update keeps tags", func() error {
+			_, err := st.UpdatePackage(ctx, &pmv1.OPackage{Name: "b", Version: proto.String("2"), Metadata: &pmv1.PackageMetadata{Tags: []string{"x"}}}, store.AnyRevision)
+			return err
+		}, 3},
+		{"update clears tags", func() error {
+			_, err := st.UpdatePackage(ctx, withTags("a"), store.AnyRevision)
+			return err
+		}, 1},
+		{"delete", func() error { return st.DeletePackage(ctx, "b", store.AnyRevision) }, 0},
+		{"rolled-back transaction", func() error {
+			errBoom := errors.New("boom")
+			err := st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
+				if _, err := tx.CreatePackage(ctx, withTags("d", "x")); err != nil {
+					return err
+				}
+				if _, err := tx.UpdatePackage(ctx, withTags("c", "w"), store.AnyRevision); err != nil {
+					return err
+				}
+				return errBoom
+			})
+			if !errors.Is(err, errBoom) {
+				return fmt.Errorf("WithTx = %w", err)
+			}
+			return nil
+		}, 0},
+		{"migrate down, write, migrate up", func() error {
+			if err := postgres.MigrateURL(ctx, dsn, postgres.Down, io.Discard); err != nil {
+				return err
+			}
+			// Written while package_tags does not exist.
+			if _, err := conn.Exec(ctx, `UPDATE packages SET tags = '{old,x}' WHERE name = 'c'`); err != nil {
+				return err
+			}
+			return postgres.MigrateURL(ctx, dsn, postgres.Up, io.Discard)
+		}, 2},
+	}
+	for _, step := range steps {
+		if err := step.write(); err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		if m := mismatch(); len(m) > 0 {
+			t.Errorf("after %s, package_tags and packages.tags disagree on %v", step.name, m)
+		}
+		if n := count(); n != step.rows {
+			t.Errorf("after %s, package_tags has %d rows, want %d", step.name, n, step.rows)
+		}
+	}
+	// The backfilled rows serve lists.
+	got, err := st.ListPackages(ctx, store.PackageFilter{Tags: []string{"old"}})
+	if err != nil || len(got) != 1 || got[0].Package.GetName() != "c" {
+		t.Errorf("list by a backfilled tag: %v, %v", got, err)
 	}
 }
 
@@ -631,7 +782,9 @@ func TestTxRetriesSerializationFailure(t *testing.T) {
 }
 
 // TestTxGivesUpAfterRetries makes every attempt lose: WithTx must stop
-// after a bounded number of attempts with a Conflict.
+// after a bounded number of attempts with ErrBusy, an Unavailable the
+// client may retry, and not a Conflict, which would tell the client its
+// request conflicts with the stored state.
 func TestTxGivesUpAfterRetries(t *testing.T) {
 	t.Parallel()
 	st, _ := setup(t)
@@ -651,12 +804,76 @@ func TestTxGivesUpAfterRetries(t *testing.T) {
 		_, err := tx.UpdatePackage(ctx, &pmv1.OPackage{Name: "hot"}, store.AnyRevision)
 		return err
 	})
-	if k := fault.KindOf(err); k != fault.Conflict {
-		t.Fatalf("WithTx = %v (kind %v), want a Conflict", err, k)
+	if !errors.Is(err, store.ErrBusy) || !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("WithTx = %v, want ErrBusy", err)
 	}
-	if n := attempts.Load(); n != 5 {
-		t.Errorf("callback ran %d times, want 5", n)
+	if k := fault.KindOf(err); k != fault.Unavailable {
+		t.Errorf("kind %v, want Unavailable", k)
 	}
+	if err.Error() != store.ErrBusy.Msg {
+		t.Errorf("message %q, want %q", err, store.ErrBusy.Msg)
+	}
+	if n := attempts.Load(); n != 10 {
+		t.Errorf("callback ran %d times, want 10", n)
+	}
+	// The attempts that ran alone released their lock: transactions on
+	// every pooled connection go through again.
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			err := st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
+				_, err := tx.CreatePackage(ctx, &pmv1.OPackage{Name: fmt.Sprintf("after-%d", i)})
+				return err
+			})
+			if err != nil {
+				t.Errorf("transaction after giving up: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// TestTxRetryStopsAtDeadline: the backoff between attempts never outlasts
+// the caller's deadline (here the wait is an hour, so the deadline always
+// ends it).
+func TestTxRetryStopsAtDeadline(t *testing.T) {
+	t.Parallel()
+	st, _ := setup(t)
+	postgres.SetTxBackoff(st, func(int) time.Duration { return time.Hour })
+	if _, err := st.CreatePackage(t.Context(), &pmv1.OPackage{Name: "hot"}); err != nil {
+		t.Fatal(err)
+	}
+	const deadline = 150 * time.Millisecond
+	ctx, cancel := context.WithTimeout(t.Context(), deadline)
+	defer cancel()
+	start := time.Now()
+	err := st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
+		if _, err := tx.GetPackage(ctx, "hot"); err != nil {
+			return err
+		}
+		if _, err := st.UpdatePackage(context.WithoutCancel(ctx), &pmv1.OPackage{Name: "hot"}, store.AnyRevision); err != nil {
+			return err
+		}
+		_, err := tx.UpdatePackage(ctx, &pmv1.OPackage{Name: "hot"}, store.AnyRevision)
+		return err
+	})
+	if elapsed := time.Since(start); elapsed > deadline+time.Second {
+		t.Errorf("took %v with a %v deadline", elapsed, deadline)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) || fault.KindOf(err) != fault.DeadlineExceeded {
+		t.Errorf("WithTx = %v (kind %v), want DeadlineExceeded", err, fault.KindOf(err))
+	}
+}
+
+// latestMigration is the file name of the newest migration.
+func latestMigration(t *testing.T) string {
+	t.Helper()
+	names, err := fs.Glob(migrations.FS, "*.sql")
+	if err != nil || len(names) == 0 {
+		t.Fatalf("migrations: %v %v", names, err)
+	}
+	slices.Sort(names)
+	return names[len(names)-1]
 }
 
 func containsAll(have []string, want ...string) bool {
@@ -798,4 +1015,179 @@ func BenchmarkClaimOperations(b *testing.B) {
 			}
 		})
 	})
+}
+
+// partition is a TCP proxy to the test server that can stop passing the
+// server's replies on while still passing the client's requests: what a
+// network partition right after a request went out looks like to PM.
+type partition struct {
+	addr string
+	// drop, while set, discards what the server sends.
+	drop atomic.Bool
+}
+
+// newPartition starts a proxy to the server of dsn and returns it and dsn
+// pointed at the proxy. It stops when t ends.
+func newPartition(t *testing.T, dsn string) (*partition, string) {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := u.Host
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &partition{addr: l.Addr().String()}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	track := func(c net.Conn) {
+		mu.Lock()
+		conns = append(conns, c)
+		mu.Unlock()
+	}
+	wg.Go(func() {
+		for {
+			client, err := l.Accept()
+			if err != nil {
+				return
+			}
+			server, err := net.Dial("tcp", target)
+			if err != nil {
+				client.Close()
+				continue
+			}
+			track(client)
+			track(server)
+			wg.Go(func() {
+				_, _ = io.Copy(server, client) // ends when either side closes
+				server.Close()
+			})
+			wg.Go(func() {
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := server.Read(buf)
+					if n > 0 && !p.drop.Load() {
+						if _, werr := client.Write(buf[:n]); werr != nil {
+							break
+						}
+					}
+					if err != nil {
+						break
+					}
+				}
+				client.Close()
+			})
+		}
+	})
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	u.Host = p.addr
+	return p, u.String()
+}
+
+// TestMayHaveCommitted loses the server's answer to a write after the
+// write went out. When that write was a COMMIT (or a statement committing
+// by itself) it did land, and the error must say it may have, so that a
+// client retries with its Idempotency-Key instead of being told its retry
+// conflicts with its own write. A statement inside a transaction that has
+// not committed is plain unavailable: it certainly did not land.
+func TestMayHaveCommitted(t *testing.T) {
+	t.Parallel()
+	const timeout = 500 * time.Millisecond
+	create := func(name string) func(ctx context.Context, tx store.Tx) error {
+		return func(ctx context.Context, tx store.Tx) error {
+			_, err := tx.CreatePackage(ctx, &pmv1.OPackage{Name: name})
+			return err
+		}
+	}
+	tests := []struct {
+		name string
+		// write runs the write under test, cutting the replies off with
+		// cut at the right moment.
+		write     func(ctx context.Context, st *postgres.Store, cut func()) error
+		committed bool
+	}{
+		{"commit of a transaction", func(ctx context.Context, st *postgres.Store, cut func()) error {
+			return st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
+				if err := create("p")(ctx, tx); err != nil {
+					return err
+				}
+				cut() // the next thing sent is COMMIT
+				return nil
+			})
+		}, true},
+		{"single create", func(ctx context.Context, st *postgres.Store, cut func()) error {
+			cut()
+			_, err := st.CreatePackage(ctx, &pmv1.OPackage{Name: "p"})
+			return err
+		}, true},
+		{"statement inside a transaction", func(ctx context.Context, st *postgres.Store, cut func()) error {
+			return st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
+				cut()
+				return create("p")(ctx, tx)
+			})
+		}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dsn := pgtest.NewDatabase(t)
+			proxy, proxied := newPartition(t, dsn)
+			st, err := postgres.Open(t.Context(), postgres.Config{URL: proxied, MaxConns: 1, Timeout: timeout})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(st.Close)
+			ctx := t.Context()
+			// Warm up the connection and its statement cache with the
+			// same statements, so that what is cut off is the write
+			// itself and not the preparing of it.
+			if err := st.WithTx(ctx, create("warm-tx")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := st.CreatePackage(ctx, &pmv1.OPackage{Name: "warm"}); err != nil {
+				t.Fatal(err)
+			}
+
+			err = tc.write(ctx, st, func() { proxy.drop.Store(true) })
+			proxy.drop.Store(false)
+			if err == nil {
+				t.Fatal("write succeeded with its answer cut off")
+			}
+			if !errors.Is(err, store.ErrUnavailable) || fault.KindOf(err) != fault.Unavailable {
+				t.Errorf("error %v (kind %v), want Unavailable", err, fault.KindOf(err))
+			}
+			if got := errors.Is(err, store.ErrMayHaveCommitted); got != tc.committed {
+				t.Errorf("errors.Is(%v, ErrMayHaveCommitted) = %v, want %v", err, got, tc.committed)
+			}
+			wantMsg := "storage unavailable"
+			if tc.committed {
+				wantMsg = "storage did not confirm the write; it may have succeeded: retry with the same Idempotency-Key"
+			}
+			if err.Error() != wantMsg {
+				t.Errorf("message %q, want %q", err, wantMsg)
+			}
+
+			// What really happened, seen past the proxy.
+			var exists bool
+			if err := connect(t, dsn).QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM packages WHERE name = 'p')`).Scan(&exists); err != nil {
+				t.Fatal(err)
+			}
+			if exists != tc.committed {
+				t.Errorf("package stored = %v, want %v", exists, tc.committed)
+			}
+		})
+	}
 }

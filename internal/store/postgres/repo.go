@@ -6,6 +6,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/oaas/pm/internal/store"
@@ -24,7 +25,14 @@ type querier interface {
 // one of a few shapes) so pgx's per-connection statement cache prepares each
 // once.
 type repo struct {
-	q       querier
+	q querier
+	// pool is set outside transactions, where each write commits by
+	// itself: writes then take a connection from it first, so that failing
+	// to get one (nothing sent, nothing written) is told apart from losing
+	// the connection mid-statement (the write may have landed). Inside a
+	// transaction a failed statement commits nothing; only the COMMIT can
+	// end in doubt, which WithTx handles.
+	pool    *pgxpool.Pool
 	timeout time.Duration
 	clock   store.Clock
 }
@@ -49,15 +57,49 @@ func (r *repo) now() time.Time {
 // any failure to classify, naming the object with what and name (see
 // classify), so that every operation reports failures the same way.
 
-// exec runs a statement that returns no rows.
+// exec runs a write that returns no rows (see write).
 func (r *repo) exec(ctx context.Context, what, name, sql string, args ...any) (pgconn.CommandTag, error) {
+	var tag pgconn.CommandTag
+	err := r.write(ctx, what, name, func(ctx context.Context, q querier) (err error) {
+		tag, err = q.Exec(ctx, sql, args...)
+		return err
+	})
+	return tag, err
+}
+
+// writeRow runs a write that returns one row (UPDATE ... RETURNING) and
+// scans it into dest; no row is store.ErrNotFound.
+func (r *repo) writeRow(ctx context.Context, what, name, sql string, args []any, dest ...any) error {
+	return r.write(ctx, what, name, func(ctx context.Context, q querier) error {
+		return q.QueryRow(ctx, sql, args...).Scan(dest...)
+	})
+}
+
+// write runs one writing statement under the per-call timeout. Outside a
+// transaction a failure after the statement may have reached the server
+// is store.ErrMayHaveCommitted (see repo.pool); every other failure goes
+// to classify.
+func (r *repo) write(ctx context.Context, what, name string, run func(ctx context.Context, q querier) error) error {
 	octx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	tag, err := r.q.Exec(octx, sql, args...)
-	if err != nil {
-		return pgconn.CommandTag{}, r.classify(ctx, what, name, err)
+	q := r.q
+	if r.pool != nil {
+		conn, err := r.pool.Acquire(octx)
+		if err != nil {
+			return r.classify(ctx, what, name, err)
+		}
+		defer conn.Release()
+		q = conn
 	}
-	return tag, nil
+	err := run(octx, q)
+	switch {
+	case err == nil:
+		return nil
+	case r.pool != nil && outcomeUnknown(err):
+		return mayHaveCommitted(subject(what, name), err)
+	default:
+		return r.classify(ctx, what, name, err)
+	}
 }
 
 // queryRow runs a statement that returns one row and scans it into dest.

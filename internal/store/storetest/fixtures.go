@@ -4,6 +4,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -169,4 +170,60 @@ func FullDeployment(key, pkg, class string) *pmv1.OClassDeployment {
 		CreatedAt: timestamppb.New(time.Date(2025, 12, 31, 23, 59, 59, 999999999, time.UTC)),
 		UpdatedAt: timestamppb.New(time.Date(2025, 12, 31, 23, 59, 59, 999999999, time.UTC)),
 	}
+}
+
+// benchPackageJSON is the package bench/pkgbench creates, in the REST JSON
+// model: small and realistic, one class bound to one provisioned function.
+const benchPackageJSON = `{
+  "name": "NAME",
+  "version": "0.1.0",
+  "metadata": {
+    "author": "platform-team",
+    "description": "A stateless echo class with one function",
+    "tags": ["demo", "stateless"]
+  },
+  "classes": [
+    {
+      "key": "Echo",
+      "description": "Echoes its input",
+      "function_bindings": [
+        {"name": "echo", "function_key": "Echo.echo", "access_modifier": "PUBLIC", "stateless": true}
+      ]
+    }
+  ],
+  "functions": [
+    {
+      "key": "Echo.echo",
+      "function_type": "CUSTOM",
+      "description": "echo function",
+      "provision_config": {
+        "container_image": "registry.local/oaas/echo-fn:1.4.2",
+        "port": 8080,
+        "cpu_request": "100m",
+        "memory_request": "64Mi",
+        "min_scale": 1,
+        "max_scale": 5
+      },
+      "config": {"LOG_LEVEL": "info"}
+    }
+  ]
+}`
+
+// benchPackage is benchPackageJSON decoded, once.
+var benchPackage = func() *pmv1.OPackage {
+	p := new(pmv1.OPackage)
+	if err := protojson.Unmarshal([]byte(benchPackageJSON), p); err != nil {
+		panic("storetest: bench package: " + err.Error())
+	}
+	return p
+}()
+
+// BenchPackage returns the package bench/pkgbench creates (the size the
+// issue's memory figures are per), named name, with extra tags added to
+// its own two. Each call returns a new message.
+func BenchPackage(name string, extraTags ...string) *pmv1.OPackage {
+	p := proto.CloneOf(benchPackage)
+	p.Name = name
+	p.Metadata.Tags = append(p.Metadata.Tags, extraTags...)
+	return p
 }

@@ -47,12 +47,15 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ListFilters", s.testListFilters},
 		{"ListKeysetPaging", s.testListKeysetPaging},
 		{"ListAfterWrites", s.testListAfterWrites},
+		{"ListByTags", s.testListByTags},
+		{"TagIndexFollowsWrites", s.testTagIndexFollowsWrites},
 		{"TxCommit", s.testTxCommit},
 		{"TxRollback", s.testTxRollback},
 		{"CallerMutation", s.testCallerMutation},
 		{"ConcurrentUpdates", s.testConcurrentUpdates},
 		{"ConcurrentCreates", s.testConcurrentCreates},
 		{"ConcurrentTransactions", s.testConcurrentTransactions},
+		{"ConcurrentDeploymentCreates", s.testConcurrentDeploymentCreates},
 		{"DeploymentRoundTrip", s.testDeploymentRoundTrip},
 		{"DeploymentUpdate", s.testDeploymentUpdate},
 		{"DeploymentConcurrentUpdates", s.testDeploymentConcurrentUpdates},
@@ -71,6 +74,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"CanceledContext", s.testCanceledContext},
 		{"Closed", s.testClosed},
 	}
+	tests = append(tests, s.auditTests()...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -853,8 +857,11 @@ func (s suite) testClosed(t *testing.T) {
 	if err := st.Ping(ctx); err != nil {
 		t.Fatalf("Ping before Close: %v", err)
 	}
+	if err := st.Ready(ctx); err != nil {
+		t.Fatalf("Ready before Close: %v", err)
+	}
 	st.Close()
-	ops := map[string]error{"ping": st.Ping(ctx)}
+	ops := map[string]error{"ping": st.Ping(ctx), "ready": st.Ready(ctx)}
 	_, ops["create"] = st.CreatePackage(ctx, &pmv1.OPackage{Name: "new"})
 	_, ops["get"] = st.GetPackage(ctx, "pkg")
 	_, ops["list"] = st.ListPackages(ctx, store.PackageFilter{})

@@ -24,8 +24,11 @@ const (
 
 // ListClassesRequest optionally narrows the catalog to one package.
 type ListClassesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	PackageName   string                 `protobuf:"bytes,1,opt,name=package_name,json=packageName,proto3" json:"package_name,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	PackageName string                 `protobuf:"bytes,1,opt,name=package_name,json=packageName,proto3" json:"package_name,omitempty"`
+	// filter matches a substring of the class key ("*" is a wildcard), as
+	// the OaaS CLI's `class list F` sends it.
+	Filter        string `protobuf:"bytes,2,opt,name=filter,proto3" json:"filter,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -63,6 +66,13 @@ func (*ListClassesRequest) Descriptor() ([]byte, []int) {
 func (x *ListClassesRequest) GetPackageName() string {
 	if x != nil {
 		return x.PackageName
+	}
+	return ""
+}
+
+func (x *ListClassesRequest) GetFilter() string {
+	if x != nil {
+		return x.Filter
 	}
 	return ""
 }
@@ -122,8 +132,10 @@ func (x *ListClassesResponse) GetPackageNames() []string {
 
 // ListFunctionsRequest optionally narrows the catalog to one package.
 type ListFunctionsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	PackageName   string                 `protobuf:"bytes,1,opt,name=package_name,json=packageName,proto3" json:"package_name,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	PackageName string                 `protobuf:"bytes,1,opt,name=package_name,json=packageName,proto3" json:"package_name,omitempty"`
+	// filter matches a substring of the function key ("*" is a wildcard).
+	Filter        string `protobuf:"bytes,2,opt,name=filter,proto3" json:"filter,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -161,6 +173,13 @@ func (*ListFunctionsRequest) Descriptor() ([]byte, []int) {
 func (x *ListFunctionsRequest) GetPackageName() string {
 	if x != nil {
 		return x.PackageName
+	}
+	return ""
+}
+
+func (x *ListFunctionsRequest) GetFilter() string {
+	if x != nil {
+		return x.Filter
 	}
 	return ""
 }
@@ -223,14 +242,16 @@ var File_oaas_pm_v1_catalog_service_proto protoreflect.FileDescriptor
 const file_oaas_pm_v1_catalog_service_proto_rawDesc = "" +
 	"\n" +
 	" oaas/pm/v1/catalog_service.proto\x12\n" +
-	"oaas.pm.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x18oaas/pm/v1/package.proto\"7\n" +
+	"oaas.pm.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x18oaas/pm/v1/package.proto\"O\n" +
 	"\x12ListClassesRequest\x12!\n" +
-	"\fpackage_name\x18\x01 \x01(\tR\vpackageName\"d\n" +
+	"\fpackage_name\x18\x01 \x01(\tR\vpackageName\x12\x16\n" +
+	"\x06filter\x18\x02 \x01(\tR\x06filter\"d\n" +
 	"\x13ListClassesResponse\x12(\n" +
 	"\x05items\x18\x01 \x03(\v2\x12.oaas.pm.v1.OClassR\x05items\x12#\n" +
-	"\rpackage_names\x18\x02 \x03(\tR\fpackageNames\"9\n" +
+	"\rpackage_names\x18\x02 \x03(\tR\fpackageNames\"Q\n" +
 	"\x14ListFunctionsRequest\x12!\n" +
-	"\fpackage_name\x18\x01 \x01(\tR\vpackageName\"i\n" +
+	"\fpackage_name\x18\x01 \x01(\tR\vpackageName\x12\x16\n" +
+	"\x06filter\x18\x02 \x01(\tR\x06filter\"i\n" +
 	"\x15ListFunctionsResponse\x12+\n" +
 	"\x05items\x18\x01 \x03(\v2\x15.oaas.pm.v1.OFunctionR\x05items\x12#\n" +
 	"\rpackage_names\x18\x02 \x03(\tR\fpackageNames2\xfe\x01\n" +

@@ -470,11 +470,11 @@ const file_oaas_pm_v1_cluster_service_proto_rawDesc = "" +
 	"\x17GetClusterHealthRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"M\n" +
 	"\x18GetClusterHealthResponse\x121\n" +
-	"\x06health\x18\x01 \x01(\v2\x19.oaas.pm.v1.ClusterHealthR\x06health2\xab\x03\n" +
-	"\x0eClusterService\x12u\n" +
-	"\fListClusters\x12\x1f.oaas.pm.v1.ListClustersRequest\x1a .oaas.pm.v1.ListClustersResponse\"\"\x82\xd3\xe4\x93\x02\x19b\x05items\x12\x10/api/v1/clusters\x90\x02\x01\x12\x8e\x01\n" +
-	"\x12ListClustersHealth\x12%.oaas.pm.v1.ListClustersHealthRequest\x1a&.oaas.pm.v1.ListClustersHealthResponse\")\x82\xd3\xe4\x93\x02 b\x05items\x12\x17/api/v1/clusters/health\x90\x02\x01\x12\x90\x01\n" +
-	"\x10GetClusterHealth\x12#.oaas.pm.v1.GetClusterHealthRequest\x1a$.oaas.pm.v1.GetClusterHealthResponse\"1\x82\xd3\xe4\x93\x02(b\x06health\x12\x1e/api/v1/clusters/{name}/health\x90\x02\x01B\x9a\x01\n" +
+	"\x06health\x18\x01 \x01(\v2\x19.oaas.pm.v1.ClusterHealthR\x06health2\x87\x04\n" +
+	"\x0eClusterService\x12\x8c\x01\n" +
+	"\fListClusters\x12\x1f.oaas.pm.v1.ListClustersRequest\x1a .oaas.pm.v1.ListClustersResponse\"9\x82\xd3\xe4\x93\x020Z\x15b\x05items\x12\f/api/v1/envsb\x05items\x12\x10/api/v1/clusters\x90\x02\x01\x12\xac\x01\n" +
+	"\x12ListClustersHealth\x12%.oaas.pm.v1.ListClustersHealthRequest\x1a&.oaas.pm.v1.ListClustersHealthResponse\"G\x82\xd3\xe4\x93\x02>Z\x1cb\x05items\x12\x13/api/v1/envs/healthb\x05items\x12\x17/api/v1/clusters/health\x90\x02\x01\x12\xb6\x01\n" +
+	"\x10GetClusterHealth\x12#.oaas.pm.v1.GetClusterHealthRequest\x1a$.oaas.pm.v1.GetClusterHealthResponse\"W\x82\xd3\xe4\x93\x02NZ$b\x06health\x12\x1a/api/v1/envs/{name}/healthb\x06health\x12\x1e/api/v1/clusters/{name}/health\x90\x02\x01B\x9a\x01\n" +
 	"\x0ecom.oaas.pm.v1B\x13ClusterServiceProtoP\x01Z)github.com/oaas/pm/gen/go/oaas/pm/v1;pmv1\xa2\x02\x03OPX\xaa\x02\n" +
 	"Oaas.Pm.V1\xca\x02\n" +
 	"Oaas\\Pm\\V1\xe2\x02\x16Oaas\\Pm\\V1\\GPBMetadata\xea\x02\fOaas::Pm::V1b\x06proto3"

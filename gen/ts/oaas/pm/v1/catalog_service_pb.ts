@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file oaas/pm/v1/catalog_service.proto.
  */
 export const file_oaas_pm_v1_catalog_service: GenFile = /*@__PURE__*/
-  fileDesc("CiBvYWFzL3BtL3YxL2NhdGFsb2dfc2VydmljZS5wcm90bxIKb2Fhcy5wbS52MSIqChJMaXN0Q2xhc3Nlc1JlcXVlc3QSFAoMcGFja2FnZV9uYW1lGAEgASgJIk8KE0xpc3RDbGFzc2VzUmVzcG9uc2USIQoFaXRlbXMYASADKAsyEi5vYWFzLnBtLnYxLk9DbGFzcxIVCg1wYWNrYWdlX25hbWVzGAIgAygJIiwKFExpc3RGdW5jdGlvbnNSZXF1ZXN0EhQKDHBhY2thZ2VfbmFtZRgBIAEoCSJUChVMaXN0RnVuY3Rpb25zUmVzcG9uc2USJAoFaXRlbXMYASADKAsyFS5vYWFzLnBtLnYxLk9GdW5jdGlvbhIVCg1wYWNrYWdlX25hbWVzGAIgAygJMv4BCg5DYXRhbG9nU2VydmljZRJxCgtMaXN0Q2xhc3NlcxIeLm9hYXMucG0udjEuTGlzdENsYXNzZXNSZXF1ZXN0Gh8ub2Fhcy5wbS52MS5MaXN0Q2xhc3Nlc1Jlc3BvbnNlIiGQAgGC0+STAhhiBWl0ZW1zEg8vYXBpL3YxL2NsYXNzZXMSeQoNTGlzdEZ1bmN0aW9ucxIgLm9hYXMucG0udjEuTGlzdEZ1bmN0aW9uc1JlcXVlc3QaIS5vYWFzLnBtLnYxLkxpc3RGdW5jdGlvbnNSZXNwb25zZSIjkAIBgtPkkwIaYgVpdGVtcxIRL2FwaS92MS9mdW5jdGlvbnNCmgEKDmNvbS5vYWFzLnBtLnYxQhNDYXRhbG9nU2VydmljZVByb3RvUAFaKWdpdGh1Yi5jb20vb2Fhcy9wbS9nZW4vZ28vb2Fhcy9wbS92MTtwbXYxogIDT1BYqgIKT2Fhcy5QbS5WMcoCCk9hYXNcUG1cVjHiAhZPYWFzXFBtXFYxXEdQQk1ldGFkYXRh6gIMT2Fhczo6UG06OlYxYgZwcm90bzM", [file_google_api_annotations, file_oaas_pm_v1_package]);
+  fileDesc("CiBvYWFzL3BtL3YxL2NhdGFsb2dfc2VydmljZS5wcm90bxIKb2Fhcy5wbS52MSI6ChJMaXN0Q2xhc3Nlc1JlcXVlc3QSFAoMcGFja2FnZV9uYW1lGAEgASgJEg4KBmZpbHRlchgCIAEoCSJPChNMaXN0Q2xhc3Nlc1Jlc3BvbnNlEiEKBWl0ZW1zGAEgAygLMhIub2Fhcy5wbS52MS5PQ2xhc3MSFQoNcGFja2FnZV9uYW1lcxgCIAMoCSI8ChRMaXN0RnVuY3Rpb25zUmVxdWVzdBIUCgxwYWNrYWdlX25hbWUYASABKAkSDgoGZmlsdGVyGAIgASgJIlQKFUxpc3RGdW5jdGlvbnNSZXNwb25zZRIkCgVpdGVtcxgBIAMoCzIVLm9hYXMucG0udjEuT0Z1bmN0aW9uEhUKDXBhY2thZ2VfbmFtZXMYAiADKAky/gEKDkNhdGFsb2dTZXJ2aWNlEnEKC0xpc3RDbGFzc2VzEh4ub2Fhcy5wbS52MS5MaXN0Q2xhc3Nlc1JlcXVlc3QaHy5vYWFzLnBtLnYxLkxpc3RDbGFzc2VzUmVzcG9uc2UiIZACAYLT5JMCGGIFaXRlbXMSDy9hcGkvdjEvY2xhc3NlcxJ5Cg1MaXN0RnVuY3Rpb25zEiAub2Fhcy5wbS52MS5MaXN0RnVuY3Rpb25zUmVxdWVzdBohLm9hYXMucG0udjEuTGlzdEZ1bmN0aW9uc1Jlc3BvbnNlIiOQAgGC0+STAhpiBWl0ZW1zEhEvYXBpL3YxL2Z1bmN0aW9uc0KaAQoOY29tLm9hYXMucG0udjFCE0NhdGFsb2dTZXJ2aWNlUHJvdG9QAVopZ2l0aHViLmNvbS9vYWFzL3BtL2dlbi9nby9vYWFzL3BtL3YxO3BtdjGiAgNPUFiqAgpPYWFzLlBtLlYxygIKT2Fhc1xQbVxWMeICFk9hYXNcUG1cVjFcR1BCTWV0YWRhdGHqAgxPYWFzOjpQbTo6VjFiBnByb3RvMw", [file_google_api_annotations, file_oaas_pm_v1_package]);
 
 /**
  * ListClassesRequest optionally narrows the catalog to one package.
@@ -25,6 +25,14 @@ export type ListClassesRequest = Message<"oaas.pm.v1.ListClassesRequest"> & {
    * @generated from field: string package_name = 1;
    */
   packageName: string;
+
+  /**
+   * filter matches a substring of the class key ("*" is a wildcard), as
+   * the OaaS CLI's `class list F` sends it.
+   *
+   * @generated from field: string filter = 2;
+   */
+  filter: string;
 };
 
 /**
@@ -68,6 +76,13 @@ export type ListFunctionsRequest = Message<"oaas.pm.v1.ListFunctionsRequest"> & 
    * @generated from field: string package_name = 1;
    */
   packageName: string;
+
+  /**
+   * filter matches a substring of the function key ("*" is a wildcard).
+   *
+   * @generated from field: string filter = 2;
+   */
+  filter: string;
 };
 
 /**
