@@ -3,9 +3,11 @@
 //
 //	pm                     serve (same as "pm serve")
 //	pm migrate up|down|status
+//	pm env [-markdown]     every environment variable, its default and meaning
+//	pm -version
 //
-// Configuration comes from the environment (see README); a few flags
-// override it.
+// Configuration comes from the environment (`pm -help` lists it); a few
+// flags override it.
 package main
 
 import (
@@ -16,12 +18,25 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"syscall"
 
 	"github.com/oaas/pm/internal/app"
 	"github.com/oaas/pm/internal/config"
 	"github.com/oaas/pm/internal/store/postgres"
+	"github.com/oaas/pm/internal/version"
 )
+
+// wantsHelp reports whether args ask for usage, which must print even when
+// the environment holds a bad value.
+func wantsHelp(args []string) bool {
+	for _, a := range args {
+		if a == "-h" || a == "-help" || a == "--help" || a == "help" {
+			return true
+		}
+	}
+	return false
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -33,8 +48,24 @@ func main() {
 }
 
 func run(ctx context.Context, args []string) error {
+	// Help, version and the variable list must work whatever the
+	// environment holds, so they come before the configuration is read.
+	if len(args) > 0 {
+		switch args[0] {
+		case "-version", "--version", "version":
+			fmt.Println("pm", version.String())
+			return nil
+		case "env":
+			if len(args) > 1 && strings.TrimLeft(args[1], "-") == "markdown" {
+				config.WriteMarkdown(os.Stdout)
+			} else {
+				config.WriteHelp(os.Stdout)
+			}
+			return nil
+		}
+	}
 	cfg, err := config.FromEnv()
-	if err != nil {
+	if err != nil && !wantsHelp(args) {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
 	fs := flag.NewFlagSet("pm", flag.ContinueOnError)
@@ -43,8 +74,13 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.Storage.Type, "storage", cfg.Storage.Type, "memory or postgres (STORAGE_TYPE)")
 	fs.StringVar(&cfg.Storage.DatabaseURL, "database-url", cfg.Storage.DatabaseURL, "Postgres DSN (DATABASE_URL)")
 	fs.Usage = func() {
-		_, _ = fmt.Fprintln(fs.Output(), "usage: pm [flags] [serve | migrate up|down|status]")
+		out := fs.Output()
+		_, _ = fmt.Fprintln(out, "usage: pm [flags] [serve | migrate up|down|status | env [-markdown]]")
+		_, _ = fmt.Fprintln(out, "       pm -version")
+		_, _ = fmt.Fprintln(out, "\nflags (each overrides its variable):")
 		fs.PrintDefaults()
+		_, _ = fmt.Fprintln(out, "\nenvironment:")
+		config.WriteHelp(out)
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -67,6 +103,10 @@ func run(ctx context.Context, args []string) error {
 			return err
 		}
 		return a.Run(ctx)
+	case "help":
+		fs.SetOutput(os.Stdout)
+		fs.Usage()
+		return nil
 	case "migrate":
 		if cfg.Storage.DatabaseURL == "" {
 			return errors.New("migrate needs DATABASE_URL (or -database-url)")
