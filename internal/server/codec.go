@@ -36,6 +36,28 @@ func (c restJSON) Unmarshal(data []byte, msg proto.Message) error {
 	return badBody(c.JSONCodec.Unmarshal(data, msg))
 }
 
+// MarshalAppendField implements vanguard.RESTCodec. A list of messages (the
+// bare array of every list route) is written element by element: vanguard's
+// own version marshals the whole response and re-parses it with
+// encoding/json to cut the field out, a seventh of a list's cost.
+func (c restJSON) MarshalAppendField(base []byte, msg proto.Message, field protoreflect.FieldDescriptor) ([]byte, error) {
+	if !field.IsList() || field.Message() == nil {
+		return c.JSONCodec.MarshalAppendField(base, msg, field)
+	}
+	list := msg.ProtoReflect().Get(field).List()
+	base = append(base, '[')
+	for i := range list.Len() {
+		if i > 0 {
+			base = append(base, ',')
+		}
+		var err error
+		if base, err = c.MarshalOptions.MarshalAppend(base, list.Get(i).Message().Interface()); err != nil {
+			return nil, err
+		}
+	}
+	return append(base, ']'), nil
+}
+
 // UnmarshalField implements vanguard.RESTCodec.
 func (c restJSON) UnmarshalField(data []byte, msg proto.Message, field protoreflect.FieldDescriptor) error {
 	return badBody(c.JSONCodec.UnmarshalField(data, msg, field))

@@ -102,18 +102,14 @@ func (p *rest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// forward runs the transcoder into a buffer and writes its answer shaped
-// for REST; also sets headers of the final response.
+// forward runs the transcoder and shapes its answer for REST on the way
+// out: a success streams through with its REST status (201 for a create
+// that was not a dry run, 204 for a delete), an error is buffered and
+// rewritten as {"error": "..."}. also sets headers of the final response.
 func (p *rest) forward(w http.ResponseWriter, r *http.Request, rt *restmodel.Route, also func(http.Header)) {
-	// The transcoder rewrites r.URL; remember what the client asked for.
-	method, path := r.Method, r.URL.Path
-	buf := &bufferedWriter{header: http.Header{}, status: http.StatusOK}
-	p.next.ServeHTTP(buf, r)
-	if also != nil {
-		also(w.Header())
-	}
-	created := rt != nil && rt.Creates()
-	buf.flushTo(w, method, path, created, p.log)
+	rw := &restWriter{w: w, method: r.Method, created: rt != nil && rt.Creates(), also: also}
+	p.next.ServeHTTP(rw, r)
+	rw.finish(p.log)
 }
 
 // addWarnings sets one Warning header per entry, in the form Kubernetes
@@ -195,60 +191,88 @@ func cleanYAMLError(err error) string {
 	return msg
 }
 
-// bufferedWriter holds a unary REST response so its status and body can be
-// rewritten. Flush is a no-op: vanguard calls it, and the real flush happens
-// once the handler returns.
-type bufferedWriter struct {
-	header http.Header
-	status int
-	body   bytes.Buffer
-	wrote  bool
+// restWriter decides at WriteHeader whether the response streams through
+// (success) or is held to be rewritten (an error).
+type restWriter struct {
+	w       http.ResponseWriter
+	method  string
+	created bool
+	also    func(http.Header)
+
+	status  int
+	decided bool
+	// errBody holds an error response until finish rewrites it.
+	errBody bytes.Buffer
+	// discard drops a body the REST status does not carry (204).
+	discard bool
 }
 
-func (b *bufferedWriter) Header() http.Header { return b.header }
+func (rw *restWriter) Header() http.Header { return rw.w.Header() }
 
-func (b *bufferedWriter) WriteHeader(status int) {
-	if !b.wrote {
-		b.status, b.wrote = status, true
-	}
-}
-
-func (b *bufferedWriter) Write(p []byte) (int, error) {
-	b.wrote = true
-	return b.body.Write(p)
-}
-
-func (b *bufferedWriter) Flush() {}
-
-// flushTo writes the response, shaping errors and statuses on the way.
-func (b *bufferedWriter) flushTo(w http.ResponseWriter, method, path string, created bool, log *slog.Logger) {
-	h := w.Header()
-	for k, v := range b.header {
-		h[k] = append(h[k], v...)
-	}
-	status := b.status
-	if status >= 400 {
-		msg := errorMessage(b.body.Bytes(), status)
-		h.Del("Content-Length")
-		h.Del("Content-Encoding")
-		writeError(w, status, msg)
+func (rw *restWriter) WriteHeader(status int) {
+	if rw.decided {
 		return
+	}
+	rw.decided, rw.status = true, status
+	if status >= 400 {
+		return
+	}
+	h := rw.w.Header()
+	if rw.also != nil {
+		rw.also(h)
 	}
 	switch {
-	case method == http.MethodDelete && status == http.StatusOK:
+	case rw.method == http.MethodDelete && status == http.StatusOK:
 		h.Del("Content-Length")
 		h.Del("Content-Type")
-		w.WriteHeader(http.StatusNoContent)
-		return
-	case created && status == http.StatusOK && h.Get(DryRunHeader) == "":
+		status, rw.discard = http.StatusNoContent, true
+	case rw.created && status == http.StatusOK && h.Get(DryRunHeader) == "":
 		// A dry run created nothing: it stays 200.
 		status = http.StatusCreated
 	}
-	h.Set("Content-Length", strconv.Itoa(b.body.Len()))
-	w.WriteHeader(status)
-	if _, err := w.Write(b.body.Bytes()); err != nil {
-		log.Debug("writing REST response", "method", method, "path", path, "error", err)
+	rw.w.WriteHeader(status)
+}
+
+func (rw *restWriter) Write(p []byte) (int, error) {
+	if !rw.decided {
+		rw.WriteHeader(http.StatusOK)
 	}
+	switch {
+	case rw.status >= 400:
+		return rw.errBody.Write(p)
+	case rw.discard:
+		return len(p), nil
+	}
+	return rw.w.Write(p)
+}
+
+// Flush passes through for successes; vanguard calls it.
+func (rw *restWriter) Flush() {
+	if rw.decided && rw.status < 400 {
+		if f, ok := rw.w.(http.Flusher); ok {
+			f.Flush()
+		}
+	}
+}
+
+// finish writes a held error response, or an empty success.
+func (rw *restWriter) finish(log *slog.Logger) {
+	if !rw.decided {
+		rw.WriteHeader(http.StatusOK)
+		return
+	}
+	if rw.status < 400 {
+		return
+	}
+	h := rw.w.Header()
+	if rw.also != nil {
+		rw.also(h)
+	}
+	h.Del("Content-Length")
+	h.Del("Content-Encoding")
+	msg := errorMessage(rw.errBody.Bytes(), rw.status)
+	log.Debug("REST error", "status", rw.status, "error", msg)
+	writeError(rw.w, rw.status, msg)
 }
 
 // errorMessage extracts the message of a google.rpc.Status JSON body (what
