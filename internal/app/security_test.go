@@ -232,7 +232,8 @@ func TestSecurityTLSAndClientCertificates(t *testing.T) {
 		t.Cleanup(tr.CloseIdleConnections)
 		return &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	}
-	get := func(c *http.Client, path string, hdr ...string) *http.Response {
+	// get returns the status and protocol; the body is read and closed.
+	get := func(c *http.Client, path string, hdr ...string) (status, proto int) {
 		req, _ := http.NewRequest(http.MethodGet, "https://"+addr+path, nil)
 		for i := 0; i+1 < len(hdr); i += 2 {
 			req.Header.Set(hdr[i], hdr[i+1])
@@ -242,20 +243,19 @@ func TestSecurityTLSAndClientCertificates(t *testing.T) {
 			t.Fatalf("GET %s: %v", path, err)
 		}
 		_, _ = io.Copy(io.Discard, res.Body)
-		res.Body.Close()
-		return res
+		_ = res.Body.Close()
+		return res.StatusCode, res.ProtoMajor
 	}
-	res := get(client(), "/api/v1/packages", "Authorization", "Bearer "+tok["viewer"])
-	if res.StatusCode != http.StatusOK || res.ProtoMajor != 2 {
-		t.Errorf("token over TLS: %d over HTTP/%d", res.StatusCode, res.ProtoMajor)
+	if status, proto := get(client(), "/api/v1/packages", "Authorization", "Bearer "+tok["viewer"]); status != http.StatusOK || proto != 2 {
+		t.Errorf("token over TLS: %d over HTTP/%d", status, proto)
 	}
 	// A mapped client certificate is a principal of its own.
 	cert := ca.Issue(t, tlstest.Identity{CommonName: "argo-cd", Client: true})
-	if res := get(client(cert.Pair), "/api/v1/packages"); res.StatusCode != http.StatusOK {
-		t.Errorf("client certificate: %d", res.StatusCode)
+	if status, _ := get(client(cert.Pair), "/api/v1/packages"); status != http.StatusOK {
+		t.Errorf("client certificate: %d", status)
 	}
-	if res := get(client(), "/api/v1/packages"); res.StatusCode != http.StatusUnauthorized {
-		t.Errorf("no credential over TLS: %d", res.StatusCode)
+	if status, _ := get(client(), "/api/v1/packages"); status != http.StatusUnauthorized {
+		t.Errorf("no credential over TLS: %d", status)
 	}
 	// No plaintext listener.
 	plain := &http.Client{Timeout: 5 * time.Second}

@@ -125,7 +125,7 @@ func (w *walker) run(md protoreflect.MessageDescriptor, data []byte, enc *jsonte
 		return err
 	}
 	// Anything after the document is malformed.
-	if _, err := w.dec.ReadToken(); err != io.EOF {
+	if _, err := w.dec.ReadToken(); !errors.Is(err, io.EOF) {
 		if err == nil {
 			return &SyntaxError{Msg: "invalid JSON body: unexpected data after the JSON object"}
 		}

@@ -150,7 +150,7 @@ func readBody(w http.ResponseWriter, r *http.Request, maxBody int64) (body []byt
 		if err != nil {
 			return nil, false, http.StatusBadRequest, errors.New("request body is not valid gzip")
 		}
-		defer gz.Close()
+		defer func() { _ = gz.Close() }()
 		src = gz
 	default:
 		return nil, false, http.StatusUnsupportedMediaType, fmt.Errorf("content encoding %q is not supported (use gzip or none)", enc)

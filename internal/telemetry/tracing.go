@@ -15,6 +15,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/oaas/pm/internal/config"
 	"github.com/oaas/pm/internal/version"
@@ -39,7 +40,7 @@ type Tracing struct {
 func SetupTracing(ctx context.Context, cfg config.Tracing, log *slog.Logger) (*Tracing, error) {
 	prop := propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
 	if !cfg.Enabled {
-		return &Tracing{Provider: trace.NewNoopTracerProvider(), Propagator: prop, shutdown: func(context.Context) error { return nil }}, nil
+		return &Tracing{Provider: noop.NewTracerProvider(), Propagator: prop, shutdown: func(context.Context) error { return nil }}, nil
 	}
 	var (
 		exp *otlptrace.Exporter
