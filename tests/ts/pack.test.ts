@@ -111,6 +111,21 @@ describe("the npm package, packed and installed outside the repository", () => {
     assert.equal(clientPkg.engines.node, ">=20");
   });
 
+  test("imports only its peers and its own modules, so it runs in browsers too", () => {
+    const installed = join(app, "node_modules", "@oaas", "pm-client");
+    const imports = new Set<string>();
+    for (const f of files.filter((f) => f.endsWith(".js"))) {
+      const code = readFileSync(join(installed, f), "utf8");
+      for (const m of code.matchAll(/\b(?:from|import)\s*\(?\s*["']([^"']+)["']/g)) {
+        if (!m[1].startsWith("./") && !m[1].startsWith("../")) imports.add(m[1]);
+      }
+    }
+    const peers = Object.keys(clientPkg.peerDependencies);
+    const foreign = [...imports].filter((i) => !peers.some((p) => i === p || i.startsWith(`${p}/`)));
+    assert.deepEqual(foreign, [], "imports beyond the peer dependencies");
+    assert.ok(imports.has("@connectrpc/connect") && imports.has("@bufbuild/protobuf/codegenv2"));
+  });
+
   test("against a PM on the embedded defaults: creates, reads, lists over Connect, gRPC and gRPC-Web", async () => {
     const url = await startPM();
     const report = smoke({ PM_URL: url, PM_NAME: "pack-open" });
