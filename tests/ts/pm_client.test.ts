@@ -1,15 +1,13 @@
 // Exercises the generated TypeScript client (gen/ts) against a live PM:
-// PM_URL when given, else a pm binary built from this repo and started on a
-// free loopback port with its embedded defaults.
+// PM_URL when given (with PM_TOKEN as its bearer token when set), else a pm
+// binary (PM_BIN, or built from this repo) started on a free loopback port
+// with its embedded defaults. The bearer-token helper of the npm package
+// (clients/ts/src/auth.ts) is exercised against a PM started with an API
+// tokens file.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { createInterface } from "node:readline";
 
-import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { create } from "@bufbuild/protobuf";
 
@@ -24,52 +22,17 @@ import {
   OPackageSchema,
   type OPackage,
 } from "../../gen/ts/oaas/pm/v1/package_pb.js";
+import { bearerToken } from "../../clients/ts/src/auth.js";
+import { cleanup, startPM, tokensFile } from "./pm.js";
 
-let server: ChildProcess | undefined;
 let baseUrl = process.env.PM_URL ?? "";
-
-async function startPM(): Promise<string> {
-  const dir = mkdtempSync(join(tmpdir(), "pm-ts-"));
-  const bin = process.env.PM_BIN ?? join(dir, "pm");
-  if (!process.env.PM_BIN) {
-    execFileSync("go", ["build", "-o", bin, "./cmd/pm"], { stdio: "inherit" });
-  }
-  server = spawn(bin, [], {
-    env: {
-      ...process.env,
-      SERVER_HOST: "127.0.0.1",
-      SERVER_PORT: "0",
-      METRICS_PORT: "0",
-      STORAGE_TYPE: "memory",
-      LOG_FORMAT: "json",
-    },
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  const lines = createInterface({ input: server.stderr! });
-  return await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("pm did not report its address within 30s")), 30_000);
-    server!.once("exit", (code) => reject(new Error(`pm exited early with ${code}`)));
-    lines.on("line", (line) => {
-      try {
-        const rec = JSON.parse(line);
-        if (rec.msg === "pm listening") {
-          clearTimeout(timer);
-          resolve(`http://${rec.addr}`);
-        }
-      } catch {
-        // not a log record
-      }
-    });
-  });
-}
+const interceptors: Interceptor[] = process.env.PM_TOKEN ? [bearerToken(process.env.PM_TOKEN)] : [];
 
 before(async () => {
   if (!baseUrl) baseUrl = await startPM();
 });
 
-after(() => {
-  server?.kill("SIGTERM");
-});
+after(cleanup);
 
 function samplePackage(name: string): OPackage {
   return create(OPackageSchema, {
@@ -95,9 +58,9 @@ function samplePackage(name: string): OPackage {
 }
 
 const transports: Record<string, () => Transport> = {
-  connect: () => createConnectTransport({ baseUrl, httpVersion: "1.1" }),
-  "connect-h2": () => createConnectTransport({ baseUrl, httpVersion: "2" }),
-  grpc: () => createGrpcTransport({ baseUrl }),
+  connect: () => createConnectTransport({ baseUrl, httpVersion: "1.1", interceptors }),
+  "connect-h2": () => createConnectTransport({ baseUrl, httpVersion: "2", interceptors }),
+  grpc: () => createGrpcTransport({ baseUrl, interceptors }),
 };
 
 for (const [protocol, transport] of Object.entries(transports)) {
@@ -197,3 +160,74 @@ for (const [protocol, transport] of Object.entries(transports)) {
     });
   });
 }
+
+const authTransports: Record<string, (url: string, interceptors: Interceptor[]) => Transport> = {
+  connect: (url, interceptors) => createConnectTransport({ baseUrl: url, httpVersion: "1.1", interceptors }),
+  grpc: (url, interceptors) => createGrpcTransport({ baseUrl: url, interceptors }),
+};
+
+const codeOf = (err: unknown) => Code[ConnectError.from(err).code];
+
+describe("bearerToken against a PM with an API tokens file", () => {
+  let authUrl: string;
+  let editor: string;
+  let viewer: string;
+
+  before(async () => {
+    const { file, tokens } = tokensFile([
+      { principal: "ts-editor", role: "editor" },
+      { principal: "ts-viewer", role: "viewer" },
+    ]);
+    [editor, viewer] = tokens.map((t) => t.token);
+    authUrl = await startPM({ AUTH_TOKENS_FILE: file });
+  });
+
+  for (const [protocol, transport] of Object.entries(authTransports)) {
+    test(`over ${protocol}: no or a bad token is refused, the role decides, a good token writes`, async () => {
+      const clients = (interceptors: Interceptor[]) => {
+        const t = transport(authUrl, interceptors);
+        return { packages: createClient(PackageService, t), clusters: createClient(ClusterService, t) };
+      };
+      const name = `ts-auth-${protocol}`;
+
+      const anonymous = clients([]);
+      await assert.rejects(anonymous.clusters.listClusters({}), (e) => codeOf(e) === "Unauthenticated");
+      await assert.rejects(
+        anonymous.packages.createPackage({ package: samplePackage(name) }),
+        (e) => codeOf(e) === "Unauthenticated",
+      );
+      const forged = clients([bearerToken(editor.replace(/^./, (c) => (c === "0" ? "1" : "0")))]);
+      await assert.rejects(forged.clusters.listClusters({}), (e) => codeOf(e) === "Unauthenticated");
+
+      // A viewer reads but cannot write packages; the refusal names the role.
+      const reader = clients([bearerToken(viewer)]);
+      const listed = await reader.clusters.listClusters({});
+      assert.ok(listed.items.some((c) => c.name === "default"));
+      await assert.rejects(reader.packages.createPackage({ package: samplePackage(name) }), (e) => {
+        const err = ConnectError.from(e);
+        return err.code === Code.PermissionDenied && err.rawMessage.includes("editor");
+      });
+
+      // A token source function is asked at every call.
+      let asked = 0;
+      const writer = clients([
+        bearerToken(async () => {
+          asked++;
+          return `${editor}\n`;
+        }),
+      ]);
+      const created = await writer.packages.createPackage({ package: samplePackage(name) });
+      assert.equal(created.result?.id, name);
+      const got = await writer.packages.getPackage({ name });
+      assert.equal(got.package?.name, name);
+      assert.equal(asked, 2);
+      await writer.packages.deletePackage({ name });
+    });
+  }
+
+  test("refuses an empty or malformed token before any call", () => {
+    assert.throws(() => bearerToken(""), /token is empty/);
+    assert.throws(() => bearerToken(" \n"), /token is empty/);
+    assert.throws(() => bearerToken("two words"), /contains whitespace/);
+  });
+});
