@@ -15,16 +15,17 @@ const (
 	ProcedureListAuditRecords = "/oaas.pm.v1.AuditService/ListAuditRecords"
 	ProcedureDeleteOrphan     = "/oaas.pm.v1.DeploymentService/DeleteOrphan"
 	ProcedureUpdateDeployment = "/oaas.pm.v1.DeploymentService/UpdateDeployment"
-	ProcedureWatchDeployments = "/oaas.pm.v1.DeploymentService/WatchDeployments"
-	ProcedureWatchOperations  = "/oaas.pm.v1.DeploymentService/WatchOperations"
-	ProcedureWatchClusters    = "/oaas.pm.v1.ClusterService/WatchClusters"
+	ProcedureWatchDeployments = "/oaas.pm.v1.WatchService/WatchDeployments"
+	ProcedureWatchPackages    = "/oaas.pm.v1.WatchService/WatchPackages"
+	ProcedureWatchOperations  = "/oaas.pm.v1.WatchService/WatchOperations"
+	ProcedureWatchClusters    = "/oaas.pm.v1.WatchService/WatchClusters"
 )
 
 // reserved are the rows above; the registry test skips them until their
 // RPCs are registered.
 var reserved = map[string]bool{
 	ProcedureDeleteOrphan: true, ProcedureUpdateDeployment: true,
-	ProcedureWatchDeployments: true, ProcedureWatchOperations: true, ProcedureWatchClusters: true,
+	ProcedureWatchDeployments: true, ProcedureWatchPackages: true, ProcedureWatchOperations: true, ProcedureWatchClusters: true,
 }
 
 // table is the one authorization table: every procedure (and so every REST
@@ -49,6 +50,7 @@ var table = map[string]Role{
 	"/oaas.pm.v1.ClassRuntimeService/GetClassRuntime":     Viewer,
 	"/oaas.pm.v1.ClassRuntimeService/GetDeploymentStatus": Viewer,
 	ProcedureWatchDeployments:                             Viewer,
+	ProcedureWatchPackages:                                Viewer,
 	ProcedureWatchOperations:                              Viewer,
 	ProcedureWatchClusters:                                Viewer,
 	// Infrastructure; open anyway when the Policy says so.

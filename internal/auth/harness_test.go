@@ -141,6 +141,7 @@ func setup(t *testing.T, o harnessOptions) *harness {
 	mount(pmv1connect.NewCatalogServiceHandler(pmv1connect.UnimplementedCatalogServiceHandler{}, interceptors))
 	mount(pmv1connect.NewClassRuntimeServiceHandler(pmv1connect.UnimplementedClassRuntimeServiceHandler{}, interceptors))
 	mount(pmv1connect.NewAuditServiceHandler(pmv1connect.UnimplementedAuditServiceHandler{}, interceptors))
+	mount(pmv1connect.NewWatchServiceHandler(pmv1connect.UnimplementedWatchServiceHandler{}, interceptors))
 	transcoder, err := vanguard.NewTranscoder(services)
 	if err != nil {
 		t.Fatal(err)
@@ -248,6 +249,18 @@ func (h *harness) call(t *testing.T, client *http.Client, p protocol, md protore
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if md.IsStreamingServer() {
+		// A server stream's refusal arrives when its first message is read.
+		stream, err := c.CallServerStream(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		defer func() { _ = stream.Close() }()
+		if stream.Receive() {
+			return stream.Msg(), nil
+		}
+		return nil, stream.Err()
+	}
 	resp, err := c.CallUnary(ctx, req)
 	if err != nil {
 		return nil, err

@@ -80,6 +80,9 @@ func TestRoleMatrix(t *testing.T) {
 					}
 				}
 
+				if md.IsStreamingServer() {
+					return // streams reach REST as Server-Sent Events of list routes, tested with them
+				}
 				res := h.rest(t, client, md, bearer(c.token))
 				wantStatus := http.StatusNotImplemented
 				switch {
