@@ -26,6 +26,7 @@ import (
 	"github.com/oaas/pm/internal/config"
 	"github.com/oaas/pm/internal/crmsim"
 	"github.com/oaas/pm/internal/deploy"
+	"github.com/oaas/pm/internal/gateway"
 	"github.com/oaas/pm/internal/deploy/plan"
 	"github.com/oaas/pm/internal/server"
 	"github.com/oaas/pm/internal/store"
@@ -251,8 +252,14 @@ func (a *App) build(ctx context.Context) error {
 	mount(pmv1connect.ClassRuntimeServiceName)(pmv1connect.NewClassRuntimeServiceHandler(deps, opts...))
 	mount(pmv1connect.AuditServiceName)(pmv1connect.NewAuditServiceHandler(api.NewAudit(st), opts...))
 
+	gw, err := gateway.Handler(gateway.Config{URL: cfg.Gateway.URL, Timeout: cfg.Gateway.Timeout,
+		MaxBodyBytes: cfg.Gateway.MaxPayloadBytes, Log: log.With("component", "gateway")})
+	if err != nil {
+		return err
+	}
 	a.authOpts = authOpts
 	srv, err := server.New(server.Config{
+		Routes: map[string]http.Handler{gateway.Prefix: requireRole(auth.Viewer, auth.Deployer, gw)},
 		Addr: cfg.Server.Addr(), Services: services, Ready: a.ready, Aliases: api.FieldAliases,
 		Limits: server.Limits{
 			MaxBodyBytes: cfg.Server.MaxBodyBytes, ReadTimeout: cfg.Server.ReadTimeout,
@@ -277,6 +284,25 @@ func (a *App) build(ctx context.Context) error {
 	a.listener = ln
 	a.closers = append(a.closers, func() { _ = ln.Close() })
 	return nil
+}
+
+// requireRole lets reads (GET, HEAD) through for principals of role read
+// and anything else for role write: a guard for routes outside the RPC
+// role table, such as the gateway proxy.
+func requireRole(read, write auth.Role, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		need := write
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			need = read
+		}
+		if p, ok := auth.FromContext(r.Context()); !ok || !p.Role.Allows(need) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusForbidden)
+			_, _ = fmt.Fprintf(w, "{\"error\": %q}\n", "requires role "+need.String())
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // docsFS is the reference page's files.

@@ -4,8 +4,11 @@ package app_test
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/oaas/pm/internal/config"
 )
 
 func TestInteropEnvRoutesAndAliases(t *testing.T) {
@@ -68,5 +71,37 @@ func TestInteropCatalogFilter(t *testing.T) {
 		if got := count(path); got != want {
 			t.Errorf("GET %s: %d items, want %d", path, got, want)
 		}
+	}
+}
+
+func TestInteropGatewayProxy(t *testing.T) {
+	t.Parallel()
+	type seen struct{ path, query, auth, forwarded string }
+	got := make(chan seen, 4)
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- seen{r.URL.Path, r.URL.RawQuery, r.Header.Get("Authorization"), r.Header.Get("X-Forwarded-For")}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"output":"hi"}`))
+	}))
+	t.Cleanup(upstream.Close)
+	file, tok := tokens(t, "")
+	e := setup(t, "memory", withTokens(file), func(c *config.Config) { c.Gateway.URL = upstream.URL + "/base" })
+
+	r := e.do("GET", "/api/gateway/api/class/echo/0/invokes/echo?x=1", nil, "Authorization", "Bearer "+tok["viewer"]).expect(t, http.StatusOK)
+	if string(r.body) != `{"output":"hi"}` {
+		t.Errorf("proxied body %s", r.body)
+	}
+	s := <-got
+	if s.path != "/base/api/class/echo/0/invokes/echo" || s.query != "x=1" || s.auth != "" || s.forwarded == "" {
+		t.Errorf("upstream saw %+v", s)
+	}
+	e.do("GET", "/api/gateway/x", nil).expect(t, http.StatusUnauthorized)
+	e.do("POST", "/api/gateway/x", "{}", "Authorization", "Bearer "+tok["viewer"]).expect(t, http.StatusForbidden)
+	e.do("POST", "/api/gateway/x", "{}", "Authorization", "Bearer "+tok["deployer"]).expect(t, http.StatusOK)
+	<-got
+
+	off := setup(t, "memory")
+	if msg := off.do("GET", "/api/gateway/x", nil).expect(t, http.StatusServiceUnavailable).errorText(t); !strings.Contains(msg, "GATEWAY_URL") {
+		t.Errorf("unconfigured gateway: %q", msg)
 	}
 }

@@ -34,6 +34,8 @@ type Config struct {
 	Audit Audit
 	// Tracing is OpenTelemetry tracing from the OTEL_* variables (tracing.go).
 	Tracing Tracing
+	// Gateway is the reverse proxy to the invocation gateway (gateway.go).
+	Gateway Gateway
 }
 
 // Server is the API listener.
@@ -184,6 +186,7 @@ func Default() Config {
 		},
 		Audit:   DefaultAudit(),
 		Tracing: Tracing{Protocol: "http/protobuf", ServiceName: "oaas-pm"},
+		Gateway: DefaultGateway(),
 	}
 }
 
@@ -256,6 +259,7 @@ func Load(lookup Lookup) (Config, error) {
 	r.security(&c)
 	r.audit(&c.Audit)
 	r.tracing(&c.Tracing)
+	r.gateway(&c.Gateway)
 
 	// Parse errors and range errors are reported together, so one start
 	// tells the operator everything that is wrong.

@@ -111,6 +111,11 @@ func Vars() []Var {
 		Var{Name: "CRM_CIRCUIT_BREAKER_FAILURE_THRESHOLD", Default: "5", Help: "failures that open a cluster's breaker"},
 		Var{Name: "CRM_CIRCUIT_BREAKER_TIMEOUT", Default: "1m0s", Help: "how long a breaker stays open before a trial call"},
 	)
+	add("Invocation gateway",
+		Var{Name: "GATEWAY_URL", Help: "the OaaS invocation gateway; /api/gateway/{path} is proxied to {GATEWAY_URL}/{path} (503 when unset)"},
+		Var{Name: "GATEWAY_TIMEOUT", Default: "30s", Help: "how long a proxied call may wait for the gateway's answer"},
+		Var{Name: "GATEWAY_MAX_PAYLOAD_BYTES", Default: "52428800", Help: "largest proxied request body"},
+	)
 	add("Deployments",
 		Var{Name: "DEPLOY_MAX_RETRIES", Default: "2", Help: "retries per cluster (attempts = 1 + retries)"},
 		Var{Name: "DEPLOY_RETRY_BACKOFF", Default: "200ms", Help: "linear backoff base between attempts (× attempt, jittered)"},

@@ -94,6 +94,9 @@ type Config struct {
 	// HandlerOptions go to the handlers the server builds itself (gRPC
 	// health and reflection), e.g. the authorization interceptor.
 	HandlerOptions []connect.HandlerOption
+	// Routes are further handlers by ServeMux pattern (the gateway proxy,
+	// the console); they pass the same limits, authentication and CORS.
+	Routes map[string]http.Handler
 	// OpenAPI, when set, is served at /api/v1/openapi.json, and Docs (the
 	// reference page's files) under /docs/.
 	OpenAPI []byte
@@ -226,6 +229,9 @@ func Handler(cfg Config) (http.Handler, error) {
 
 	if cfg.Metrics != nil {
 		mux.Handle("GET /metrics", cfg.Metrics)
+	}
+	for pattern, h := range cfg.Routes {
+		mux.Handle(pattern, h)
 	}
 	if cfg.OpenAPI != nil {
 		mux.HandleFunc("GET /api/v1/openapi.json", func(w http.ResponseWriter, _ *http.Request) {

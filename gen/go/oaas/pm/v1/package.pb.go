@@ -525,9 +525,12 @@ func (x *StateSpecification) GetSerializationFormat() string {
 
 // KeySpecification is one key of a class's state.
 type KeySpecification struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	KeyType       string                 `protobuf:"bytes,2,opt,name=key_type,json=keyType,proto3" json:"key_type,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	KeyType string                 `protobuf:"bytes,2,opt,name=key_type,json=keyType,proto3" json:"key_type,omitempty"`
+	// nullable is required by the first OaaS generation and dropped by the
+	// current one; both documents are accepted, and it is kept.
+	Nullable      bool `protobuf:"varint,3,opt,name=nullable,proto3" json:"nullable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -574,6 +577,13 @@ func (x *KeySpecification) GetKeyType() string {
 		return x.KeyType
 	}
 	return ""
+}
+
+func (x *KeySpecification) GetNullable() bool {
+	if x != nil {
+		return x.Nullable
+	}
+	return false
 }
 
 // FunctionBinding exposes a package function on a class under a name.
@@ -774,10 +784,11 @@ const file_oaas_pm_v1_package_proto_rawDesc = "" +
 	"\n" +
 	"persistent\x18\x04 \x01(\bR\n" +
 	"persistent\x121\n" +
-	"\x14serialization_format\x18\x05 \x01(\tR\x13serializationFormat\"A\n" +
+	"\x14serialization_format\x18\x05 \x01(\tR\x13serializationFormat\"]\n" +
 	"\x10KeySpecification\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
-	"\bkey_type\x18\x02 \x01(\tR\akeyType\"\xcb\x01\n" +
+	"\bkey_type\x18\x02 \x01(\tR\akeyType\x12\x1a\n" +
+	"\bnullable\x18\x03 \x01(\bR\bnullable\"\xcb\x01\n" +
 	"\x0fFunctionBinding\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
 	"\ffunction_key\x18\x02 \x01(\tR\vfunctionKey\x12C\n" +
