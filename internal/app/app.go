@@ -26,8 +26,8 @@ import (
 	"github.com/oaas/pm/internal/config"
 	"github.com/oaas/pm/internal/crmsim"
 	"github.com/oaas/pm/internal/deploy"
-	"github.com/oaas/pm/internal/gateway"
 	"github.com/oaas/pm/internal/deploy/plan"
+	"github.com/oaas/pm/internal/gateway"
 	"github.com/oaas/pm/internal/server"
 	"github.com/oaas/pm/internal/store"
 	"github.com/oaas/pm/internal/store/memory"
@@ -260,7 +260,7 @@ func (a *App) build(ctx context.Context) error {
 	a.authOpts = authOpts
 	srv, err := server.New(server.Config{
 		Routes: map[string]http.Handler{gateway.Prefix: requireRole(auth.Viewer, auth.Deployer, gw)},
-		Addr: cfg.Server.Addr(), Services: services, Ready: a.ready, Aliases: api.FieldAliases,
+		Addr:   cfg.Server.Addr(), Services: services, Ready: a.ready, Aliases: api.FieldAliases,
 		Limits: server.Limits{
 			MaxBodyBytes: cfg.Server.MaxBodyBytes, ReadTimeout: cfg.Server.ReadTimeout,
 			IdleTimeout: cfg.Server.IdleTimeout, RequestTimeout: cfg.Server.RequestTimeout,
