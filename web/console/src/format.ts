@@ -1,0 +1,33 @@
+// Display helpers shared by the views.
+
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { DeploymentCondition } from "../../../gen/ts/oaas/pm/v1/deployment_pb.js";
+
+/** condition is a condition's name as REST writes it ("RUNNING"). */
+export function condition(c: DeploymentCondition): string {
+  return DeploymentCondition[c] ?? String(c);
+}
+
+/** when formats a protobuf timestamp (or an RFC 3339 string) in UTC. */
+export function when(t: Timestamp | string | undefined | null): string {
+  if (!t) return "—";
+  const d = typeof t === "string" ? new Date(t) : timestampDate(t);
+  if (Number.isNaN(d.getTime())) return String(t);
+  return d.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
+}
+
+/** pct formats an availability in [0,1] as a percentage. */
+export function pct(a: number | undefined | null): string {
+  if (a === undefined || a === null || Number.isNaN(a)) return "—";
+  const p = a * 100;
+  return `${p >= 99.99 || p === 0 ? p.toFixed(0) : p >= 99 ? p.toFixed(3).replace(/0+$/, "") : p.toFixed(1)}%`;
+}
+
+/** ago says how long ago a date was, for "updated" lines. */
+export function ago(d: Date): string {
+  const s = Math.max(0, Math.round((Date.now() - d.getTime()) / 1000));
+  if (s < 2) return "just now";
+  if (s < 60) return `${s}s ago`;
+  return `${Math.round(s / 60)}m ago`;
+}
