@@ -36,14 +36,29 @@ function refused(): void {
   authEvents.dispatchEvent(new Event("unauthenticated"));
 }
 
+function check(err: unknown): never {
+  if (ConnectError.from(err).code === Code.Unauthenticated) refused();
+  throw err;
+}
+
+// A refused stream answers 200 and carries the error at its end (Connect's
+// streaming protocol), so the messages are watched as well as the call.
+async function* watched<T>(messages: AsyncIterable<T>): AsyncIterable<T> {
+  try {
+    yield* messages;
+  } catch (err) {
+    check(err);
+  }
+}
+
 const bearer: Interceptor = (next) => async (req) => {
   const t = token();
   if (t) req.header.set("Authorization", `Bearer ${t}`);
   try {
-    return await next(req);
+    const res = await next(req);
+    return res.stream ? { ...res, message: watched(res.message) } : res;
   } catch (err) {
-    if (ConnectError.from(err).code === Code.Unauthenticated) refused();
-    throw err;
+    return check(err);
   }
 };
 

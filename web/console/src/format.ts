@@ -20,8 +20,8 @@ export function when(t: Timestamp | string | undefined | null): string {
 /** pct formats an availability in [0,1] as a percentage. */
 export function pct(a: number | undefined | null): string {
   if (a === undefined || a === null || Number.isNaN(a)) return "—";
-  const p = a * 100;
-  return `${p >= 99.99 || p === 0 ? p.toFixed(0) : p >= 99 ? p.toFixed(3).replace(/0+$/, "") : p.toFixed(1)}%`;
+  // Up to three decimals, no trailing zeros: 99.9%, 99.995%, 100%.
+  return `${Number((a * 100).toFixed(3))}%`;
 }
 
 /** ago says how long ago a date was, for "updated" lines. */
