@@ -526,6 +526,12 @@ func TestBrowserDeployLive(t *testing.T) {
 	if !strings.Contains(health, "99.9%") || !strings.Contains(health, "closed") {
 		t.Errorf("health table lacks availability or breaker state:\n%s", health)
 	}
+	// West degrades: the table and the chart follow on the next refresh.
+	dip := 0.982
+	if err := west.SetAvailability(&dip); err != nil {
+		t.Fatal(err)
+	}
+	p.waitFor("the dip in the table and the chart", `document.querySelector("#clusters-table").innerText.includes("98.2%") && document.querySelector("#chart-desc").textContent.includes("west: 98.2%")`, 10*time.Second)
 	p.shot("clusters")
 
 	p.open("/ui/topology")

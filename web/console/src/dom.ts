@@ -74,8 +74,9 @@ export function field(label: string, control: HTMLElement, hint?: string): HTMLE
 }
 
 /** table builds a table with a caption and a header row; rows are cells. */
-export function table(caption: string, headers: string[], rows: Child[][], attrs?: Attrs): HTMLTableElement {
-  return h(
+export function table(caption: string, headers: string[], rows: Child[][], attrs?: Attrs): HTMLElement {
+  // The wrapper scrolls sideways on narrow screens instead of the page.
+  return h("div", { class: "table-wrap" }, h(
     "table",
     attrs ?? null,
     h("caption", null, caption),
@@ -83,7 +84,7 @@ export function table(caption: string, headers: string[], rows: Child[][], attrs
     h("tbody", null, rows.length === 0
       ? h("tr", null, h("td", { colspan: headers.length, class: "empty" }, "None."))
       : rows.map((r) => h("tr", null, r.map((c) => h("td", null, c))))),
-  );
+  ));
 }
 
 /** link is an in-console link (the router intercepts it). */

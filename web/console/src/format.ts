@@ -9,12 +9,23 @@ export function condition(c: DeploymentCondition): string {
   return DeploymentCondition[c] ?? String(c);
 }
 
-/** when formats a protobuf timestamp (or an RFC 3339 string) in UTC. */
-export function when(t: Timestamp | string | undefined | null): string {
+/** whenText formats a protobuf timestamp (or an RFC 3339 string) in UTC. */
+export function whenText(t: Timestamp | string | undefined | null): string {
   if (!t) return "—";
   const d = typeof t === "string" ? new Date(t) : timestampDate(t);
   if (Number.isNaN(d.getTime())) return String(t);
   return d.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
+}
+
+/** when is a <time> element that does not wrap inside table cells. */
+export function when(t: Timestamp | string | undefined | null): HTMLElement | string {
+  const text = whenText(t);
+  if (text === "—") return text;
+  const el = document.createElement("time");
+  el.className = "ts";
+  el.dateTime = text.replace(" ", "T");
+  el.textContent = text;
+  return el;
 }
 
 /** pct formats an availability in [0,1] as a percentage. */

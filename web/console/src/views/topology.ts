@@ -4,7 +4,7 @@
 
 import { deployments, packages, problem, rest } from "../api.js";
 import { h, replace, s, table } from "../dom.js";
-import { when } from "../format.js";
+import { whenText } from "../format.js";
 import { every } from "../live.js";
 import type { View } from "../main.js";
 import { buildTopology, label, layout, type Topology } from "../topology.js";
@@ -58,9 +58,9 @@ export const topologyView: View = (main) => {
 };
 
 function stamp(t: NonNullable<Topology["timestamp"]>): string {
-  if (typeof t === "string") return when(t);
+  if (typeof t === "string") return whenText(t);
   const secs = Number(t.seconds ?? 0);
-  return secs ? when(new Date(secs * 1000).toISOString()) : "";
+  return secs ? whenText(new Date(secs * 1000).toISOString()) : "";
 }
 
 function draw(t: Topology): Node[] {
