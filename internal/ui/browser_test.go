@@ -230,9 +230,11 @@ func (p *page) setValue(selector, value string) {
 }
 
 // shot saves a screenshot of the whole page as NAME.png in the test's
-// artifact directory (and in PM_UI_SCREENSHOTS as console-NAME.png).
+// artifact directory (and in PM_UI_SCREENSHOTS as console-NAME.png). Every
+// page shot is also checked for controls without an accessible name.
 func (p *page) shot(name string) {
 	p.t.Helper()
+	p.checkLabels(name)
 	ctx, cancel := context.WithTimeout(p.ctx, 20*time.Second)
 	defer cancel()
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
@@ -246,6 +248,19 @@ func (p *page) shot(name string) {
 		if err := os.WriteFile(filepath.Join(dir, "console-"+name+".png"), png, 0o644); err != nil {
 			p.t.Fatal(err)
 		}
+	}
+}
+
+// checkLabels fails the test for a form control or button that a screen
+// reader could not name (no label, no aria-label, no text).
+func (p *page) checkLabels(name string) {
+	p.t.Helper()
+	unnamed := eval[[]string](p, `[...document.querySelectorAll("input, select, textarea, button")]
+		.filter(el => el.type !== "hidden" && !(el.labels && el.labels.length) && !el.getAttribute("aria-label")
+			&& !el.getAttribute("aria-labelledby") && !(el.tagName === "BUTTON" && el.innerText.trim()))
+		.map(el => el.outerHTML.slice(0, 120))`)
+	for _, el := range unnamed {
+		p.t.Errorf("%s: control without an accessible name: %s", name, el)
 	}
 }
 

@@ -19,7 +19,9 @@ func setup(t *testing.T) string {
 	t.Helper()
 	mux := http.NewServeMux()
 	mux.Handle(ui.Prefix, ui.Handler())
-	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) { http.Error(w, `{"error":"no route"}`, http.StatusNotFound) })
+	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, `{"error":"no route"}`, http.StatusNotFound)
+	})
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv.URL
@@ -31,7 +33,13 @@ var client = &http.Client{
 	Transport:     &http.Transport{DisableCompression: true},
 }
 
-func get(t *testing.T, method, url string, headers ...string) (*http.Response, []byte) {
+// reply is a response read whole.
+type reply struct {
+	StatusCode int
+	Header     http.Header
+}
+
+func get(t *testing.T, method, url string, headers ...string) (reply, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(method, url, nil)
 	if err != nil {
@@ -49,7 +57,7 @@ func get(t *testing.T, method, url string, headers ...string) (*http.Response, [
 	if err != nil {
 		t.Fatal(err)
 	}
-	return res, body
+	return reply{StatusCode: res.StatusCode, Header: res.Header}, body
 }
 
 var assetRef = regexp.MustCompile(`(?:src|href)="(/ui/assets/[^"]+)"`)
@@ -58,7 +66,7 @@ func TestIndexAndRoutes(t *testing.T) {
 	t.Parallel()
 	base := setup(t)
 	res, index := get(t, "GET", base+"/ui/")
-	if res.StatusCode != 200 || res.Header.Get("Content-Type") != "text/html; charset=utf-8" {
+	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "text/html; charset=utf-8" {
 		t.Fatalf("GET /ui/: %d %q", res.StatusCode, res.Header.Get("Content-Type"))
 	}
 	if cc := res.Header.Get("Cache-Control"); cc != "no-cache" {
@@ -71,13 +79,13 @@ func TestIndexAndRoutes(t *testing.T) {
 	// the index, so a reload or a shared link works.
 	for _, p := range []string{"/ui/packages", "/ui/packages/echo", "/ui/deployments/d1/edit", "/ui/audit?x=1"} {
 		res, body := get(t, "GET", base+p)
-		if res.StatusCode != 200 || !bytes.Equal(body, index) {
+		if res.StatusCode != http.StatusOK || !bytes.Equal(body, index) {
 			t.Errorf("GET %s: %d, index=%v", p, res.StatusCode, bytes.Equal(body, index))
 		}
 	}
 	// A missing asset is a 404, not the index (a stale tab must not run
 	// HTML as script).
-	if res, _ := get(t, "GET", base+"/ui/assets/app-NOPE.js"); res.StatusCode != 404 {
+	if res, _ := get(t, "GET", base+"/ui/assets/app-NOPE.js"); res.StatusCode != http.StatusNotFound {
 		t.Errorf("missing asset: %d, want 404", res.StatusCode)
 	}
 	// ServeMux itself redirects the subtree root (307 since Go 1.22).
@@ -88,7 +96,7 @@ func TestIndexAndRoutes(t *testing.T) {
 	if res.StatusCode != http.StatusMethodNotAllowed || res.Header.Get("Allow") != "GET, HEAD" {
 		t.Errorf("POST: %d Allow %q", res.StatusCode, res.Header.Get("Allow"))
 	}
-	if res, body := get(t, "HEAD", base+"/ui/"); res.StatusCode != 200 || len(body) != 0 {
+	if res, body := get(t, "HEAD", base+"/ui/"); res.StatusCode != http.StatusOK || len(body) != 0 {
 		t.Errorf("HEAD: %d with %d body bytes", res.StatusCode, len(body))
 	}
 }
@@ -106,7 +114,7 @@ func TestAssets(t *testing.T) {
 		path := string(m[1])
 		ext := path[strings.LastIndex(path, "."):]
 		res, body := get(t, "GET", base+path)
-		if res.StatusCode != 200 || len(body) == 0 {
+		if res.StatusCode != http.StatusOK || len(body) == 0 {
 			t.Errorf("GET %s: %d (%d bytes)", path, res.StatusCode, len(body))
 			continue
 		}
