@@ -167,7 +167,7 @@ func openTab(t *testing.T, base string) *page {
 
 func (p *page) do(steps ...chromedp.Action[chromedp.Void]) {
 	p.t.Helper()
-	ctx, cancel := context.WithTimeout(p.ctx, 20*time.Second)
+	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
 	defer cancel()
 	if err := chromedp.Do(ctx, steps...); err != nil {
 		p.t.Fatalf("browser: %v\npage: %s", err, p.text())
@@ -182,7 +182,7 @@ func (p *page) open(path string) {
 // eval runs a script and decodes its value into T.
 func eval[T any](p *page, script string) T {
 	p.t.Helper()
-	ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(p.ctx, waitLimit)
 	defer cancel()
 	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](script))
 	if err != nil {
@@ -201,6 +201,10 @@ func (p *page) text() string {
 	}
 	return s
 }
+
+// waitLimit bounds each wait; generous because CI shares two cores with
+// other test packages, and a wait ends as soon as its condition holds.
+const waitLimit = 20 * time.Second
 
 // waitFor polls a boolean script until it holds.
 func (p *page) waitFor(what, script string, within time.Duration) {
@@ -394,22 +398,22 @@ func TestBrowserPackages(t *testing.T) {
 	}
 	p := openTab(t, front(t, pm, nil))
 	p.open("/ui/packages")
-	p.waitFor("both packages listed", `document.querySelectorAll("#packages-table tbody tr").length === 2 && document.querySelector("#packages-table").innerText.includes("echo-pkg")`, 10*time.Second)
+	p.waitFor("both packages listed", `document.querySelectorAll("#packages-table tbody tr").length === 2 && document.querySelector("#packages-table").innerText.includes("echo-pkg")`, waitLimit)
 	p.shot("packages")
 
 	// Filters: a name pattern, then a tag, each narrowing the list.
 	p.do(chromedp.SendKeys(chromedp.CSS(`input[name="name_pattern"]`), "ech*pkg"))
-	p.waitFor("the pattern to leave echo-pkg alone", `(() => { const t = document.querySelector("#packages-table").innerText; return t.includes("echo-pkg") && !t.includes("billing") })()`, 10*time.Second)
+	p.waitFor("the pattern to leave echo-pkg alone", `(() => { const t = document.querySelector("#packages-table").innerText; return t.includes("echo-pkg") && !t.includes("billing") })()`, waitLimit)
 	p.setValue(`input[name="name_pattern"]`, "")
 	p.do(chromedp.SendKeys(chromedp.CSS(`input[name="tag"]`), "finance"))
-	p.waitFor("the tag filter to leave billing alone", `(() => { const t = document.querySelector("#packages-table").innerText; return t.includes("billing") && !t.includes("echo-pkg") })()`, 10*time.Second)
+	p.waitFor("the tag filter to leave billing alone", `(() => { const t = document.querySelector("#packages-table").innerText; return t.includes("billing") && !t.includes("echo-pkg") })()`, waitLimit)
 	if !strings.Contains(eval[string](p, "location.search"), "tag=finance") {
 		t.Error("the filter is not in the URL (a reload or a shared link would lose it)")
 	}
 
 	// The package's page: classes, functions and the YAML view.
 	p.open("/ui/packages/echo-pkg")
-	p.waitFor("the package page", `document.querySelector("#package-yaml")`, 10*time.Second)
+	p.waitFor("the package page", `document.querySelector("#package-yaml")`, waitLimit)
 	if rows := eval[int](p, `document.querySelectorAll("#functions-table tbody tr").length`); rows != 2 {
 		t.Errorf("functions table has %d rows, want 2", rows)
 	}
@@ -433,7 +437,7 @@ func TestBrowserRejectedYAML(t *testing.T) {
 	pm := startPM(t)
 	p := openTab(t, front(t, pm, nil))
 	p.open("/ui/packages/new")
-	p.waitFor("the editor", `document.querySelector("#package-form textarea")`, 10*time.Second)
+	p.waitFor("the editor", `document.querySelector("#package-form textarea")`, waitLimit)
 	bad := strings.Join([]string{
 		"name: hello-pkg",
 		"classes:",
@@ -449,7 +453,7 @@ func TestBrowserRejectedYAML(t *testing.T) {
 	}, "\n")
 	p.setValue("#package-form textarea", bad)
 	p.do(chromedp.Click(chromedp.CSS(`#package-form button[type="submit"]`)))
-	p.waitFor("the field error", `document.querySelector(".field-error")`, 10*time.Second)
+	p.waitFor("the field error", `document.querySelector(".field-error")`, waitLimit)
 	got := eval[map[string]string](p, `(() => { const e = document.querySelector(".field-error"); return {path: e.dataset.path, line: e.dataset.line || "", text: e.innerText} })()`)
 	if got["path"] != "functions[0].function_type" || got["line"] != "8" || !strings.Contains(got["text"], `NOPE`) {
 		t.Errorf("field error %v, want functions[0].function_type at line 8 naming NOPE", got)
@@ -468,7 +472,7 @@ func TestBrowserRejectedYAML(t *testing.T) {
 	// A misspelt key under strict validation names the field too.
 	p.setValue("#package-form textarea", strings.Replace(strings.Replace(bad, "NOPE", "CUSTOM", 1), "classes:", "clases:", 1))
 	p.do(chromedp.Click(chromedp.CSS(`#package-form button[type="submit"]`)))
-	p.waitFor("the unknown-field error", `document.querySelector('.field-error[data-path="clases"]')`, 10*time.Second)
+	p.waitFor("the unknown-field error", `document.querySelector('.field-error[data-path="clases"]')`, waitLimit)
 	if line := eval[string](p, `document.querySelector('.field-error[data-path="clases"]').dataset.line`); line != "2" {
 		t.Errorf("unknown field on line %q, want 2", line)
 	}
@@ -476,7 +480,7 @@ func TestBrowserRejectedYAML(t *testing.T) {
 	// Fixed: created, and the console shows the new package.
 	p.setValue("#package-form textarea", strings.Replace(bad, "NOPE", "CUSTOM", 1))
 	p.do(chromedp.Click(chromedp.CSS(`#package-form button[type="submit"]`)))
-	p.waitFor("the created package's page", `location.pathname === "/ui/packages/hello-pkg" && document.querySelector("#package-yaml")`, 10*time.Second)
+	p.waitFor("the created package's page", `location.pathname === "/ui/packages/hello-pkg" && document.querySelector("#package-yaml")`, waitLimit)
 	if st := api(t, "GET", pm+"/api/v1/packages/hello-pkg", "", nil); st != http.StatusOK {
 		t.Errorf("the package the console created: GET %d", st)
 	}
@@ -488,7 +492,7 @@ func TestBrowserRejectedYAML(t *testing.T) {
 func TestBrowserDeployLive(t *testing.T) {
 	t.Parallel()
 	high, low := 0.999, 0.995
-	east := crmsim.StartT(t, crmsim.Config{EnvName: "east", Availability: &high, ProgressDelay: time.Second, ReadyDelay: 1500 * time.Millisecond})
+	east := crmsim.StartT(t, crmsim.Config{EnvName: "east", Availability: &high, ProgressDelay: 1500 * time.Millisecond, ReadyDelay: 2500 * time.Millisecond})
 	west := crmsim.StartT(t, crmsim.Config{EnvName: "west", Availability: &low, ProgressDelay: 500 * time.Millisecond})
 	pm := startPM(t, withClusters(east, west))
 	if st := api(t, "POST", pm+"/api/v1/packages", "", echoPackage("echo-pkg", "demo")); st != http.StatusCreated {
@@ -496,26 +500,26 @@ func TestBrowserDeployLive(t *testing.T) {
 	}
 	p := openTab(t, front(t, pm, nil))
 	p.open("/ui/deployments/new")
-	p.waitFor("the form with clusters", `document.querySelectorAll('#deployment-form input[name="target"]').length === 2 && document.querySelector('select[name="class"]').value === "Echo"`, 10*time.Second)
+	p.waitFor("the form with clusters", `document.querySelectorAll('#deployment-form input[name="target"]').length === 2 && document.querySelector('select[name="class"]').value === "Echo"`, waitLimit)
 	p.do(chromedp.SendKeys(chromedp.CSS(`input[name="key"]`), "echo-live"))
 	p.setValue(`input[name="availability"]`, "0.99")
 	p.do(chromedp.Click(chromedp.CSS(`input[name="target"][value="west"]`)))
 	p.do(chromedp.Click(chromedp.ID("dry-run")))
-	p.waitFor("the plan preview", `document.querySelector("#plan-message") && document.querySelector("#plan-message").innerText.includes("dry run")`, 10*time.Second)
+	p.waitFor("the plan preview", `document.querySelector("#plan-message") && document.querySelector("#plan-message").innerText.includes("dry run")`, waitLimit)
 	p.shot("deployment-new")
 	if st := api(t, "GET", pm+"/api/v1/deployments/echo-live", "", nil); st != http.StatusNotFound {
 		t.Fatalf("the dry run stored a deployment: GET %d", st)
 	}
 
 	p.do(chromedp.Click(chromedp.CSS(`#deployment-form button[type="submit"]`)))
-	p.waitFor("the deployment's page", `location.pathname === "/ui/deployments/echo-live" && document.querySelector('#deployment-detail [data-condition]')`, 10*time.Second)
+	p.waitFor("the deployment's page", `location.pathname === "/ui/deployments/echo-live" && document.querySelector('#deployment-detail [data-condition]')`, waitLimit)
 	// A marker that a reload would wipe.
 	eval[bool](p, `window.__sameDocument = true`)
 	first := eval[string](p, `document.querySelector('#deployment-detail [data-condition]').dataset.condition`)
 	if first == "RUNNING" {
-		t.Errorf("condition RUNNING at once; east takes 2.5 s, so the page cannot show a change")
+		t.Errorf("condition RUNNING at once; east takes 4 s, so the page cannot show a change")
 	}
-	p.waitFor("RUNNING without a reload", `document.querySelector('#deployment-detail [data-condition]').dataset.condition === "RUNNING"`, 15*time.Second)
+	p.waitFor("RUNNING without a reload", `document.querySelector('#deployment-detail [data-condition]').dataset.condition === "RUNNING"`, waitLimit)
 	if !eval[bool](p, `window.__sameDocument === true`) {
 		t.Fatal("the page reloaded")
 	}
@@ -528,15 +532,15 @@ func TestBrowserDeployLive(t *testing.T) {
 			t.Errorf("rollout table lacks %q:\n%s", want, rollout)
 		}
 	}
-	p.waitFor("the operation", `document.querySelector("#deployment-operations").innerText.includes("succeeded")`, 10*time.Second)
+	p.waitFor("the operation", `document.querySelector("#deployment-operations").innerText.includes("succeeded")`, waitLimit)
 	p.shot("deployment")
 
 	p.open("/ui/deployments")
-	p.waitFor("the list", `document.querySelector('#deployments-table [data-condition="RUNNING"]')`, 10*time.Second)
+	p.waitFor("the list", `document.querySelector('#deployments-table [data-condition="RUNNING"]')`, waitLimit)
 	p.shot("deployments")
 
 	p.open("/ui/clusters")
-	p.waitFor("two samples per cluster", `document.querySelectorAll("#availability-chart polyline").length === 2`, 10*time.Second)
+	p.waitFor("two samples per cluster", `document.querySelectorAll("#availability-chart polyline").length === 2`, waitLimit)
 	health := eval[string](p, `document.querySelector("#clusters-table").innerText`)
 	if !strings.Contains(health, "99.9%") || !strings.Contains(health, "closed") {
 		t.Errorf("health table lacks availability or breaker state:\n%s", health)
@@ -546,11 +550,11 @@ func TestBrowserDeployLive(t *testing.T) {
 	if err := west.SetAvailability(&dip); err != nil {
 		t.Fatal(err)
 	}
-	p.waitFor("the dip in the table and the chart", `document.querySelector("#clusters-table").innerText.includes("98.2%") && document.querySelector("#chart-desc").textContent.includes("west: 98.2%")`, 10*time.Second)
+	p.waitFor("the dip in the table and the chart", `document.querySelector("#clusters-table").innerText.includes("98.2%") && document.querySelector("#chart-desc").textContent.includes("west: 98.2%")`, waitLimit)
 	p.shot("clusters")
 
 	p.open("/ui/topology")
-	p.waitFor("the graph", `document.querySelectorAll("#topology g.node").length > 0`, 10*time.Second)
+	p.waitFor("the graph", `document.querySelectorAll("#topology g.node").length > 0`, waitLimit)
 	ids := eval[[]string](p, `[...document.querySelectorAll("#topology g.node")].map(n => n.dataset.id).sort()`)
 	want := []string{"class::Echo", "env::east", "env::west", "function::Echo::echo", "function::Echo::reverse", "package::echo-pkg"}
 	if strings.Join(ids, ",") != strings.Join(want, ",") {
@@ -559,14 +563,14 @@ func TestBrowserDeployLive(t *testing.T) {
 	p.shot("topology")
 
 	p.open("/ui/operations")
-	p.waitFor("operations", `document.querySelectorAll(".operations tbody tr").length >= 1`, 10*time.Second)
+	p.waitFor("operations", `document.querySelectorAll(".operations tbody tr").length >= 1`, waitLimit)
 
 	// Delete, confirmed inline; the list follows.
 	p.open("/ui/deployments/echo-live")
-	p.waitFor("the delete button", `[...document.querySelectorAll("button")].some(b => b.innerText === "Delete deployment")`, 10*time.Second)
+	p.waitFor("the delete button", `[...document.querySelectorAll("button")].some(b => b.innerText === "Delete deployment")`, waitLimit)
 	p.do(chromedp.Click(chromedp.JSPath(`[...document.querySelectorAll("button")].find(b => b.innerText === "Delete deployment")`)))
 	p.do(chromedp.Click(chromedp.JSPath(`[...document.querySelectorAll("button")].find(b => b.innerText === "Yes, delete deployment")`)))
-	p.waitFor("the list without it", `location.pathname === "/ui/deployments" && !document.querySelector('#deployments-table [data-key="echo-live"][data-condition="RUNNING"]')`, 15*time.Second)
+	p.waitFor("the list without it", `location.pathname === "/ui/deployments" && !document.querySelector('#deployments-table [data-key="echo-live"][data-condition="RUNNING"]')`, waitLimit)
 }
 
 // fakeWatch streams one deployment through WatchService, as PM will: a
@@ -628,15 +632,15 @@ func TestBrowserWatchStream(t *testing.T) {
 	})
 	p := openTab(t, base)
 	p.open("/ui/deployments/streamed")
-	p.waitFor("the streamed deployment", `document.querySelector('#deployment-detail [data-condition="DEPLOYING"]')`, 10*time.Second)
+	p.waitFor("the streamed deployment", `document.querySelector('#deployment-detail [data-condition="DEPLOYING"]')`, waitLimit)
 	if mode := eval[string](p, `document.querySelector(".live").dataset.mode`); mode != "stream" {
 		t.Errorf("live mode %q, want stream", mode)
 	}
 	close(watch.change)
-	p.waitFor("the change event", `document.querySelector('#deployment-detail [data-condition="RUNNING"]')`, 10*time.Second)
+	p.waitFor("the change event", `document.querySelector('#deployment-detail [data-condition="RUNNING"]')`, waitLimit)
 
 	p.open("/ui/topology")
-	p.waitFor("the server's graph", `document.querySelector("#topology-source").dataset.source === "server" && document.querySelectorAll("#topology g.node").length === 3`, 10*time.Second)
+	p.waitFor("the server's graph", `document.querySelector("#topology-source").dataset.source === "server" && document.querySelectorAll("#topology g.node").length === 3`, waitLimit)
 	if !eval[bool](p, `document.querySelector('#topology g.node[data-id="class::Cart"]').classList.contains("s-degraded")`) {
 		t.Error("the node's status is not drawn")
 	}
@@ -666,7 +670,7 @@ func TestBrowserSignIn(t *testing.T) {
 	}
 	p := openTab(t, front(t, pm, nil))
 	p.open("/ui/packages")
-	p.waitFor("the sign-in form", `document.querySelector("#sign-in")`, 10*time.Second)
+	p.waitFor("the sign-in form", `document.querySelector("#sign-in")`, waitLimit)
 	if eval[bool](p, `document.body.innerText.includes("secret-pkg")`) {
 		t.Fatal("data shown before sign-in")
 	}
@@ -674,10 +678,10 @@ func TestBrowserSignIn(t *testing.T) {
 
 	// Keyboard only: type and press Enter.
 	p.do(chromedp.SendKeys(chromedp.CSS(`#sign-in input[name="token"]`), "pm_wrong_token\r"))
-	p.waitFor("the refusal", `document.querySelector("#sign-in-status").innerText.includes("did not accept")`, 10*time.Second)
+	p.waitFor("the refusal", `document.querySelector("#sign-in-status").innerText.includes("did not accept")`, waitLimit)
 	p.setValue(`#sign-in input[name="token"]`, "")
 	p.do(chromedp.SendKeys(chromedp.CSS(`#sign-in input[name="token"]`), tokens["viewer"]+"\r"))
-	p.waitFor("the packages after sign-in", `document.querySelector("#packages-table") && document.querySelector("#packages-table").innerText.includes("secret-pkg")`, 10*time.Second)
+	p.waitFor("the packages after sign-in", `document.querySelector("#packages-table") && document.querySelector("#packages-table").innerText.includes("secret-pkg")`, waitLimit)
 	if got := eval[string](p, `sessionStorage.getItem("oaas-pm.token")`); got != tokens["viewer"] {
 		t.Errorf("token in sessionStorage %q", got)
 	}
@@ -687,11 +691,11 @@ func TestBrowserSignIn(t *testing.T) {
 
 	// A viewer is not an admin: the audit log says so.
 	p.open("/ui/audit")
-	p.waitFor("admins only", `document.querySelector("#audit-forbidden") && document.querySelector("#audit-forbidden").innerText.includes("Admins only")`, 10*time.Second)
+	p.waitFor("admins only", `document.querySelector("#audit-forbidden") && document.querySelector("#audit-forbidden").innerText.includes("Admins only")`, waitLimit)
 
 	p.do(chromedp.Click(chromedp.ID("sign-out")))
-	p.waitFor("signed out", `document.querySelector("#sign-in") && sessionStorage.getItem("oaas-pm.token") === null`, 10*time.Second)
+	p.waitFor("signed out", `document.querySelector("#sign-in") && sessionStorage.getItem("oaas-pm.token") === null`, waitLimit)
 	p.do(chromedp.SendKeys(chromedp.CSS(`#sign-in input[name="token"]`), tokens["admin"]+"\r"))
-	p.waitFor("the audit log for the admin", `document.querySelector("#audit-table") && document.querySelector("#audit-table").innerText.includes("denied")`, 10*time.Second)
+	p.waitFor("the audit log for the admin", `document.querySelector("#audit-table") && document.querySelector("#audit-table").innerText.includes("denied")`, waitLimit)
 	p.shot("audit")
 }
