@@ -163,8 +163,10 @@ export function subscribe<T>(src: Source<T>, onChange: (s: Snapshot<T>) => void)
         continue;
       } catch (err) {
         if (signal.aborted || isAbort(err)) return;
-        if (streamMissing(err)) {
-          // This PM serves no watch: poll, and probe the stream again later.
+        if (streamMissing(err) || problem(err) === "forbidden") {
+          // This PM serves no watch (or not to this role): poll, and probe
+          // the stream again later. A list the role may not read shows its
+          // own error.
           mode = "poll";
           const until = Date.now() + REPROBE_MS;
           while (!signal.aborted && Date.now() < until) {
@@ -178,7 +180,7 @@ export function subscribe<T>(src: Source<T>, onChange: (s: Snapshot<T>) => void)
           continue;
         }
         error = err;
-        if (problem(err) === "unauthenticated" || problem(err) === "forbidden") {
+        if (problem(err) === "unauthenticated") {
           emit();
           return; // the sign-in form takes over; a new view subscribes again
         }
@@ -194,7 +196,7 @@ export function subscribe<T>(src: Source<T>, onChange: (s: Snapshot<T>) => void)
   return () => stop.abort();
 }
 
-/** refresh is a view's periodic reload of data that has no stream. */
+/** every runs fn now and then every ms until stopped: the refresh of data that has no stream. */
 export function every(ms: number, fn: (signal: AbortSignal) => Promise<void>): () => void {
   const stop = new AbortController();
   (async () => {

@@ -15,17 +15,17 @@ interface Sample {
   a: number | null;
 }
 
-/** history survives navigation: it is the console's memory of the fleet. */
-const history = new Map<string, Sample[]>();
+/** samples survive navigation: it is the console's memory of the fleet. */
+const samples = new Map<string, Sample[]>();
 const KEEP = 150;
 
 function record(items: ClusterInfo[], at: Date): void {
   for (const c of items) {
-    const list = history.get(c.name) ?? [];
+    const list = samples.get(c.name) ?? [];
     const a = c.health?.availability;
     list.push({ t: at.getTime(), a: a === undefined ? null : a });
     if (list.length > KEEP) list.splice(0, list.length - KEEP);
-    history.set(c.name, list);
+    samples.set(c.name, list);
   }
 }
 
@@ -70,7 +70,7 @@ export const clustersView: View = (main) => {
       }),
       { id: "clusters-table" },
     ));
-    replace(chart, ...availabilityChart([...history.entries()]));
+    replace(chart, ...availabilityChart([...samples.entries()]));
   });
 };
 
