@@ -34,6 +34,7 @@ import (
 	"github.com/oaas/pm/internal/store/postgres"
 	"github.com/oaas/pm/internal/telemetry"
 	"github.com/oaas/pm/internal/tlsreload"
+	"github.com/oaas/pm/internal/ui"
 	"github.com/oaas/pm/internal/version"
 
 	"connectrpc.com/connect"
@@ -259,7 +260,12 @@ func (a *App) build(ctx context.Context) error {
 	}
 	a.authOpts = authOpts
 	srv, err := server.New(server.Config{
-		Routes: map[string]http.Handler{gateway.Prefix: requireRole(auth.Viewer, auth.Deployer, gw)},
+		Routes: map[string]http.Handler{
+			gateway.Prefix: requireRole(auth.Viewer, auth.Deployer, gw),
+			ui.Prefix:      ui.Handler(),
+			// The console is what a browser pointed at PM wants.
+			"GET /{$}": http.RedirectHandler(ui.Prefix, http.StatusFound),
+		},
 		Addr:   cfg.Server.Addr(), Services: services, Ready: a.ready, Aliases: api.FieldAliases,
 		Limits: server.Limits{
 			MaxBodyBytes: cfg.Server.MaxBodyBytes, ReadTimeout: cfg.Server.ReadTimeout,

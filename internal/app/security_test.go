@@ -115,8 +115,14 @@ func TestSecurityTokensAndRolesEveryProtocol(t *testing.T) {
 	if !strings.Contains(r.header.Get("WWW-Authenticate"), "invalid_token") {
 		t.Errorf("WWW-Authenticate = %q", r.header.Get("WWW-Authenticate"))
 	}
-	for _, open := range []string{"/health", "/livez", "/readyz"} {
+	for _, open := range []string{"/health", "/livez", "/readyz", "/ui/", "/api/v1/openapi.json", "/docs/"} {
 		e.do("GET", open, nil).expect(t, http.StatusOK)
+	}
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	if res, err := noRedirect.Get(e.base + "/"); err != nil || res.StatusCode != http.StatusFound || res.Header.Get("Location") != "/ui/" {
+		t.Errorf("GET / should send browsers to the console: %v %v", err, res)
+	} else {
+		_ = res.Body.Close()
 	}
 	e.do("GET", "/metrics", nil).expect(t, http.StatusUnauthorized)
 	e.do("GET", "/metrics", nil, auth("viewer")...).expect(t, http.StatusOK)

@@ -24,7 +24,13 @@ type Policy struct {
 
 // The API description and its reference page are open too: they hold no
 // data, and a reader needs them before having a token.
-var alwaysOpen = map[string]bool{"/health": true, "/livez": true, "/readyz": true, "/api/v1/openapi.json": true, "/docs": true}
+var alwaysOpen = map[string]bool{
+	"/health": true, "/livez": true, "/readyz": true,
+	"/api/v1/openapi.json": true, "/docs": true,
+	// The console's static files: every piece of data it shows comes
+	// through the API with the user's token. "/" redirects to it.
+	"/": true, "/ui": true,
+}
 
 const (
 	healthPrefix          = "/grpc.health.v1.Health/"
@@ -36,7 +42,7 @@ const (
 // of Connect, gRPC and gRPC-Web requests) needs no principal.
 func (p Policy) IsOpen(path string) bool {
 	switch {
-	case alwaysOpen[path], strings.HasPrefix(path, healthPrefix), strings.HasPrefix(path, "/docs/"):
+	case alwaysOpen[path], strings.HasPrefix(path, healthPrefix), strings.HasPrefix(path, "/docs/"), strings.HasPrefix(path, "/ui/"):
 		return true
 	case path == "/metrics":
 		return p.MetricsOpen
