@@ -266,7 +266,7 @@ func (a *App) build(ctx context.Context) error {
 			// The console is what a browser pointed at PM wants.
 			"GET /{$}": http.RedirectHandler(ui.Prefix, http.StatusFound),
 		},
-		Addr:   cfg.Server.Addr(), Services: services, Ready: a.ready, Aliases: api.FieldAliases,
+		Addr: cfg.Server.Addr(), Services: services, Ready: a.ready, Aliases: api.FieldAliases,
 		Limits: server.Limits{
 			MaxBodyBytes: cfg.Server.MaxBodyBytes, ReadTimeout: cfg.Server.ReadTimeout,
 			IdleTimeout: cfg.Server.IdleTimeout, RequestTimeout: cfg.Server.RequestTimeout,
