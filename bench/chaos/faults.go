@@ -10,14 +10,16 @@ import (
 	"github.com/oaas/pm/bench/internal/pace"
 )
 
-// faults kill PMs and restart PostgreSQL at random moments of the workload.
+// faults kill PMs, take the database away (and, when asked, restart
+// PostgreSQL) at random moments of the workload.
 type faults struct {
-	pms []*pmSlot
-	o   *options
-	rng *rand.Rand
+	pms   []*pmSlot
+	o     *options
+	rng   *rand.Rand
+	proxy *dbProxy
 
-	kills, pgRestarts int
-	log               []string
+	kills, pgRestarts, dbOutages int
+	log                          []string
 }
 
 func newFaults(pms []*pmSlot, o *options, rng *rand.Rand) *faults {
@@ -25,8 +27,9 @@ func newFaults(pms []*pmSlot, o *options, rng *rand.Rand) *faults {
 }
 
 type faultEvent struct {
-	at time.Duration
-	pg bool
+	at     time.Duration
+	pg     bool
+	outage bool
 }
 
 // run injects the faults, one after the other, at random moments in the
@@ -41,11 +44,21 @@ func (f *faults) run(ctx context.Context, start time.Time) time.Time {
 	if f.o.restartPostgres {
 		events = append(events, faultEvent{at: d/4 + time.Duration(f.rng.Float64()*float64(d*4/10)), pg: true})
 	}
+	if f.o.dbOutage && f.proxy != nil {
+		events = append(events, faultEvent{at: d/5 + time.Duration(f.rng.Float64()*float64(d*4/10)), outage: true})
+	}
 	slices.SortFunc(events, func(a, b faultEvent) int { return int(a.at - b.at) })
 
 	for _, ev := range events {
 		if pace.Sleep(ctx, time.Until(start.Add(ev.at))) != nil {
 			return time.Now()
+		}
+		if ev.outage {
+			t := time.Now()
+			f.proxy.outage(ctx, f.o.dbOutageFor)
+			f.dbOutages++
+			f.record("database away from every PM at +%.1fs for %.1fs", t.Sub(start).Seconds(), time.Since(t).Seconds())
+			continue
 		}
 		if ev.pg {
 			t := time.Now()
@@ -110,8 +123,8 @@ func (f *faults) record(format string, args ...any) {
 	logf("%s", msg)
 }
 
-func (f *faults) count() int { return f.kills + f.pgRestarts }
+func (f *faults) count() int { return f.kills + f.pgRestarts + f.dbOutages }
 
 func (f *faults) summary() string {
-	return fmt.Sprintf("%d kills, %d postgres restarts", f.kills, f.pgRestarts)
+	return fmt.Sprintf("%d kills, %d database outages, %d postgres restarts", f.kills, f.dbOutages, f.pgRestarts)
 }

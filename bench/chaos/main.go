@@ -43,6 +43,8 @@ type options struct {
 	duration        time.Duration
 	kills           int
 	restartPostgres bool
+	dbOutage        bool
+	dbOutageFor     time.Duration
 	seed            uint64
 	convergeTimeout time.Duration
 	databaseURL     string
@@ -67,7 +69,9 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.IntVar(&o.deploys, "deploys", 40, "deployment creates the workload sends")
 	fs.DurationVar(&o.duration, "duration", 30*time.Second, "length of the workload; every fault happens within it")
 	fs.IntVar(&o.kills, "kills", 4, "kill -9s of a random PM (each restarted after a short pause)")
-	fs.BoolVar(&o.restartPostgres, "restart-postgres", true, "restart PostgreSQL once mid-run (pg_ctlcluster; needs root or the postgres user)")
+	fs.BoolVar(&o.dbOutage, "db-outage", true, "take the database away from every PM once mid-run: a loopback TCP proxy between PMs and PostgreSQL drops their connections and refuses new ones for -db-outage-for (the server itself is untouched)")
+	fs.DurationVar(&o.dbOutageFor, "db-outage-for", 3*time.Second, "how long the database outage lasts")
+	fs.BoolVar(&o.restartPostgres, "restart-postgres", false, "also restart the local PostgreSQL service once mid-run (pg_ctlcluster; needs root or the postgres user; never use it on a shared server)")
 	fs.Uint64Var(&o.seed, "seed", 0, "seed of every random choice (0: random)")
 	fs.DurationVar(&o.convergeTimeout, "converge-timeout", 60*time.Second, "how long to wait for PM and the clusters to agree")
 	fs.StringVar(&o.databaseURL, "database-url", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
@@ -179,8 +183,8 @@ func (r result) ok() bool { return r.converged && r.lost == 0 && r.orphans == 0 
 // convergence and tears everything down again.
 func run(ctx context.Context, o *options) (res result, err error) {
 	rng := rand.New(rand.NewPCG(o.seed, o.seed^0x9e3779b97f4a7c15))
-	logf("seed %d: %d PMs, %d clusters, %d deploys over %s, %d kills, restart postgres %v",
-		o.seed, o.pms, o.clusters, o.deploys, o.duration, o.kills, o.restartPostgres)
+	logf("seed %d: %d PMs, %d clusters, %d deploys over %s, %d kills, database outage %v, restart postgres %v",
+		o.seed, o.pms, o.clusters, o.deploys, o.duration, o.kills, o.dbOutage, o.restartPostgres)
 
 	dir, err := os.MkdirTemp("", "pmchaos-")
 	if err != nil {
@@ -228,7 +232,12 @@ func run(ctx context.Context, o *options) (res result, err error) {
 	if err != nil {
 		return res, err
 	}
-	env := pmEnv(o, db.URL, clusters)
+	proxy, proxied, err := startDBProxy(db.URL)
+	if err != nil {
+		return res, err
+	}
+	defer proxy.close()
+	env := pmEnv(o, proxied, clusters)
 	pms, err := procs.startPMs(ctx, bins.pm, o.pms, env)
 	if err != nil {
 		return res, err
@@ -244,6 +253,7 @@ func run(ctx context.Context, o *options) (res result, err error) {
 	}
 	wl := newWorkload(api, names, o, rand.New(rand.NewPCG(rng.Uint64(), rng.Uint64())))
 	fl := newFaults(pms, o, rand.New(rand.NewPCG(rng.Uint64(), rng.Uint64())))
+	fl.proxy = proxy
 
 	start := time.Now()
 	faultsDone := make(chan time.Time, 1)
