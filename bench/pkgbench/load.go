@@ -5,11 +5,14 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -23,7 +26,23 @@ type operation int
 const (
 	opCreate operation = iota
 	opGet
+	opList
 )
+
+// String names the operation as the report does.
+func (o operation) String() string {
+	switch o {
+	case opCreate:
+		return "create"
+	case opGet:
+		return "get"
+	default:
+		return "list"
+	}
+}
+
+// listLimit is the page size of list requests.
+const listLimit = 20
 
 // packageJSON is the created package: small and realistic, a class with a
 // binding to a function with provisioning, in the REST JSON model. NAME is
@@ -69,11 +88,14 @@ var bodyPrefix, bodySuffix = func() ([]byte, []byte) {
 	return []byte(before), []byte(after)
 }()
 
-// loader drives PM's REST API and remembers the packages it created, which
-// get phases read back.
+// loader drives one server's REST API (PM's, or the floor's, which serves
+// the same routes) and remembers the packages it created, which get phases
+// read back.
 type loader struct {
 	base  string
 	names []string
+	// listTag is the tag list requests filter on.
+	listTag string
 }
 
 // created is how many packages the loader has created so far.
@@ -86,6 +108,9 @@ type stats struct {
 	firstError string
 	opsPerSec  float64
 	latency    loadstat.Summary
+	// cpuPerOp is this process's CPU time (server and client) over the
+	// measured window, per request.
+	cpuPerOp time.Duration
 }
 
 // worker is one client's share of a phase.
@@ -101,6 +126,9 @@ type worker struct {
 // duration measured. onMeasure, if not nil, is called when measuring
 // starts and its result when it ends (a CPU profile).
 func (l *loader) run(ctx context.Context, op operation, clients int, warmup, duration time.Duration, onMeasure func() func() error) (stats, error) {
+	if op == opList && l.listTag == "" {
+		return stats{}, fmt.Errorf("list phase: no tag to list")
+	}
 	if op == opGet && len(l.names) == 0 {
 		return stats{}, fmt.Errorf("get phase: no packages were created to read")
 	}
@@ -129,14 +157,17 @@ func (l *loader) run(ctx context.Context, op operation, clients int, warmup, dur
 		wg.Go(func() { l.work(ctx, client, op, w, measureFrom, end) })
 	}
 	var stopProfile func() error
-	if onMeasure != nil {
-		select {
-		case <-time.After(time.Until(measureFrom)):
+	cpu0 := loadstat.CPUTime()
+	select {
+	case <-time.After(time.Until(measureFrom)):
+		cpu0 = loadstat.CPUTime()
+		if onMeasure != nil {
 			stopProfile = onMeasure()
-		case <-ctx.Done():
 		}
+	case <-ctx.Done():
 	}
 	wg.Wait()
+	cpu := loadstat.CPUTime() - cpu0
 	if stopProfile != nil {
 		if err := stopProfile(); err != nil {
 			return stats{}, fmt.Errorf("cpu profile: %w", err)
@@ -167,6 +198,7 @@ func (l *loader) run(ctx context.Context, op operation, clients int, warmup, dur
 		return s, fmt.Errorf("no request succeeded in the measured window; first error: %s", s.firstError)
 	}
 	s.latency = loadstat.Summarize(all)
+	s.cpuPerOp = cpu / time.Duration(s.ops)
 	s.opsPerSec = float64(s.ops) / last.Sub(measureFrom).Seconds()
 	return s, nil
 }
@@ -199,6 +231,8 @@ func (l *loader) work(ctx context.Context, client *http.Client, op operation, w 
 		case opGet:
 			name = l.names[rng.IntN(len(l.names))]
 			method, path, want = http.MethodGet, "/api/v1/packages/"+name, http.StatusOK
+		case opList:
+			method, path, want = http.MethodGet, l.listPath(), http.StatusOK
 		}
 		err := l.do(ctx, client, method, path, payload, want)
 		done := time.Now()
@@ -220,6 +254,38 @@ func (l *loader) work(ctx context.Context, client *http.Client, op operation, w 
 			w.last = done
 		}
 	}
+}
+
+// listPath is the list request's path and query.
+func (l *loader) listPath() string {
+	return "/api/v1/packages?tags=" + url.QueryEscape(l.listTag) + "&limit=" + strconv.Itoa(listLimit)
+}
+
+// listCount sends one list request and returns how many items it got, to
+// check that a server answers what the phase means to measure.
+func (l *loader) listCount(ctx context.Context) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, l.base+l.listPath(), nil)
+	if err != nil {
+		return 0, err
+	}
+	client := &http.Client{Timeout: time.Minute}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = resp.Body.Close() }() // read whole below
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("GET %s: status %d: %s", l.listPath(), resp.StatusCode, bytes.TrimSpace(body))
+	}
+	var items []json.RawMessage
+	if err := json.Unmarshal(body, &items); err != nil {
+		return 0, fmt.Errorf("GET %s: not a JSON array: %w", l.listPath(), err)
+	}
+	return len(items), nil
 }
 
 // do sends one request and reads the response whole, so the connection is
