@@ -101,16 +101,43 @@ type loader struct {
 // created is how many packages the loader has created so far.
 func (l *loader) created() int { return len(l.names) }
 
-// stats summarises one measured phase.
+// stats summarises one measured phase, or several slices of one merged.
 type stats struct {
 	ops        int
 	errors     int
 	firstError string
-	opsPerSec  float64
-	latency    loadstat.Summary
-	// cpuPerOp is this process's CPU time (server and client) over the
-	// measured window, per request.
-	cpuPerOp time.Duration
+	// elapsed is the measured time; cpu this process's CPU time (server
+	// and client) over it.
+	elapsed, cpu time.Duration
+	latencies    []time.Duration
+
+	// Derived by finish.
+	opsPerSec float64
+	latency   loadstat.Summary
+	cpuPerOp  time.Duration
+}
+
+// merge adds the slice o to s.
+func (s *stats) merge(o stats) {
+	s.ops += o.ops
+	s.errors += o.errors
+	if s.firstError == "" {
+		s.firstError = o.firstError
+	}
+	s.elapsed += o.elapsed
+	s.cpu += o.cpu
+	s.latencies = append(s.latencies, o.latencies...)
+	s.finish()
+}
+
+// finish computes the derived figures.
+func (s *stats) finish() {
+	if s.ops == 0 || s.elapsed <= 0 {
+		return
+	}
+	s.latency = loadstat.Summarize(s.latencies)
+	s.cpuPerOp = s.cpu / time.Duration(s.ops)
+	s.opsPerSec = float64(s.ops) / s.elapsed.Seconds()
 }
 
 // worker is one client's share of a phase.
@@ -197,9 +224,8 @@ func (l *loader) run(ctx context.Context, op operation, clients int, warmup, dur
 	if s.ops == 0 {
 		return s, fmt.Errorf("no request succeeded in the measured window; first error: %s", s.firstError)
 	}
-	s.latency = loadstat.Summarize(all)
-	s.cpuPerOp = cpu / time.Duration(s.ops)
-	s.opsPerSec = float64(s.ops) / last.Sub(measureFrom).Seconds()
+	s.latencies, s.cpu, s.elapsed = all, cpu, last.Sub(measureFrom)
+	s.finish()
 	return s, nil
 }
 

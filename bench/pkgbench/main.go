@@ -65,6 +65,7 @@ type options struct {
 	pgbenchPath string
 	cpuprofile  string
 	timeout     time.Duration
+	rounds      int
 
 	scalePackages int
 	scaleStorage  []string
@@ -105,6 +106,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.pgbenchPath, "pgbench", "", "pgbench binary (default: PATH, then /usr/lib/postgresql/*/bin/pgbench)")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "directory to write a CPU profile of each measured phase to (pm-<op>-c<N>.pprof, floor-...), summarised after the table")
 	fs.DurationVar(&o.timeout, "timeout", time.Hour, "stop the whole run after this long")
+	fs.IntVar(&o.rounds, "rounds", 4, "split each phase into this many slices, alternating PM and the floor, so that other load hits both alike")
 	fs.IntVar(&o.scalePackages, "scale-packages", 100_000, "scale mode: packages to seed")
 	storage := fs.String("scale-storage", "postgres,memory", "scale mode: comma-separated stores to measure (postgres, memory)")
 	if err := fs.Parse(args); err != nil {
@@ -121,6 +123,9 @@ func parseFlags(args []string) (options, error) {
 	}
 	if o.warmup < 0 {
 		return o, errors.New("-warmup must not be negative")
+	}
+	if o.rounds < 1 || o.rounds > 100 {
+		return o, errors.New("-rounds must be 1 to 100")
 	}
 	if o.timeout <= 0 {
 		return o, errors.New("-timeout must be positive")

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/oaas/pm/bench/internal/scratchdb"
 )
@@ -95,40 +94,24 @@ func runPath(ctx context.Context, o options, out *printer) (err error) {
 	var results []pathResult
 	var errs []error
 	for _, n := range o.clients {
-		profile := func(side string, op operation) func() func() error {
-			if o.cpuprofile == "" {
-				return nil
-			}
-			return func() func() error {
-				return profiler(filepath.Join(o.cpuprofile, profileName(side, op, n)))
-			}
+		sides := []side{{"pm", "PM", pmLoad}}
+		if flLoad != nil {
+			sides = append(sides, side{"floor", "floor", flLoad})
 		}
-		// measure runs op against PM, then against the floor.
+		// measure runs op against PM and the floor, alternating.
 		measure := func(op operation) (pathResult, error) {
 			r := pathResult{op: op, clients: n}
-			progress(out, "PM "+op.String(), n)
-			if err := db.checkpoint(ctx); err != nil {
+			progress(out, op.String()+": "+sideNames(sides, o.rounds), n)
+			res, err := alternate(ctx, o, db, op, n, phaseTag(op, n), sides)
+			if err != nil {
 				return r, err
 			}
-			s, err := pmLoad.run(ctx, op, n, o.warmup, o.duration, profile("pm", op))
-			if err != nil {
-				return r, fmt.Errorf("PM %s: %w", op, err)
+			r.pm = res[0]
+			errs = append(errs, phaseErrors(fmt.Sprintf("PM %s with %d clients", op, n), r.pm))
+			if len(res) > 1 {
+				r.floor = &res[1]
+				errs = append(errs, phaseErrors(fmt.Sprintf("floor %s with %d clients", op, n), res[1]))
 			}
-			r.pm = s
-			errs = append(errs, phaseErrors(fmt.Sprintf("PM %s with %d clients", op, n), s))
-			if flLoad == nil {
-				return r, nil
-			}
-			progress(out, "floor "+op.String(), n)
-			if err := db.checkpoint(ctx); err != nil {
-				return r, err
-			}
-			s, err = flLoad.run(ctx, op, n, o.warmup, o.duration, profile("floor", op))
-			if err != nil {
-				return r, fmt.Errorf("floor %s: %w", op, err)
-			}
-			r.floor = &s
-			errs = append(errs, phaseErrors(fmt.Sprintf("floor %s with %d clients", op, n), s))
 			return r, nil
 		}
 		for _, op := range o.ops {
@@ -213,9 +196,21 @@ func prepareList(ctx context.Context, db *scratch, pm, fl *loader) (int, error) 
 	return rows, nil
 }
 
-// profileName names the CPU profile of a phase.
-func profileName(side string, op operation, clients int) string {
-	return fmt.Sprintf("%s-%s-c%d.pprof", side, op, clients)
+// phaseTag names a path phase in profile names.
+func phaseTag(op operation, clients int) string {
+	return fmt.Sprintf("%s-c%d", op, clients)
+}
+
+// sideNames says what a phase runs, for progress lines.
+func sideNames(sides []side, rounds int) string {
+	s := sides[0].label
+	for _, sd := range sides[1:] {
+		s += " and " + sd.label
+	}
+	if len(sides) > 1 && rounds > 1 {
+		s += fmt.Sprintf(" alternating, %d rounds", rounds)
+	}
+	return s
 }
 
 // reportPath prints the path table and the targets.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"path/filepath"
 	"regexp"
 	"time"
 
@@ -89,10 +88,9 @@ func reportProfiles(out *printer, dir string, results []pathResult) {
 				if side.s == nil {
 					continue
 				}
-				path := filepath.Join(dir, profileName(side.name, op, r.clients))
-				sp, err := cpusplit.File(path, profileRules, profileProbes)
+				sp, err := profileSplit(dir, side.name, phaseTag(op, r.clients))
 				if err != nil {
-					out.printf("  %s: %v\n", path, err)
+					out.printf("  %v\n", err)
 					continue
 				}
 				cols = append(cols, fmt.Sprintf("%s c%d", side.name, r.clients))

@@ -311,3 +311,20 @@ func varints(typ protowire.Type, raw []byte, x uint64, f func(uint64)) error {
 	}
 	return nil
 }
+
+// Add adds o's times to s (profiles of slices of one phase).
+func (s *Split) Add(o Split) {
+	if s.Groups == nil {
+		s.Groups = map[string]time.Duration{}
+	}
+	if s.Probes == nil {
+		s.Probes = map[string]time.Duration{}
+	}
+	s.Total += o.Total
+	for k, v := range o.Groups {
+		s.Groups[k] += v
+	}
+	for k, v := range o.Probes {
+		s.Probes[k] += v
+	}
+}

@@ -133,6 +133,17 @@ func TestParse(t *testing.T) {
 	}
 }
 
+func TestAdd(t *testing.T) {
+	t.Parallel()
+	var s Split
+	a := Split{Total: 3, Groups: map[string]time.Duration{"x": 2, Other: 1}, Probes: map[string]time.Duration{"p": 1}}
+	s.Add(a)
+	s.Add(a)
+	if s.Total != 6 || s.Groups["x"] != 4 || s.Groups[Other] != 2 || s.Probes["p"] != 2 {
+		t.Errorf("got %+v", s)
+	}
+}
+
 func TestParseRejectsNonCPU(t *testing.T) {
 	t.Parallel()
 	if _, err := Parse([]byte{0x0a, 0x00}, nil, nil); err == nil {
