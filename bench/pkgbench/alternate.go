@@ -51,6 +51,12 @@ func alternate(ctx context.Context, o options, db *scratch, op operation, n int,
 			out[i].merge(s)
 		}
 	}
+	for i, sd := range sides {
+		if out[i].ops == 0 {
+			return out, fmt.Errorf("%s %s with %d clients: no request completed in a measured window (slower than -duration/-rounds = %s?); first error: %s",
+				sd.label, op, n, slice, out[i].firstError)
+		}
+	}
 	return out, nil
 }
 

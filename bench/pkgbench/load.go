@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/oaas/pm/bench/internal/loadstat"
+	"github.com/oaas/pm/bench/internal/pace"
 )
 
 // operation is one kind of request the loader sends.
@@ -146,7 +147,6 @@ type worker struct {
 	names      []string
 	errors     int
 	firstError string
-	last       time.Time
 }
 
 // run runs op from clients concurrent clients: warmup unmeasured, then
@@ -183,30 +183,33 @@ func (l *loader) run(ctx context.Context, op operation, clients int, warmup, dur
 		workers[i] = w
 		wg.Go(func() { l.work(ctx, client, op, w, measureFrom, end) })
 	}
-	var stopProfile func() error
-	cpu0 := loadstat.CPUTime()
-	select {
-	case <-time.After(time.Until(measureFrom)):
-		cpu0 = loadstat.CPUTime()
+	// CPU time and the profile cover the measured window only; requests
+	// still in flight at its end finish unmeasured.
+	var (
+		stopProfile func() error
+		cpu         time.Duration
+	)
+	if pace.Sleep(ctx, time.Until(measureFrom)) == nil {
+		cpu0 := loadstat.CPUTime()
 		if onMeasure != nil {
 			stopProfile = onMeasure()
 		}
-	case <-ctx.Done():
+		_ = pace.Sleep(ctx, time.Until(end)) // ctx is checked below
+		cpu = loadstat.CPUTime() - cpu0
 	}
-	wg.Wait()
-	cpu := loadstat.CPUTime() - cpu0
 	if stopProfile != nil {
 		if err := stopProfile(); err != nil {
+			wg.Wait()
 			return stats{}, fmt.Errorf("cpu profile: %w", err)
 		}
 	}
+	wg.Wait()
 	if err := ctx.Err(); err != nil {
 		return stats{}, err
 	}
 
 	var all []time.Duration
 	s := stats{}
-	last := measureFrom
 	for _, w := range workers {
 		all = append(all, w.latencies...)
 		if op == opCreate {
@@ -216,21 +219,16 @@ func (l *loader) run(ctx context.Context, op operation, clients int, warmup, dur
 		if s.firstError == "" {
 			s.firstError = w.firstError
 		}
-		if w.last.After(last) {
-			last = w.last
-		}
 	}
 	s.ops = len(all)
-	if s.ops == 0 {
-		return s, fmt.Errorf("no request succeeded in the measured window; first error: %s", s.firstError)
-	}
-	s.latencies, s.cpu, s.elapsed = all, cpu, last.Sub(measureFrom)
+	s.latencies, s.cpu, s.elapsed = all, cpu, duration
 	s.finish()
 	return s, nil
 }
 
 // work is one client's loop: it sends op until end, recording the latency
-// of requests that start in the measured window.
+// of requests that complete in the measured window [measureFrom, end] (so
+// that requests slower than the window still count where they end).
 func (l *loader) work(ctx context.Context, client *http.Client, op operation, w *worker, measureFrom, end time.Time) {
 	rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	var nameBuf [8]byte
@@ -275,9 +273,8 @@ func (l *loader) work(ctx context.Context, client *http.Client, op operation, w 
 		if op == opCreate {
 			w.names = append(w.names, name)
 		}
-		if !t0.Before(measureFrom) {
+		if !done.Before(measureFrom) && !done.After(end) {
 			w.latencies = append(w.latencies, done.Sub(t0))
-			w.last = done
 		}
 	}
 }
