@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -111,6 +112,8 @@ type stats struct {
 	// and client) over it.
 	elapsed, cpu time.Duration
 	latencies    []time.Duration
+	// allocBytes and allocs are what this process allocated over it.
+	allocBytes, allocs uint64
 
 	// Derived by finish.
 	opsPerSec float64
@@ -127,8 +130,19 @@ func (s *stats) merge(o stats) {
 	}
 	s.elapsed += o.elapsed
 	s.cpu += o.cpu
+	s.allocBytes += o.allocBytes
+	s.allocs += o.allocs
 	s.latencies = append(s.latencies, o.latencies...)
 	s.finish()
+}
+
+// allocPerOp formats the allocation per request: kilobytes/count.
+func (s *stats) allocPerOp() string {
+	if s.ops == 0 {
+		return "-"
+	}
+	n := uint64(s.ops)
+	return fmt.Sprintf("%.1fK/%d", float64(s.allocBytes/n)/1024, s.allocs/n)
 }
 
 // finish computes the derived figures.
@@ -188,14 +202,17 @@ func (l *loader) run(ctx context.Context, op operation, clients int, warmup, dur
 	var (
 		stopProfile func() error
 		cpu         time.Duration
+		m0, m1      runtime.MemStats
 	)
 	if pace.Sleep(ctx, time.Until(measureFrom)) == nil {
+		runtime.ReadMemStats(&m0)
 		cpu0 := loadstat.CPUTime()
 		if onMeasure != nil {
 			stopProfile = onMeasure()
 		}
 		_ = pace.Sleep(ctx, time.Until(end)) // ctx is checked below
 		cpu = loadstat.CPUTime() - cpu0
+		runtime.ReadMemStats(&m1)
 	}
 	if stopProfile != nil {
 		if err := stopProfile(); err != nil {
@@ -222,6 +239,7 @@ func (l *loader) run(ctx context.Context, op operation, clients int, warmup, dur
 	}
 	s.ops = len(all)
 	s.latencies, s.cpu, s.elapsed = all, cpu, duration
+	s.allocBytes, s.allocs = m1.TotalAlloc-m0.TotalAlloc, m1.Mallocs-m0.Mallocs
 	s.finish()
 	return s, nil
 }

@@ -38,6 +38,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -64,6 +65,7 @@ type options struct {
 	keep        bool
 	pgbenchPath string
 	cpuprofile  string
+	memprofile  string
 	timeout     time.Duration
 	rounds      int
 
@@ -105,6 +107,7 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.keep, "keep", false, "keep the scratch databases instead of dropping them")
 	fs.StringVar(&o.pgbenchPath, "pgbench", "", "pgbench binary (default: PATH, then /usr/lib/postgresql/*/bin/pgbench)")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "directory to write a CPU profile of each measured phase to (pm-<op>-c<N>.pprof, floor-...), summarised after the table")
+	fs.StringVar(&o.memprofile, "memprofile", "", "file to write an allocation profile of the whole run to (every 4 KiB sampled; narrow the run with -ops/-compare/-clients)")
 	fs.DurationVar(&o.timeout, "timeout", time.Hour, "stop the whole run after this long")
 	fs.IntVar(&o.rounds, "rounds", 4, "split each phase into this many slices, alternating PM and the floor, so that other load hits both alike")
 	fs.IntVar(&o.scalePackages, "scale-packages", 100_000, "scale mode: packages to seed")
@@ -207,6 +210,10 @@ func run(ctx context.Context, o options, w io.Writer) error {
 			return err
 		}
 	}
+	if o.memprofile != "" {
+		runtime.MemProfileRate = 4096
+		defer func() { writeMemProfile(o.memprofile) }()
+	}
 	out.printf("pkgbench: %s, GOMAXPROCS %d, %d CPUs; %s per phase after %s warm-up\n",
 		runtime.Version(), runtime.GOMAXPROCS(0), runtime.NumCPU(), o.duration, o.warmup)
 	loadWarning(out, "before the run")
@@ -221,6 +228,19 @@ func run(ctx context.Context, o options, w io.Writer) error {
 		errs = append(errs, fmt.Errorf("stopped after -timeout %s", o.timeout))
 	}
 	return errors.Join(append(errs, out.err)...)
+}
+
+// writeMemProfile writes the allocation profile so far to path; a failure
+// is reported, not fatal (the figures are printed already).
+func writeMemProfile(path string) {
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.Lookup("allocs").WriteTo(f, 0)
+		err = errors.Join(err, f.Close())
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pkgbench: memory profile:", err)
+	}
 }
 
 // phaseErrors reports the failed requests of measured phases.

@@ -215,11 +215,11 @@ func sideNames(sides []side, rounds int) string {
 
 // reportPath prints the path table and the targets.
 func reportPath(out *printer, results []pathResult) {
-	out.printf("%-6s %7s %8s %9s %8s %11s %10s %9s %9s %9s %9s %9s %9s %9s\n",
+	out.printf("%-6s %7s %8s %9s %8s %11s %10s %9s %9s %9s %9s %9s %9s %11s %11s %4s\n",
 		"op", "clients", "PM rps", "floor rps", "PM/floor", "pgbench tps", "PM/pgbench",
-		"PM p50", "PM p99", "floor p50", "floor p99", "PM cpu/op", "fl cpu/op", "≥80%")
+		"PM p50", "PM p99", "floor p50", "floor p99", "PM cpu/op", "fl cpu/op", "PM alloc/op", "fl alloc/op", "≥80%")
 	for _, r := range results {
-		floorRPS, ratio, fp50, fp99, fcpu := "-", "-", "-", "-", "-"
+		floorRPS, ratio, fp50, fp99, fcpu, falloc := "-", "-", "-", "-", "-", "-"
 		met := "-"
 		if r.floor != nil {
 			floorRPS = fmt.Sprintf("%.0f", r.floor.opsPerSec)
@@ -227,6 +227,7 @@ func reportPath(out *printer, results []pathResult) {
 			ratio = fmt.Sprintf("%.0f%%", 100*x)
 			fp50, fp99 = ms(r.floor.latency.P50), ms(r.floor.latency.P99)
 			fcpu = us(r.floor.cpuPerOp)
+			falloc = r.floor.allocPerOp()
 			if r.op != opList {
 				met = "no"
 				if x >= floorTarget {
@@ -240,9 +241,9 @@ func reportPath(out *printer, results []pathResult) {
 			pgbRatio = fmt.Sprintf("%.0f%%", 100*r.pm.opsPerSec/r.pgb.tps)
 		}
 		op := r.op.String()
-		out.printf("%-6s %7d %8.0f %9s %8s %11s %10s %9s %9s %9s %9s %9s %9s %9s\n",
+		out.printf("%-6s %7d %8.0f %9s %8s %11s %10s %9s %9s %9s %9s %9s %9s %11s %11s %4s\n",
 			op, r.clients, r.pm.opsPerSec, floorRPS, ratio, pgbTPS, pgbRatio,
-			ms(r.pm.latency.P50), ms(r.pm.latency.P99), fp50, fp99, us(r.pm.cpuPerOp), fcpu, met)
+			ms(r.pm.latency.P50), ms(r.pm.latency.P99), fp50, fp99, us(r.pm.cpuPerOp), fcpu, r.pm.allocPerOp(), falloc, met)
 	}
 	for _, r := range results {
 		if r.op == opList {
@@ -250,7 +251,7 @@ func reportPath(out *printer, results []pathResult) {
 		}
 	}
 	out.printf("\nAll servers on loopback, driven over HTTP/1.1 keep-alive (one connection per client) from this process;\n")
-	out.printf("cpu/op is this process's CPU (server and client) per request. Floor: net/http + pgx, raw JSON stored and\n")
+	out.printf("cpu/op and alloc/op (KiB/allocations) are this process's (server and client) per request. Floor: net/http + pgx, raw JSON stored and\n")
 	out.printf("served as is. pgbench: -M prepared single-row INSERT / SELECT by key on a table shaped like packages.\n")
 	out.printf("Target (issue 9, reported, not asserted): PM create and get >= 80%% of the floor's rate.\n")
 }
