@@ -114,6 +114,8 @@ type stats struct {
 	latencies    []time.Duration
 	// allocBytes and allocs are what this process allocated over it.
 	allocBytes, allocs uint64
+	// sliceRates are the requests/s of each merged slice, in order.
+	sliceRates []float64
 
 	// Derived by finish.
 	opsPerSec float64
@@ -132,8 +134,34 @@ func (s *stats) merge(o stats) {
 	s.cpu += o.cpu
 	s.allocBytes += o.allocBytes
 	s.allocs += o.allocs
+	if len(o.sliceRates) > 0 {
+		s.sliceRates = append(s.sliceRates, o.sliceRates...)
+	} else if o.elapsed > 0 {
+		s.sliceRates = append(s.sliceRates, float64(o.ops)/o.elapsed.Seconds())
+	}
 	s.latencies = append(s.latencies, o.latencies...)
 	s.finish()
+}
+
+// ratioRange is the smallest and largest ratio of s's slice rates to
+// those of ref, slice by slice (slices measured next to each other).
+func (s *stats) ratioRange(ref *stats) (lo, hi float64, ok bool) {
+	if len(s.sliceRates) != len(ref.sliceRates) || len(s.sliceRates) < 2 {
+		return 0, 0, false
+	}
+	for i, r := range s.sliceRates {
+		if ref.sliceRates[i] <= 0 {
+			return 0, 0, false
+		}
+		x := r / ref.sliceRates[i]
+		if i == 0 || x < lo {
+			lo = x
+		}
+		if i == 0 || x > hi {
+			hi = x
+		}
+	}
+	return lo, hi, true
 }
 
 // allocPerOp formats the allocation per request: kilobytes/count.

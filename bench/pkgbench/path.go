@@ -215,16 +215,19 @@ func sideNames(sides []side, rounds int) string {
 
 // reportPath prints the path table and the targets.
 func reportPath(out *printer, results []pathResult) {
-	out.printf("%-6s %7s %8s %9s %8s %11s %10s %9s %9s %9s %9s %9s %9s %11s %11s %4s\n",
-		"op", "clients", "PM rps", "floor rps", "PM/floor", "pgbench tps", "PM/pgbench",
+	out.printf("%-6s %7s %8s %9s %8s %9s %11s %10s %9s %9s %9s %9s %9s %9s %11s %11s %4s\n",
+		"op", "clients", "PM rps", "floor rps", "PM/floor", "by round", "pgbench tps", "PM/pgbench",
 		"PM p50", "PM p99", "floor p50", "floor p99", "PM cpu/op", "fl cpu/op", "PM alloc/op", "fl alloc/op", "≥80%")
 	for _, r := range results {
-		floorRPS, ratio, fp50, fp99, fcpu, falloc := "-", "-", "-", "-", "-", "-"
+		floorRPS, ratio, rounds, fp50, fp99, fcpu, falloc := "-", "-", "-", "-", "-", "-", "-"
 		met := "-"
 		if r.floor != nil {
 			floorRPS = fmt.Sprintf("%.0f", r.floor.opsPerSec)
 			x := r.pm.opsPerSec / r.floor.opsPerSec
 			ratio = fmt.Sprintf("%.0f%%", 100*x)
+			if lo, hi, ok := r.pm.ratioRange(r.floor); ok {
+				rounds = fmt.Sprintf("%.0f-%.0f%%", 100*lo, 100*hi)
+			}
 			fp50, fp99 = ms(r.floor.latency.P50), ms(r.floor.latency.P99)
 			fcpu = us(r.floor.cpuPerOp)
 			falloc = r.floor.allocPerOp()
@@ -241,8 +244,8 @@ func reportPath(out *printer, results []pathResult) {
 			pgbRatio = fmt.Sprintf("%.0f%%", 100*r.pm.opsPerSec/r.pgb.tps)
 		}
 		op := r.op.String()
-		out.printf("%-6s %7d %8.0f %9s %8s %11s %10s %9s %9s %9s %9s %9s %9s %11s %11s %4s\n",
-			op, r.clients, r.pm.opsPerSec, floorRPS, ratio, pgbTPS, pgbRatio,
+		out.printf("%-6s %7d %8.0f %9s %8s %9s %11s %10s %9s %9s %9s %9s %9s %9s %11s %11s %4s\n",
+			op, r.clients, r.pm.opsPerSec, floorRPS, ratio, rounds, pgbTPS, pgbRatio,
 			ms(r.pm.latency.P50), ms(r.pm.latency.P99), fp50, fp99, us(r.pm.cpuPerOp), fcpu, r.pm.allocPerOp(), falloc, met)
 	}
 	for _, r := range results {
@@ -251,6 +254,7 @@ func reportPath(out *printer, results []pathResult) {
 		}
 	}
 	out.printf("\nAll servers on loopback, driven over HTTP/1.1 keep-alive (one connection per client) from this process;\n")
+	out.printf("by round: the smallest and largest PM/floor of the -rounds slice pairs (each PM slice next to a floor slice).\n")
 	out.printf("cpu/op and alloc/op (KiB/allocations) are this process's (server and client) per request. Floor: net/http + pgx, raw JSON stored and\n")
 	out.printf("served as is. pgbench: -M prepared single-row INSERT / SELECT by key on a table shaped like packages.\n")
 	out.printf("Target (issue 9, reported, not asserted): PM create and get >= 80%% of the floor's rate.\n")
