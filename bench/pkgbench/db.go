@@ -21,6 +21,7 @@ const (
 type scratch struct {
 	*scratchdb.DB
 	seeded int // rows seedPrefix-1..seeded exist in pgbenchTable
+	filled int // batches of filler rows equalizeFloor added
 }
 
 // newScratch creates a fresh database next to the one adminURL names.
@@ -66,7 +67,7 @@ func (s *scratch) sampleDoc(ctx context.Context) (string, error) {
 func (s *scratch) seedSelect(ctx context.Context, n int, doc string) error {
 	if n > s.seeded {
 		err := s.Exec(ctx, `INSERT INTO `+pgbenchTable+` (name, version, disabled, tags, author, revision, created_at, updated_at, doc)
-SELECT $1 || g, '0.1.0', false, '{demo,stateless}', 'platform-team', 1, now(), now(), $2::jsonb
+SELECT $1::text || g, '0.1.0', false, '{demo,stateless}', 'platform-team', 1, now(), now(), $2::jsonb
 FROM generate_series($3::int, $4::int) AS g`, seedPrefix, doc, s.seeded+1, n)
 		if err != nil {
 			return fmt.Errorf("seeding %s: %w", pgbenchTable, err)
@@ -89,3 +90,59 @@ func (s *scratch) checkpoint(ctx context.Context) error {
 // errNoPgbench is returned when no pgbench binary can be found.
 var errNoPgbench = errors.New("pgbench not found in PATH or /usr/lib/postgresql/*/bin; " +
 	"install the PostgreSQL client tools (Debian/Ubuntu: apt-get install postgresql-client) or pass -pgbench PATH")
+
+// packageCount is how many packages PM's table holds.
+func (s *scratch) packageCount(ctx context.Context) (int, error) {
+	var n int
+	if err := s.QueryRow(ctx, "SELECT count(*) FROM packages", &n); err != nil {
+		return 0, fmt.Errorf("counting PM's packages: %w", err)
+	}
+	return n, nil
+}
+
+// equalizeFloor makes the floor's table hold rows rows, so that list
+// phases read tables of one size: the floor creates faster than PM, so it
+// usually drops the packages fl created last (and forgets them, so later
+// get phases do not ask for them); when it has fewer, it adds packages
+// with the same body and tags under names no loader reads.
+func (s *scratch) equalizeFloor(ctx context.Context, fl *loader, rows int) error {
+	var have int
+	if err := s.QueryRow(ctx, "SELECT count(*) FROM "+floorTable, &have); err != nil {
+		return fmt.Errorf("counting the floor's packages: %w", err)
+	}
+	switch {
+	case have > rows:
+		k := min(have-rows, len(fl.names))
+		drop := fl.names[len(fl.names)-k:]
+		if err := s.Exec(ctx, "DELETE FROM "+floorTable+" WHERE name = ANY($1)", drop); err != nil {
+			return fmt.Errorf("trimming the floor's table: %w", err)
+		}
+		fl.names = fl.names[:len(fl.names)-k]
+	case have < rows:
+		s.filled++
+		prefix := fmt.Sprintf("fill%d-", s.filled)
+		err := s.Exec(ctx, `INSERT INTO `+floorTable+` (name, tags, revision, created_at, updated_at, doc)
+SELECT $1::text || g, '{demo,stateless}', 1, now(), now(), jsonb_set($2::jsonb, '{name}', to_jsonb($1::text || g))
+FROM generate_series(1, $3::int) AS g`, prefix, string(bodyPrefix)+"x"+string(bodySuffix), rows-have)
+		if err != nil {
+			return fmt.Errorf("filling the floor's table: %w", err)
+		}
+	}
+	if err := s.QueryRow(ctx, "SELECT count(*) FROM "+floorTable, &have); err != nil {
+		return fmt.Errorf("counting the floor's packages: %w", err)
+	}
+	if have != rows {
+		return fmt.Errorf("the floor's table holds %d packages, PM's %d", have, rows)
+	}
+	return nil
+}
+
+// vacuum vacuums and analyzes the whole scratch database (whatever tables
+// PM's schema has), so that list phases find fresh statistics and no dead
+// rows, on PM's side and the floor's alike.
+func (s *scratch) vacuum(ctx context.Context) error {
+	if err := s.Exec(ctx, "VACUUM (ANALYZE)"); err != nil {
+		return fmt.Errorf("VACUUM (ANALYZE): %w", err)
+	}
+	return nil
+}

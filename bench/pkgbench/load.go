@@ -5,16 +5,21 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/oaas/pm/bench/internal/loadstat"
+	"github.com/oaas/pm/bench/internal/pace"
 )
 
 // operation is one kind of request the loader sends.
@@ -23,7 +28,23 @@ type operation int
 const (
 	opCreate operation = iota
 	opGet
+	opList
 )
+
+// String names the operation as the report does.
+func (o operation) String() string {
+	switch o {
+	case opCreate:
+		return "create"
+	case opGet:
+		return "get"
+	default:
+		return "list"
+	}
+}
+
+// listLimit is the page size of list requests.
+const listLimit = 20
 
 // packageJSON is the created package: small and realistic, a class with a
 // binding to a function with provisioning, in the REST JSON model. NAME is
@@ -69,23 +90,97 @@ var bodyPrefix, bodySuffix = func() ([]byte, []byte) {
 	return []byte(before), []byte(after)
 }()
 
-// loader drives PM's REST API and remembers the packages it created, which
-// get phases read back.
+// loader drives one server's REST API (PM's, or the floor's, which serves
+// the same routes) and remembers the packages it created, which get phases
+// read back.
 type loader struct {
 	base  string
 	names []string
+	// listTag is the tag list requests filter on.
+	listTag string
 }
 
 // created is how many packages the loader has created so far.
 func (l *loader) created() int { return len(l.names) }
 
-// stats summarises one measured phase.
+// stats summarises one measured phase, or several slices of one merged.
 type stats struct {
 	ops        int
 	errors     int
 	firstError string
-	opsPerSec  float64
-	latency    loadstat.Summary
+	// elapsed is the measured time; cpu this process's CPU time (server
+	// and client) over it.
+	elapsed, cpu time.Duration
+	latencies    []time.Duration
+	// allocBytes and allocs are what this process allocated over it.
+	allocBytes, allocs uint64
+	// sliceRates are the requests/s of each merged slice, in order.
+	sliceRates []float64
+
+	// Derived by finish.
+	opsPerSec float64
+	latency   loadstat.Summary
+	cpuPerOp  time.Duration
+}
+
+// merge adds the slice o to s.
+func (s *stats) merge(o stats) {
+	s.ops += o.ops
+	s.errors += o.errors
+	if s.firstError == "" {
+		s.firstError = o.firstError
+	}
+	s.elapsed += o.elapsed
+	s.cpu += o.cpu
+	s.allocBytes += o.allocBytes
+	s.allocs += o.allocs
+	if len(o.sliceRates) > 0 {
+		s.sliceRates = append(s.sliceRates, o.sliceRates...)
+	} else if o.elapsed > 0 {
+		s.sliceRates = append(s.sliceRates, float64(o.ops)/o.elapsed.Seconds())
+	}
+	s.latencies = append(s.latencies, o.latencies...)
+	s.finish()
+}
+
+// ratioRange is the smallest and largest ratio of s's slice rates to
+// those of ref, slice by slice (slices measured next to each other).
+func (s *stats) ratioRange(ref *stats) (lo, hi float64, ok bool) {
+	if len(s.sliceRates) != len(ref.sliceRates) || len(s.sliceRates) < 2 {
+		return 0, 0, false
+	}
+	for i, r := range s.sliceRates {
+		if ref.sliceRates[i] <= 0 {
+			return 0, 0, false
+		}
+		x := r / ref.sliceRates[i]
+		if i == 0 || x < lo {
+			lo = x
+		}
+		if i == 0 || x > hi {
+			hi = x
+		}
+	}
+	return lo, hi, true
+}
+
+// allocPerOp formats the allocation per request: kilobytes/count.
+func (s *stats) allocPerOp() string {
+	if s.ops == 0 {
+		return "-"
+	}
+	n := uint64(s.ops)
+	return fmt.Sprintf("%.1fK/%d", float64(s.allocBytes/n)/1024, s.allocs/n)
+}
+
+// finish computes the derived figures.
+func (s *stats) finish() {
+	if s.ops == 0 || s.elapsed <= 0 {
+		return
+	}
+	s.latency = loadstat.Summarize(s.latencies)
+	s.cpuPerOp = s.cpu / time.Duration(s.ops)
+	s.opsPerSec = float64(s.ops) / s.elapsed.Seconds()
 }
 
 // worker is one client's share of a phase.
@@ -94,13 +189,15 @@ type worker struct {
 	names      []string
 	errors     int
 	firstError string
-	last       time.Time
 }
 
 // run runs op from clients concurrent clients: warmup unmeasured, then
 // duration measured. onMeasure, if not nil, is called when measuring
 // starts and its result when it ends (a CPU profile).
 func (l *loader) run(ctx context.Context, op operation, clients int, warmup, duration time.Duration, onMeasure func() func() error) (stats, error) {
+	if op == opList && l.listTag == "" {
+		return stats{}, fmt.Errorf("list phase: no tag to list")
+	}
 	if op == opGet && len(l.names) == 0 {
 		return stats{}, fmt.Errorf("get phase: no packages were created to read")
 	}
@@ -128,27 +225,36 @@ func (l *loader) run(ctx context.Context, op operation, clients int, warmup, dur
 		workers[i] = w
 		wg.Go(func() { l.work(ctx, client, op, w, measureFrom, end) })
 	}
-	var stopProfile func() error
-	if onMeasure != nil {
-		select {
-		case <-time.After(time.Until(measureFrom)):
+	// CPU time and the profile cover the measured window only; requests
+	// still in flight at its end finish unmeasured.
+	var (
+		stopProfile func() error
+		cpu         time.Duration
+		m0, m1      runtime.MemStats
+	)
+	if pace.Sleep(ctx, time.Until(measureFrom)) == nil {
+		runtime.ReadMemStats(&m0)
+		cpu0 := loadstat.CPUTime()
+		if onMeasure != nil {
 			stopProfile = onMeasure()
-		case <-ctx.Done():
 		}
+		_ = pace.Sleep(ctx, time.Until(end)) // ctx is checked below
+		cpu = loadstat.CPUTime() - cpu0
+		runtime.ReadMemStats(&m1)
 	}
-	wg.Wait()
 	if stopProfile != nil {
 		if err := stopProfile(); err != nil {
+			wg.Wait()
 			return stats{}, fmt.Errorf("cpu profile: %w", err)
 		}
 	}
+	wg.Wait()
 	if err := ctx.Err(); err != nil {
 		return stats{}, err
 	}
 
 	var all []time.Duration
 	s := stats{}
-	last := measureFrom
 	for _, w := range workers {
 		all = append(all, w.latencies...)
 		if op == opCreate {
@@ -158,21 +264,17 @@ func (l *loader) run(ctx context.Context, op operation, clients int, warmup, dur
 		if s.firstError == "" {
 			s.firstError = w.firstError
 		}
-		if w.last.After(last) {
-			last = w.last
-		}
 	}
 	s.ops = len(all)
-	if s.ops == 0 {
-		return s, fmt.Errorf("no request succeeded in the measured window; first error: %s", s.firstError)
-	}
-	s.latency = loadstat.Summarize(all)
-	s.opsPerSec = float64(s.ops) / last.Sub(measureFrom).Seconds()
+	s.latencies, s.cpu, s.elapsed = all, cpu, duration
+	s.allocBytes, s.allocs = m1.TotalAlloc-m0.TotalAlloc, m1.Mallocs-m0.Mallocs
+	s.finish()
 	return s, nil
 }
 
 // work is one client's loop: it sends op until end, recording the latency
-// of requests that start in the measured window.
+// of requests that complete in the measured window [measureFrom, end] (so
+// that requests slower than the window still count where they end).
 func (l *loader) work(ctx context.Context, client *http.Client, op operation, w *worker, measureFrom, end time.Time) {
 	rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	var nameBuf [8]byte
@@ -199,6 +301,8 @@ func (l *loader) work(ctx context.Context, client *http.Client, op operation, w 
 		case opGet:
 			name = l.names[rng.IntN(len(l.names))]
 			method, path, want = http.MethodGet, "/api/v1/packages/"+name, http.StatusOK
+		case opList:
+			method, path, want = http.MethodGet, l.listPath(), http.StatusOK
 		}
 		err := l.do(ctx, client, method, path, payload, want)
 		done := time.Now()
@@ -215,11 +319,42 @@ func (l *loader) work(ctx context.Context, client *http.Client, op operation, w 
 		if op == opCreate {
 			w.names = append(w.names, name)
 		}
-		if !t0.Before(measureFrom) {
+		if !done.Before(measureFrom) && !done.After(end) {
 			w.latencies = append(w.latencies, done.Sub(t0))
-			w.last = done
 		}
 	}
+}
+
+// listPath is the list request's path and query.
+func (l *loader) listPath() string {
+	return "/api/v1/packages?tags=" + url.QueryEscape(l.listTag) + "&limit=" + strconv.Itoa(listLimit)
+}
+
+// listCount sends one list request and returns how many items it got, to
+// check that a server answers what the phase means to measure.
+func (l *loader) listCount(ctx context.Context) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, l.base+l.listPath(), nil)
+	if err != nil {
+		return 0, err
+	}
+	client := &http.Client{Timeout: time.Minute}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = resp.Body.Close() }() // read whole below
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("GET %s: status %d: %s", l.listPath(), resp.StatusCode, bytes.TrimSpace(body))
+	}
+	var items []json.RawMessage
+	if err := json.Unmarshal(body, &items); err != nil {
+		return 0, fmt.Errorf("GET %s: not a JSON array: %w", l.listPath(), err)
+	}
+	return len(items), nil
 }
 
 // do sends one request and reads the response whole, so the connection is

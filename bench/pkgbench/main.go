@@ -1,19 +1,32 @@
-// Command pkgbench measures PM's package create and get over REST against
-// Postgres, next to pgbench running the equivalent single-row INSERT and
-// SELECT on the same database in the same run, and reports the ratio
-// against the targets of issue 2 (create ≥ 40%, get ≥ 60% of pgbench).
+// Command pkgbench measures the speed of PM's package path over REST.
 //
-// It creates a scratch database (pkgbench_<random>), starts PM in-process on
-// it (loopback, port 0), and for each client count runs four timed phases:
-// PM create (POST /api/v1/packages), pgbench insert, PM get
-// (GET /api/v1/packages/{name}), pgbench select. The scratch database is
-// dropped at the end unless -keep is given.
+// Path mode (-mode path, the default) runs PM next to two references on
+// the same PostgreSQL in the same run, driven by one closed-loop HTTP/1.1
+// keep-alive client with identical request bodies:
+//
+//   - the floor: the least a JSON-over-HTTP registry has to do (a plain
+//     net/http mux and a pgx pool of PM's size over a table shaped like
+//     packages; create reads only name and tags and stores the raw body,
+//     get and list serve stored JSON as it is);
+//   - pgbench: the equivalent single-row INSERT and SELECT, no HTTP at all.
+//
+// Phases per client count: create (POST /api/v1/packages), get
+// (GET /api/v1/packages/{name}), list by a tag every package carries
+// (GET /api/v1/packages?tags=demo&limit=20).
+//
+// Scale mode (-mode scale) seeds 100k packages into PM (and the floor), a
+// tag on 5 of them and another on half, and measures listing by each tag,
+// for the Postgres and the memory store, with the process's memory.
 //
 //	go run ./bench/pkgbench -duration 10s -clients 1,32
+//	go run ./bench/pkgbench -mode scale
 //
-// PM's own settings come from the environment as usual (DATABASE_MAX_CONNS,
-// LOG_LEVEL, ...), except those the benchmark must fix: storage, listen
-// address and metrics (off, so nothing listens beyond loopback).
+// Every server listens on loopback; scratch databases (pkgbench_<random>)
+// are dropped at the end unless -keep is given. PM's own settings come from
+// the environment as usual (DATABASE_MAX_CONNS, LOG_LEVEL, METRICS_ENABLED,
+// ...), except those the benchmark must fix: storage, database, listen
+// address and the separate metrics port (off; /metrics stays on the API
+// port when metrics are enabled).
 package main
 
 import (
@@ -24,8 +37,9 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime"
+	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -33,27 +47,31 @@ import (
 
 	"github.com/oaas/pm/bench/internal/inproc"
 	"github.com/oaas/pm/bench/internal/loadstat"
-	"github.com/oaas/pm/bench/internal/scratchdb"
 	"github.com/oaas/pm/internal/app"
 	"github.com/oaas/pm/internal/config"
+	"github.com/oaas/pm/internal/store/postgres"
 )
 
 // options are the command-line flags.
 type options struct {
 	databaseURL string
+	mode        string
 	duration    time.Duration
 	warmup      time.Duration
 	clients     []int
+	ops         []operation
+	floor       bool
+	pgbench     bool
 	keep        bool
-	pgbench     string
+	pgbenchPath string
 	cpuprofile  string
-}
+	memprofile  string
+	timeout     time.Duration
+	rounds      int
 
-// Targets are the issue-2 floors of PM throughput as a share of pgbench's.
-const (
-	createTarget = 0.40
-	getTarget    = 0.60
-)
+	scalePackages int
+	scaleStorage  []string
+}
 
 func main() {
 	opts, err := parseFlags(os.Args[1:])
@@ -80,23 +98,40 @@ func parseFlags(args []string) (options, error) {
 	fs := flag.NewFlagSet("pkgbench", flag.ContinueOnError)
 	fs.StringVar(&o.databaseURL, "database-url", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
 		"Postgres to benchmark; the user must be allowed to CREATE DATABASE (a scratch database is made there)")
+	fs.StringVar(&o.mode, "mode", "path", "path (PM vs floor vs pgbench), scale (list by tag at -scale-packages) or all (both)")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured length of each phase (pgbench rounds up to whole seconds)")
 	fs.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured run before each phase (0 for none)")
 	clients := fs.String("clients", "1,32", "comma-separated concurrent client counts")
-	fs.BoolVar(&o.keep, "keep", false, "keep the scratch database instead of dropping it")
-	fs.StringVar(&o.pgbench, "pgbench", "", "pgbench binary (default: PATH, then /usr/lib/postgresql/*/bin/pgbench)")
-	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "directory to write a CPU profile of each measured PM phase to (pm-<op>-c<N>.pprof)")
+	ops := fs.String("ops", "create,get,list", "path mode: comma-separated phases (get and list need create)")
+	compare := fs.String("compare", "floor,pgbench", "path mode: references run next to PM (floor, pgbench; empty for PM alone)")
+	fs.BoolVar(&o.keep, "keep", false, "keep the scratch databases instead of dropping them")
+	fs.StringVar(&o.pgbenchPath, "pgbench", "", "pgbench binary (default: PATH, then /usr/lib/postgresql/*/bin/pgbench)")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "directory to write a CPU profile of each measured phase to (pm-<op>-c<N>.pprof, floor-...), summarised after the table")
+	fs.StringVar(&o.memprofile, "memprofile", "", "file to write an allocation profile of the whole run to (every 4 KiB sampled; narrow the run with -ops/-compare/-clients)")
+	fs.DurationVar(&o.timeout, "timeout", time.Hour, "stop the whole run after this long")
+	fs.IntVar(&o.rounds, "rounds", 4, "split each phase into this many slices, alternating PM and the floor, so that other load hits both alike")
+	fs.IntVar(&o.scalePackages, "scale-packages", 100_000, "scale mode: packages to seed")
+	storage := fs.String("scale-storage", "postgres,memory", "scale mode: comma-separated stores to measure (postgres, memory)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	if o.mode != "path" && o.mode != "scale" && o.mode != "all" {
+		return o, fmt.Errorf("-mode: %q is not path, scale or all", o.mode)
+	}
 	if o.duration < time.Second {
 		return o, errors.New("-duration must be at least 1s")
 	}
 	if o.warmup < 0 {
 		return o, errors.New("-warmup must not be negative")
+	}
+	if o.rounds < 1 || o.rounds > 100 {
+		return o, errors.New("-rounds must be 1 to 100")
+	}
+	if o.timeout <= 0 {
+		return o, errors.New("-timeout must be positive")
 	}
 	for _, f := range strings.Split(*clients, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
@@ -105,16 +140,53 @@ func parseFlags(args []string) (options, error) {
 		}
 		o.clients = append(o.clients, n)
 	}
+	for _, f := range list(*ops) {
+		op, ok := map[string]operation{"create": opCreate, "get": opGet, "list": opList}[f]
+		if !ok {
+			return o, fmt.Errorf("-ops: %q is not create, get or list", f)
+		}
+		if !slices.Contains(o.ops, op) {
+			o.ops = append(o.ops, op)
+		}
+	}
+	if len(o.ops) > 0 && !slices.Contains(o.ops, opCreate) {
+		return o, errors.New("-ops: get and list read what create made; include create")
+	}
+	slices.Sort(o.ops)
+	for _, f := range list(*compare) {
+		switch f {
+		case "floor":
+			o.floor = true
+		case "pgbench":
+			o.pgbench = true
+		default:
+			return o, fmt.Errorf("-compare: %q is not floor or pgbench", f)
+		}
+	}
+	if o.scalePackages < 100 {
+		return o, errors.New("-scale-packages must be at least 100")
+	}
+	for _, f := range list(*storage) {
+		if f != "postgres" && f != "memory" {
+			return o, fmt.Errorf("-scale-storage: %q is not postgres or memory", f)
+		}
+		o.scaleStorage = append(o.scaleStorage, f)
+	}
+	if o.mode != "path" && len(o.scaleStorage) == 0 {
+		return o, errors.New("-scale-storage: name at least one store")
+	}
 	return o, nil
 }
 
-// result is one line of the report.
-type result struct {
-	op      string // "create" or "get"
-	clients int
-	pm      stats
-	pgb     pgbenchResult
-	target  float64
+// list splits a comma-separated flag, dropping empty entries.
+func list(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // printer writes to w and keeps the first write error.
@@ -129,112 +201,54 @@ func (p *printer) printf(format string, args ...any) {
 	}
 }
 
-func run(ctx context.Context, o options, w io.Writer) (err error) {
+func run(ctx context.Context, o options, w io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
 	out := &printer{w: w}
-	pgbenchPath, pgbenchVersion, err := findPgbench(ctx, o.pgbench)
-	if err != nil {
-		return err
-	}
-	db, err := newScratch(ctx, o.databaseURL)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if o.keep {
-			out.printf("\nkept scratch database %s (%s)\n", db.Name, scratchdb.Redact(db.URL))
-			return
-		}
-		err = errors.Join(err, db.Close())
-	}()
-
-	pm, err := startPM(ctx, db.URL)
-	if err != nil {
-		return err
-	}
-	defer func() { err = errors.Join(err, pm.stop()) }()
-
-	if err := db.preparePgbench(ctx); err != nil {
-		return err
-	}
-	pgb := &pgbench{path: pgbenchPath, url: db.URL, db: db}
-	if pgb.dir, err = os.MkdirTemp("", "pkgbench-"); err != nil {
-		return err
-	}
-	defer func() { _ = os.RemoveAll(pgb.dir) }() // a temp dir left behind is harmless
 	if o.cpuprofile != "" {
 		if err := os.MkdirAll(o.cpuprofile, 0o755); err != nil {
 			return err
 		}
 	}
-
-	serverVersion, err := db.serverVersion(ctx)
-	if err != nil {
-		return err
+	if o.memprofile != "" {
+		runtime.MemProfileRate = 4096
+		defer func() { writeMemProfile(o.memprofile) }()
 	}
-	out.printf("pkgbench: PM %s (storage postgres, pool %s) vs %s\n", pm.addr, pm.poolSize(), pgbenchVersion)
-	out.printf("postgres %s, database %s; %s, GOMAXPROCS %d, %d CPUs; %s per phase after %s warm-up\n",
-		serverVersion, db.Name, runtime.Version(), runtime.GOMAXPROCS(0), runtime.NumCPU(), o.duration, o.warmup)
+	out.printf("pkgbench: %s, GOMAXPROCS %d, %d CPUs; %s per phase after %s warm-up\n",
+		runtime.Version(), runtime.GOMAXPROCS(0), runtime.NumCPU(), o.duration, o.warmup)
 	loadWarning(out, "before the run")
-	out.printf("\n")
-
-	load := &loader{base: "http://" + pm.addr}
-	var results []result
-	for _, n := range o.clients {
-		phase := func(name string) func() func() error {
-			if o.cpuprofile == "" {
-				return nil
-			}
-			return func() func() error {
-				return profiler(filepath.Join(o.cpuprofile, fmt.Sprintf("pm-%s-c%d.pprof", name, n)))
-			}
-		}
-		progress(out, "PM create", n)
-		if err := db.checkpoint(ctx); err != nil {
-			return err
-		}
-		create, err := load.run(ctx, opCreate, n, o.warmup, o.duration, phase("create"))
-		if err != nil {
-			return err
-		}
-		doc, err := db.sampleDoc(ctx)
-		if err != nil {
-			return err
-		}
-		progress(out, "pgbench insert", n)
-		insert, err := pgb.insert(ctx, n, o.warmup, o.duration, doc)
-		if err != nil {
-			return err
-		}
-		if err := db.seedSelect(ctx, load.created(), doc); err != nil {
-			return err
-		}
-		progress(out, "PM get", n)
-		if err := db.checkpoint(ctx); err != nil {
-			return err
-		}
-		get, err := load.run(ctx, opGet, n, o.warmup, o.duration, phase("get"))
-		if err != nil {
-			return err
-		}
-		progress(out, "pgbench select", n)
-		sel, err := pgb.selectByKey(ctx, n, o.warmup, o.duration, load.created())
-		if err != nil {
-			return err
-		}
-		results = append(results,
-			result{op: "create", clients: n, pm: create, pgb: insert, target: createTarget},
-			result{op: "get", clients: n, pm: get, pgb: sel, target: getTarget})
-	}
-	out.printf("\n")
-	report(out, results)
 	var errs []error
-	for _, r := range results {
-		if r.pm.errors > 0 {
-			errs = append(errs, fmt.Errorf("PM %s with %d clients: %d of %d requests failed, first: %s",
-				r.op, r.clients, r.pm.errors, r.pm.errors+r.pm.ops, r.pm.firstError))
-		}
+	if o.mode != "scale" {
+		errs = append(errs, runPath(ctx, o, out))
+	}
+	if o.mode != "path" && ctx.Err() == nil {
+		errs = append(errs, runScale(ctx, o, out))
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		errs = append(errs, fmt.Errorf("stopped after -timeout %s", o.timeout))
 	}
 	return errors.Join(append(errs, out.err)...)
+}
+
+// writeMemProfile writes the allocation profile so far to path; a failure
+// is reported, not fatal (the figures are printed already).
+func writeMemProfile(path string) {
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.Lookup("allocs").WriteTo(f, 0)
+		err = errors.Join(err, f.Close())
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pkgbench: memory profile:", err)
+	}
+}
+
+// phaseErrors reports the failed requests of measured phases.
+func phaseErrors(what string, s stats) error {
+	if s.errors == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s: %d of %d requests failed, first: %s", what, s.errors, s.errors+s.ops, s.firstError)
 }
 
 func progress(out *printer, what string, clients int) {
@@ -272,27 +286,6 @@ func profiler(path string) func() error {
 	return stop
 }
 
-// report prints the results table and the targets.
-func report(out *printer, results []result) {
-	out.printf("%-9s %7s %10s %9s %9s %9s %12s %11s %10s %7s %4s\n",
-		"operation", "clients", "PM ops/s", "PM p50", "PM p99", "PM avg", "pgbench tps", "pgbench avg", "PM/pgbench", "target", "met")
-	for _, r := range results {
-		ratio := 0.0
-		if r.pgb.tps > 0 {
-			ratio = r.pm.opsPerSec / r.pgb.tps
-		}
-		met := "no"
-		if ratio >= r.target {
-			met = "yes"
-		}
-		out.printf("%-9s %7d %10.0f %9s %9s %9s %12.0f %11s %9.0f%% %6.0f%% %4s\n",
-			r.op, r.clients, r.pm.opsPerSec, ms(r.pm.latency.P50), ms(r.pm.latency.P99), ms(r.pm.latency.Mean),
-			r.pgb.tps, ms(r.pgb.latency), 100*ratio, 100*r.target, met)
-	}
-	out.printf("\nPM: REST over HTTP/1.1 keep-alive from an in-process client; pgbench: -M prepared single-row\n")
-	out.printf("INSERT / SELECT by primary key on a table shaped like packages (same columns, indexes, doc size).\n")
-}
-
 // ms formats a duration in milliseconds with three decimals.
 func ms(d time.Duration) string { return loadstat.Millis(d, 3) }
 
@@ -303,12 +296,12 @@ type pmServer struct {
 	pm   *inproc.PM
 }
 
-// poolSize describes the configured pgx pool size.
-func (p *pmServer) poolSize() string {
-	if p.cfg.Storage.MaxConns == 0 {
-		return fmt.Sprintf("pgx default max(4, NumCPU)=%d", max(4, runtime.NumCPU()))
+// poolSize is the size of PM's pgx pool, which the floor's matches.
+func (p *pmServer) poolSize() int32 {
+	if p.cfg.Storage.MaxConns > 0 {
+		return int32(p.cfg.Storage.MaxConns)
 	}
-	return strconv.Itoa(p.cfg.Storage.MaxConns)
+	return postgres.DefaultMaxConns()
 }
 
 // stop stops PM and waits for it.
@@ -320,16 +313,19 @@ func (p *pmServer) stop() error {
 	return err
 }
 
-// startPM starts PM in-process on url, configured from the environment
-// with the benchmark's fixed settings on top. It runs until stop, also
-// after ctx ends, so that it stops before the database is dropped.
-func startPM(ctx context.Context, url string) (*pmServer, error) {
+// startPM starts PM in-process with storage ("postgres" on url, or
+// "memory"), configured from the environment with the benchmark's fixed
+// settings on top. It runs until stop, also after ctx ends, so that it
+// stops before the database is dropped.
+func startPM(ctx context.Context, storage, url string) (*pmServer, error) {
 	fixed := map[string]string{
-		"STORAGE_TYPE":    "postgres",
-		"DATABASE_URL":    url,
-		"SERVER_HOST":     "127.0.0.1",
-		"SERVER_PORT":     "0",
-		"METRICS_ENABLED": "false",
+		"STORAGE_TYPE": storage,
+		"DATABASE_URL": url,
+		"SERVER_HOST":  "127.0.0.1",
+		"SERVER_PORT":  "0",
+		// No second listener; with metrics enabled (PM's default) the
+		// metrics interceptor still runs and /metrics is on the API port.
+		"METRICS_PORT": "0",
 	}
 	cfg, err := config.Load(func(key string) (string, bool) {
 		if v, ok := fixed[key]; ok {
@@ -348,4 +344,13 @@ func startPM(ctx context.Context, url string) (*pmServer, error) {
 		return nil, fmt.Errorf("starting PM: %w", err)
 	}
 	return &pmServer{addr: pm.Addr(), cfg: cfg, pm: pm}, nil
+}
+
+// describe says how PM is configured where it matters for speed.
+func (p *pmServer) describe() string {
+	s := fmt.Sprintf("storage %s", p.cfg.Storage.Type)
+	if p.cfg.Storage.Type == "postgres" {
+		s += fmt.Sprintf(", pool %d", p.poolSize())
+	}
+	return s + fmt.Sprintf(", metrics %t, log %s %s", p.cfg.Metrics.Enabled, p.cfg.Log.Format, p.cfg.Log.Level)
 }

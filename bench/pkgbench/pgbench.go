@@ -32,10 +32,11 @@ SELECT revision, doc FROM ` + pgbenchTable + ` WHERE name = '` + seedPrefix + `'
 
 // pgbench runs pgbench against the scratch database.
 type pgbench struct {
-	path string
-	url  string
-	dir  string // scripts go here
-	db   *scratch
+	path    string
+	version string // its --version line
+	url     string
+	dir     string // scripts go here
+	db      *scratch
 }
 
 // pgbenchResult is what a pgbench run reports.

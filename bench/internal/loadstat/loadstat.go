@@ -105,3 +105,51 @@ func StartCPUProfile(path string) (stop func() error, err error) {
 		return f.Close()
 	}, nil
 }
+
+// Memory is this process's resident memory as Linux reports it.
+type Memory struct {
+	// RSS is the resident set size now (VmRSS); Peak the largest it has
+	// been (VmHWM).
+	RSS, Peak int64
+}
+
+// ProcessMemory reads VmRSS and VmHWM from /proc/self/status; ok is false
+// where there is no such file (not Linux).
+func ProcessMemory() (m Memory, ok bool) {
+	raw, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return Memory{}, false
+	}
+	return parseStatus(string(raw))
+}
+
+// parseStatus reads the two sizes (in kB) out of /proc/<pid>/status text.
+func parseStatus(s string) (m Memory, ok bool) {
+	var found int
+	for line := range strings.Lines(s) {
+		key, val, cut := strings.Cut(line, ":")
+		if !cut || (key != "VmRSS" && key != "VmHWM") {
+			continue
+		}
+		f := strings.Fields(val)
+		if len(f) != 2 || f[1] != "kB" {
+			continue
+		}
+		kb, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			continue
+		}
+		found++
+		if key == "VmRSS" {
+			m.RSS = kb << 10
+		} else {
+			m.Peak = kb << 10
+		}
+	}
+	return m, found == 2
+}
+
+// MiB formats a byte count in mebibytes, as in "34.2 MiB".
+func MiB(b int64) string {
+	return strconv.FormatFloat(float64(b)/(1<<20), 'f', 1, 64) + " MiB"
+}

@@ -35,3 +35,20 @@ func TestMillis(t *testing.T) {
 		t.Errorf("got %q", got)
 	}
 }
+
+func TestParseStatus(t *testing.T) {
+	status := "Name:\tpkgbench\nVmPeak:\t  900 kB\nVmHWM:\t    4096 kB\nVmRSS:\t    2048 kB\nThreads:\t9\n"
+	m, ok := parseStatus(status)
+	if !ok || m.RSS != 2<<20 || m.Peak != 4<<20 {
+		t.Errorf("got %+v %v, want RSS 2 MiB, peak 4 MiB", m, ok)
+	}
+	if _, ok := parseStatus("Name:\tx\nVmRSS:\t12 kB\n"); ok {
+		t.Error("a status without VmHWM parsed")
+	}
+	if got := MiB(3 << 19); got != "1.5 MiB" {
+		t.Errorf("MiB = %q", got)
+	}
+	if m, ok := ProcessMemory(); ok && m.RSS <= 0 {
+		t.Errorf("this process's RSS is %d", m.RSS)
+	}
+}
