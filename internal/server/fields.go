@@ -54,15 +54,23 @@ func (f *Fields) Interceptor() connect.Interceptor { return fieldsInterceptor{f}
 
 func (f *Fields) put(msg any, n note) { f.notes.Store(msg, n) }
 
+// restChecked marks the context of a REST request whose query and body the
+// REST face already held to the policy: the message the transcoder hands
+// the handler was built from that JSON, so walking it again finds nothing.
+type restChecked struct{}
+
 // check applies the policy to a received message and returns the warnings
 // to send back.
-func (f *Fields) check(msg any, header func(string) string) ([]string, error) {
+func (f *Fields) check(ctx context.Context, msg any, header func(string) string) ([]string, error) {
 	var n note
 	if v, ok := f.notes.LoadAndDelete(msg); ok {
 		n = v.(note)
 	}
 	if n.err != nil {
 		return nil, n.err
+	}
+	if ctx.Value(restChecked{}) != nil {
+		return nil, nil
 	}
 	pm, ok := msg.(proto.Message)
 	if !ok {
@@ -99,7 +107,7 @@ func (i fieldsInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		if req.Spec().IsClient {
 			return next(ctx, req)
 		}
-		warnings, err := i.f.check(req.Any(), req.Header().Get)
+		warnings, err := i.f.check(ctx, req.Any(), req.Header().Get)
 		if err != nil {
 			return nil, err
 		}
@@ -123,7 +131,7 @@ func (i fieldsInterceptor) WrapStreamingClient(next connect.StreamingClientFunc)
 
 func (i fieldsInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
-		return next(ctx, &checkedConn{StreamingHandlerConn: conn, f: i.f})
+		return next(ctx, &checkedConn{StreamingHandlerConn: conn, f: i.f, ctx: ctx})
 	}
 }
 
@@ -132,6 +140,7 @@ func (i fieldsInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFun
 type checkedConn struct {
 	connect.StreamingHandlerConn
 	f    *Fields
+	ctx  context.Context
 	sent bool
 }
 
@@ -140,7 +149,7 @@ func (c *checkedConn) Receive(msg any) error {
 		c.f.notes.Delete(msg)
 		return err
 	}
-	warnings, err := c.f.check(msg, c.RequestHeader().Get)
+	warnings, err := c.f.check(c.ctx, msg, c.RequestHeader().Get)
 	if err != nil {
 		return err
 	}

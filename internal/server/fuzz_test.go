@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -153,7 +154,7 @@ func FuzzConnectJSON(f *testing.F) {
 				t.Fatalf("codec failed itself: %v", err)
 			}
 			for _, mode := range []string{"", "Strict"} {
-				_, err := fields.check(msg, func(string) string { return mode })
+				_, err := fields.check(context.Background(), msg, func(string) string { return mode })
 				if err == nil {
 					continue
 				}

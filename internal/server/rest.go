@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"compress/gzip"
 	"encoding/json"
 	"errors"
@@ -95,6 +96,7 @@ func (p *rest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r.URL.RawQuery = pass.Encode()
+	r = r.WithContext(context.WithValue(r.Context(), restChecked{}, true))
 	p.forward(w, r, rt, func(h http.Header) {
 		if mode == warnUnknown {
 			addWarnings(h, warnings)
