@@ -11,6 +11,7 @@ import (
 
 	"github.com/oaas/pm/internal/config"
 	"github.com/oaas/pm/internal/crmsim"
+	"github.com/oaas/pm/internal/crmsim/crmsimtest"
 )
 
 // fleet is a set of simulated clusters a PM is configured with.
@@ -21,7 +22,7 @@ func startFleet(t *testing.T, names ...string) fleet {
 	t.Helper()
 	f := fleet{}
 	for _, n := range names {
-		f[n] = crmsim.StartT(t, crmsim.Config{EnvName: n})
+		f[n] = crmsimtest.Start(t, crmsim.Config{EnvName: n})
 	}
 	return f
 }
@@ -207,7 +208,7 @@ func TestDeployRejectsBadInput(t *testing.T) {
 
 func TestDeployRetriesSucceedWithoutRollback(t *testing.T) {
 	t.Parallel()
-	f := fleet{"default": crmsim.StartT(t, crmsim.Config{EnvName: "default", FailFirstDeploys: 2, FailDeployAfterApply: true})}
+	f := fleet{"default": crmsimtest.Start(t, crmsim.Config{EnvName: "default", FailFirstDeploys: 2, FailDeployAfterApply: true})}
 	e := setup(t, "memory", withFleet(f), func(c *config.Config) { c.Deploy.MaxRetries = 2; c.Deploy.RollbackOnPartial = true })
 	e.do("POST", "/api/v1/packages", echoPackage("echo")).expect(t, 201)
 	id := e.do("POST", "/api/v1/deployments", deployment("d", "echo", "default")).expect(t, 201).result(t).ID
@@ -236,8 +237,8 @@ func TestDeployPartialFailure(t *testing.T) {
 		t.Run(fmt.Sprintf("rollback=%v", rollback), func(t *testing.T) {
 			t.Parallel()
 			f := fleet{
-				"good": crmsim.StartT(t, crmsim.Config{EnvName: "good"}),
-				"bad":  crmsim.StartT(t, crmsim.Config{EnvName: "bad", FailFirstDeploys: 1000}),
+				"good": crmsimtest.Start(t, crmsim.Config{EnvName: "good"}),
+				"bad":  crmsimtest.Start(t, crmsim.Config{EnvName: "bad", FailFirstDeploys: 1000}),
 			}
 			e := setup(t, "memory", withFleet(f), func(c *config.Config) { c.Deploy.MaxRetries = 1; c.Deploy.RollbackOnPartial = rollback })
 			e.do("POST", "/api/v1/packages", echoPackage("echo")).expect(t, 201)
@@ -278,8 +279,8 @@ func TestDeployPartialFailure(t *testing.T) {
 func TestDeployAllFail(t *testing.T) {
 	t.Parallel()
 	f := fleet{
-		"a": crmsim.StartT(t, crmsim.Config{EnvName: "a", FailFirstDeploys: 1000}),
-		"b": crmsim.StartT(t, crmsim.Config{EnvName: "b", FailFirstDeploys: 1000}),
+		"a": crmsimtest.Start(t, crmsim.Config{EnvName: "a", FailFirstDeploys: 1000}),
+		"b": crmsimtest.Start(t, crmsim.Config{EnvName: "b", FailFirstDeploys: 1000}),
 	}
 	e := setup(t, "memory", withFleet(f), func(c *config.Config) { c.Deploy.MaxRetries = 0 })
 	e.do("POST", "/api/v1/packages", echoPackage("echo")).expect(t, 201)
@@ -341,7 +342,7 @@ func TestAvailabilityDrivesReplicas(t *testing.T) {
 			var names []string
 			for i, a := range tc.avail {
 				n := fmt.Sprintf("c%d", i)
-				f[n] = crmsim.StartT(t, crmsim.Config{EnvName: n, Availability: p(a)})
+				f[n] = crmsimtest.Start(t, crmsim.Config{EnvName: n, Availability: p(a)})
 				names = append(names, n)
 			}
 			e := setup(t, "memory", withFleet(f))
@@ -399,7 +400,7 @@ func TestAvailabilityDrivesReplicas(t *testing.T) {
 
 func TestDeployNeedsAvailabilitySignal(t *testing.T) {
 	t.Parallel()
-	f := fleet{"blind": crmsim.StartT(t, crmsim.Config{EnvName: "blind", DisableCrmInfo: true})}
+	f := fleet{"blind": crmsimtest.Start(t, crmsim.Config{EnvName: "blind", DisableCrmInfo: true})}
 	e := setup(t, "memory", withFleet(f))
 	e.do("POST", "/api/v1/packages", echoPackage("echo")).expect(t, 201)
 	msg := e.do("POST", "/api/v1/deployments", deployment("d", "echo", "blind")).expect(t, 400).errorText(t)
@@ -603,8 +604,8 @@ func waitFor[T any](t *testing.T, cond func() (T, bool)) T {
 func TestDeploymentConditionFollowsClusters(t *testing.T) {
 	t.Parallel()
 	f := fleet{
-		"east": crmsim.StartT(t, crmsim.Config{EnvName: "east", ProgressDelay: 200 * time.Millisecond, ReadyDelay: 200 * time.Millisecond}),
-		"west": crmsim.StartT(t, crmsim.Config{EnvName: "west"}),
+		"east": crmsimtest.Start(t, crmsim.Config{EnvName: "east", ProgressDelay: 200 * time.Millisecond, ReadyDelay: 200 * time.Millisecond}),
+		"west": crmsimtest.Start(t, crmsim.Config{EnvName: "west"}),
 	}
 	e := setup(t, "memory", withFleet(f), func(c *config.Config) { c.Deploy.StatusPollInterval = 50 * time.Millisecond })
 	e.do("POST", "/api/v1/packages", echoPackage("echo")).expect(t, 201)
@@ -640,8 +641,8 @@ func deployUnit(t *testing.T, e *env, key, cluster string) string {
 func TestUnreachableTargets(t *testing.T) {
 	t.Parallel()
 	f := fleet{
-		"up":   crmsim.StartT(t, crmsim.Config{EnvName: "up"}),
-		"down": crmsim.StartT(t, crmsim.Config{EnvName: "down", Hang: true}),
+		"up":   crmsimtest.Start(t, crmsim.Config{EnvName: "up"}),
+		"down": crmsimtest.Start(t, crmsim.Config{EnvName: "down", Hang: true}),
 	}
 	e := setup(t, "memory", withFleet(f), func(c *config.Config) { c.CRM.Timeout = 300 * time.Millisecond })
 	e.do("POST", "/api/v1/packages", echoPackage("echo")).expect(t, 201)
@@ -674,7 +675,7 @@ func TestUnreachableTargets(t *testing.T) {
 // requests but finishes the ones in flight.
 func TestGracefulShutdown(t *testing.T) {
 	t.Parallel()
-	f := fleet{"slow": crmsim.StartT(t, crmsim.Config{EnvName: "slow", Latency: 400 * time.Millisecond})}
+	f := fleet{"slow": crmsimtest.Start(t, crmsim.Config{EnvName: "slow", Latency: 400 * time.Millisecond})}
 	e := setup(t, "memory", withFleet(f), func(c *config.Config) { c.CRM.HealthCacheTTL = time.Minute })
 	e.do("POST", "/api/v1/packages", echoPackage("echo")).expect(t, 201)
 	e.do("GET", "/api/v1/clusters/health", nil).expect(t, 200) // warm the cache: the deploy is one slow CRM call
@@ -700,7 +701,7 @@ func TestGracefulShutdown(t *testing.T) {
 // that deployment running without its package.
 func TestCascadeWaitsForAutoDeploy(t *testing.T) {
 	t.Parallel()
-	f := fleet{"slow": crmsim.StartT(t, crmsim.Config{EnvName: "slow", Latency: 300 * time.Millisecond})}
+	f := fleet{"slow": crmsimtest.Start(t, crmsim.Config{EnvName: "slow", Latency: 300 * time.Millisecond})}
 	e := setup(t, "memory", withFleet(f), func(c *config.Config) { c.PackageDelete.Cascade = true })
 	pkg := echoPackage("echo")
 	pkg["deployments"] = []any{deployment("auto", "echo", "slow")}

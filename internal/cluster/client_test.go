@@ -13,6 +13,7 @@ import (
 	"github.com/oaas/pm/internal/config"
 	"github.com/oaas/pm/internal/correlation"
 	"github.com/oaas/pm/internal/crmsim"
+	"github.com/oaas/pm/internal/crmsim/crmsimtest"
 	"github.com/oaas/pm/internal/fault"
 )
 
@@ -298,8 +299,8 @@ func TestTLS(t *testing.T) {
 	t.Parallel()
 	p := newPKI(t)
 	other := newPKI(t)
-	tlsSim := crmsim.StartT(t, crmsim.Config{EnvName: "tls", TLS: &crmsim.TLSConfig{CertPEM: p.serverCert, KeyPEM: p.serverKey}})
-	mtlsSim := crmsim.StartT(t, crmsim.Config{EnvName: "mtls", TLS: &crmsim.TLSConfig{CertPEM: p.serverCert, KeyPEM: p.serverKey, ClientCAPEM: p.caPEM}})
+	tlsSim := crmsimtest.Start(t, crmsim.Config{EnvName: "tls", TLS: &crmsim.TLSConfig{CertPEM: p.serverCert, KeyPEM: p.serverKey}})
+	mtlsSim := crmsimtest.Start(t, crmsim.Config{EnvName: "mtls", TLS: &crmsim.TLSConfig{CertPEM: p.serverCert, KeyPEM: p.serverKey, ClientCAPEM: p.caPEM}})
 	cases := []struct {
 		name    string
 		sim     *crmsim.Sim

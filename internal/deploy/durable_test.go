@@ -18,6 +18,7 @@ import (
 	"github.com/oaas/pm/internal/cluster"
 	"github.com/oaas/pm/internal/config"
 	"github.com/oaas/pm/internal/crmsim"
+	"github.com/oaas/pm/internal/crmsim/crmsimtest"
 	"github.com/oaas/pm/internal/deploy"
 	"github.com/oaas/pm/internal/fault"
 	"github.com/oaas/pm/internal/store"
@@ -61,7 +62,7 @@ func setup(t *testing.T, storage string, clusters ...string) *world {
 	cfg := config.Default().CRM
 	cfg.Clusters = nil
 	for _, n := range clusters {
-		sim := crmsim.StartT(t, crmsim.Config{EnvName: n})
+		sim := crmsimtest.Start(t, crmsim.Config{EnvName: n})
 		w.sims[n] = sim
 		cfg.Clusters = append(cfg.Clusters, config.Cluster{Name: n, URL: sim.URL()})
 	}
