@@ -330,11 +330,13 @@ func prepareTemplate(ctx context.Context, admin *pgxpool.Pool, adminDSN string) 
 	if exists {
 		return name, nil
 	}
-	// Templates of other migration sets (and half-built ones) would pile
-	// up as migrations change; they are dropped here, when a new one is
-	// made.
+	// Half-built templates are leftovers of a killed process (building
+	// happens under the lock we hold). Complete templates of other
+	// migration sets stay: several checkouts (branches, worktrees) share
+	// one server, and dropping each other's templates makes their test
+	// runs fail as they clone.
 	if err := dropDatabases(ctx, conn.Conn(), func(n string) bool {
-		return strings.HasPrefix(n, templatePrefix)
+		return strings.HasPrefix(n, templatePrefix) && strings.HasSuffix(n, "_wip")
 	}); err != nil {
 		return "", err
 	}

@@ -45,21 +45,6 @@ VALUES ($1, $2, $3, $4, $5, 1, $6, $6, $7)`,
 			listAfter:      `name >`,
 			listOf:         `list packages`,
 		}},
-		{"deployments", deployments.sql, docSQL{
-			insert: `
-INSERT INTO deployments (key, package_name, class_key, target_envs, revision, created_at, updated_at, doc)
-VALUES ($1, $2, $3, $4, 1, $5, $5, $6)`,
-			get:            `SELECT revision, doc FROM deployments WHERE key = $1`,
-			revision:       `SELECT revision FROM deployments WHERE key = $1`,
-			updateAny:      depUpdate + ` RETURNING revision, created_at`,
-			updateExpected: depUpdate + ` AND revision = $7 RETURNING revision, created_at`,
-			deleteAny:      `DELETE FROM deployments WHERE key = $1 RETURNING revision`,
-			deleteExpected: `DELETE FROM deployments WHERE key = $1 AND revision = $2 RETURNING revision`,
-			selectList:     `SELECT key, revision, doc FROM deployments`,
-			listOrder:      ` ORDER BY key`,
-			listAfter:      `key >`,
-			listOf:         `list deployments`,
-		}},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("%s:\n got %#v\nwant %#v", tc.what, tc.got, tc.want)
@@ -88,19 +73,6 @@ func TestListQueries(t *testing.T) {
 			[2]string{
 				`SELECT name, revision, doc FROM packages WHERE name LIKE $1 AND disabled = $2 AND tags && $3 AND name > $4 ORDER BY name LIMIT $5 OFFSET $6`,
 				`[%a%b% false [t] m 5 2]`,
-			},
-		},
-		{
-			build(deploymentListQuery(store.DeploymentFilter{})),
-			[2]string{`SELECT key, revision, doc FROM deployments ORDER BY key`, `[]`},
-		},
-		{
-			build(deploymentListQuery(store.DeploymentFilter{
-				PackageName: "p", ClassKey: "c", TargetEnv: "e", After: "k", Limit: 3, Offset: 1,
-			})),
-			[2]string{
-				`SELECT key, revision, doc FROM deployments WHERE package_name = $1 AND class_key = $2 AND target_envs @> $3 AND key > $4 ORDER BY key LIMIT $5 OFFSET $6`,
-				`[p c [e] k 3 1]`,
 			},
 		},
 	} {
