@@ -247,7 +247,7 @@ func TestDeployPartialFailure(t *testing.T) {
 				t.Errorf("bad cluster saw %d Deploy calls, want 2", got)
 			}
 			if rollback {
-				r.expect(t, 400)
+				r.expect(t, 503)
 				if msg := r.errorText(t); !strings.Contains(msg, "bad") || !strings.Contains(msg, "rolled back") {
 					t.Errorf("error %q", msg)
 				}
@@ -284,7 +284,8 @@ func TestDeployAllFail(t *testing.T) {
 	}
 	e := setup(t, "memory", withFleet(f), func(c *config.Config) { c.Deploy.MaxRetries = 0 })
 	e.do("POST", "/api/v1/packages", echoPackage("echo")).expect(t, 201)
-	msg := e.do("POST", "/api/v1/deployments", deployment("d", "echo", "a", "b")).expect(t, 400).errorText(t)
+	// The clusters failed, not the request: 503, never 400.
+	msg := e.do("POST", "/api/v1/deployments", deployment("d", "echo", "a", "b")).expect(t, 503).errorText(t)
 	if !strings.Contains(msg, "Deployment failed in all clusters") || !strings.Contains(msg, "a (") || !strings.Contains(msg, "b (") {
 		t.Errorf("error %q", msg)
 	}
@@ -495,20 +496,30 @@ func TestAutoDeployEmbeddedDeployments(t *testing.T) {
 	}
 }
 
-func TestAutoDeployFailureIsRecorded(t *testing.T) {
+// TestEmbeddedDeploymentsValidated: an embedded deployment gets the
+// standalone endpoint's checks on the package write, instead of being
+// stored DOWN and retried forever: an unknown target is 400, a key that is
+// another package's deployment 409; the package is not written.
+func TestEmbeddedDeploymentsValidated(t *testing.T) {
 	t.Parallel()
 	f := startFleet(t, "east")
 	e := setup(t, "memory", withFleet(f))
 	pkg := echoPackage("echo")
 	pkg["deployments"] = []any{deployment("auto", "echo", "nowhere")}
-	e.do("POST", "/api/v1/packages", pkg).expect(t, 201)
-	d := waitFor(t, func() (map[string]any, bool) {
-		r := e.do("GET", "/api/v1/deployments/auto", nil)
-		return r.object(t), r.status == 200
-	})
-	if d["condition"] != "DOWN" || !strings.Contains(fmt.Sprint(d["status"]), "nowhere") {
-		t.Errorf("failed auto-deploy recorded as %v", d)
+	if msg := e.do("POST", "/api/v1/packages", pkg).expect(t, 400).errorText(t); !strings.Contains(msg, `"nowhere"`) {
+		t.Errorf("400 %q does not name the cluster", msg)
 	}
+	e.do("GET", "/api/v1/packages/echo", nil).expect(t, 404)
+
+	e.do("POST", "/api/v1/packages", echoPackage("other")).expect(t, 201)
+	e.do("POST", "/api/v1/deployments", deployment("taken", "other", "east")).expect(t, 201)
+	pkg["deployments"] = []any{deployment("taken", "echo", "east")}
+	if msg := e.do("POST", "/api/v1/packages", pkg).expect(t, 409).errorText(t); !strings.Contains(msg, `"other"`) {
+		t.Errorf("409 %q does not name the other package", msg)
+	}
+	e.do("GET", "/api/v1/packages/echo", nil).expect(t, 404)
+	pkg["deployments"] = []any{deployment("auto", "echo", "east")}
+	e.do("POST", "/api/v1/packages", pkg).expect(t, 201)
 }
 
 func TestClassRuntimesReportFailingCluster(t *testing.T) {
