@@ -36,11 +36,19 @@ type world struct {
 	sims     map[string]*crmsim.Sim
 	clusters *cluster.Manager
 	log      *slog.Logger
+	// crmTimeout is the clusters' CRM_DEFAULT_TIMEOUT.
+	crmTimeout time.Duration
 }
 
 // setup starts the clusters and opens the store; each PM instance the test
 // needs comes from w.pm.
 func setup(t *testing.T, storage string, clusters ...string) *world {
+	t.Helper()
+	return setupCRM(t, storage, nil, clusters...)
+}
+
+// setupCRM is setup with the CRM settings changed by tweak.
+func setupCRM(t *testing.T, storage string, tweak func(*config.CRM), clusters ...string) *world {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if os.Getenv("PM_TEST_LOG") != "" {
@@ -68,6 +76,10 @@ func setup(t *testing.T, storage string, clusters ...string) *world {
 	}
 	cfg.Timeout, cfg.HealthCacheTTL, cfg.HealthCheckInterval = 2*time.Second, 0, 0
 	cfg.BreakerFailureThreshold = 1000
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	w.crmTimeout = cfg.Timeout
 	m, err := cluster.New(cfg, log)
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +111,9 @@ func config_(owner string, lease time.Duration) deploy.Config {
 
 // pm is one PM instance (its own owner name) on the shared store.
 func (w *world) pm(owner string, lease time.Duration, hooks deploy.Hooks) *deploy.Service {
-	return w.pmWith(config_(owner, lease), hooks)
+	cfg := config_(owner, lease)
+	cfg.CRMTimeout = w.crmTimeout
+	return w.pmWith(cfg, hooks)
 }
 
 func (w *world) pmWith(cfg deploy.Config, hooks deploy.Hooks) *deploy.Service {

@@ -117,7 +117,7 @@ type Deployment struct {
 }
 
 // Rollout returns the rollout on cluster.
-func (d *Deployment) Rollout(cluster string) (Rollout, bool) {
+func (d Deployment) Rollout(cluster string) (Rollout, bool) {
 	i := slices.IndexFunc(d.Rollouts, func(r Rollout) bool { return r.Cluster == cluster })
 	if i < 0 {
 		return Rollout{}, false
@@ -126,7 +126,7 @@ func (d *Deployment) Rollout(cluster string) (Rollout, bool) {
 }
 
 // Mapped returns cluster → unit id for the units PM knows run.
-func (d *Deployment) Mapped() map[string]string {
+func (d Deployment) Mapped() map[string]string {
 	out := map[string]string{}
 	for _, r := range d.Rollouts {
 		if r.State == RolloutDeployed {
@@ -139,7 +139,7 @@ func (d *Deployment) Mapped() map[string]string {
 // Condition is the deployment's condition from its clusters': RUNNING when
 // every live cluster runs, DOWN when none is live or one is down, PENDING
 // before anything was planned, else DEPLOYING (a deploy is under way).
-func (d *Deployment) Condition() Condition {
+func (d Deployment) Condition() Condition {
 	if d.Plan.Replicas == 0 && len(d.Rollouts) == 0 {
 		if d.LastError != "" {
 			return CondDown
