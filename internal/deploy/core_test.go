@@ -235,7 +235,9 @@ func TestPackageWriteChecks(t *testing.T) {
 	if fault.KindOf(err) != fault.Conflict || !strings.Contains(err.Error(), `deployment "d" uses function "echo"`) {
 		t.Errorf("removing a function in use: %v", err)
 	}
-	err = check(func(p *pmv1.OPackage) { p.Deployments = []*pmv1.OClassDeployment{dep("auto", "mars"), dep("auto2", "east")} })
+	err = check(func(p *pmv1.OPackage) {
+		p.Deployments = []*pmv1.OClassDeployment{dep("auto", "mars"), dep("auto2", "east")}
+	})
 	if fault.KindOf(err) != fault.Invalid || !strings.Contains(err.Error(), `"mars"`) || !strings.Contains(err.Error(), "deployments[0]") {
 		t.Errorf("an embedded deployment to an unknown cluster: %v", err)
 	}
