@@ -729,3 +729,29 @@ func TestCascadeWaitsForAutoDeploy(t *testing.T) {
 		t.Errorf("%d runtimes left after the cascade", n)
 	}
 }
+
+// TestCreateAnswersEveryUnit: a multi-cluster create names every cluster's
+// unit id (REST: in the message; Connect: unit_ids), and its message says
+// the replica count is per cluster.
+func TestCreateAnswersEveryUnit(t *testing.T) {
+	t.Parallel()
+	f := startFleet(t, "east", "west")
+	e := setup(t, "memory", withFleet(f))
+	e.do("POST", "/api/v1/packages", echoPackage("echo")).expect(t, 201)
+	res := e.do("POST", "/api/v1/deployments", deployment("d", "echo", "east", "west")).expect(t, 201).result(t)
+	var m struct {
+		ClusterMappings map[string]string `json:"cluster_mappings"`
+	}
+	e.do("GET", "/api/v1/deployments/d/cluster-mappings", nil).expect(t, 200).json(t, &m)
+	for _, c := range []string{"east", "west"} {
+		if id := m.ClusterMappings[c]; id == "" || !strings.Contains(res.Message, c+" (unit "+id+")") {
+			t.Errorf("message %q does not name %s's unit %q", res.Message, c, id)
+		}
+	}
+	if !strings.Contains(res.Message, "replica(s) per cluster") {
+		t.Errorf("message %q does not say the replicas are per cluster", res.Message)
+	}
+	if res.ID != m.ClusterMappings["east"] && res.ID != m.ClusterMappings["west"] {
+		t.Errorf("id %q is not one of the units %v", res.ID, m.ClusterMappings)
+	}
+}
