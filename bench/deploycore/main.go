@@ -127,7 +127,7 @@ func run(ctx context.Context, o options) error {
 	for _, n := range o.counts {
 		r, err := runOne(ctx, o, bin, dir, n)
 		if err != nil {
-			return fmt.Errorf("N=%d: %w", n, err)
+			return fmt.Errorf("run with %d deployments: %w", n, err)
 		}
 		results = append(results, r)
 		printTable(os.Stdout, o, results)

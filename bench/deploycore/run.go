@@ -341,7 +341,7 @@ func (c *client) create(ctx context.Context, key string, d any, retries *atomic.
 				return err
 			}
 		}
-		req, err := http.NewRequestWithContext(ctx, "POST", c.base+"/api/v1/deployments", bytes.NewReader(body))
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/api/v1/deployments", bytes.NewReader(body))
 		if err != nil {
 			return err
 		}
@@ -355,11 +355,11 @@ func (c *client) create(ctx context.Context, key string, d any, retries *atomic.
 		b, _ := io.ReadAll(resp.Body)
 		_ = resp.Body.Close()
 		switch {
-		case resp.StatusCode == 201:
+		case resp.StatusCode == http.StatusCreated:
 			return nil
-		case resp.StatusCode == 409 && attempt > 0 && bytes.Contains(b, []byte("already exists")):
+		case resp.StatusCode == http.StatusConflict && attempt > 0 && bytes.Contains(b, []byte("already exists")):
 			return nil
-		case resp.StatusCode == 503, resp.StatusCode == 409 && bytes.Contains(b, []byte("conflict")):
+		case resp.StatusCode == http.StatusServiceUnavailable, resp.StatusCode == http.StatusConflict && bytes.Contains(b, []byte("conflict")):
 			last = fmt.Errorf("create: %d %.300s", resp.StatusCode, b)
 		default:
 			return fmt.Errorf("create: %d %.300s", resp.StatusCode, b)

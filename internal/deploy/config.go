@@ -51,11 +51,11 @@ const requestWaitSlack = 2 * time.Second
 func (c Config) settle() (Config, plan.Algorithm, error) {
 	alg, algErr := plan.ParseAlgorithm(c.Deploy.ReplicaAlgorithm)
 	if algErr != nil {
-		algErr = fmt.Errorf("DEPLOY_REPLICA_ALGORITHM: %w", algErr)
+		algErr = fmt.Errorf("replica algorithm: %w", algErr)
 	}
 	var timeoutErr error
 	if c.CRMTimeout <= 0 {
-		timeoutErr = errors.New("CRM_DEFAULT_TIMEOUT: must be positive")
+		timeoutErr = errors.New("CRM timeout: must be positive")
 	}
 	if err := errors.Join(c.Deploy.Validate(), c.Reconcile.Validate(), algErr, timeoutErr); err != nil {
 		return c, "", fmt.Errorf("deploy: %w", err)

@@ -100,7 +100,7 @@ func setupCRM(t *testing.T, storage string, tweak func(*config.CRM), clusters ..
 // config is a test PM's configuration: fast retries, a given lease, the
 // background intervals set (so the observer's stages run) though no test
 // starts the loops: they call RunOnce.
-func config_(owner string, lease time.Duration) deploy.Config {
+func testConfig(owner string, lease time.Duration) deploy.Config {
 	cfg := deploy.DefaultConfig()
 	cfg.Deploy.MaxRetries, cfg.Deploy.RetryBackoff, cfg.Deploy.ReplicaCap = 1, time.Millisecond, 50
 	cfg.Deploy.DefaultAvailability, cfg.Deploy.Parallelism = 0.99, 8
@@ -111,7 +111,7 @@ func config_(owner string, lease time.Duration) deploy.Config {
 
 // pm is one PM instance (its own owner name) on the shared store.
 func (w *world) pm(owner string, lease time.Duration, hooks deploy.Hooks) *deploy.Service {
-	cfg := config_(owner, lease)
+	cfg := testConfig(owner, lease)
 	cfg.CRMTimeout = w.crmTimeout
 	return w.pmWith(cfg, hooks)
 }
@@ -428,7 +428,7 @@ func TestReconcile(t *testing.T) {
 
 			// With deletion on, the orphan goes; PM's own unit and the
 			// foreign one stay.
-			cfg := config_("pm-c", 5*time.Second)
+			cfg := testConfig("pm-c", 5*time.Second)
 			cfg.Reconcile.DeleteOrphans = true
 			cleaner := w.pmWith(cfg, deploy.Hooks{})
 			if rep = observe(cleaner); len(rep.Orphans.Deleted) != 0 || len(rep.Orphans.Found) != 1 {
@@ -478,7 +478,7 @@ func TestReplanWithHysteresis(t *testing.T) {
 		return res.Replanned
 	}
 	setAll(0.9)
-	cfg := config_("pm-a", 5*time.Second)
+	cfg := testConfig("pm-a", 5*time.Second)
 	cfg.Deploy.HysteresisMargin = 2
 	pm = w.pmWith(cfg, deploy.Hooks{})
 	d := dep("d", "a", "b", "c")
@@ -593,7 +593,7 @@ func TestRepairNeverRollsBack(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cfg := config_("pm-a", 5*time.Second)
+	cfg := testConfig("pm-a", 5*time.Second)
 	cfg.Deploy.RollbackOnPartial, cfg.Deploy.MaxRetries = true, 0
 	pm := w.pmWith(cfg, deploy.Hooks{})
 	if _, err := pm.Create(context.Background(), dep("d", "a", "b", "c"), deploy.CreateOptions{}); err != nil {

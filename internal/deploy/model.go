@@ -265,11 +265,6 @@ type Operation struct {
 	UpdatedAt  time.Time
 }
 
-// step returns the index of cluster's step, or -1.
-func (op *Operation) step(cluster string) int {
-	return slices.IndexFunc(op.Steps, func(s Step) bool { return s.Cluster == cluster })
-}
-
 func (op *Operation) String() string {
 	return fmt.Sprintf("%s operation %s of deployment %q", op.Kind, op.ID, op.DeploymentKey)
 }

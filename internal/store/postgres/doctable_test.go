@@ -19,13 +19,6 @@ UPDATE packages SET
     doc = jsonb_set($7::jsonb, '{metadata,created_at}',
         to_jsonb(to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')))
 WHERE name = $1`
-	const depUpdate = `
-UPDATE deployments SET
-    package_name = $2, class_key = $3, target_envs = $4,
-    revision = revision + 1, updated_at = $5,
-    doc = jsonb_set($6::jsonb, '{created_at}',
-        to_jsonb(to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')))
-WHERE key = $1`
 	for _, tc := range []struct {
 		what      string
 		got, want docSQL
