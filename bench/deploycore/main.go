@@ -42,6 +42,7 @@ type options struct {
 	databaseURL string
 	timeout     time.Duration
 	keepLogs    bool
+	logLevel    string
 }
 
 func main() {
@@ -80,6 +81,7 @@ func parse(args []string) (options, error) {
 		"admin DSN of the Postgres server (a scratch database is created next to it)")
 	fs.DurationVar(&o.timeout, "timeout", 45*time.Minute, "bound on the whole run")
 	fs.BoolVar(&o.keepLogs, "keep-logs", false, "keep PM's log file")
+	fs.StringVar(&o.logLevel, "log-level", "warn", "PM's LOG_LEVEL")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

@@ -80,7 +80,7 @@ func runOne(ctx context.Context, o options, bin, dir string, n int) (result, err
 		"STORAGE_TYPE=postgres", "DATABASE_URL="+db.URL,
 		"SERVER_HOST=127.0.0.1", "SERVER_PORT="+strconv.Itoa(port),
 		"METRICS_ENABLED=true", "METRICS_PORT=0",
-		"LOG_LEVEL=warn", "CRM_CLUSTERS="+strings.Join(clusters, ","),
+		"LOG_LEVEL="+o.logLevel, "CRM_CLUSTERS="+strings.Join(clusters, ","),
 	)
 	interval := defaultInterval
 	if o.interval > 0 {

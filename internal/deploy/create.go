@@ -75,13 +75,10 @@ func (s *Service) Create(ctx context.Context, spec *pmv1.OClassDeployment, opt C
 
 	// A client's create that fails everywhere leaves nothing behind.
 	op := s.deployOperation(KindDeploy, d.Key, true, p)
-	err = s.st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
+	err = s.exec.retryConflicts(ctx, func(ctx context.Context, tx store.Tx) error {
 		row := deploymentRow(&d)
 		row.RequestKey = opt.RequestKey
-		if _, err := tx.CreateDeployment(ctx, row); err != nil {
-			return err
-		}
-		if err := tx.PutRollouts(ctx, rolloutRows(&d)...); err != nil {
+		if _, err := tx.CreateDeployment(ctx, row, rolloutRows(&d)...); err != nil {
 			return err
 		}
 		return startOperation(ctx, tx, &op)

@@ -93,7 +93,7 @@ func (e *executor) run(ctx context.Context, op Operation, units map[string]*depl
 	stopRenew := e.renewLease(ctx, cancel, op.ID)
 	defer stopRenew()
 
-	rollouts, err := e.rollouts(ctx, op.DeploymentKey)
+	rollouts, lastError, err := e.current(ctx, op.DeploymentKey)
 	if err != nil {
 		return Outcome{}, e.abandon(ctx, op, err)
 	}
@@ -167,24 +167,33 @@ func (e *executor) run(ctx context.Context, op Operation, units map[string]*depl
 	if ctx.Err() != nil { // lease lost while steps ran
 		return Outcome{}, e.abandon(ctx, op, ctx.Err())
 	}
-	return e.finish(ctx, op.ID, kinds)
+	return e.finish(ctx, op.ID, kinds, lastError)
 }
 
-// rollouts reads a deployment's rollouts by cluster (none when it is gone).
-func (e *executor) rollouts(ctx context.Context, key string) (map[string]Rollout, error) {
+// current reads what an operation starts from: its deployment's rollouts by
+// cluster (none when it is gone) and last error. One operation runs per
+// deployment, so they stay as read but for the steps' own writes.
+func (e *executor) current(ctx context.Context, key string) (map[string]Rollout, string, error) {
+	row, err := e.s.st.GetDeployment(ctx, key)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return map[string]Rollout{}, "", nil
+	case err != nil:
+		return nil, "", err
+	}
 	rows, err := e.s.st.ListRollouts(ctx, store.RolloutFilter{DeploymentKeys: []string{key}})
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	out := make(map[string]Rollout, len(rows))
 	for _, r := range rows {
 		ro, err := rolloutOf(r)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		out[r.Cluster] = ro
 	}
-	return out, nil
+	return out, row.LastError, nil
 }
 
 func (e *executor) abandon(ctx context.Context, op Operation, cause error) error {
@@ -400,7 +409,7 @@ func deleteUnit(ctx context.Context, cluster, unit string, crm CRM) error {
 // finish applies the operation's transition: it reads the recorded steps,
 // takes the event off them, looks the transition up and applies it in one
 // transaction. A rollback it starts is run at once.
-func (e *executor) finish(ctx context.Context, id string, kinds map[string]fault.Kind) (Outcome, error) {
+func (e *executor) finish(ctx context.Context, id string, kinds map[string]fault.Kind, lastError string) (Outcome, error) {
 	row, err := e.s.st.GetOperation(ctx, id)
 	if err != nil {
 		return Outcome{}, err
@@ -423,11 +432,11 @@ func (e *executor) finish(ctx context.Context, id string, kinds map[string]fault
 	var rb *Operation
 	var until time.Time
 	owner := e.s.cfg.Owner
-	err = e.s.st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
+	err = e.retryConflicts(ctx, func(ctx context.Context, tx store.Tx) error {
 		rb, until = nil, time.Time{}
 		switch tr.Action {
 		case ActSettle, ActComplete, ActRollBack:
-			if err := settle(ctx, tx, &op, msg); err != nil {
+			if err := settle(ctx, tx, &op, msg, lastError); err != nil {
 				return err
 			}
 		case ActHalt:
@@ -441,7 +450,7 @@ func (e *executor) finish(ctx context.Context, id string, kinds map[string]fault
 			if err := tx.UpdateSteps(ctx, op.ID, owner, skipped...); err != nil {
 				return err
 			}
-			if err := settle(ctx, tx, &op, msg); err != nil {
+			if err := settle(ctx, tx, &op, msg, lastError); err != nil {
 				return err
 			}
 		case ActRetryLater:
@@ -455,7 +464,7 @@ func (e *executor) finish(ctx context.Context, id string, kinds map[string]fault
 			if err := tx.UpdateSteps(ctx, op.ID, owner, retry...); err != nil {
 				return err
 			}
-			if err := settle(ctx, tx, &op, msg); err != nil {
+			if err := settle(ctx, tx, &op, msg, lastError); err != nil {
 				return err
 			}
 			until = e.s.now().Add(e.s.cfg.Reconcile.OperationLease)
@@ -483,11 +492,11 @@ func (e *executor) finish(ctx context.Context, id string, kinds map[string]fault
 		}
 		return nil
 	})
-	if errors.Is(err, store.ErrStale) {
-		return Outcome{}, e.abandon(ctx, op, err)
-	}
 	if err != nil {
-		return Outcome{}, err
+		// The transition did not land (the lease is lost, or the database
+		// keeps refusing): the operation stays active, and whoever holds it
+		// next applies it.
+		return Outcome{}, e.abandon(ctx, op, err)
 	}
 	e.s.log.InfoContext(ctx, "operation finished", "operation", op.ID, "kind", op.Kind, "deployment", op.DeploymentKey,
 		"event", ev, "action", tr.Action, "state", tr.Next)
@@ -530,14 +539,18 @@ func (e *executor) finish(ctx context.Context, id string, kinds map[string]fault
 // settle records an operation's outcome on its deployment: the failure
 // text, cleared by a deploy that went through (a rollback keeps the
 // reason it rolled back for). The deployment's revision moves only when the
-// text does.
-func settle(ctx context.Context, tx store.Tx, op *Operation, msg string) error {
+// text does; known is the text the operation started from, so the common
+// case (nothing to change) reads nothing in the transaction.
+func settle(ctx context.Context, tx store.Tx, op *Operation, msg, known string) error {
 	text := msg
 	switch {
 	case msg != "":
 	case op.Kind == KindRollback:
 		text = op.Error
 	case !op.Kind.sendsUnits():
+		return nil
+	}
+	if text == known {
 		return nil
 	}
 	d, err := tx.GetDeployment(ctx, op.DeploymentKey)
@@ -690,30 +703,37 @@ func (r *recorder) loop(ctx context.Context) {
 	}
 }
 
-// flush commits a batch in one transaction, retrying when it conflicts
-// with a concurrent writer (the lease renewal) beyond the store's own
-// retries.
+// flush commits a batch in one transaction.
 func (r *recorder) flush(ctx context.Context, batch []pendingWrite) error {
-	var err error
-	for attempt := 1; attempt <= 5; attempt++ {
-		err = r.e.s.st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
-			steps := make([]store.StepRow, 0, len(batch))
-			var rollouts []store.RolloutRow
-			for _, w := range batch {
-				steps = append(steps, stepRow(w.step))
-				if w.rollout != nil {
-					rollouts = append(rollouts, rolloutRow(r.op.DeploymentKey, *w.rollout))
-				}
+	return r.e.retryConflicts(ctx, func(ctx context.Context, tx store.Tx) error {
+		steps := make([]store.StepRow, 0, len(batch))
+		var rollouts []store.RolloutRow
+		for _, w := range batch {
+			steps = append(steps, stepRow(w.step))
+			if w.rollout != nil {
+				rollouts = append(rollouts, rolloutRow(r.op.DeploymentKey, *w.rollout))
 			}
-			if err := tx.PutRollouts(ctx, rollouts...); err != nil {
-				return err
-			}
-			return tx.UpdateSteps(ctx, r.op.ID, r.e.s.cfg.Owner, steps...)
-		})
-		if err == nil || errors.Is(err, store.ErrStale) || fault.KindOf(err) != fault.Conflict {
+		}
+		if err := tx.PutRollouts(ctx, rollouts...); err != nil {
 			return err
 		}
-		if serr := sleep(ctx, time.Duration(attempt)*5*time.Millisecond); serr != nil {
+		return tx.UpdateSteps(ctx, r.op.ID, r.e.s.cfg.Owner, steps...)
+	})
+}
+
+// retryConflicts runs fn in a transaction, again when it conflicts with
+// concurrent writers (a lease renewal, a neighbour's step, creates of
+// neighbouring keys) beyond the store's own retries: an operation's writes
+// are always worth landing, and giving up would leave it for another PM to
+// finish a lease later, or fail a create that would go through.
+func (e *executor) retryConflicts(ctx context.Context, fn func(context.Context, store.Tx) error) error {
+	var err error
+	for attempt := 1; attempt <= 5; attempt++ {
+		err = e.s.st.WithTx(ctx, fn)
+		if err == nil || errors.Is(err, store.ErrStale) || errors.Is(err, store.ErrBusy) || fault.KindOf(err) != fault.Conflict {
+			return err
+		}
+		if serr := sleep(ctx, time.Duration(attempt)*time.Duration(5+rand.IntN(10))*time.Millisecond); serr != nil {
 			return serr
 		}
 	}

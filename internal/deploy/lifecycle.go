@@ -126,14 +126,14 @@ func (s *Service) Delete(ctx context.Context, key, cluster string, expected int6
 		return fault.Invalidf("cluster: unknown cluster %q (known: %s)", cluster, strings.Join(s.cl.Names(), ", "))
 	}
 	op := s.newOperation(KindDelete, key, cluster == "")
-	err := s.st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
+	err := s.exec.retryConflicts(ctx, func(ctx context.Context, tx store.Tx) error {
 		op.Steps = nil
 		row, err := tx.GetDeployment(ctx, key)
 		if err != nil {
 			return err
 		}
 		if expected != store.AnyRevision && row.Revision != expected {
-			return fault.New(fault.Conflict, "deployment %q: revision %d is stale (current %d)", key, expected, row.Revision)
+			return fault.Wrap(fault.Conflict, store.ErrStale, "deployment %q: revision %d is stale (current %d)", key, expected, row.Revision)
 		}
 		rs, err := tx.ListRollouts(ctx, store.RolloutFilter{DeploymentKeys: []string{key}})
 		if err != nil {
@@ -153,7 +153,7 @@ func (s *Service) Delete(ctx context.Context, key, cluster string, expected int6
 				return err
 			}
 			if len(active) > 0 {
-				return fault.New(fault.Conflict, "deployment %q has an operation in progress; try again when it finishes", key)
+				return fault.Wrap(fault.Conflict, store.ErrBusy, "deployment %q has an operation in progress; try again when it finishes", key)
 			}
 			return tx.DeleteDeployment(ctx, key, row.Revision)
 		}

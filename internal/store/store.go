@@ -168,9 +168,11 @@ type ConditionUpdate struct {
 //
 // Implementations stamp CreatedAt and UpdatedAt and store copies.
 type Deployments interface {
-	// CreateDeployment stores a new deployment at revision 1;
-	// ErrAlreadyExists if the key is taken.
-	CreateDeployment(ctx context.Context, d DeploymentRow) (DeploymentRow, error)
+	// CreateDeployment stores a new deployment at revision 1 with its first
+	// rollouts (whose DeploymentKey must be d.Key); ErrAlreadyExists if the
+	// key is taken. Rollouts of a new deployment are plain inserts: no read
+	// of neighbouring rows, which concurrent creates would conflict on.
+	CreateDeployment(ctx context.Context, d DeploymentRow, rollouts ...RolloutRow) (DeploymentRow, error)
 	// GetDeployment returns a deployment; ErrNotFound if absent.
 	GetDeployment(ctx context.Context, key string) (DeploymentRow, error)
 	// ListDeployments returns the matching deployments in key order.

@@ -80,8 +80,8 @@ func inTx[T any](t *tx, ctx context.Context, fn func() (T, error)) (T, error) {
 }
 
 // CreateDeployment implements store.Deployments.
-func (s *Store) CreateDeployment(ctx context.Context, d store.DeploymentRow) (store.DeploymentRow, error) {
-	return write(s, ctx, func() (store.DeploymentRow, error) { return s.createDeployment(d, nil) })
+func (s *Store) CreateDeployment(ctx context.Context, d store.DeploymentRow, rs ...store.RolloutRow) (store.DeploymentRow, error) {
+	return write(s, ctx, func() (store.DeploymentRow, error) { return s.createDeployment(d, rs, nil) })
 }
 
 // GetDeployment implements store.Deployments.
@@ -122,8 +122,8 @@ func (s *Store) UpdateConditions(ctx context.Context, us ...store.ConditionUpdat
 }
 
 // CreateDeployment implements store.Deployments inside a transaction.
-func (t *tx) CreateDeployment(ctx context.Context, d store.DeploymentRow) (store.DeploymentRow, error) {
-	return inTx(t, ctx, func() (store.DeploymentRow, error) { return t.s.createDeployment(d, t) })
+func (t *tx) CreateDeployment(ctx context.Context, d store.DeploymentRow, rs ...store.RolloutRow) (store.DeploymentRow, error) {
+	return inTx(t, ctx, func() (store.DeploymentRow, error) { return t.s.createDeployment(d, rs, t) })
 }
 
 // GetDeployment implements store.Deployments inside a transaction.
@@ -166,15 +166,23 @@ func (t *tx) UpdateConditions(ctx context.Context, us ...store.ConditionUpdate) 
 // The methods below work as the package ones do: the caller holds s.mu and
 // a non-nil u records what a write replaces.
 
-func (s *Store) createDeployment(d store.DeploymentRow, u *tx) (store.DeploymentRow, error) {
+func (s *Store) createDeployment(d store.DeploymentRow, rs []store.RolloutRow, u *tx) (store.DeploymentRow, error) {
 	if _, ok := s.dep.deps[d.Key]; ok {
 		return store.DeploymentRow{}, fmt.Errorf("deployment %q: %w", d.Key, store.ErrAlreadyExists)
+	}
+	for _, r := range rs {
+		if r.DeploymentKey != d.Key {
+			return store.DeploymentRow{}, deploymentNotFound(r.DeploymentKey)
+		}
 	}
 	d = copyDeployment(d, false)
 	d.CreatedAt = s.now()
 	d.UpdatedAt, d.Revision = d.CreatedAt, 1
 	keep(u, s.dep.deps, d.Key)
 	s.dep.deps[d.Key] = d
+	if err := s.putRollouts(rs, u); err != nil {
+		return store.DeploymentRow{}, err
+	}
 	return copyDeployment(d, false), nil
 }
 

@@ -2,11 +2,13 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"google.golang.org/protobuf/proto"
 
 	pmv1 "github.com/oaas/pm/gen/go/oaas/pm/v1"
@@ -29,16 +31,26 @@ INSERT INTO deployments (key, package_name, class_key, target_envs, replicas, ta
     achieved_availability, algorithm, strong, last_error, request_key, revision, created_at, updated_at, spec)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12, $13)`
 
-// CreateDeployment implements store.Deployments.
-func (r *repo) CreateDeployment(ctx context.Context, d store.DeploymentRow) (store.DeploymentRow, error) {
+// CreateDeployment implements store.Deployments. Outside a transaction
+// the deployment and its rollouts are two statements; callers that need
+// them together call it in one (as the deploy core does).
+func (r *repo) CreateDeployment(ctx context.Context, d store.DeploymentRow, rs ...store.RolloutRow) (store.DeploymentRow, error) {
 	spec, err := encodeSpec(d)
 	if err != nil {
 		return store.DeploymentRow{}, err
+	}
+	for _, x := range rs {
+		if x.DeploymentKey != d.Key {
+			return store.DeploymentRow{}, fmt.Errorf("deployment %q: %w", x.DeploymentKey, store.ErrNotFound)
+		}
 	}
 	now := r.now()
 	if _, err := r.exec(ctx, "deployment", d.Key, sqlInsertDeployment,
 		d.Key, d.PackageName, d.ClassKey, targets(d), d.Replicas, d.TargetAvailability,
 		d.AchievedAvailability, d.Algorithm, d.Strong, d.LastError, d.RequestKey, now, spec); err != nil {
+		return store.DeploymentRow{}, err
+	}
+	if err := r.writeRollouts(ctx, sqlInsertRollouts, rs); err != nil {
 		return store.DeploymentRow{}, err
 	}
 	d = copyRow(d)
@@ -145,28 +157,36 @@ func (r *repo) revisionMiss(ctx context.Context, key string, expected int64) err
 	return fmt.Errorf("deployment %q: revision %d: %w", key, expected, store.ErrStale)
 }
 
-// sqlPutRollouts zips the arrays row by row and writes every rollout, or
-// none and names a deployment that does not exist (the foreign key still
-// guards against one deleted meanwhile).
+// sqlInsertRollouts writes a new deployment's rollouts: plain inserts,
+// which read no neighbouring rows.
+const sqlInsertRollouts = `
+INSERT INTO rollouts (deployment_key, cluster, unit_id, state, condition, availability,
+                      availability_source, error, attempts)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                     $6::double precision[], $7::text[], $8::text[], $9::integer[])`
+
+// sqlPutRollouts zips the arrays row by row and writes every rollout in
+// one statement. The foreign key refuses a rollout of a missing deployment
+// (and the statement writes nothing then); it is checked with a row lock,
+// not a read of the deployments index, which in a SERIALIZABLE transaction
+// would conflict with every concurrent create of a neighbouring key.
 const sqlPutRollouts = `
-WITH missing AS (
-    SELECT k FROM unnest($1::text[]) AS k
-    WHERE NOT EXISTS (SELECT 1 FROM deployments d WHERE d.key = k) LIMIT 1
-), ins AS (
-    INSERT INTO rollouts (deployment_key, cluster, unit_id, state, condition, availability,
-                          availability_source, error, attempts)
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                         $6::double precision[], $7::text[], $8::text[], $9::integer[])
-    WHERE NOT EXISTS (SELECT 1 FROM missing)
-    ON CONFLICT (deployment_key, cluster) DO UPDATE SET
-        unit_id = EXCLUDED.unit_id, state = EXCLUDED.state, condition = EXCLUDED.condition,
-        availability = EXCLUDED.availability, availability_source = EXCLUDED.availability_source,
-        error = EXCLUDED.error, attempts = EXCLUDED.attempts
-)
-SELECT (SELECT k FROM missing)`
+INSERT INTO rollouts (deployment_key, cluster, unit_id, state, condition, availability,
+                      availability_source, error, attempts)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                     $6::double precision[], $7::text[], $8::text[], $9::integer[])
+ON CONFLICT (deployment_key, cluster) DO UPDATE SET
+    unit_id = EXCLUDED.unit_id, state = EXCLUDED.state, condition = EXCLUDED.condition,
+    availability = EXCLUDED.availability, availability_source = EXCLUDED.availability_source,
+    error = EXCLUDED.error, attempts = EXCLUDED.attempts`
 
 // PutRollouts implements store.Deployments.
 func (r *repo) PutRollouts(ctx context.Context, rs ...store.RolloutRow) error {
+	return r.writeRollouts(ctx, sqlPutRollouts, rs)
+}
+
+// writeRollouts runs sql (sqlPutRollouts or sqlInsertRollouts) on rs.
+func (r *repo) writeRollouts(ctx context.Context, sql string, rs []store.RolloutRow) error {
 	if len(rs) == 0 {
 		return nil
 	}
@@ -189,15 +209,32 @@ func (r *repo) PutRollouts(ctx context.Context, rs ...store.RolloutRow) error {
 		avail, sources = append(avail, x.Availability), append(sources, x.AvailabilitySource)
 		errs, attempts = append(errs, x.Error), append(attempts, int32(min(x.Attempts, 1<<30))) //nolint:gosec // capped
 	}
-	var missing *string
-	if err := r.queryRow(ctx, "deployment", keys[0], sqlPutRollouts,
-		[]any{keys, clusters, units, states, conds, avail, sources, errs, attempts}, &missing); err != nil {
-		return err
+	octx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	_, err := r.q.Exec(octx, sql, keys, clusters, units, states, conds, avail, sources, errs, attempts)
+	if key, ok := missingDeployment(err); ok {
+		return fmt.Errorf("deployment %q: %w", key, store.ErrNotFound)
 	}
-	if missing != nil {
-		return fmt.Errorf("deployment %q: %w", *missing, store.ErrNotFound)
+	if err != nil {
+		return r.classify(ctx, "rollouts", keys[0], err)
 	}
 	return nil
+}
+
+// missingDeployment reads the key of the missing deployment out of a
+// foreign key violation of rollouts ("Key (deployment_key)=(k) is not
+// present ...").
+func missingDeployment(err error) (string, bool) {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "23503" {
+		return "", false
+	}
+	_, rest, ok := strings.Cut(pgErr.Detail, ")=(")
+	key, _, ok2 := strings.Cut(rest, ") ")
+	if !ok || !ok2 {
+		return "", true
+	}
+	return key, true
 }
 
 const rolloutColumns = `deployment_key, cluster, unit_id, state, condition, availability, availability_source, error, attempts`

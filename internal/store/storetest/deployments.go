@@ -27,6 +27,7 @@ func (s suite) deploymentTests() []namedTest {
 		{"DeploymentDelete", s.testDeploymentDelete},
 		{"DeploymentListFilters", s.testDeploymentListFilters},
 		{"Rollouts", s.testRollouts},
+		{"DeploymentCreateWithRollouts", s.testDeploymentCreateWithRollouts},
 		{"RolloutQueries", s.testRolloutQueries},
 		{"UpdateConditions", s.testUpdateConditions},
 		{"OperationCreateGet", s.testOperationCreateGet},
@@ -320,6 +321,28 @@ func (s suite) testRollouts(t *testing.T) {
 	if err := st.PutRollouts(ctx); err != nil {
 		t.Errorf("PutRollouts of nothing: %v", err)
 	}
+}
+
+// testDeploymentCreateWithRollouts: a deployment and its first rollouts
+// are written together, or not at all.
+func (s suite) testDeploymentCreateWithRollouts(t *testing.T) {
+	ctx, st := s.setup(t)
+	a := store.RolloutRow{DeploymentKey: "dep", Cluster: "a", UnitID: "ua", State: "planned", Condition: "pending", Availability: 0.9}
+	b := store.RolloutRow{DeploymentKey: "dep", Cluster: "b", UnitID: "ub", State: "planned", Condition: "pending"}
+	if _, err := st.CreateDeployment(ctx, store.DeploymentRow{Key: "dep"}, a, b); err != nil {
+		t.Fatalf("CreateDeployment with rollouts: %v", err)
+	}
+	if got := mustListRollouts(t, st, store.RolloutFilter{DeploymentKeys: []string{"dep"}}); len(got) != 2 || got[0] != a || got[1] != b {
+		t.Errorf("rollouts %+v", got)
+	}
+	_, err := st.CreateDeployment(ctx, store.DeploymentRow{Key: "dep2"}, store.RolloutRow{DeploymentKey: "other", Cluster: "a", UnitID: "u"})
+	wantErr(t, err, store.ErrNotFound, "other")
+	if _, err := st.GetDeployment(ctx, "dep2"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a failed create left the deployment: %v", err)
+	}
+	_, err = st.CreateDeployment(ctx, store.DeploymentRow{Key: "dep"}, store.RolloutRow{DeploymentKey: "dep", Cluster: "c", UnitID: "uc"})
+	wantErr(t, err, store.ErrAlreadyExists, "dep")
+	assertRollouts(t, mustListRollouts(t, st, store.RolloutFilter{DeploymentKeys: []string{"dep"}}), "dep/a=ua", "dep/b=ub")
 }
 
 func (s suite) testRolloutQueries(t *testing.T) {
