@@ -316,6 +316,7 @@ func stepFailureKind(err error) fault.Kind {
 
 func (e *executor) afterStep(op Operation, step Step, writeErr error) error {
 	if writeErr != nil {
+		e.s.log.Warn("recording a step's outcome failed", "operation", op.ID, "cluster", step.Cluster, "error", writeErr)
 		return errAbandoned
 	}
 	if h := e.hooks.AfterStep; h != nil {
@@ -432,11 +433,41 @@ func (e *executor) finish(ctx context.Context, id string, kinds map[string]fault
 	var rb *Operation
 	var until time.Time
 	owner := e.s.cfg.Owner
-	err = e.retryConflicts(ctx, func(ctx context.Context, tx store.Tx) error {
-		rb, until = nil, time.Time{}
+	text, changes := lastErrorAfter(&op, msg, lastError)
+	if !changes && (tr.Action == ActSettle || tr.Action == ActComplete && !op.Drop) {
+		// The common case is one write, which needs no transaction (and so
+		// cannot conflict with the many other operations finishing).
+		err = e.s.st.SetOperationState(ctx, op.ID, owner, string(tr.Next), msg, until)
+	} else {
+		err = e.applyTransition(ctx, &op, tr, msg, text, changes, &rb, &until)
+	}
+	if err != nil {
+		// The transition did not land (the lease is lost, or the database
+		// keeps refusing): the operation stays active, and whoever holds it
+		// next applies it.
+		return Outcome{}, e.abandon(ctx, op, err)
+	}
+	return e.outcome(ctx, &op, ev, tr, msg, kinds, rb), nil
+}
+
+// applyTransition applies a transition that writes more than the
+// operation's state, in one transaction.
+func (e *executor) applyTransition(ctx context.Context, op *Operation, tr Transition, msg, text string, changes bool,
+	rbOut **Operation, untilOut *time.Time) error {
+	owner := e.s.cfg.Owner
+	return e.retryConflicts(ctx, func(ctx context.Context, tx store.Tx) error {
+		var rb *Operation
+		var until time.Time
+		defer func() { *rbOut, *untilOut = rb, until }()
+		settle := func() error {
+			if !changes {
+				return nil
+			}
+			return setLastError(ctx, tx, op.DeploymentKey, text)
+		}
 		switch tr.Action {
 		case ActSettle, ActComplete, ActRollBack:
-			if err := settle(ctx, tx, &op, msg, lastError); err != nil {
+			if err := settle(); err != nil {
 				return err
 			}
 		case ActHalt:
@@ -450,7 +481,7 @@ func (e *executor) finish(ctx context.Context, id string, kinds map[string]fault
 			if err := tx.UpdateSteps(ctx, op.ID, owner, skipped...); err != nil {
 				return err
 			}
-			if err := settle(ctx, tx, &op, msg, lastError); err != nil {
+			if err := settle(); err != nil {
 				return err
 			}
 		case ActRetryLater:
@@ -464,7 +495,7 @@ func (e *executor) finish(ctx context.Context, id string, kinds map[string]fault
 			if err := tx.UpdateSteps(ctx, op.ID, owner, retry...); err != nil {
 				return err
 			}
-			if err := settle(ctx, tx, &op, msg, lastError); err != nil {
+			if err := settle(); err != nil {
 				return err
 			}
 			until = e.s.now().Add(e.s.cfg.Reconcile.OperationLease)
@@ -492,12 +523,11 @@ func (e *executor) finish(ctx context.Context, id string, kinds map[string]fault
 		}
 		return nil
 	})
-	if err != nil {
-		// The transition did not land (the lease is lost, or the database
-		// keeps refusing): the operation stays active, and whoever holds it
-		// next applies it.
-		return Outcome{}, e.abandon(ctx, op, err)
-	}
+}
+
+// outcome is what a finished transition means to a waiting client; a
+// rollback it started is run first.
+func (e *executor) outcome(ctx context.Context, op *Operation, ev Event, tr Transition, msg string, kinds map[string]fault.Kind, rb *Operation) Outcome {
 	e.s.log.InfoContext(ctx, "operation finished", "operation", op.ID, "kind", op.Kind, "deployment", op.DeploymentKey,
 		"event", ev, "action", tr.Action, "state", tr.Next)
 
@@ -507,7 +537,7 @@ func (e *executor) finish(ctx context.Context, id string, kinds map[string]fault
 			out.Units[st.Cluster] = st.UnitID
 		}
 	}
-	failKind := clientKind(&op, kinds)
+	failKind := clientKind(op, kinds)
 	switch {
 	case rb != nil:
 		e.s.stats.rollbacks.Add(1)
@@ -533,27 +563,30 @@ func (e *executor) finish(ctx context.Context, id string, kinds map[string]fault
 	case msg != "":
 		e.s.log.WarnContext(ctx, "partial deploy; keeping the clusters that succeeded", "deployment", op.DeploymentKey, "failure", msg)
 	}
-	return out, nil
+	return out
 }
 
-// settle records an operation's outcome on its deployment: the failure
-// text, cleared by a deploy that went through (a rollback keeps the
-// reason it rolled back for). The deployment's revision moves only when the
-// text does; known is the text the operation started from, so the common
-// case (nothing to change) reads nothing in the transaction.
-func settle(ctx context.Context, tx store.Tx, op *Operation, msg, known string) error {
-	text := msg
+// lastErrorAfter is the deployment's last error once an operation is
+// settled: the failure text, cleared by a deploy that went through (a
+// rollback keeps the reason it rolled back for). changes is false when it
+// stays as the operation found it (known), the common case, which then
+// needs no write.
+func lastErrorAfter(op *Operation, msg, known string) (text string, changes bool) {
+	text = msg
 	switch {
 	case msg != "":
 	case op.Kind == KindRollback:
 		text = op.Error
 	case !op.Kind.sendsUnits():
-		return nil
+		return known, false
 	}
-	if text == known {
-		return nil
-	}
-	d, err := tx.GetDeployment(ctx, op.DeploymentKey)
+	return text, text != known
+}
+
+// setLastError records text as a deployment's last error (its revision
+// moves); a deployment gone meanwhile is no error.
+func setLastError(ctx context.Context, tx store.Tx, key, text string) error {
+	d, err := tx.GetDeployment(ctx, key)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
 	}
@@ -703,22 +736,17 @@ func (r *recorder) loop(ctx context.Context) {
 	}
 }
 
-// flush commits a batch in one transaction.
+// flush records a batch in one atomic write.
 func (r *recorder) flush(ctx context.Context, batch []pendingWrite) error {
-	return r.e.retryConflicts(ctx, func(ctx context.Context, tx store.Tx) error {
-		steps := make([]store.StepRow, 0, len(batch))
-		var rollouts []store.RolloutRow
-		for _, w := range batch {
-			steps = append(steps, stepRow(w.step))
-			if w.rollout != nil {
-				rollouts = append(rollouts, rolloutRow(r.op.DeploymentKey, *w.rollout))
-			}
+	steps := make([]store.StepRow, 0, len(batch))
+	var rollouts []store.RolloutRow
+	for _, w := range batch {
+		steps = append(steps, stepRow(w.step))
+		if w.rollout != nil {
+			rollouts = append(rollouts, rolloutRow(r.op.DeploymentKey, *w.rollout))
 		}
-		if err := tx.PutRollouts(ctx, rollouts...); err != nil {
-			return err
-		}
-		return tx.UpdateSteps(ctx, r.op.ID, r.e.s.cfg.Owner, steps...)
-	})
+	}
+	return r.e.s.st.RecordSteps(ctx, r.op.ID, r.e.s.cfg.Owner, steps, rollouts)
 }
 
 // retryConflicts runs fn in a transaction, again when it conflicts with

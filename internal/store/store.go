@@ -266,6 +266,12 @@ type Operations interface {
 	// provided owner holds the lease (ErrStale otherwise; an empty owner
 	// never holds one). ErrNotFound if the operation does not exist.
 	UpdateSteps(ctx context.Context, id, owner string, steps ...StepRow) error
+	// RecordSteps is UpdateSteps and PutRollouts as one atomic write,
+	// without a transaction: a step's outcome and its cluster's rollout land
+	// together, and the many operations recording at once do not conflict
+	// with each other as serializable transactions would. Errors are those
+	// of the two (nothing is written on any).
+	RecordSteps(ctx context.Context, id, owner string, steps []StepRow, rollouts []RolloutRow) error
 	// SetOperationState moves an operation held by owner to state with
 	// errText and releases the lease; until is when a waiting operation may
 	// be claimed again (zero for none). ErrStale if owner lost the lease.

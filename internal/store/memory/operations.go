@@ -141,6 +141,12 @@ func (s *Store) UpdateSteps(ctx context.Context, id, owner string, steps ...stor
 	return err
 }
 
+// RecordSteps implements store.Operations.
+func (s *Store) RecordSteps(ctx context.Context, id, owner string, steps []store.StepRow, rollouts []store.RolloutRow) error {
+	_, err := write(s, ctx, func() (struct{}, error) { return struct{}{}, s.recordSteps(id, owner, steps, rollouts, nil) })
+	return err
+}
+
 // SetOperationState implements store.Operations.
 func (s *Store) SetOperationState(ctx context.Context, id, owner, state, errText string, until time.Time) error {
 	_, err := write(s, ctx, func() (struct{}, error) {
@@ -185,6 +191,12 @@ func (t *tx) ListOperations(ctx context.Context, f store.OperationFilter) ([]sto
 // UpdateSteps implements store.Operations inside a transaction.
 func (t *tx) UpdateSteps(ctx context.Context, id, owner string, steps ...store.StepRow) error {
 	_, err := inTx(t, ctx, func() (struct{}, error) { return struct{}{}, t.s.updateSteps(id, owner, steps, t) })
+	return err
+}
+
+// RecordSteps implements store.Operations inside a transaction.
+func (t *tx) RecordSteps(ctx context.Context, id, owner string, steps []store.StepRow, rollouts []store.RolloutRow) error {
+	_, err := inTx(t, ctx, func() (struct{}, error) { return struct{}{}, t.s.recordSteps(id, owner, steps, rollouts, t) })
 	return err
 }
 
@@ -304,6 +316,23 @@ func (s *Store) updateSteps(id, owner string, steps []store.StepRow, u *tx) erro
 	keep(u, s.dep.ops, id)
 	s.dep.ops[id] = op
 	return nil
+}
+
+// recordSteps checks everything before it writes, so that a failure
+// writes nothing.
+func (s *Store) recordSteps(id, owner string, steps []store.StepRow, rollouts []store.RolloutRow, u *tx) error {
+	if _, err := s.held(id, owner); err != nil {
+		return err
+	}
+	for _, r := range rollouts {
+		if _, ok := s.dep.deps[r.DeploymentKey]; !ok {
+			return deploymentNotFound(r.DeploymentKey)
+		}
+	}
+	if err := s.putRollouts(rollouts, u); err != nil {
+		return err
+	}
+	return s.updateSteps(id, owner, steps, u)
 }
 
 func (s *Store) setOperationState(id, owner, state, errText string, until time.Time, u *tx) error {

@@ -190,8 +190,23 @@ func (r *repo) writeRollouts(ctx context.Context, sql string, rs []store.Rollout
 	if len(rs) == 0 {
 		return nil
 	}
-	// One row per (deployment, cluster), the last one winning as if they
-	// were put one by one: ON CONFLICT may touch a row only once.
+	cols := rolloutArrays(rs)
+	octx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	_, err := r.q.Exec(octx, sql, cols...)
+	if key, ok := missingDeployment(err); ok {
+		return fmt.Errorf("deployment %q: %w", key, store.ErrNotFound)
+	}
+	if err != nil {
+		return r.classify(ctx, "rollouts", rs[0].DeploymentKey, err)
+	}
+	return nil
+}
+
+// rolloutArrays are rollouts as the nine column arrays the statements
+// unnest, one row per (deployment, cluster), the last one winning as if
+// they were put one by one: ON CONFLICT may touch a row only once.
+func rolloutArrays(rs []store.RolloutRow) []any {
 	last := make(map[[2]string]int, len(rs))
 	for i, x := range rs {
 		last[[2]string{x.DeploymentKey, x.Cluster}] = i
@@ -209,16 +224,7 @@ func (r *repo) writeRollouts(ctx context.Context, sql string, rs []store.Rollout
 		avail, sources = append(avail, x.Availability), append(sources, x.AvailabilitySource)
 		errs, attempts = append(errs, x.Error), append(attempts, int32(min(x.Attempts, 1<<30))) //nolint:gosec // capped
 	}
-	octx, cancel := context.WithTimeout(ctx, r.timeout)
-	defer cancel()
-	_, err := r.q.Exec(octx, sql, keys, clusters, units, states, conds, avail, sources, errs, attempts)
-	if key, ok := missingDeployment(err); ok {
-		return fmt.Errorf("deployment %q: %w", key, store.ErrNotFound)
-	}
-	if err != nil {
-		return r.classify(ctx, "rollouts", keys[0], err)
-	}
-	return nil
+	return []any{keys, clusters, units, states, conds, avail, sources, errs, attempts}
 }
 
 // missingDeployment reads the key of the missing deployment out of a

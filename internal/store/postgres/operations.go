@@ -136,6 +136,66 @@ func (r *repo) UpdateSteps(ctx context.Context, id, owner string, steps ...store
 	return r.leasedWrite(ctx, id, owner, sqlUpdateSteps, doc, r.now())
 }
 
+// sqlRecordSteps is sqlUpdateSteps and sqlPutRollouts in one statement:
+// the rollouts ($5...) are written only if the owner's update of the steps
+// matched. One statement is atomic without a transaction.
+const sqlRecordSteps = `
+WITH op AS (
+    UPDATE operations SET
+        steps = COALESCE(
+            (SELECT jsonb_agg(COALESCE($3::jsonb -> (e->>'cluster'), e) ORDER BY i)
+             FROM jsonb_array_elements(steps) WITH ORDINALITY AS s(e, i)), '[]'::jsonb)
+          || COALESCE(
+            (SELECT jsonb_agg(v ORDER BY k)
+             FROM jsonb_each($3::jsonb) AS n(k, v)
+             WHERE NOT steps @> jsonb_build_array(jsonb_build_object('cluster', k))), '[]'::jsonb),
+        updated_at = $4
+    WHERE id = $1 AND owner = $2 AND owner <> ''
+    RETURNING id
+), ro AS (
+    INSERT INTO rollouts (deployment_key, cluster, unit_id, state, condition, availability,
+                          availability_source, error, attempts)
+    SELECT * FROM unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+                         $10::double precision[], $11::text[], $12::text[], $13::integer[])
+    WHERE EXISTS (SELECT 1 FROM op)
+    ON CONFLICT (deployment_key, cluster) DO UPDATE SET
+        unit_id = EXCLUDED.unit_id, state = EXCLUDED.state, condition = EXCLUDED.condition,
+        availability = EXCLUDED.availability, availability_source = EXCLUDED.availability_source,
+        error = EXCLUDED.error, attempts = EXCLUDED.attempts
+)
+SELECT count(*) FROM op`
+
+// RecordSteps implements store.Operations.
+func (r *repo) RecordSteps(ctx context.Context, id, owner string, steps []store.StepRow, rollouts []store.RolloutRow) error {
+	byCluster := make(map[string]stepDoc, len(steps))
+	for _, st := range steps {
+		byCluster[st.Cluster] = encodeStep(st)
+	}
+	doc, err := json.Marshal(byCluster)
+	if err != nil {
+		return fmt.Errorf("operation %q: encode steps: %w", id, err)
+	}
+	cols := rolloutArrays(rollouts)
+	octx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	var n int
+	err = r.q.QueryRow(octx, sqlRecordSteps, append([]any{id, owner, doc, r.now()}, cols...)...).Scan(&n)
+	if key, ok := missingDeployment(err); ok {
+		return fmt.Errorf("deployment %q: %w", key, store.ErrNotFound)
+	}
+	if err != nil {
+		return r.classify(ctx, "operation", id, err)
+	}
+	if n == 1 {
+		return nil
+	}
+	var exists bool
+	if err := r.q.QueryRow(octx, sqlOperationExists, id).Scan(&exists); err != nil {
+		return r.classify(ctx, "operation", id, err)
+	}
+	return fmt.Errorf("operation %q: not leased to %q: %w", id, owner, store.ErrStale)
+}
+
 const sqlSetOperationState = `
 UPDATE operations SET state = $3, error = $4, owner = '', lease_until = $5, updated_at = $6
 WHERE id = $1 AND owner = $2 AND owner <> ''`

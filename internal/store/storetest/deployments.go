@@ -32,6 +32,7 @@ func (s suite) deploymentTests() []namedTest {
 		{"UpdateConditions", s.testUpdateConditions},
 		{"OperationCreateGet", s.testOperationCreateGet},
 		{"OperationLease", s.testOperationLease},
+		{"RecordSteps", s.testRecordSteps},
 		{"OperationOneActive", s.testOperationOneActive},
 		{"OperationWaiting", s.testOperationWaiting},
 		{"OperationListPaging", s.testOperationListPaging},
@@ -415,11 +416,43 @@ func (s suite) testUpdateConditions(t *testing.T) {
 	}
 }
 
+// testRecordSteps: a step's outcome and its rollout land together or not
+// at all, under the lease.
+func (s suite) testRecordSteps(t *testing.T) {
+	ctx, st := s.setup(t)
+	mustCreateDeployment(t, st, store.DeploymentRow{Key: "dep"}, store.RolloutRow{DeploymentKey: "dep", Cluster: "a", UnitID: "ua", State: "planned", Condition: "pending"})
+	mustCreateOperation(t, st, store.OperationRow{ID: "op", Kind: "deploy", DeploymentKey: "dep", State: running, Owner: "me",
+		Steps: []store.StepRow{{Cluster: "a", UnitID: "ua", State: "pending"}}})
+	step := store.StepRow{Cluster: "a", UnitID: "ua", State: "succeeded", Attempts: 1}
+	ro := store.RolloutRow{DeploymentKey: "dep", Cluster: "a", UnitID: "ua", State: "deployed", Condition: "deploying", Attempts: 1}
+	before := mustGetOperation(t, st, "op")
+	wantErr(t, st.RecordSteps(ctx, "op", "other", []store.StepRow{step}, []store.RolloutRow{ro}), store.ErrStale, "op")
+	wantErr(t, st.RecordSteps(ctx, "ghost", "me", []store.StepRow{step}, []store.RolloutRow{ro}), store.ErrNotFound, "ghost")
+	gone := store.RolloutRow{DeploymentKey: "gone", Cluster: "a", UnitID: "ug"}
+	wantErr(t, st.RecordSteps(ctx, "op", "me", []store.StepRow{step}, []store.RolloutRow{ro, gone}), store.ErrNotFound, "gone")
+	assertOp(t, mustGetOperation(t, st, "op"), before)
+	if got := mustListRollouts(t, st, store.RolloutFilter{DeploymentKeys: []string{"dep"}}); got[0].State != "planned" {
+		t.Errorf("a refused record changed the rollout: %+v", got[0])
+	}
+	if err := st.RecordSteps(ctx, "op", "me", []store.StepRow{step}, []store.RolloutRow{ro}); err != nil {
+		t.Fatalf("RecordSteps: %v", err)
+	}
+	if op := mustGetOperation(t, st, "op"); len(op.Steps) != 1 || op.Steps[0] != step {
+		t.Errorf("steps %+v", op.Steps)
+	}
+	if got := mustListRollouts(t, st, store.RolloutFilter{DeploymentKeys: []string{"dep"}}); len(got) != 1 || got[0] != ro {
+		t.Errorf("rollouts %+v", got)
+	}
+	if err := st.RecordSteps(ctx, "op", "me", []store.StepRow{{Cluster: "b", State: "failed"}}, nil); err != nil {
+		t.Errorf("RecordSteps without rollouts: %v", err)
+	}
+}
+
 // Helpers.
 
-func mustCreateDeployment(t *testing.T, st store.Store, d store.DeploymentRow) store.DeploymentRow {
+func mustCreateDeployment(t *testing.T, st store.Store, d store.DeploymentRow, rs ...store.RolloutRow) store.DeploymentRow {
 	t.Helper()
-	out, err := st.CreateDeployment(context.Background(), d)
+	out, err := st.CreateDeployment(context.Background(), d, rs...)
 	if err != nil {
 		t.Fatalf("CreateDeployment(%q): %v", d.Key, err)
 	}
