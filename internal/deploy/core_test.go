@@ -341,3 +341,49 @@ func TestRuntimeViews(t *testing.T) {
 		t.Errorf("status of d0 on b: %+v, %v", st, err)
 	}
 }
+
+// TestServicesRunAndSignal starts the background services with short
+// periods and waits on their test signals: each runs passes on its own,
+// reports what it did, and stops with Stop.
+func TestServicesRunAndSignal(t *testing.T) {
+	t.Parallel()
+	w := setup(t, "memory", "a", "b")
+	cfg := testConfig("pm-a", 300*time.Millisecond)
+	cfg.Deploy.StatusPollInterval, cfg.Reconcile.Interval = 50*time.Millisecond, 80*time.Millisecond
+	pm := w.pmWith(cfg, deploy.Hooks{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := pm.Create(ctx, dep("d", "a", "b"), deploy.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pm.Observer().TestSignals.Passed.Init()
+	pm.Planner().TestSignals.Passed.Init()
+	pm.Resumer().TestSignals.Passed.Init()
+	if err := pm.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := pm.Observer().Start(ctx); err == nil {
+		t.Error("starting a running service again succeeded")
+	}
+	// A unit goes missing: the next observation passes heal it.
+	w.sims["a"].RemoveRuntime(deploy.UnitID("d", "a"))
+	for {
+		rep, err := pm.Observer().TestSignals.Passed.Wait(ctx)
+		if err != nil {
+			t.Fatalf("no observation pass healed a: %v", err)
+		}
+		if len(rep.Drift.Healed) == 1 {
+			break
+		}
+	}
+	if res, err := pm.Planner().TestSignals.Passed.Wait(ctx); err != nil || res.Seen != 1 {
+		t.Errorf("planner pass %+v, %v", res, err)
+	}
+	if _, err := pm.Resumer().TestSignals.Passed.Wait(ctx); err != nil {
+		t.Errorf("no resume pass: %v", err)
+	}
+	pm.Stop()
+	if w.sims["a"].LastUnit(deploy.UnitID("d", "a")) == nil || w.sims["a"].RuntimeCount() != 1 {
+		t.Error("a was not healed")
+	}
+}
