@@ -43,6 +43,7 @@ type options struct {
 	timeout     time.Duration
 	keepLogs    bool
 	logLevel    string
+	warmup      int
 }
 
 func main() {
@@ -82,6 +83,7 @@ func parse(args []string) (options, error) {
 	fs.DurationVar(&o.timeout, "timeout", 45*time.Minute, "bound on the whole run")
 	fs.BoolVar(&o.keepLogs, "keep-logs", false, "keep PM's log file")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "PM's LOG_LEVEL")
+	fs.IntVar(&o.warmup, "warmup", 64, "deployments created and deleted before the measured creates (0: none)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

@@ -36,6 +36,7 @@ type result struct {
 	passes       float64
 	passesExact  bool
 	crmCalls     int64
+	listCalls    int64
 	callsByKind  map[string]int64
 	pmCPU        time.Duration
 	crmCPU       time.Duration
@@ -102,6 +103,14 @@ func runOne(ctx context.Context, o options, bin, dir string, n int) (result, err
 		return r, err
 	}
 
+	if o.warmup > 0 {
+		// A PM that has run a while has its database and CRM connections
+		// open; the first creates of a fresh one pay for opening them.
+		logf("N=%d: warming up with %d creates and deletes", n, o.warmup)
+		if err := c.warmUp(ctx, o, sims.Names()); err != nil {
+			return r, err
+		}
+	}
 	logf("N=%d: creating %d deployments with %d clients", n, n, o.clients)
 	start := time.Now()
 	r.createErrors, err = c.createAll(ctx, n, o, sims.Names())
@@ -142,6 +151,9 @@ func runOne(ctx context.Context, o options, bin, dir string, n int) (result, err
 		if d := v - callsBefore[k]; d > 0 {
 			r.callsByKind[k] = d
 			r.crmCalls += d
+			if k == "ListClassRuntimes" {
+				r.listCalls += d
+			}
 		}
 	}
 	passesAfter, _ := c.passes(ctx)
@@ -366,6 +378,37 @@ func (c *client) create(ctx context.Context, key string, d any, retries *atomic.
 		}
 	}
 	return last
+}
+
+// warmUp creates o.warmup deployments spread over every cluster, with
+// o.clients clients, and deletes them again.
+func (c *client) warmUp(ctx context.Context, o options, clusters []string) error {
+	var retries atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, o.warmup)
+	sem := make(chan struct{}, o.clients)
+	for i := range o.warmup {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			key := fmt.Sprintf("warm%04d", i)
+			targets := make([]string, o.perDep)
+			for j := range targets {
+				targets[j] = clusters[(i*o.perDep+j)%len(clusters)]
+			}
+			d := map[string]any{"key": key, "package_name": "bench", "class_key": "Echo", "target_envs": targets}
+			if err := c.create(ctx, key, d, &retries); err != nil {
+				errs <- err
+				return
+			}
+			if code, b, err := c.do(ctx, http.MethodDelete, "/api/v1/deployments/"+key, nil); err != nil || code != http.StatusNoContent {
+				errs <- fmt.Errorf("warm-up delete %s: %d %.200s %v", key, code, b, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
 }
 
 // passes reads PM's count of background observation passes from /metrics;
