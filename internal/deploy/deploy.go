@@ -151,10 +151,11 @@ func (s *Service) Start(ctx context.Context) error {
 // stay leased and resume after a restart or on another PM) and waits for
 // all of them.
 func (s *Service) Stop() {
+	// Operations first: a pass waiting on one (a heal) then ends at once.
+	s.exec.stop()
 	for _, svc := range s.services() {
 		svc.Stop()
 	}
-	s.exec.stop()
 	s.workMu.Lock()
 	s.stopped = true
 	s.workMu.Unlock()
