@@ -401,8 +401,20 @@ func (c *client) warmUp(ctx context.Context, o options, clusters []string) error
 				errs <- err
 				return
 			}
-			if code, b, err := c.do(ctx, http.MethodDelete, "/api/v1/deployments/"+key, nil); err != nil || code != http.StatusNoContent {
-				errs <- fmt.Errorf("warm-up delete %s: %d %.200s %v", key, code, b, err)
+			// Retried like a create: a transaction that conflicted (409) or
+			// an operation still at work (409, 503) passes.
+			for attempt := 0; ; attempt++ {
+				code, b, err := c.do(ctx, http.MethodDelete, "/api/v1/deployments/"+key, nil)
+				if err == nil && code == http.StatusNoContent {
+					return
+				}
+				if attempt == 10 || (err == nil && code != http.StatusConflict && code != http.StatusServiceUnavailable) {
+					errs <- fmt.Errorf("warm-up delete %s: %d %.200s %v", key, code, b, err)
+					return
+				}
+				if pace.Sleep(ctx, time.Duration(attempt+1)*50*time.Millisecond) != nil {
+					return
+				}
 			}
 		})
 	}
