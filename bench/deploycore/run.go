@@ -408,11 +408,11 @@ func (c *client) warmUp(ctx context.Context, o options, clusters []string) error
 				if err == nil && code == http.StatusNoContent {
 					return
 				}
-				if attempt == 10 || (err == nil && code != http.StatusConflict && code != http.StatusServiceUnavailable) {
+				if attempt == 60 || (err == nil && code != http.StatusConflict && code != http.StatusServiceUnavailable) {
 					errs <- fmt.Errorf("warm-up delete %s: %d %.200s %v", key, code, b, err)
 					return
 				}
-				if pace.Sleep(ctx, time.Duration(attempt+1)*50*time.Millisecond) != nil {
+				if pace.Sleep(ctx, min(time.Duration(attempt+1)*50*time.Millisecond, 500*time.Millisecond)) != nil {
 					return
 				}
 			}
