@@ -405,8 +405,8 @@ func (c *client) warmUp(ctx context.Context, o options, clusters []string) error
 			// an operation still at work (409, 503) passes.
 			for attempt := 0; ; attempt++ {
 				code, b, err := c.do(ctx, http.MethodDelete, "/api/v1/deployments/"+key, nil)
-				if err == nil && code == http.StatusNoContent {
-					return
+				if err == nil && (code == http.StatusNoContent || code == http.StatusNotFound && attempt > 0) {
+					return // a 404 to a retry: the earlier attempt got through
 				}
 				if attempt == 60 || (err == nil && code != http.StatusConflict && code != http.StatusServiceUnavailable) {
 					errs <- fmt.Errorf("warm-up delete %s: %d %.200s %v", key, code, b, err)
