@@ -409,7 +409,10 @@ func (c *client) warmUp(ctx context.Context, o options, clusters []string) error
 					return // a 404 to a retry: the earlier attempt got through
 				}
 				if attempt == 60 || (err == nil && code != http.StatusConflict && code != http.StatusServiceUnavailable) {
-					errs <- fmt.Errorf("warm-up delete %s: %d %.200s %v", key, code, b, err)
+					if err == nil {
+						err = fmt.Errorf("%d %.200s", code, b)
+					}
+					errs <- fmt.Errorf("warm-up delete %s: %w", key, err)
 					return
 				}
 				if pace.Sleep(ctx, min(time.Duration(attempt+1)*50*time.Millisecond, 500*time.Millisecond)) != nil {
