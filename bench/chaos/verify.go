@@ -46,7 +46,7 @@ type snapshot struct {
 	runtimes map[string]map[string]bool   // cluster → unit ids it runs
 	known    map[string]bool              // deployment keys PM has
 	mappings map[string]map[string]string // deployment → cluster → unit
-	pending  int                          // PM operations still pending
+	pending  int                          // PM operations still active
 }
 
 // take reads every cluster straight over gRPC, then PM's deployments and
@@ -117,16 +117,10 @@ func (v *verifier) take(ctx context.Context) (*snapshot, error) {
 			return nil, fmt.Errorf("get %s: 200 but the listing lacks it", e.key)
 		}
 	}
-	if r := v.api.do(ctx, pm, http.MethodGet, "/api/v1/operations", nil, nil); r.err == nil && r.status == http.StatusOK {
-		var ops []struct {
-			State string `json:"state"`
-		}
+	if r := v.api.do(ctx, pm, http.MethodGet, "/api/v1/operations?active=true&limit=1000", nil, nil); r.err == nil && r.status == http.StatusOK {
+		var ops []json.RawMessage
 		if json.Unmarshal(r.body, &ops) == nil {
-			for _, op := range ops {
-				if op.State == "pending" {
-					s.pending++
-				}
-			}
+			s.pending = len(ops)
 		}
 	}
 	return s, nil

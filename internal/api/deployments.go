@@ -1,10 +1,14 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
+	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pmv1 "github.com/oaas/pm/gen/go/oaas/pm/v1"
@@ -15,6 +19,7 @@ import (
 )
 
 // Deployments serves oaas.pm.v1.DeploymentService and ClassRuntimeService.
+// The deployment core's model becomes oaas.pm.v1 here and nowhere else.
 type Deployments struct {
 	svc  *deploy.Service
 	idem *Idempotency
@@ -34,33 +39,44 @@ func NewDeployments(svc *deploy.Service, idem *Idempotency) *Deployments {
 func (h *Deployments) CreateDeployment(ctx context.Context, req *pmv1.CreateDeploymentRequest) (*pmv1.CreateDeploymentResponse, error) {
 	dryRun := req.GetDryRun() || callInfo(ctx).RequestHeader().Get("X-Dry-Run") == "true"
 	// A keyed create runs detached and may outlast the client's wait: it
-	// then finishes and stores its result for the retry.
-	keyed := idempotencyKey(ctx, req.GetIdempotencyKey()) != ""
-	run := func(ctx context.Context) (*pmv1.CreateDeploymentResponse, error) {
-		res, err := h.svc.Create(ctx, req.GetDeployment(), deploy.CreateOptions{DryRun: dryRun, Detached: keyed})
+	// then finishes and stores its result for the retry. Its key and body
+	// also name the request, so that a retry after a crash recognises the
+	// deployment its first attempt made.
+	opt := deploy.CreateOptions{DryRun: dryRun}
+	if key := idempotencyKey(ctx, req.GetIdempotencyKey()); key != "" && !dryRun {
+		hash, err := requestHash(req)
 		if err != nil {
 			return nil, err
 		}
-		d := res.Deployment.Deployment
+		opt.Detached, opt.RequestKey = true, key+":"+hash
+	}
+	run := func(ctx context.Context) (*pmv1.CreateDeploymentResponse, error) {
+		res, err := h.svc.Create(ctx, req.GetDeployment(), opt)
+		if err != nil {
+			return nil, err
+		}
+		d := deploymentPB(&res.Deployment)
 		if dryRun {
 			callInfo(ctx).ResponseHeader().Set("X-Dry-Run", "true")
 			return &pmv1.CreateDeploymentResponse{
 				Result: &pmv1.WriteResult{
 					Id: d.GetKey(), Status: "planned",
-					Message: fmt.Sprintf("dry run: %d replica(s) on %s, availability %.6g (target %.6g)",
-						res.Plan.Replicas, strings.Join(d.GetTargetEnvs(), ", "), res.Plan.Achieved, res.Plan.Target),
+					Message: fmt.Sprintf("dry run: %d replica(s) per cluster on %s, availability %.6g (target %.6g)",
+						res.Plan.Replicas, strings.Join(res.Deployment.Plan.Clusters, ", "), res.Plan.Achieved, res.Plan.Target),
 				},
 				Deployment: d,
 			}, nil
 		}
 		return &pmv1.CreateDeploymentResponse{
 			Result: &pmv1.WriteResult{
-				Id: res.UnitID, Status: "created",
-				Message: fmt.Sprintf("deployment %q created with %d replica(s) on %s", d.GetKey(),
-					d.GetStatus().GetReplicationFactor(), strings.Join(d.GetStatus().GetSelectedEnvs(), ", ")),
+				Id:     firstUnit(&res.Deployment, res.Units),
+				Status: "created",
+				Message: fmt.Sprintf("deployment %q created: %d replica(s) per cluster on %s", d.GetKey(),
+					res.Deployment.Plan.Replicas, unitList(&res.Deployment, res.Units)),
 			},
 			Deployment: d,
 			Revision:   catalog.FormatRevision(res.Deployment.Revision),
+			UnitIds:    res.Units,
 		}, nil
 	}
 	if dryRun {
@@ -76,50 +92,55 @@ func (h *Deployments) CreateDeployment(ctx context.Context, req *pmv1.CreateDepl
 	return res, nil
 }
 
-// ListDeployments implements DeploymentService.
-func (h *Deployments) ListDeployments(ctx context.Context, req *pmv1.ListDeploymentsRequest) (*pmv1.ListDeploymentsResponse, error) {
-	limit, err := catalog.PageLimit(int(req.GetLimit()))
-	if err != nil {
-		return nil, err
-	}
-	if req.GetOffset() < 0 {
-		return nil, fault.Invalidf("offset: must not be negative")
-	}
-	var after string
-	if tok := req.GetPageToken(); tok != "" {
-		if after, err = catalog.DecodePageToken(tok); err != nil {
-			return nil, err
+// firstUnit is the unit id a create's result names: the first cluster's in
+// placement order that runs it.
+func firstUnit(d *deploy.Deployment, units map[string]string) string {
+	for _, c := range d.Plan.Clusters {
+		if id, ok := units[c]; ok {
+			return id
 		}
 	}
-	recs, err := h.svc.List(ctx, deploy.ListQuery{
+	return ""
+}
+
+// unitList names each cluster a create deployed to with its unit id, in
+// placement order: "east (unit d-east-1a2b3c4d), west (unit ...)".
+func unitList(d *deploy.Deployment, units map[string]string) string {
+	var parts []string
+	for _, c := range d.Plan.Clusters {
+		if id, ok := units[c]; ok {
+			parts = append(parts, fmt.Sprintf("%s (unit %s)", c, id))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// ListDeployments implements DeploymentService.
+func (h *Deployments) ListDeployments(ctx context.Context, req *pmv1.ListDeploymentsRequest) (*pmv1.ListDeploymentsResponse, error) {
+	ds, next, err := h.svc.List(ctx, deploy.ListQuery{
 		PackageName: req.GetPackageName(), ClassKey: req.GetClassKey(),
 		TargetEnv: req.GetTargetEnv(), TargetCluster: req.GetTargetCluster(),
-		Limit: limit + 1, Offset: int(req.GetOffset()), After: after,
+		Limit: int(req.GetLimit()), Offset: int(req.GetOffset()), PageToken: req.GetPageToken(),
 	})
 	if err != nil {
 		return nil, err
 	}
-	next := ""
-	if len(recs) > limit {
-		recs = recs[:limit]
-		next = catalog.EncodePageToken(recs[len(recs)-1].Deployment.GetKey())
-	}
 	setNextPage(ctx, next)
-	items := make([]*pmv1.OClassDeployment, len(recs))
-	for i, r := range recs {
-		items[i] = r.Deployment
+	items := make([]*pmv1.OClassDeployment, len(ds))
+	for i := range ds {
+		items[i] = deploymentPB(&ds[i])
 	}
 	return &pmv1.ListDeploymentsResponse{Items: items, NextPageToken: next}, nil
 }
 
 // GetDeployment implements DeploymentService.
 func (h *Deployments) GetDeployment(ctx context.Context, req *pmv1.GetDeploymentRequest) (*pmv1.GetDeploymentResponse, error) {
-	rec, err := h.svc.Get(ctx, req.GetKey())
+	d, err := h.svc.Get(ctx, req.GetKey())
 	if err != nil {
 		return nil, err
 	}
-	setETag(ctx, rec.Revision)
-	return &pmv1.GetDeploymentResponse{Deployment: rec.Deployment, Revision: catalog.FormatRevision(rec.Revision)}, nil
+	setETag(ctx, d.Revision)
+	return &pmv1.GetDeploymentResponse{Deployment: deploymentPB(&d), Revision: catalog.FormatRevision(d.Revision)}, nil
 }
 
 // DeleteDeployment implements DeploymentService.
@@ -148,12 +169,17 @@ func (h *Deployments) ListClassRuntimes(ctx context.Context, req *pmv1.ListClass
 	if req.GetLimit() < 0 || req.GetOffset() < 0 {
 		return nil, fault.Invalidf("limit and offset: must not be negative")
 	}
-	items, failed, err := h.svc.ListRuntimes(ctx, deploy.RuntimeQuery{
+	rts, failed, err := h.svc.ListRuntimes(ctx, deploy.RuntimeQuery{
 		PackageName: req.GetPackageName(), ClassKey: req.GetClassKey(), Environment: req.GetEnvironment(),
 		Cluster: req.GetCluster(), Status: req.GetStatus(), Limit: int(req.GetLimit()), Offset: int(req.GetOffset()),
 	})
 	if err != nil {
 		return nil, err
+	}
+	now := timestamppb.Now()
+	items := make([]*pmv1.ClassRuntime, len(rts))
+	for i := range rts {
+		items[i] = runtimePB(&rts[i], now)
 	}
 	return &pmv1.ListClassRuntimesResponse{Items: items, ClusterErrors: clusterErrors(ctx, failed)}, nil
 }
@@ -164,7 +190,7 @@ func (h *Deployments) GetClassRuntime(ctx context.Context, req *pmv1.GetClassRun
 	if err != nil {
 		return nil, err
 	}
-	return &pmv1.GetClassRuntimeResponse{Runtime: rt, ClusterErrors: clusterErrors(ctx, failed)}, nil
+	return &pmv1.GetClassRuntimeResponse{Runtime: runtimePB(&rt, timestamppb.Now()), ClusterErrors: clusterErrors(ctx, failed)}, nil
 }
 
 // GetDeploymentStatus implements ClassRuntimeService.
@@ -173,7 +199,17 @@ func (h *Deployments) GetDeploymentStatus(ctx context.Context, req *pmv1.GetDepl
 	if err != nil {
 		return nil, err
 	}
-	return &pmv1.GetDeploymentStatusResponse{Status: st}, nil
+	out := &pmv1.DeploymentStatus{
+		Id: st.ID, Status: conditionPB(st.Condition), Phase: phaseOf(st.Condition),
+		LastUpdated: timestamppb.Now(), ClusterName: st.Cluster,
+	}
+	if st.HasMessage {
+		out.Message = proto.String(st.Message)
+	}
+	for _, r := range st.Resources {
+		out.ResourceRefs = append(out.ResourceRefs, &pmv1.ResourceRef{Kind: r.GetKind(), Name: r.GetName(), Namespace: r.Namespace, Uid: r.Uid})
+	}
+	return &pmv1.GetDeploymentStatusResponse{Status: out}, nil
 }
 
 // ClusterErrorsHeader lists, on REST responses whose body is a bare array,
@@ -211,30 +247,190 @@ func (h *Deployments) ListOrphans(_ context.Context, _ *pmv1.ListOrphansRequest)
 
 // ListOperations implements DeploymentService.
 func (h *Deployments) ListOperations(ctx context.Context, req *pmv1.ListOperationsRequest) (*pmv1.ListOperationsResponse, error) {
-	ops, err := h.svc.Operations(ctx, req.GetDeploymentKey())
+	ops, next, err := h.svc.Operations(ctx, deploy.OperationsQuery{
+		DeploymentKey: req.GetDeploymentKey(), Active: req.GetActive(), Limit: int(req.GetLimit()), PageToken: req.GetPageToken(),
+	})
 	if err != nil {
 		return nil, err
 	}
+	setNextPage(ctx, next)
 	items := make([]*pmv1.Operation, len(ops))
-	for i, op := range ops {
-		o := &pmv1.Operation{
-			Id: op.ID, Kind: string(op.Kind), DeploymentKey: op.DeploymentKey, State: string(op.State),
-			CreatedAt: timestamppb.New(op.CreatedAt), UpdatedAt: timestamppb.New(op.UpdatedAt),
-		}
-		if op.Error != "" {
-			o.Error = &op.Error
-		}
-		if op.Owner != "" {
-			o.Owner = &op.Owner
-		}
-		for _, st := range op.Steps {
-			s := &pmv1.OperationStep{Cluster: st.Cluster, UnitId: st.UnitID, State: string(st.State), Attempts: int32(st.Attempts)}
-			if st.Error != "" {
-				s.Error = &st.Error
-			}
-			o.Steps = append(o.Steps, s)
-		}
-		items[i] = o
+	for i := range ops {
+		items[i] = operationPB(&ops[i])
 	}
-	return &pmv1.ListOperationsResponse{Items: items}, nil
+	return &pmv1.ListOperationsResponse{Items: items, NextPageToken: next}, nil
+}
+
+// deploymentPB is the API form of a deployment: the user's spec with the
+// server-managed fields (condition, status summary, times).
+func deploymentPB(d *deploy.Deployment) *pmv1.OClassDeployment {
+	out := new(pmv1.OClassDeployment)
+	if d.Spec != nil {
+		out = proto.CloneOf(d.Spec)
+	}
+	out.Key = d.Key
+	out.Condition = conditionPB(d.Condition())
+	out.CreatedAt, out.UpdatedAt = timestamp(d.CreatedAt), timestamp(d.UpdatedAt)
+	out.Status = nil
+	if d.Plan.Replicas == 0 && d.LastError == "" && len(d.Rollouts) == 0 {
+		return out
+	}
+	sum := &pmv1.DeploymentStatusSummary{
+		ReplicationFactor:          int32(min(d.Plan.Replicas, 1<<30)), //nolint:gosec // capped
+		SelectedEnvs:               slices.Clone(d.Plan.Clusters),
+		AchievedQuorumAvailability: d.Plan.Achieved,
+		TargetAvailability:         d.Plan.Target,
+		Algorithm:                  d.Plan.Algorithm,
+	}
+	if d.LastError != "" {
+		sum.LastError = proto.String(d.LastError)
+	}
+	for _, r := range placementOrder(d) {
+		cr := &pmv1.ClusterRollout{
+			Cluster: r.Cluster, Availability: r.Availability, AvailabilitySource: r.AvailabilitySource,
+			UnitId: r.UnitID, State: rolloutStatePB(r.State), Attempts: int32(min(r.Attempts, 1<<30)), //nolint:gosec // capped
+			Condition: conditionPB(r.Condition),
+		}
+		if r.Error != "" {
+			cr.Error = proto.String(r.Error)
+		}
+		sum.Clusters = append(sum.Clusters, cr)
+	}
+	out.Status = sum
+	return out
+}
+
+// placementOrder lists the rollouts in the plan's cluster order, any
+// others after by name.
+func placementOrder(d *deploy.Deployment) []deploy.Rollout {
+	rank := map[string]int{}
+	for i, c := range d.Plan.Clusters {
+		rank[c] = i + 1
+	}
+	rs := slices.Clone(d.Rollouts)
+	slices.SortStableFunc(rs, func(a, b deploy.Rollout) int {
+		ra, rb := rank[a.Cluster], rank[b.Cluster]
+		if ra == 0 {
+			ra = len(rank) + 1
+		}
+		if rb == 0 {
+			rb = len(rank) + 1
+		}
+		return cmp.Or(cmp.Compare(ra, rb), cmp.Compare(a.Cluster, b.Cluster))
+	})
+	return rs
+}
+
+func timestamp(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+func conditionPB(c deploy.Condition) pmv1.DeploymentCondition {
+	switch c {
+	case deploy.CondDeploying:
+		return pmv1.DeploymentCondition_DEPLOYING
+	case deploy.CondRunning:
+		return pmv1.DeploymentCondition_RUNNING
+	case deploy.CondDown:
+		return pmv1.DeploymentCondition_DOWN
+	case deploy.CondDeleted:
+		return pmv1.DeploymentCondition_DELETED
+	default:
+		return pmv1.DeploymentCondition_PENDING
+	}
+}
+
+// phaseOf is the runtime phase a condition stands for.
+func phaseOf(c deploy.Condition) pmv1.RuntimePhase {
+	switch c {
+	case deploy.CondRunning:
+		return pmv1.RuntimePhase_COMPLETED
+	case deploy.CondDeploying:
+		return pmv1.RuntimePhase_RESOURCE_PROVISIONING
+	case deploy.CondDown:
+		return pmv1.RuntimePhase_FAILED
+	default:
+		return pmv1.RuntimePhase_UNKNOWN
+	}
+}
+
+var rolloutStates = map[deploy.RolloutState]pmv1.RolloutState{
+	deploy.RolloutPlanned:      pmv1.RolloutState_ROLLOUT_STATE_PLANNED,
+	deploy.RolloutDeployed:     pmv1.RolloutState_ROLLOUT_STATE_DEPLOYED,
+	deploy.RolloutFailed:       pmv1.RolloutState_ROLLOUT_STATE_FAILED,
+	deploy.RolloutRolledBack:   pmv1.RolloutState_ROLLOUT_STATE_ROLLED_BACK,
+	deploy.RolloutDeleted:      pmv1.RolloutState_ROLLOUT_STATE_DELETED,
+	deploy.RolloutDeleteFailed: pmv1.RolloutState_ROLLOUT_STATE_DELETE_FAILED,
+}
+
+func rolloutStatePB(s deploy.RolloutState) pmv1.RolloutState { return rolloutStates[s] }
+
+var (
+	operationKinds = map[deploy.Kind]pmv1.OperationKind{
+		deploy.KindDeploy:   pmv1.OperationKind_OPERATION_KIND_DEPLOY,
+		deploy.KindUpdate:   pmv1.OperationKind_OPERATION_KIND_UPDATE,
+		deploy.KindDelete:   pmv1.OperationKind_OPERATION_KIND_DELETE,
+		deploy.KindRollback: pmv1.OperationKind_OPERATION_KIND_ROLLBACK,
+		deploy.KindHeal:     pmv1.OperationKind_OPERATION_KIND_HEAL,
+	}
+	operationStates = map[deploy.OpState]pmv1.OperationState{
+		deploy.OpRunning:   pmv1.OperationState_OPERATION_STATE_RUNNING,
+		deploy.OpWaiting:   pmv1.OperationState_OPERATION_STATE_WAITING,
+		deploy.OpSucceeded: pmv1.OperationState_OPERATION_STATE_SUCCEEDED,
+		deploy.OpFailed:    pmv1.OperationState_OPERATION_STATE_FAILED,
+	}
+	stepStates = map[deploy.StepState]pmv1.StepState{
+		deploy.StepPending:   pmv1.StepState_STEP_STATE_PENDING,
+		deploy.StepSucceeded: pmv1.StepState_STEP_STATE_SUCCEEDED,
+		deploy.StepFailed:    pmv1.StepState_STEP_STATE_FAILED,
+		deploy.StepSkipped:   pmv1.StepState_STEP_STATE_SKIPPED,
+	}
+)
+
+func operationPB(op *deploy.Operation) *pmv1.Operation {
+	o := &pmv1.Operation{
+		Id: op.ID, Kind: operationKinds[op.Kind], DeploymentKey: op.DeploymentKey, State: operationStates[op.State],
+		CreatedAt: timestamp(op.CreatedAt), UpdatedAt: timestamp(op.UpdatedAt),
+	}
+	if op.Error != "" {
+		o.Error = proto.String(op.Error)
+	}
+	if op.Owner != "" {
+		o.Owner = proto.String(op.Owner)
+	}
+	for _, st := range op.Steps {
+		s := &pmv1.OperationStep{Cluster: st.Cluster, UnitId: st.UnitID, State: stepStates[st.State], Attempts: int32(min(st.Attempts, 1<<30))} //nolint:gosec // capped
+		if st.Error != "" {
+			s.Error = proto.String(st.Error)
+		}
+		o.Steps = append(o.Steps, s)
+	}
+	return o
+}
+
+// runtimePB is the API form of a runtime; now stamps last_updated.
+func runtimePB(rt *deploy.Runtime, now *timestamppb.Timestamp) *pmv1.ClassRuntime {
+	u := rt.Unit
+	var created *timestamppb.Timestamp
+	if ts := u.GetCreatedAt(); ts != nil {
+		created = &timestamppb.Timestamp{Seconds: ts.GetSeconds(), Nanos: ts.GetNanos()}
+	}
+	out := &pmv1.ClassRuntime{
+		Id:                u.GetId(),
+		DeploymentUnitId:  u.GetId(),
+		PackageName:       u.GetPackageName(),
+		ClassKey:          u.GetClassKey(),
+		TargetEnvironment: u.GetTargetEnv(),
+		ClusterName:       proto.String(rt.Cluster),
+		Status:            &pmv1.ClassRuntimeStatus{Condition: conditionPB(rt.Condition), Phase: phaseOf(rt.Condition), LastUpdated: now},
+		CreatedAt:         created,
+		UpdatedAt:         created,
+	}
+	if rt.Deployment == "" {
+		out.Status.Message = proto.String("not managed by this PM")
+	}
+	return out
 }

@@ -26,7 +26,6 @@ import (
 	"github.com/oaas/pm/internal/config"
 	"github.com/oaas/pm/internal/crmsim"
 	"github.com/oaas/pm/internal/deploy"
-	"github.com/oaas/pm/internal/deploy/plan"
 	"github.com/oaas/pm/internal/gateway"
 	"github.com/oaas/pm/internal/server"
 	"github.com/oaas/pm/internal/store"
@@ -162,21 +161,10 @@ func (a *App) build(ctx context.Context) error {
 	}
 	a.clusters = clusters
 
-	alg, err := plan.ParseAlgorithm(cfg.Deploy.ReplicaAlgorithm)
+	deployments, err := deploy.New(st, deploy.FromManager(clusters), deploy.ConfigFrom(cfg), log.With("component", "deploy"))
 	if err != nil {
-		return fmt.Errorf("DEPLOY_REPLICA_ALGORITHM: %w", err)
+		return err
 	}
-	deployments := deploy.New(st, deploy.FromManager(clusters), deploy.Config{
-		MaxRetries: cfg.Deploy.MaxRetries, RetryBackoff: cfg.Deploy.RetryBackoff,
-		RollbackOnPartial: cfg.Deploy.RollbackOnPartial, ReplicaCap: cfg.Deploy.ReplicaCap,
-		Algorithm: alg, DefaultTarget: cfg.Deploy.DefaultAvailability, HysteresisMargin: cfg.Deploy.HysteresisMargin,
-		Parallelism: cfg.Deploy.Parallelism, Cascade: cfg.PackageDelete.Cascade, Lease: cfg.Reconcile.OperationLease,
-		StatusPollInterval: cfg.Deploy.StatusPollInterval, ReconcileInterval: cfg.Reconcile.Interval,
-		SelfHeal: cfg.Reconcile.SelfHeal, DeleteOrphans: cfg.Reconcile.DeleteOrphans,
-		// One CRM timeout (a hung cluster's first attempt) plus room for
-		// the store writes around it.
-		RequestWait: cfg.CRM.Timeout + 2*time.Second,
-	}, log.With("component", "deploy"))
 	a.deploy = deployments
 	a.closers = append(a.closers, deployments.Stop)
 

@@ -16,6 +16,7 @@ import (
 	"github.com/oaas/pm/gen/go/oaas/pm/v1/pmv1connect"
 	"github.com/oaas/pm/internal/config"
 	"github.com/oaas/pm/internal/crmsim"
+	"github.com/oaas/pm/internal/crmsim/crmsimtest"
 )
 
 // withClusters points PM at the given simulators (and nothing embedded).
@@ -53,8 +54,8 @@ func checkClusterHealthJSON(t *testing.T, h map[string]any) {
 
 func TestRESTClusters(t *testing.T) {
 	t.Parallel()
-	east := crmsim.StartT(t, crmsim.Config{EnvName: "east", Availability: new(0.95), NodeCount: 4})
-	west := crmsim.StartT(t, crmsim.Config{EnvName: "west", NotServing: true})
+	east := crmsimtest.Start(t, crmsim.Config{EnvName: "east", Availability: new(0.95), NodeCount: 4})
+	west := crmsimtest.Start(t, crmsim.Config{EnvName: "west", NotServing: true})
 	e := setup(t, "memory", withClusters(east, west))
 
 	var list []map[string]any
@@ -114,8 +115,8 @@ func TestRESTClusters(t *testing.T) {
 
 func TestRESTClusterUnreachable(t *testing.T) {
 	t.Parallel()
-	hung := crmsim.StartT(t, crmsim.Config{EnvName: "hung", Hang: true})
-	ok := crmsim.StartT(t, crmsim.Config{EnvName: "ok", Availability: new(0.9)})
+	hung := crmsimtest.Start(t, crmsim.Config{EnvName: "hung", Hang: true})
+	ok := crmsimtest.Start(t, crmsim.Config{EnvName: "ok", Availability: new(0.9)})
 	e := setup(t, "memory", withClusters(hung, ok), func(c *config.Config) {
 		c.CRM.Timeout = 200 * time.Millisecond
 	})
@@ -151,8 +152,8 @@ func TestRESTEmbeddedDefaultCluster(t *testing.T) {
 
 func TestConnectClusters(t *testing.T) {
 	t.Parallel()
-	east := crmsim.StartT(t, crmsim.Config{EnvName: "east", Availability: new(0.95)})
-	west := crmsim.StartT(t, crmsim.Config{EnvName: "west", NodeCount: 3, ReadyNodes: new(uint32(1))})
+	east := crmsimtest.Start(t, crmsim.Config{EnvName: "east", Availability: new(0.95)})
+	west := crmsimtest.Start(t, crmsim.Config{EnvName: "west", NodeCount: 3, ReadyNodes: new(uint32(1))})
 	e := setup(t, "memory", withClusters(west, east))
 	for _, p := range protocols {
 		t.Run(p.name, func(t *testing.T) {

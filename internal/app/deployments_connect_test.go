@@ -54,6 +54,9 @@ func TestConnectDeployments(t *testing.T) {
 			if first.GetResult().GetId() != again.GetResult().GetId() || f["east"].Calls("Deploy") != 1 {
 				t.Errorf("replay %v vs %v; east Deploy calls %d", again.GetResult(), first.GetResult(), f["east"].Calls("Deploy"))
 			}
+			if u := first.GetUnitIds(); len(u) != 2 || u["east"] == "" || u["west"] == "" {
+				t.Errorf("unit_ids %v, want one per cluster", u)
+			}
 
 			got, err := deps.GetDeployment(ctx, &pmv1.GetDeploymentRequest{Key: "d"})
 			if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/oaas/pm/internal/config"
 	"github.com/oaas/pm/internal/crmsim"
+	"github.com/oaas/pm/internal/crmsim/crmsimtest"
 )
 
 // fleet is a set of simulated clusters a PM is configured with.
@@ -21,7 +22,7 @@ func startFleet(t *testing.T, names ...string) fleet {
 	t.Helper()
 	f := fleet{}
 	for _, n := range names {
-		f[n] = crmsim.StartT(t, crmsim.Config{EnvName: n})
+		f[n] = crmsimtest.Start(t, crmsim.Config{EnvName: n})
 	}
 	return f
 }
@@ -208,7 +209,7 @@ func TestDeployRejectsBadInput(t *testing.T) {
 
 func TestDeployRetriesSucceedWithoutRollback(t *testing.T) {
 	t.Parallel()
-	f := fleet{"default": crmsim.StartT(t, crmsim.Config{EnvName: "default", FailFirstDeploys: 2, FailDeployAfterApply: true})}
+	f := fleet{"default": crmsimtest.Start(t, crmsim.Config{EnvName: "default", FailFirstDeploys: 2, FailDeployAfterApply: true})}
 	e := setup(t, "memory", withFleet(f), func(c *config.Config) { c.Deploy.MaxRetries = 2; c.Deploy.RollbackOnPartial = true })
 	e.do("POST", "/api/v1/packages", echoPackage("echo")).expect(t, 201)
 	id := e.do("POST", "/api/v1/deployments", deployment("d", "echo", "default")).expect(t, 201).result(t).ID
@@ -237,8 +238,8 @@ func TestDeployPartialFailure(t *testing.T) {
 		t.Run(fmt.Sprintf("rollback=%v", rollback), func(t *testing.T) {
 			t.Parallel()
 			f := fleet{
-				"good": crmsim.StartT(t, crmsim.Config{EnvName: "good"}),
-				"bad":  crmsim.StartT(t, crmsim.Config{EnvName: "bad", FailFirstDeploys: 1000}),
+				"good": crmsimtest.Start(t, crmsim.Config{EnvName: "good"}),
+				"bad":  crmsimtest.Start(t, crmsim.Config{EnvName: "bad", FailFirstDeploys: 1000}),
 			}
 			e := setup(t, "memory", withFleet(f), func(c *config.Config) { c.Deploy.MaxRetries = 1; c.Deploy.RollbackOnPartial = rollback })
 			e.do("POST", "/api/v1/packages", echoPackage("echo")).expect(t, 201)
@@ -247,7 +248,7 @@ func TestDeployPartialFailure(t *testing.T) {
 				t.Errorf("bad cluster saw %d Deploy calls, want 2", got)
 			}
 			if rollback {
-				r.expect(t, 400)
+				r.expect(t, 503)
 				if msg := r.errorText(t); !strings.Contains(msg, "bad") || !strings.Contains(msg, "rolled back") {
 					t.Errorf("error %q", msg)
 				}
@@ -279,12 +280,13 @@ func TestDeployPartialFailure(t *testing.T) {
 func TestDeployAllFail(t *testing.T) {
 	t.Parallel()
 	f := fleet{
-		"a": crmsim.StartT(t, crmsim.Config{EnvName: "a", FailFirstDeploys: 1000}),
-		"b": crmsim.StartT(t, crmsim.Config{EnvName: "b", FailFirstDeploys: 1000}),
+		"a": crmsimtest.Start(t, crmsim.Config{EnvName: "a", FailFirstDeploys: 1000}),
+		"b": crmsimtest.Start(t, crmsim.Config{EnvName: "b", FailFirstDeploys: 1000}),
 	}
 	e := setup(t, "memory", withFleet(f), func(c *config.Config) { c.Deploy.MaxRetries = 0 })
 	e.do("POST", "/api/v1/packages", echoPackage("echo")).expect(t, 201)
-	msg := e.do("POST", "/api/v1/deployments", deployment("d", "echo", "a", "b")).expect(t, 400).errorText(t)
+	// The clusters failed, not the request: 503, never 400.
+	msg := e.do("POST", "/api/v1/deployments", deployment("d", "echo", "a", "b")).expect(t, 503).errorText(t)
 	if !strings.Contains(msg, "Deployment failed in all clusters") || !strings.Contains(msg, "a (") || !strings.Contains(msg, "b (") {
 		t.Errorf("error %q", msg)
 	}
@@ -342,7 +344,7 @@ func TestAvailabilityDrivesReplicas(t *testing.T) {
 			var names []string
 			for i, a := range tc.avail {
 				n := fmt.Sprintf("c%d", i)
-				f[n] = crmsim.StartT(t, crmsim.Config{EnvName: n, Availability: p(a)})
+				f[n] = crmsimtest.Start(t, crmsim.Config{EnvName: n, Availability: p(a)})
 				names = append(names, n)
 			}
 			e := setup(t, "memory", withFleet(f))
@@ -400,7 +402,7 @@ func TestAvailabilityDrivesReplicas(t *testing.T) {
 
 func TestDeployNeedsAvailabilitySignal(t *testing.T) {
 	t.Parallel()
-	f := fleet{"blind": crmsim.StartT(t, crmsim.Config{EnvName: "blind", DisableCrmInfo: true})}
+	f := fleet{"blind": crmsimtest.Start(t, crmsim.Config{EnvName: "blind", DisableCrmInfo: true})}
 	e := setup(t, "memory", withFleet(f))
 	e.do("POST", "/api/v1/packages", echoPackage("echo")).expect(t, 201)
 	msg := e.do("POST", "/api/v1/deployments", deployment("d", "echo", "blind")).expect(t, 400).errorText(t)
@@ -495,20 +497,30 @@ func TestAutoDeployEmbeddedDeployments(t *testing.T) {
 	}
 }
 
-func TestAutoDeployFailureIsRecorded(t *testing.T) {
+// TestEmbeddedDeploymentsValidated: an embedded deployment gets the
+// standalone endpoint's checks on the package write, instead of being
+// stored DOWN and retried forever: an unknown target is 400, a key that is
+// another package's deployment 409; the package is not written.
+func TestEmbeddedDeploymentsValidated(t *testing.T) {
 	t.Parallel()
 	f := startFleet(t, "east")
 	e := setup(t, "memory", withFleet(f))
 	pkg := echoPackage("echo")
 	pkg["deployments"] = []any{deployment("auto", "echo", "nowhere")}
-	e.do("POST", "/api/v1/packages", pkg).expect(t, 201)
-	d := waitFor(t, func() (map[string]any, bool) {
-		r := e.do("GET", "/api/v1/deployments/auto", nil)
-		return r.object(t), r.status == 200
-	})
-	if d["condition"] != "DOWN" || !strings.Contains(fmt.Sprint(d["status"]), "nowhere") {
-		t.Errorf("failed auto-deploy recorded as %v", d)
+	if msg := e.do("POST", "/api/v1/packages", pkg).expect(t, 400).errorText(t); !strings.Contains(msg, `"nowhere"`) {
+		t.Errorf("400 %q does not name the cluster", msg)
 	}
+	e.do("GET", "/api/v1/packages/echo", nil).expect(t, 404)
+
+	e.do("POST", "/api/v1/packages", echoPackage("other")).expect(t, 201)
+	e.do("POST", "/api/v1/deployments", deployment("taken", "other", "east")).expect(t, 201)
+	pkg["deployments"] = []any{deployment("taken", "echo", "east")}
+	if msg := e.do("POST", "/api/v1/packages", pkg).expect(t, 409).errorText(t); !strings.Contains(msg, `"other"`) {
+		t.Errorf("409 %q does not name the other package", msg)
+	}
+	e.do("GET", "/api/v1/packages/echo", nil).expect(t, 404)
+	pkg["deployments"] = []any{deployment("auto", "echo", "east")}
+	e.do("POST", "/api/v1/packages", pkg).expect(t, 201)
 }
 
 func TestClassRuntimesReportFailingCluster(t *testing.T) {
@@ -606,8 +618,8 @@ func waitFor[T any](t *testing.T, cond func() (T, bool)) T {
 func TestDeploymentConditionFollowsClusters(t *testing.T) {
 	t.Parallel()
 	f := fleet{
-		"east": crmsim.StartT(t, crmsim.Config{EnvName: "east", ProgressDelay: 200 * time.Millisecond, ReadyDelay: 200 * time.Millisecond}),
-		"west": crmsim.StartT(t, crmsim.Config{EnvName: "west"}),
+		"east": crmsimtest.Start(t, crmsim.Config{EnvName: "east", ProgressDelay: 200 * time.Millisecond, ReadyDelay: 200 * time.Millisecond}),
+		"west": crmsimtest.Start(t, crmsim.Config{EnvName: "west"}),
 	}
 	e := setup(t, "memory", withFleet(f), func(c *config.Config) { c.Deploy.StatusPollInterval = 50 * time.Millisecond })
 	e.do("POST", "/api/v1/packages", echoPackage("echo")).expect(t, 201)
@@ -643,8 +655,8 @@ func deployUnit(t *testing.T, e *env, key, cluster string) string {
 func TestUnreachableTargets(t *testing.T) {
 	t.Parallel()
 	f := fleet{
-		"up":   crmsim.StartT(t, crmsim.Config{EnvName: "up"}),
-		"down": crmsim.StartT(t, crmsim.Config{EnvName: "down", Hang: true}),
+		"up":   crmsimtest.Start(t, crmsim.Config{EnvName: "up"}),
+		"down": crmsimtest.Start(t, crmsim.Config{EnvName: "down", Hang: true}),
 	}
 	e := setup(t, "memory", withFleet(f), func(c *config.Config) { c.CRM.Timeout = 300 * time.Millisecond })
 	e.do("POST", "/api/v1/packages", echoPackage("echo")).expect(t, 201)
@@ -677,7 +689,7 @@ func TestUnreachableTargets(t *testing.T) {
 // requests but finishes the ones in flight.
 func TestGracefulShutdown(t *testing.T) {
 	t.Parallel()
-	f := fleet{"slow": crmsim.StartT(t, crmsim.Config{EnvName: "slow", Latency: 400 * time.Millisecond})}
+	f := fleet{"slow": crmsimtest.Start(t, crmsim.Config{EnvName: "slow", Latency: 400 * time.Millisecond})}
 	e := setup(t, "memory", withFleet(f), func(c *config.Config) { c.CRM.HealthCacheTTL = time.Minute })
 	e.do("POST", "/api/v1/packages", echoPackage("echo")).expect(t, 201)
 	e.do("GET", "/api/v1/clusters/health", nil).expect(t, 200) // warm the cache: the deploy is one slow CRM call
@@ -703,7 +715,7 @@ func TestGracefulShutdown(t *testing.T) {
 // that deployment running without its package.
 func TestCascadeWaitsForAutoDeploy(t *testing.T) {
 	t.Parallel()
-	f := fleet{"slow": crmsim.StartT(t, crmsim.Config{EnvName: "slow", Latency: 300 * time.Millisecond})}
+	f := fleet{"slow": crmsimtest.Start(t, crmsim.Config{EnvName: "slow", Latency: 300 * time.Millisecond})}
 	e := setup(t, "memory", withFleet(f), func(c *config.Config) { c.PackageDelete.Cascade = true })
 	pkg := echoPackage("echo")
 	pkg["deployments"] = []any{deployment("auto", "echo", "slow")}
@@ -718,5 +730,31 @@ func TestCascadeWaitsForAutoDeploy(t *testing.T) {
 	})
 	if n := f["slow"].RuntimeCount(); n != 0 {
 		t.Errorf("%d runtimes left after the cascade", n)
+	}
+}
+
+// TestCreateAnswersEveryUnit: a multi-cluster create names every cluster's
+// unit id (REST: in the message; Connect: unit_ids), and its message says
+// the replica count is per cluster.
+func TestCreateAnswersEveryUnit(t *testing.T) {
+	t.Parallel()
+	f := startFleet(t, "east", "west")
+	e := setup(t, "memory", withFleet(f))
+	e.do("POST", "/api/v1/packages", echoPackage("echo")).expect(t, 201)
+	res := e.do("POST", "/api/v1/deployments", deployment("d", "echo", "east", "west")).expect(t, 201).result(t)
+	var m struct {
+		ClusterMappings map[string]string `json:"cluster_mappings"`
+	}
+	e.do("GET", "/api/v1/deployments/d/cluster-mappings", nil).expect(t, 200).json(t, &m)
+	for _, c := range []string{"east", "west"} {
+		if id := m.ClusterMappings[c]; id == "" || !strings.Contains(res.Message, c+" (unit "+id+")") {
+			t.Errorf("message %q does not name %s's unit %q", res.Message, c, id)
+		}
+	}
+	if !strings.Contains(res.Message, "replica(s) per cluster") {
+		t.Errorf("message %q does not say the replicas are per cluster", res.Message)
+	}
+	if res.ID != m.ClusterMappings["east"] && res.ID != m.ClusterMappings["west"] {
+		t.Errorf("id %q is not one of the units %v", res.ID, m.ClusterMappings)
 	}
 }

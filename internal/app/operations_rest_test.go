@@ -100,7 +100,7 @@ func TestOperationsOrphansAndMetrics(t *testing.T) {
 
 	var ops []map[string]any
 	e.do("GET", "/api/v1/operations?deployment_key=d", nil).expect(t, 200).json(t, &ops)
-	if len(ops) != 1 || ops[0]["kind"] != "deploy" || ops[0]["state"] != "succeeded" {
+	if len(ops) != 1 || ops[0]["kind"] != "OPERATION_KIND_DEPLOY" || ops[0]["state"] != "OPERATION_STATE_SUCCEEDED" {
 		t.Errorf("operations %v", ops)
 	}
 

@@ -98,7 +98,19 @@ func TestRESTPackageLifecycle(t *testing.T) {
 
 func TestRESTYAMLPackage(t *testing.T) {
 	t.Parallel()
-	forEachStorage(t, func(t *testing.T, e *env) {
+	for _, st := range storages {
+		t.Run(st, func(t *testing.T) {
+			t.Parallel()
+			// The package embeds a deployment to east and west, which must
+			// exist for the write to be valid.
+			e := setup(t, st, withFleet(startFleet(t, "east", "west")))
+			testRESTYAMLPackage(t, e)
+		})
+	}
+}
+
+func testRESTYAMLPackage(t *testing.T, e *env) {
+	{
 		e.send("POST", "/api/v1/packages", "application/yaml", fixture(t, "valid/counter-strong.yaml")).expect(t, http.StatusCreated)
 		var pkg struct {
 			Classes []struct {
@@ -125,7 +137,7 @@ func TestRESTYAMLPackage(t *testing.T) {
 		if len(pkg.Deployments) != 1 || strings.Join(pkg.Deployments[0].TargetEnvs, ",") != "east,west" {
 			t.Fatalf("embedded deployments = %+v", pkg.Deployments)
 		}
-	})
+	}
 }
 
 func TestRESTInvalidFixtures(t *testing.T) {

@@ -88,7 +88,7 @@ func clusterTable(a *app, d *pmv1.OClassDeployment, mappings map[string]string) 
 		if m, ok := mappings[r.GetCluster()]; ok {
 			unit = m
 		}
-		t.row(r.GetCluster(), r.GetCondition().String(), dash(r.GetState()), ratio(r.GetAvailability()),
+		t.row(r.GetCluster(), r.GetCondition().String(), word(r.GetState()), ratio(r.GetAvailability()),
 			dash(r.GetAvailabilitySource()), strconv.Itoa(int(r.GetAttempts())), dash(unit), dash(r.GetError()))
 	}
 	return t.flush()

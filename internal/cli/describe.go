@@ -282,9 +282,9 @@ func describeRuntime(w io.Writer, r *pmv1.ClassRuntime) error {
 func describeOperation(w io.Writer, op *pmv1.Operation) error {
 	k := newKV(w)
 	k.add("ID", op.GetId())
-	k.add("Kind", op.GetKind())
+	k.add("Kind", word(op.GetKind()))
 	k.add("Deployment", op.GetDeploymentKey())
-	k.add("State", op.GetState())
+	k.add("State", word(op.GetState()))
 	k.add("Error", dash(op.GetError()))
 	k.add("Owner", dash(op.GetOwner()))
 	k.add("Created", timeText(op.GetCreatedAt()))
@@ -294,7 +294,7 @@ func describeOperation(w io.Writer, op *pmv1.Operation) error {
 	}
 	t := newTable(w, "  CLUSTER", "UNIT", "STATE", "ATTEMPTS", "ERROR")
 	for _, s := range op.GetSteps() {
-		t.row("  "+s.GetCluster(), dash(s.GetUnitId()), s.GetState(), strconv.Itoa(int(s.GetAttempts())), dash(s.GetError()))
+		t.row("  "+s.GetCluster(), dash(s.GetUnitId()), word(s.GetState()), strconv.Itoa(int(s.GetAttempts())), dash(s.GetError()))
 	}
 	return t.flush()
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/oaas/pm/internal/cli"
 	"github.com/oaas/pm/internal/config"
 	"github.com/oaas/pm/internal/crmsim"
+	"github.com/oaas/pm/internal/crmsim/crmsimtest"
 )
 
 // env is one running PM (memory store, three simulated clusters) and a
@@ -47,7 +48,7 @@ func setup(t *testing.T) *env {
 	var sims []*crmsim.Sim
 	byName := map[string]*crmsim.Sim{}
 	for _, name := range []string{"default", "east", "west"} {
-		s := crmsim.StartT(t, crmsim.Config{EnvName: name, ReadyDelay: readyDelay})
+		s := crmsimtest.Start(t, crmsim.Config{EnvName: name, ReadyDelay: readyDelay})
 		sims = append(sims, s)
 		byName[name] = s
 	}

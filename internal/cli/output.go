@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"sigs.k8s.io/yaml"
 )
@@ -157,3 +158,26 @@ func newKV(w io.Writer) *kv { return &kv{tw: tabwriter.NewWriter(w, 0, 8, 2, ' '
 func (k *kv) add(key, value string) { _, _ = fmt.Fprintf(k.tw, "%s:\t%s\n", key, value) }
 
 func (k *kv) flush() error { return k.tw.Flush() }
+
+// word is an enum value as a lower-case word without its type's prefix
+// (ROLLOUT_STATE_DEPLOYED → "deployed"); "-" for the unspecified zero.
+func word(e protoreflect.Enum) string {
+	if e.Number() == 0 {
+		return "-"
+	}
+	name := string(e.Descriptor().Values().ByNumber(e.Number()).Name())
+	prefix := strings.ToUpper(strcase(string(e.Descriptor().Name()))) + "_"
+	return strings.ToLower(strings.TrimPrefix(name, prefix))
+}
+
+// strcase turns CamelCase into SNAKE_CASE words joined by '_'.
+func strcase(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		if i > 0 && r >= 'A' && r <= 'Z' {
+			b.WriteByte('_')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}

@@ -312,7 +312,7 @@ func (a *app) operationList(ctx context.Context, c *conn, name string) ([]*pmv1.
 func stepsText(op *pmv1.Operation) string {
 	ok := 0
 	for _, s := range op.GetSteps() {
-		if s.GetState() == "succeeded" {
+		if s.GetState() == pmv1.StepState_STEP_STATE_SUCCEEDED {
 			ok++
 		}
 	}
@@ -322,7 +322,7 @@ func stepsText(op *pmv1.Operation) string {
 func operationTable(a *app, items []*pmv1.Operation) error {
 	t := newTable(a.streams.Out, "ID", "KIND", "DEPLOYMENT", "STATE", "STEPS", "ERROR", "AGE")
 	for _, op := range items {
-		t.row(op.GetId(), op.GetKind(), op.GetDeploymentKey(), op.GetState(), stepsText(op), dash(op.GetError()), age(op.GetCreatedAt()))
+		t.row(op.GetId(), word(op.GetKind()), op.GetDeploymentKey(), word(op.GetState()), stepsText(op), dash(op.GetError()), age(op.GetCreatedAt()))
 	}
 	return t.flush()
 }

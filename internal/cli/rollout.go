@@ -35,14 +35,15 @@ func rolloutDetail(d *pmv1.OClassDeployment) (state rollout, why string, failed 
 	running := 0
 	for _, r := range cls {
 		switch {
-		case r.GetState() == "failed" || r.GetState() == "rolled_back" || r.GetState() == "deleted" ||
+		case r.GetState() == pmv1.RolloutState_ROLLOUT_STATE_FAILED || r.GetState() == pmv1.RolloutState_ROLLOUT_STATE_ROLLED_BACK ||
+			r.GetState() == pmv1.RolloutState_ROLLOUT_STATE_DELETED ||
 			r.GetCondition() == pmv1.DeploymentCondition_DOWN || r.GetCondition() == pmv1.DeploymentCondition_DELETED:
 			msg := r.GetError()
 			if msg == "" {
 				msg = d.GetStatus().GetLastError()
 			}
 			if msg == "" {
-				msg = fmt.Sprintf("%s (%s)", r.GetCondition(), r.GetState())
+				msg = fmt.Sprintf("%s (%s)", r.GetCondition(), word(r.GetState()))
 			}
 			return rolloutFailed, fmt.Sprintf("cluster %s: %s", r.GetCluster(), msg), r
 		case r.GetCondition() == pmv1.DeploymentCondition_RUNNING:
@@ -71,7 +72,7 @@ func explain(ctx context.Context, c *conn, why string, r *pmv1.ClusterRollout) s
 
 // clusterLine is one cluster's part of a rollout as progress shows it.
 func clusterLine(r *pmv1.ClusterRollout) string {
-	s := fmt.Sprintf("%s (%s)", r.GetCondition(), dash(r.GetState()))
+	s := fmt.Sprintf("%s (%s)", r.GetCondition(), word(r.GetState()))
 	if r.GetError() != "" {
 		s += ": " + r.GetError()
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/oaas/pm/internal/config"
 	"github.com/oaas/pm/internal/correlation"
 	"github.com/oaas/pm/internal/crmsim"
+	"github.com/oaas/pm/internal/crmsim/crmsimtest"
 	"github.com/oaas/pm/internal/fault"
 )
 
@@ -298,8 +299,8 @@ func TestTLS(t *testing.T) {
 	t.Parallel()
 	p := newPKI(t)
 	other := newPKI(t)
-	tlsSim := crmsim.StartT(t, crmsim.Config{EnvName: "tls", TLS: &crmsim.TLSConfig{CertPEM: p.serverCert, KeyPEM: p.serverKey}})
-	mtlsSim := crmsim.StartT(t, crmsim.Config{EnvName: "mtls", TLS: &crmsim.TLSConfig{CertPEM: p.serverCert, KeyPEM: p.serverKey, ClientCAPEM: p.caPEM}})
+	tlsSim := crmsimtest.Start(t, crmsim.Config{EnvName: "tls", TLS: &crmsim.TLSConfig{CertPEM: p.serverCert, KeyPEM: p.serverKey}})
+	mtlsSim := crmsimtest.Start(t, crmsim.Config{EnvName: "mtls", TLS: &crmsim.TLSConfig{CertPEM: p.serverCert, KeyPEM: p.serverKey, ClientCAPEM: p.caPEM}})
 	cases := []struct {
 		name    string
 		sim     *crmsim.Sim
@@ -344,7 +345,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"bad scheme", []config.Cluster{{Name: "a", URL: "grpc://crm:8088"}}, nil, "scheme must be http"},
 		{"no host", []config.Cluster{{Name: "a", URL: "http://"}}, nil, "has no host"},
 		{"path", []config.Cluster{{Name: "a", URL: "http://crm:8088/x"}}, nil, "no path"},
-		{"duplicate", []config.Cluster{{Name: "a", URL: "http://crm:1"}, {Name: "a", URL: "http://crm:2"}}, nil, `cluster "a" is configured twice`},
+		{"duplicate", []config.Cluster{{Name: "a", URL: "http://crm:1"}, {Name: "a", URL: "http://crm:2"}}, nil, `cluster "a" is defined twice`},
 		{"no name", []config.Cluster{{URL: "http://crm:1"}}, nil, "has no name"},
 		{"missing CA file", []config.Cluster{{Name: "a", URL: "https://crm:1", TLS: config.ClusterTLS{CAFile: "/nonexistent/ca.pem"}}}, nil, "reading TLS CA file"},
 		{"CA file not PEM", []config.Cluster{{Name: "a", URL: "https://crm:1", TLS: config.ClusterTLS{CAFile: p.clientKey}}}, nil, "holds no PEM certificate"},

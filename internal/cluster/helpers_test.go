@@ -20,6 +20,7 @@ import (
 	"github.com/oaas/pm/internal/cluster"
 	"github.com/oaas/pm/internal/config"
 	"github.com/oaas/pm/internal/crmsim"
+	"github.com/oaas/pm/internal/crmsim/crmsimtest"
 )
 
 // testCRM is a CRM config for tests: a timeout generous enough for a loaded
@@ -56,7 +57,7 @@ func sims(t *testing.T, cfgs map[string]crmsim.Config) map[string]*crmsim.Sim {
 		if cfg.EnvName == "" {
 			cfg.EnvName = name
 		}
-		out[name] = crmsim.StartT(t, cfg)
+		out[name] = crmsimtest.Start(t, cfg)
 	}
 	return out
 }

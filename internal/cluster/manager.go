@@ -52,29 +52,14 @@ type cached struct {
 }
 
 // New builds one CRM client per configured cluster. It makes no call; a
-// cluster that is down shows up in its health, not here. Configuration that
-// config.Validate should have rejected is still refused with a clear error.
+// cluster that is down shows up in its health, not here.
 func New(cfg config.CRM, log *slog.Logger) (*Manager, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	var errs []error
-	if cfg.Timeout <= 0 {
-		errs = append(errs, errors.New("CRM_DEFAULT_TIMEOUT: must be positive"))
-	}
-	if cfg.RetryAttempts < 0 {
-		errs = append(errs, errors.New("CRM_DEFAULT_RETRY_ATTEMPTS: must not be negative"))
-	}
-	if cfg.BreakerFailureThreshold < 1 {
-		errs = append(errs, errors.New("CRM_CIRCUIT_BREAKER_FAILURE_THRESHOLD: must be at least 1"))
-	}
-	if cfg.BreakerTimeout <= 0 {
-		errs = append(errs, errors.New("CRM_CIRCUIT_BREAKER_TIMEOUT: must be positive"))
-	}
-	if cfg.HealthCacheTTL < 0 || cfg.HealthCheckInterval < 0 {
-		errs = append(errs, errors.New("CRM_HEALTH_CACHE_TTL and CRM_HEALTH_CHECK_INTERVAL: must not be negative"))
-	}
-	if err := errors.Join(errs...); err != nil {
+	// The rules live with the settings (config.CRM.Validate); a manager
+	// built from unchecked settings still refuses them, the same way.
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	m := &Manager{
@@ -83,15 +68,8 @@ func New(cfg config.CRM, log *slog.Logger) (*Manager, error) {
 		clients: make(map[string]*Client, len(cfg.Clusters)),
 		cache:   make(map[string]cached, len(cfg.Clusters)),
 	}
+	var errs []error
 	for _, cl := range cfg.Clusters {
-		if cl.Name == "" {
-			errs = append(errs, fmt.Errorf("cluster with URL %q has no name", cl.URL))
-			continue
-		}
-		if _, dup := m.clients[cl.Name]; dup {
-			errs = append(errs, fmt.Errorf("cluster %q is configured twice", cl.Name))
-			continue
-		}
 		c, err := newClient(cl, cfg, log)
 		if err != nil {
 			errs = append(errs, err)
@@ -143,6 +121,17 @@ func (m *Manager) Health(ctx context.Context, name string) (Health, error) {
 		return h, nil
 	}
 	return m.check(ctx, c, false), nil
+}
+
+// LastHealth returns the named cluster's last known health, however old,
+// without asking its CRM; false when it was never checked. Background work
+// that must not add CRM calls (re-planning) reads it; the background
+// refresh keeps it current.
+func (m *Manager) LastHealth(name string) (Health, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.cache[name]
+	return e.health, ok
 }
 
 // HealthAll returns every cluster's health, checked in parallel so a slow

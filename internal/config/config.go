@@ -309,54 +309,96 @@ func (c Config) Validate() error {
 	if c.Log.Format != "json" && c.Log.Format != "text" {
 		bad("LOG_FORMAT: %q is not supported (json or text)", c.Log.Format)
 	}
-	if c.CRM.Timeout <= 0 {
-		bad("CRM_DEFAULT_TIMEOUT: must be positive")
-	}
-	if c.CRM.RetryAttempts < 0 {
-		bad("CRM_DEFAULT_RETRY_ATTEMPTS: must not be negative")
-	}
-	if c.CRM.HealthCacheTTL < 0 {
-		bad("CRM_HEALTH_CACHE_TTL: must not be negative")
-	}
-	if c.CRM.BreakerFailureThreshold < 1 {
-		bad("CRM_CIRCUIT_BREAKER_FAILURE_THRESHOLD: must be at least 1")
-	}
-	if c.CRM.BreakerTimeout <= 0 {
-		bad("CRM_CIRCUIT_BREAKER_TIMEOUT: must be positive")
-	}
-	if c.Deploy.MaxRetries < 0 {
-		bad("DEPLOY_MAX_RETRIES: must not be negative")
-	}
-	if c.Deploy.ReplicaCap < 1 {
-		bad("DEPLOY_REPLICA_CAP: must be at least 1")
-	}
-	if c.Deploy.ReplicaAlgorithm != "quorum" && c.Deploy.ReplicaAlgorithm != "independent" {
-		bad("DEPLOY_REPLICA_ALGORITHM: %q is not supported (quorum or independent)", c.Deploy.ReplicaAlgorithm)
-	}
-	if c.Deploy.DefaultAvailability <= 0 || c.Deploy.DefaultAvailability > 1 {
-		bad("DEPLOY_DEFAULT_AVAILABILITY: must be in (0,1]")
-	}
-	if c.Deploy.HysteresisMargin < 0 {
-		bad("DEPLOY_HYSTERESIS_MARGIN: must not be negative")
-	}
-	if c.Deploy.Parallelism < 1 {
-		bad("DEPLOY_PARALLELISM: must be at least 1")
-	}
-	if c.Reconcile.Interval < 0 {
-		bad("RECONCILE_INTERVAL: must not be negative")
-	}
+	errs = append(errs, c.CRM.Validate(), c.Deploy.Validate(), c.Reconcile.Validate())
 	if c.Metrics.Port < 0 || c.Metrics.Port > 65535 {
 		bad("METRICS_PORT: %d is not a port", c.Metrics.Port)
 	}
+	errs = append(errs, c.validateSecurity()...)
+	errs = append(errs, c.Audit.validate()...)
+	return errors.Join(errs...)
+}
+
+// Validate checks the CRM settings; the cluster package calls it too, so
+// the rules live here once.
+func (c CRM) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.Timeout <= 0 {
+		bad("CRM_DEFAULT_TIMEOUT: must be positive")
+	}
+	if c.RetryAttempts < 0 {
+		bad("CRM_DEFAULT_RETRY_ATTEMPTS: must not be negative")
+	}
+	if c.HealthCacheTTL < 0 {
+		bad("CRM_HEALTH_CACHE_TTL: must not be negative")
+	}
+	if c.HealthCheckInterval < 0 {
+		bad("CRM_HEALTH_CHECK_INTERVAL: must not be negative")
+	}
+	if c.BreakerFailureThreshold < 1 {
+		bad("CRM_CIRCUIT_BREAKER_FAILURE_THRESHOLD: must be at least 1")
+	}
+	if c.BreakerTimeout <= 0 {
+		bad("CRM_CIRCUIT_BREAKER_TIMEOUT: must be positive")
+	}
 	seen := map[string]bool{}
-	for _, cl := range c.CRM.Clusters {
-		if seen[cl.Name] {
+	for _, cl := range c.Clusters {
+		switch {
+		case cl.Name == "":
+			bad("CRM_CLUSTERS: cluster with URL %q has no name", cl.URL)
+		case seen[cl.Name]:
 			bad("CRM_CLUSTERS: cluster %q is defined twice", cl.Name)
 		}
 		seen[cl.Name] = true
 	}
-	errs = append(errs, c.validateSecurity()...)
-	errs = append(errs, c.Audit.validate()...)
+	return errors.Join(errs...)
+}
+
+// Validate checks the deployment policy; the deploy package calls it too.
+func (d Deploy) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if d.MaxRetries < 0 {
+		bad("DEPLOY_MAX_RETRIES: must not be negative")
+	}
+	if d.ReplicaCap < 1 {
+		bad("DEPLOY_REPLICA_CAP: must be at least 1")
+	}
+	if d.ReplicaAlgorithm != "quorum" && d.ReplicaAlgorithm != "independent" {
+		bad("DEPLOY_REPLICA_ALGORITHM: %q is not supported (quorum or independent)", d.ReplicaAlgorithm)
+	}
+	if d.DefaultAvailability <= 0 || d.DefaultAvailability > 1 {
+		bad("DEPLOY_DEFAULT_AVAILABILITY: must be in (0,1]")
+	}
+	if d.HysteresisMargin < 0 {
+		bad("DEPLOY_HYSTERESIS_MARGIN: must not be negative")
+	}
+	if d.Parallelism < 1 {
+		bad("DEPLOY_PARALLELISM: must be at least 1")
+	}
+	if d.StatusPollInterval < 0 {
+		bad("DEPLOY_STATUS_POLL_INTERVAL: must not be negative")
+	}
+	if d.RetryBackoff < 0 {
+		bad("DEPLOY_RETRY_BACKOFF: must not be negative")
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks the background work's settings; the deploy package
+// calls it too.
+func (r Reconcile) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if r.Interval < 0 {
+		bad("RECONCILE_INTERVAL: must not be negative")
+	}
+	if r.OperationLease <= 0 {
+		bad("OPERATION_LEASE: must be positive")
+	}
+	if r.IdempotencyTTL <= 0 {
+		bad("IDEMPOTENCY_KEY_TTL: must be positive")
+	}
 	return errors.Join(errs...)
 }
 

@@ -15,11 +15,12 @@ import (
 	deploymentpb "github.com/oaas/pm/gen/go/oaas/deployment"
 	"github.com/oaas/pm/gen/go/oaas/deployment/deploymentconnect"
 	"github.com/oaas/pm/internal/crmsim"
+	"github.com/oaas/pm/internal/crmsim/crmsimtest"
 )
 
 func TestDeployIsIdempotentByUnitID(t *testing.T) {
 	t.Parallel()
-	sim := crmsim.StartT(t, crmsim.Config{})
+	sim := crmsimtest.Start(t, crmsim.Config{})
 	c := newClients(t, sim)
 
 	u := unit("orders-east-1", "shop", "Order", "east", "place", "cancel")
@@ -58,7 +59,7 @@ func TestDeployIsIdempotentByUnitID(t *testing.T) {
 
 func TestDeployValidatesUnitIDs(t *testing.T) {
 	t.Parallel()
-	sim := crmsim.StartT(t, crmsim.Config{})
+	sim := crmsimtest.Start(t, crmsim.Config{})
 	c := newClients(t, sim)
 
 	tests := []struct {
@@ -103,7 +104,7 @@ func TestDeployValidatesUnitIDs(t *testing.T) {
 
 func TestUnknownAndEmptyIDsAreRealStatuses(t *testing.T) {
 	t.Parallel()
-	sim := crmsim.StartT(t, crmsim.Config{})
+	sim := crmsimtest.Start(t, crmsim.Config{})
 	c := newClients(t, sim)
 	deploy(t, c, unit("present", "p", "C", "e", "f"))
 
@@ -142,7 +143,7 @@ func TestUnknownAndEmptyIDsAreRealStatuses(t *testing.T) {
 
 func TestDeleteRemovesRuntime(t *testing.T) {
 	t.Parallel()
-	sim := crmsim.StartT(t, crmsim.Config{})
+	sim := crmsimtest.Start(t, crmsim.Config{})
 	c := newClients(t, sim)
 	deploy(t, c, unit("gone-soon", "p", "C", "e", "f"))
 
@@ -161,7 +162,7 @@ func TestDeleteRemovesRuntime(t *testing.T) {
 
 func TestLifecycleProgressesToAvailable(t *testing.T) {
 	t.Parallel()
-	sim := crmsim.StartT(t, crmsim.Config{
+	sim := crmsimtest.Start(t, crmsim.Config{
 		ProgressDelay: 200 * time.Millisecond,
 		ReadyDelay:    200 * time.Millisecond,
 		Namespace:     "oaas-test",
@@ -244,7 +245,7 @@ func TestLifecycleProgressesToAvailable(t *testing.T) {
 
 func TestResourceNamesStayValidLabels(t *testing.T) {
 	t.Parallel()
-	sim := crmsim.StartT(t, crmsim.Config{})
+	sim := crmsimtest.Start(t, crmsim.Config{})
 	c := newClients(t, sim)
 	id := strings.Repeat("u", 60)
 	deploy(t, c, unit(id, "p", "C", "e", strings.Repeat("f", 40)+"-one", strings.Repeat("f", 40)+"-two"))
@@ -267,7 +268,7 @@ func TestResourceNamesStayValidLabels(t *testing.T) {
 
 func TestDegradedRuntime(t *testing.T) {
 	t.Parallel()
-	sim := crmsim.StartT(t, crmsim.Config{})
+	sim := crmsimtest.Start(t, crmsim.Config{})
 	c := newClients(t, sim)
 	deploy(t, c, unit("sick", "p", "C", "e", "f"))
 	if err := sim.SetDegraded("sick", "ImagePullBackOff", "image not found"); err != nil {
@@ -293,7 +294,7 @@ func TestDegradedRuntime(t *testing.T) {
 
 func TestListClassRuntimesFilters(t *testing.T) {
 	t.Parallel()
-	sim := crmsim.StartT(t, crmsim.Config{ProgressDelay: time.Hour})
+	sim := crmsimtest.Start(t, crmsim.Config{ProgressDelay: time.Hour})
 	c := newClients(t, sim)
 	// Deployed units stay Progressing for the hour; injected ones are Available.
 	deploy(t, c, unit("c-shop-order", "shop", "Order", "east"))
@@ -365,7 +366,7 @@ func TestListClassRuntimesFilters(t *testing.T) {
 
 func TestInjectAndRemoveRuntime(t *testing.T) {
 	t.Parallel()
-	sim := crmsim.StartT(t, crmsim.Config{ProgressDelay: time.Hour})
+	sim := crmsimtest.Start(t, crmsim.Config{ProgressDelay: time.Hour})
 	c := newClients(t, sim)
 
 	if err := sim.InjectRuntime(unit("Orphan_1", "p", "C", "e", "f")); err != nil {
@@ -397,7 +398,7 @@ func TestInjectAndRemoveRuntime(t *testing.T) {
 
 func TestRedeployRollsOutOnlyChangedSpecs(t *testing.T) {
 	t.Parallel()
-	sim := crmsim.StartT(t, crmsim.Config{ProgressDelay: time.Hour})
+	sim := crmsimtest.Start(t, crmsim.Config{ProgressDelay: time.Hour})
 	c := newClients(t, sim)
 	u := unit("steady", "p", "C", "e", "f")
 	if err := sim.InjectRuntime(u); err != nil {

@@ -13,11 +13,12 @@ import (
 	deploymentpb "github.com/oaas/pm/gen/go/oaas/deployment"
 	healthpb "github.com/oaas/pm/gen/go/oaas/health"
 	"github.com/oaas/pm/internal/crmsim"
+	"github.com/oaas/pm/internal/crmsim/crmsimtest"
 )
 
 func TestCorrelationIDIsEchoed(t *testing.T) {
 	t.Parallel()
-	sim := crmsim.StartT(t, crmsim.Config{})
+	sim := crmsimtest.Start(t, crmsim.Config{})
 	c := newClients(t, sim)
 
 	tests := []struct {
@@ -59,7 +60,7 @@ func TestCorrelationIDIsEchoed(t *testing.T) {
 
 func TestHangReturnsDeadlineExceededPromptly(t *testing.T) {
 	t.Parallel()
-	sim := crmsim.StartT(t, crmsim.Config{Hang: true})
+	sim := crmsimtest.Start(t, crmsim.Config{Hang: true})
 	c := newClients(t, sim)
 
 	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
@@ -83,7 +84,7 @@ func TestHangReturnsDeadlineExceededPromptly(t *testing.T) {
 
 func TestLatencyDelaysCalls(t *testing.T) {
 	t.Parallel()
-	sim := crmsim.StartT(t, crmsim.Config{Latency: 100 * time.Millisecond})
+	sim := crmsimtest.Start(t, crmsim.Config{Latency: 100 * time.Millisecond})
 	c := newClients(t, sim)
 
 	start := time.Now()
@@ -115,7 +116,7 @@ func TestFailFirstDeploys(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			sim := crmsim.StartT(t, tt.cfg)
+			sim := crmsimtest.Start(t, tt.cfg)
 			c := newClients(t, sim)
 			u := unit("retry-me", "p", "C", "e", "f")
 			for attempt := 1; attempt <= 2; attempt++ {
@@ -158,7 +159,7 @@ func TestFailFirstDeploys(t *testing.T) {
 func TestFailRateIsDeterministicPerSeed(t *testing.T) {
 	t.Parallel()
 	pattern := func(seed uint64) []bool {
-		sim := crmsim.StartT(t, crmsim.Config{FailRate: 0.3, Seed: seed})
+		sim := crmsimtest.Start(t, crmsim.Config{FailRate: 0.3, Seed: seed})
 		c := newClients(t, sim)
 		var failed []bool
 		for range 60 {
@@ -187,7 +188,7 @@ func TestFailRateIsDeterministicPerSeed(t *testing.T) {
 		t.Errorf("%d of 60 calls failed at rate 0.3", n)
 	}
 
-	sim := crmsim.StartT(t, crmsim.Config{})
+	sim := crmsimtest.Start(t, crmsim.Config{})
 	if err := sim.SetFailRate(1, 1); err != nil {
 		t.Fatal(err)
 	}

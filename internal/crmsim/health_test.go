@@ -9,6 +9,7 @@ import (
 
 	healthpb "github.com/oaas/pm/gen/go/oaas/health"
 	"github.com/oaas/pm/internal/crmsim"
+	"github.com/oaas/pm/internal/crmsim/crmsimtest"
 )
 
 func TestGetEnvHealth(t *testing.T) {
@@ -32,7 +33,7 @@ func TestGetEnvHealth(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			sim := crmsim.StartT(t, tt.cfg)
+			sim := crmsimtest.Start(t, tt.cfg)
 			c := newClients(t, sim)
 			before := time.Now().Add(-time.Second)
 			res, err := c.info.GetEnvHealth(testCtx(t), &healthpb.CrmEnvRequest{})
@@ -63,12 +64,12 @@ func TestGetEnvHealth(t *testing.T) {
 
 func TestGetEnvHealthEnvSelection(t *testing.T) {
 	t.Parallel()
-	lenient := newClients(t, crmsim.StartT(t, crmsim.Config{EnvName: "east"}))
+	lenient := newClients(t, crmsimtest.Start(t, crmsim.Config{EnvName: "east"}))
 	res, err := lenient.info.GetEnvHealth(testCtx(t), &healthpb.CrmEnvRequest{Env: "cluster-a"})
 	if err != nil || res.GetEnvName() != "east" {
 		t.Errorf("lenient GetEnvHealth(other env) = %v, %v; want its own env", res, err)
 	}
-	strict := newClients(t, crmsim.StartT(t, crmsim.Config{EnvName: "east", StrictEnv: true}))
+	strict := newClients(t, crmsimtest.Start(t, crmsim.Config{EnvName: "east", StrictEnv: true}))
 	_, err = strict.info.GetEnvHealth(testCtx(t), &healthpb.CrmEnvRequest{Env: "west"})
 	wantCode(t, err, connect.CodeNotFound)
 	if _, err := strict.info.GetEnvHealth(testCtx(t), &healthpb.CrmEnvRequest{Env: "east"}); err != nil {
@@ -78,7 +79,7 @@ func TestGetEnvHealthEnvSelection(t *testing.T) {
 
 func TestHealthKnobsFlipAtRuntime(t *testing.T) {
 	t.Parallel()
-	sim := crmsim.StartT(t, crmsim.Config{})
+	sim := crmsimtest.Start(t, crmsim.Config{})
 	c := newClients(t, sim)
 
 	check := func() healthpb.HealthCheckResponse_ServingStatus {
@@ -161,7 +162,7 @@ func TestHealthKnobsFlipAtRuntime(t *testing.T) {
 
 func TestWatchSeesServingChanges(t *testing.T) {
 	t.Parallel()
-	sim := crmsim.StartT(t, crmsim.Config{})
+	sim := crmsimtest.Start(t, crmsim.Config{})
 	c := newClients(t, sim)
 
 	stream, err := c.health.Watch(testCtx(t), &healthpb.HealthCheckRequest{})

@@ -31,6 +31,7 @@ import (
 	healthpb "github.com/oaas/pm/gen/go/oaas/health"
 	"github.com/oaas/pm/gen/go/oaas/health/healthconnect"
 	"github.com/oaas/pm/internal/crmsim"
+	"github.com/oaas/pm/internal/crmsim/crmsimtest"
 )
 
 // grpcConn dials the simulator with grpc-go, a gRPC peer that shares no code
@@ -47,7 +48,7 @@ func grpcConn(t testing.TB, target string, creds credentials.TransportCredential
 
 func TestGRPCGoClient(t *testing.T) {
 	t.Parallel()
-	sim := crmsim.StartT(t, crmsim.Config{EnvName: "east"})
+	sim := crmsimtest.Start(t, crmsim.Config{EnvName: "east"})
 	conn := grpcConn(t, sim.Addr(), insecure.NewCredentials())
 
 	ctx := metadata.AppendToOutgoingContext(testCtx(t), "x-correlation-id", "grpc-go-1")
@@ -94,7 +95,7 @@ func TestGRPCGoClient(t *testing.T) {
 	}
 
 	t.Run("hang honours grpc-timeout", func(t *testing.T) {
-		hung := crmsim.StartT(t, crmsim.Config{Hang: true})
+		hung := crmsimtest.Start(t, crmsim.Config{Hang: true})
 		hconn := grpcConn(t, hung.Addr(), insecure.NewCredentials())
 		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 		defer cancel()
@@ -113,7 +114,7 @@ func TestGRPCGoClient(t *testing.T) {
 func TestReflectionListsServices(t *testing.T) {
 	t.Parallel()
 	// Reflection stays outside the fault knobs so grpcurl works on a sick CRM.
-	sim := crmsim.StartT(t, crmsim.Config{FailRate: 1, NotServing: true})
+	sim := crmsimtest.Start(t, crmsim.Config{FailRate: 1, NotServing: true})
 	want := []string{
 		"grpc.health.v1.Health",
 		"grpc.reflection.v1.ServerReflection",
@@ -252,10 +253,10 @@ func TestTLSAndMTLS(t *testing.T) {
 	t.Parallel()
 	p := newPKI(t)
 
-	tlsSim := crmsim.StartT(t, crmsim.Config{EnvName: "tls", TLS: &crmsim.TLSConfig{
+	tlsSim := crmsimtest.Start(t, crmsim.Config{EnvName: "tls", TLS: &crmsim.TLSConfig{
 		CertPEM: p.serverCertPEM, KeyPEM: p.serverKeyPEM,
 	}})
-	mtlsSim := crmsim.StartT(t, crmsim.Config{EnvName: "mtls", TLS: &crmsim.TLSConfig{
+	mtlsSim := crmsimtest.Start(t, crmsim.Config{EnvName: "mtls", TLS: &crmsim.TLSConfig{
 		CertPEM: p.serverCertPEM, KeyPEM: p.serverKeyPEM, ClientCAPEM: p.caPEM,
 	}})
 	if got := tlsSim.URL(); got[:8] != "https://" {
@@ -315,7 +316,7 @@ func TestTLSAndMTLS(t *testing.T) {
 
 func TestCallCounters(t *testing.T) {
 	t.Parallel()
-	sim := crmsim.StartT(t, crmsim.Config{DisableCrmInfo: true})
+	sim := crmsimtest.Start(t, crmsim.Config{DisableCrmInfo: true})
 	c := newClients(t, sim)
 	deploy(t, c, unit("counted", "p", "C", "e"))
 	for range 3 {

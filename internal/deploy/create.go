@@ -8,8 +8,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
-	"github.com/google/uuid"
 	"google.golang.org/protobuf/proto"
 
 	deploymentpb "github.com/oaas/pm/gen/go/oaas/deployment"
@@ -27,18 +27,24 @@ const DefaultCluster = "default"
 type CreateOptions struct {
 	// DryRun plans and returns the plan with no side effects.
 	DryRun bool
-	// Detached waits for the outcome as long as ctx allows, past
-	// Config.RequestWait: the caller (an idempotent request running
-	// detached) stores the result for the client's retry.
+	// Detached waits for the outcome as long as ctx allows, past one CRM
+	// timeout: the caller (an idempotent request running detached) stores
+	// the result for the client's retry.
 	Detached bool
+	// RequestKey identifies the client request (its idempotency key and
+	// body). A create that finds the deployment made by the same request
+	// (its first attempt, cut short by a crash) waits for that attempt's
+	// operation and answers with its result instead of a conflict.
+	RequestKey string
 }
 
 // CreateResult is what Create did.
 type CreateResult struct {
-	Deployment store.Deployment
-	// UnitID is the first successful cluster's unit id (empty on dry run).
-	UnitID string
-	Plan   plan.Plan
+	Deployment Deployment
+	// Units maps every cluster that runs the deployment to its unit id
+	// (empty on a dry run).
+	Units map[string]string
+	Plan  plan.Plan
 }
 
 // prepared is a deployment resolved against the registry and the clusters.
@@ -51,32 +57,36 @@ type prepared struct {
 }
 
 // Create validates, plans and deploys a class deployment.
-func (s *Service) Create(ctx context.Context, d *pmv1.OClassDeployment, opt CreateOptions) (CreateResult, error) {
-	if err := catalog.ValidateDeployment(d); err != nil {
+func (s *Service) Create(ctx context.Context, spec *pmv1.OClassDeployment, opt CreateOptions) (CreateResult, error) {
+	if err := catalog.ValidateDeployment(spec); err != nil {
 		return CreateResult{}, err
 	}
-	d = proto.CloneOf(d)
-	catalog.ClearServerFields(d)
-	p, err := s.prepare(ctx, d, 0)
+	spec = proto.CloneOf(spec)
+	catalog.ClearServerFields(spec)
+	p, err := s.prepare(ctx, spec, 0)
 	if err != nil {
 		return CreateResult{}, err
 	}
-	d.TargetEnvs = p.targets
-	d.Status = summary(p)
+	spec.TargetEnvs = p.targets
+	d := Deployment{Key: spec.GetKey(), Spec: spec, Plan: planOf(p), Rollouts: plannedRollouts(p)}
 	if opt.DryRun {
-		return CreateResult{Deployment: store.Deployment{Deployment: d}, Plan: p.plan}, nil
+		return CreateResult{Deployment: d, Plan: p.plan}, nil
 	}
 
-	d.Condition = pmv1.DeploymentCondition_DEPLOYING
 	// A client's create that fails everywhere leaves nothing behind.
-	op := s.deployOperation(store.OpDeploy, d.Key, true, p)
-	err = s.st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
-		if _, err := tx.CreateDeployment(ctx, d); err != nil {
+	op := s.deployOperation(KindDeploy, d.Key, true, p)
+	err = s.exec.retryConflicts(ctx, func(ctx context.Context, tx store.Tx) error {
+		row := deploymentRow(&d)
+		row.RequestKey = opt.RequestKey
+		if _, err := tx.CreateDeployment(ctx, row, rolloutRows(&d)...); err != nil {
 			return err
 		}
-		return startOperation(ctx, tx, op)
+		return startOperation(ctx, tx, &op)
 	})
 	if errors.Is(err, store.ErrAlreadyExists) {
+		if opt.RequestKey != "" {
+			return s.replay(ctx, d.Key, opt)
+		}
 		return CreateResult{}, fault.New(fault.AlreadyExists, "deployment %q already exists", d.Key)
 	}
 	if err != nil {
@@ -90,30 +100,152 @@ func (s *Service) Create(ctx context.Context, d *pmv1.OClassDeployment, opt Crea
 	if err != nil {
 		return CreateResult{}, err
 	}
-	if out.failure != nil {
-		return CreateResult{}, out.failure
+	if out.Failure != nil {
+		return CreateResult{}, out.Failure
 	}
-	rec, err := s.st.GetDeployment(ctx, d.Key)
+	got, err := s.read(ctx, d.Key)
 	if err != nil {
 		return CreateResult{}, err
 	}
-	return CreateResult{Deployment: rec, UnitID: out.firstUnit, Plan: p.plan}, nil
+	return CreateResult{Deployment: got, Units: out.Units, Plan: p.plan}, nil
+}
+
+// replay answers a create whose deployment an earlier attempt of the same
+// request made: once that attempt's operation (resumed by some PM) is over,
+// with the deployment as it came out. A deployment made by another request
+// is a conflict.
+func (s *Service) replay(ctx context.Context, key string, opt CreateOptions) (CreateResult, error) {
+	exists := fault.New(fault.AlreadyExists, "deployment %q already exists", key)
+	row, err := s.st.GetDeployment(ctx, key)
+	if errors.Is(err, store.ErrNotFound) {
+		// Its create failed and was rolled back meanwhile.
+		return CreateResult{}, fault.New(fault.Unavailable, "deployment %q: the earlier attempt of this request failed; retry", key)
+	}
+	if err != nil {
+		return CreateResult{}, err
+	}
+	if row.RequestKey != opt.RequestKey {
+		return CreateResult{}, exists
+	}
+	wait := s.cfg.CRMTimeout + requestWaitSlack
+	if opt.Detached {
+		wait = 0
+	}
+	op, err := s.awaitOperations(ctx, key, wait)
+	if err != nil {
+		return CreateResult{}, err
+	}
+	if op != nil && op.State == OpFailed && op.Kind == KindDeploy {
+		return CreateResult{}, fault.New(fault.Unavailable, "%s", op.Error)
+	}
+	d, err := s.read(ctx, key)
+	if errors.Is(err, store.ErrNotFound) || fault.KindOf(err) == fault.NotFound {
+		return CreateResult{}, fault.New(fault.Unavailable, "deployment %q: the earlier attempt of this request failed; retry", key)
+	}
+	if err != nil {
+		return CreateResult{}, err
+	}
+	s.log.InfoContext(ctx, "create retried after its first attempt was cut short; answering with its result", "deployment", key)
+	return CreateResult{Deployment: d, Units: d.Mapped(), Plan: plan.Plan{
+		Replicas: d.Plan.Replicas, Achieved: d.Plan.Achieved, Target: d.Plan.Target, Algorithm: plan.Algorithm(d.Plan.Algorithm),
+	}}, nil
+}
+
+// awaitOperations waits until key has no active operation (up to wait, or
+// as long as ctx lasts when wait is 0) and returns its latest one.
+func (s *Service) awaitOperations(ctx context.Context, key string, wait time.Duration) (*Operation, error) {
+	var deadline <-chan time.Time
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		deadline = t.C
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		rows, err := s.st.ListOperations(ctx, store.OperationFilter{DeploymentKey: key})
+		if err != nil {
+			return nil, err
+		}
+		var last *Operation
+		active := false
+		for _, r := range rows {
+			op, err := operationOf(r)
+			if err != nil {
+				return nil, err
+			}
+			active = active || op.State.Active()
+			last = &op
+		}
+		if !active {
+			return last, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fault.Wrap(fault.Unavailable, ctx.Err(), "deployment %q is still being deployed; retry", key)
+		case <-deadline:
+			return nil, fault.New(fault.Unavailable, "deployment %q is still being deployed; retry", key)
+		case <-tick.C:
+		}
+	}
+}
+
+// planOf is the model's plan of a prepared deployment.
+func planOf(p *prepared) Plan {
+	return Plan{
+		Replicas: p.plan.Replicas, Target: p.plan.Target, Achieved: p.plan.Achieved,
+		Algorithm: string(p.plan.Algorithm), Strong: p.cls.GetStateSpec().GetConsistencyModel() == pmv1.ConsistencyModel_STRONG,
+		Clusters: slices.Clone(p.targets),
+	}
+}
+
+// plannedRollouts are a new plan's rollouts, one per target.
+func plannedRollouts(p *prepared) []Rollout {
+	avail := map[string]plan.Cluster{}
+	for _, c := range p.plan.Ordered {
+		avail[c.Name] = c
+	}
+	out := make([]Rollout, 0, len(p.targets))
+	for _, c := range p.targets {
+		out = append(out, Rollout{
+			Cluster: c, UnitID: p.units[c].GetId(), State: RolloutPlanned, Condition: CondPending,
+			Availability: avail[c].Availability, AvailabilitySource: avail[c].Source,
+		})
+	}
+	slices.SortFunc(out, func(a, b Rollout) int { return cmp.Compare(a.Cluster, b.Cluster) })
+	return out
+}
+
+func rolloutRows(d *Deployment) []store.RolloutRow {
+	out := make([]store.RolloutRow, len(d.Rollouts))
+	for i, r := range d.Rollouts {
+		out[i] = rolloutRow(d.Key, r)
+	}
+	return out
+}
+
+// deployOperation is an operation sending p's units, one step per target.
+func (s *Service) deployOperation(kind Kind, key string, drop bool, p *prepared) Operation {
+	op := s.newOperation(kind, key, drop)
+	for _, c := range p.targets {
+		op.Steps = append(op.Steps, Step{Cluster: c, UnitID: p.units[c].GetId(), State: StepPending})
+	}
+	return op
 }
 
 // prepare resolves package, class and targets, plans replicas and builds
 // one unit per target. previous is the replica count of an existing plan.
-func (s *Service) prepare(ctx context.Context, d *pmv1.OClassDeployment, previous int) (*prepared, error) {
-	pkg, cls, err := s.resolve(ctx, d)
+func (s *Service) prepare(ctx context.Context, spec *pmv1.OClassDeployment, previous int) (*prepared, error) {
+	pkg, cls, err := s.resolve(ctx, spec)
 	if err != nil {
 		return nil, err
 	}
 	var problems catalog.Problems
-	catalog.CheckFunctionSpecs(&problems, "", d, pkg, cls)
+	catalog.CheckFunctionSpecs(&problems, "", spec, pkg, cls)
 	if err := problems.Err("deployment"); err != nil {
 		return nil, err
 	}
-
-	targets, err := s.targets(d.GetTargetEnvs())
+	targets, err := s.targets(spec.GetTargetEnvs())
 	if err != nil {
 		return nil, err
 	}
@@ -121,26 +253,15 @@ func (s *Service) prepare(ctx context.Context, d *pmv1.OClassDeployment, previou
 	if err != nil {
 		return nil, err
 	}
-	target := s.cfg.DefaultTarget
-	if n := d.GetNfrRequirements(); n != nil && n.Availability != nil {
-		target = n.GetAvailability()
-	}
-	pl, err := plan.Compute(plan.Input{
-		Target:    target,
-		Clusters:  inputs,
-		Algorithm: s.cfg.Algorithm,
-		Cap:       s.cfg.ReplicaCap,
-		Strong:    cls.GetStateSpec().GetConsistencyModel() == pmv1.ConsistencyModel_STRONG,
-		Previous:  previous,
-		Margin:    s.cfg.HysteresisMargin,
-	})
+	pl, err := s.plan(targetOf(spec, s.cfg.Deploy.DefaultAvailability), inputs,
+		cls.GetStateSpec().GetConsistencyModel() == pmv1.ConsistencyModel_STRONG, previous)
 	if err != nil {
 		return nil, err
 	}
 	units := make(map[string]*deploymentpb.DeploymentUnit, len(ordered))
 	now := s.now()
 	for _, c := range ordered {
-		u, err := BuildUnit(pkg, cls, d, c, pl.Replicas, now)
+		u, err := BuildUnit(pkg, cls, spec, c, pl.Replicas, now)
 		if err != nil {
 			return nil, err
 		}
@@ -149,21 +270,47 @@ func (s *Service) prepare(ctx context.Context, d *pmv1.OClassDeployment, previou
 	return &prepared{pkg: pkg, cls: cls, targets: ordered, plan: pl, units: units}, nil
 }
 
+// targetOf is the availability a deployment asks for, else the default.
+func targetOf(spec *pmv1.OClassDeployment, def float64) float64 {
+	if n := spec.GetNfrRequirements(); n != nil && n.Availability != nil {
+		return n.GetAvailability()
+	}
+	return def
+}
+
+// plan computes a replica plan with the policy's settings.
+func (s *Service) plan(target float64, clusters []plan.Cluster, strong bool, previous int) (plan.Plan, error) {
+	return plan.Compute(plan.Input{
+		Target:    target,
+		Clusters:  clusters,
+		Algorithm: s.alg,
+		Cap:       s.cfg.Deploy.ReplicaCap,
+		Strong:    strong,
+		Previous:  previous,
+		Margin:    s.cfg.Deploy.HysteresisMargin,
+	})
+}
+
 // resolve finds a deployment's package and class.
-func (s *Service) resolve(ctx context.Context, d *pmv1.OClassDeployment) (*pmv1.OPackage, *pmv1.OClass, error) {
-	rec, err := s.st.GetPackage(ctx, d.GetPackageName())
+func (s *Service) resolve(ctx context.Context, spec *pmv1.OClassDeployment) (*pmv1.OPackage, *pmv1.OClass, error) {
+	rec, err := s.st.GetPackage(ctx, spec.GetPackageName())
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, nil, fault.NotFoundf("package %q not found", d.GetPackageName())
+		return nil, nil, fault.NotFoundf("package %q not found", spec.GetPackageName())
 	}
 	if err != nil {
 		return nil, nil, err
 	}
-	for _, c := range rec.Package.GetClasses() {
-		if c.GetKey() == d.GetClassKey() {
-			return rec.Package, c, nil
+	cls, err := classOf(rec.Package, spec.GetClassKey())
+	return rec.Package, cls, err
+}
+
+func classOf(pkg *pmv1.OPackage, key string) (*pmv1.OClass, error) {
+	for _, c := range pkg.GetClasses() {
+		if c.GetKey() == key {
+			return c, nil
 		}
 	}
-	return nil, nil, fault.Invalidf("class_key: class %q not found in package %q", d.GetClassKey(), rec.Package.GetName())
+	return nil, fault.Invalidf("class_key: class %q not found in package %q", key, pkg.GetName())
 }
 
 // targets validates and deduplicates target clusters.
@@ -198,8 +345,7 @@ func (s *Service) targets(envs []string) ([]string, error) {
 // degraded, ties by name).
 func (s *Service) availabilities(ctx context.Context, targets []string) ([]plan.Cluster, []string, error) {
 	out := make([]plan.Cluster, len(targets))
-	ranks := make(map[string]int, len(targets))
-	var mu sync.Mutex
+	ranks := make([]int, len(targets))
 	errs := make([]error, len(targets))
 	var wg sync.WaitGroup
 	for i, name := range targets {
@@ -209,15 +355,7 @@ func (s *Service) availabilities(ctx context.Context, targets []string) ([]plan.
 				errs[i] = fault.Wrap(fault.Unavailable, err, "cannot read its availability: %v", err)
 				return
 			}
-			a, src, err := plan.Availability(sig.Availability, sig.NodeCount, sig.ReadyNodes)
-			if err != nil {
-				errs[i] = fault.Invalidf("it reports no usable availability: %v", err)
-				return
-			}
-			out[i] = plan.Cluster{Name: name, Availability: a, Source: src}
-			mu.Lock()
-			ranks[name] = sig.Rank
-			mu.Unlock()
+			out[i], ranks[i], errs[i] = clusterInput(name, sig)
 		})
 	}
 	wg.Wait()
@@ -239,80 +377,47 @@ func (s *Service) availabilities(ctx context.Context, targets []string) ([]plan.
 		}
 		return nil, nil, fault.Invalidf("target_envs: no usable availability for %s", strings.Join(names, "; "))
 	}
+	rank := map[string]int{}
+	for i, t := range targets {
+		rank[t] = ranks[i]
+	}
 	ordered := slices.Clone(targets)
 	slices.SortStableFunc(ordered, func(a, b string) int {
-		return cmp.Or(cmp.Compare(ranks[a], ranks[b]), cmp.Compare(a, b))
+		return cmp.Or(cmp.Compare(rank[a], rank[b]), cmp.Compare(a, b))
 	})
 	return out, ordered, nil
 }
 
-// summary is the inspection view of a plan stored on the deployment.
-func summary(p *prepared) *pmv1.DeploymentStatusSummary {
-	sum := &pmv1.DeploymentStatusSummary{
-		ReplicationFactor:          int32(p.plan.Replicas),
-		SelectedEnvs:               slices.Clone(p.targets),
-		AchievedQuorumAvailability: p.plan.Achieved,
-		TargetAvailability:         p.plan.Target,
-		Algorithm:                  string(p.plan.Algorithm),
-	}
-	avail := map[string]plan.Cluster{}
-	for _, c := range p.plan.Ordered {
-		avail[c.Name] = c
-	}
-	for _, c := range p.targets {
-		sum.Clusters = append(sum.Clusters, &pmv1.ClusterRollout{
-			Cluster:            c,
-			Availability:       avail[c].Availability,
-			AvailabilitySource: avail[c].Source,
-			UnitId:             p.units[c].GetId(),
-			State:              string(store.OpPending),
-			Condition:          pmv1.DeploymentCondition_PENDING,
-		})
-	}
-	return sum
-}
-
-// startOperation stores op unless its deployment already has an operation
-// in progress: one operation at a time per deployment, so a delete cannot
-// race a deploy (whose late mapping would outlive the deployment) and a
-// repair cannot undo a delete.
-func startOperation(ctx context.Context, tx store.Tx, op store.Operation) error {
-	if err := noPendingOperation(ctx, tx, op.DeploymentKey); err != nil {
-		return err
-	}
-	return tx.CreateOperation(ctx, op)
-}
-
-// noPendingOperation fails with a Conflict while key has an operation in
-// progress.
-func noPendingOperation(ctx context.Context, tx store.Tx, key string) error {
-	ops, err := tx.ListOperations(ctx, key)
+// clusterInput turns a cluster's signals into the planner's input.
+func clusterInput(name string, sig Signals) (plan.Cluster, int, error) {
+	a, src, err := plan.Availability(sig.Availability, sig.NodeCount, sig.ReadyNodes)
 	if err != nil {
-		return err
+		return plan.Cluster{}, 0, fault.Invalidf("it reports no usable availability: %v", err)
 	}
-	for _, o := range ops {
-		if o.State == store.OpPending {
-			return fault.New(fault.Conflict, "deployment %q has a %s operation in progress (%s); try again when it finishes",
-				key, o.Kind, o.ID)
-		}
-	}
-	return nil
+	return plan.Cluster{Name: name, Availability: a, Source: src}, sig.Rank, nil
 }
 
-// deployOperation is an operation sending p's units, one step per target.
-func (s *Service) deployOperation(kind store.OperationKind, key string, drop bool, p *prepared) store.Operation {
-	op := s.newOperation(kind, key, drop)
-	for _, c := range p.targets {
-		op.Steps = append(op.Steps, store.Step{Cluster: c, UnitID: p.units[c].GetId(), State: store.OpPending})
+// unitsFor rebuilds the units of a deploy operation from the stored
+// deployment; unit ids are deterministic, so they match what a crashed PM
+// may already have sent.
+func (s *Service) unitsFor(ctx context.Context, op Operation) (map[string]*deploymentpb.DeploymentUnit, error) {
+	row, err := s.st.GetDeployment(ctx, op.DeploymentKey)
+	if err != nil {
+		return nil, fmt.Errorf("deployment %q: %w", op.DeploymentKey, err)
 	}
-	return op
-}
-
-func (s *Service) newOperation(kind store.OperationKind, key string, drop bool) store.Operation {
+	pkg, cls, err := s.resolve(ctx, row.Spec)
+	if err != nil {
+		return nil, err
+	}
+	replicas := max(row.Replicas, 1)
+	units := map[string]*deploymentpb.DeploymentUnit{}
 	now := s.now()
-	return store.Operation{
-		ID: uuid.NewString(), Kind: kind, DeploymentKey: key, DropDeployment: drop,
-		State: store.OpPending, Owner: s.cfg.Owner, LeaseUntil: now.Add(s.cfg.Lease),
-		CreatedAt: now, UpdatedAt: now,
+	for _, st := range op.Steps {
+		u, err := BuildUnit(pkg, cls, row.Spec, st.Cluster, replicas, now)
+		if err != nil {
+			return nil, err
+		}
+		units[st.Cluster] = u
 	}
+	return units, nil
 }

@@ -1,18 +1,28 @@
 // Package deploy turns class deployments into per-cluster deployment units
-// and keeps them running: it plans replicas from cluster availability,
-// records every multi-step change as a durable operation before any CRM is
-// called, fans the steps out to clusters in parallel, and resumes or repairs
-// whatever a crash, a restart or a cluster's drift left behind.
+// and keeps them running. Where things live:
+//
+//   - model.go: the core's own model (deployments, rollouts, operations and
+//     their typed states); rows.go converts it to the store's rows, and
+//     internal/api converts it to oaas.pm.v1.
+//   - machine.go: each operation kind's state machine, a table of state ×
+//     event → action and next state; executor.go runs operations through
+//     it, one transaction per step outcome and per transition, and survives
+//     a crash at any boundary (leases, resume).
+//   - create.go, lifecycle.go: the requests (plan and create, delete, reads)
+//     and the hooks the package registry calls (hooks.go).
+//   - runtime.go: runtime views, asked of the clusters on demand.
+//   - services.go and the files it names: the background services (resume,
+//     re-plan, cluster observation feeding drift repair, condition refresh
+//     and the orphan scan, purge), each with its own config, Start/Stop,
+//     RunOnce and test signals.
+//   - unit.go, plan/: unit ids and unit building, replica planning; pure.
 package deploy
 
 import (
 	"context"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"time"
-
-	"github.com/google/uuid"
 
 	deploymentpb "github.com/oaas/pm/gen/go/oaas/deployment"
 	"github.com/oaas/pm/internal/deploy/plan"
@@ -20,7 +30,7 @@ import (
 	"github.com/oaas/pm/internal/store"
 )
 
-// CRM is what the service needs from one cluster's CRM client.
+// CRM is what the core needs from one cluster's CRM client.
 type CRM interface {
 	Deploy(ctx context.Context, unit *deploymentpb.DeploymentUnit) (*deploymentpb.DeployResponse, error)
 	Delete(ctx context.Context, id string) (*deploymentpb.DeleteDeploymentResponse, error)
@@ -38,9 +48,9 @@ type Signals struct {
 	Rank int
 }
 
-// Clusters is the cluster registry the service deploys to.
+// Clusters is the cluster registry the core deploys to.
 type Clusters interface {
-	// Names lists the configured clusters.
+	// Names lists the configured clusters, sorted.
 	Names() []string
 	// Has reports whether name is configured.
 	Has(name string) bool
@@ -49,107 +59,112 @@ type Clusters interface {
 	// Signals returns a cluster's (possibly cached) availability signals;
 	// an error means the cluster could not be asked.
 	Signals(ctx context.Context, name string) (Signals, error)
-}
-
-// Config is the deployment policy.
-type Config struct {
-	MaxRetries        int
-	RetryBackoff      time.Duration
-	RollbackOnPartial bool
-	ReplicaCap        int
-	Algorithm         plan.Algorithm
-	DefaultTarget     float64
-	HysteresisMargin  int
-	Parallelism       int
-	// Cascade deletes a package's deployments with it.
-	Cascade bool
-	// RequestWait bounds how long a request waits for its operation (0: as
-	// long as the request lasts). Past it the request gets 503 and the
-	// operation goes on, so a hanging CRM cannot hold a client for every
-	// retry's timeout.
-	RequestWait time.Duration
-	// Lease is how long this PM owns an operation it works on before
-	// another PM may resume it; renewed while the work goes on.
-	Lease time.Duration
-	// StatusPollInterval refreshes conditions from CRMs (0: off).
-	StatusPollInterval time.Duration
-	// ReconcileInterval compares desired units with clusters (0: off).
-	ReconcileInterval time.Duration
-	SelfHeal          bool
-	DeleteOrphans     bool
-	// Owner names this PM in operation leases; default a random id.
-	Owner string
-	// Clock, when set, replaces time.Now (tests).
-	Clock func() time.Time
-}
-
-func (c Config) withDefaults() Config {
-	if c.Parallelism < 1 {
-		c.Parallelism = 32
-	}
-	if c.Lease <= 0 {
-		c.Lease = 30 * time.Second
-	}
-	if c.MaxRetries < 0 {
-		c.MaxRetries = 0
-	}
-	if c.Owner == "" {
-		c.Owner = "pm-" + uuid.NewString()[:8]
-	}
-	if c.Clock == nil {
-		c.Clock = time.Now
-	}
-	if c.Algorithm == "" {
-		c.Algorithm = plan.Quorum
-	}
-	return c
+	// LastSignals returns the last known signals without asking the
+	// cluster; false when there are none yet.
+	LastSignals(name string) (Signals, bool)
 }
 
 // Hooks let tests stop an operation at a step boundary, as a crash would.
 type Hooks struct {
 	// BeforeStep runs before a step's CRM call; an error abandons the
 	// operation where it is (its lease stays until it runs out).
-	BeforeStep func(op store.Operation, step store.Step) error
+	BeforeStep func(op Operation, step Step) error
 	// AfterStep runs after a step's outcome was recorded.
-	AfterStep func(op store.Operation, step store.Step) error
-	// BeforeFinish runs before an operation's final state is written.
-	BeforeFinish func(op store.Operation) error
+	AfterStep func(op Operation, step Step) error
+	// BeforeFinish runs before an operation's transition is applied.
+	BeforeFinish func(op Operation) error
 }
 
-// Service orchestrates deployments.
+// Service is the deployment core: requests, hooks for the package
+// registry, and the background services.
 type Service struct {
-	st    store.Store
-	cl    Clusters
-	cfg   Config
-	log   *slog.Logger
-	hooks Hooks
+	st   store.Store
+	cl   Clusters
+	cfg  Config
+	alg  plan.Algorithm
+	log  *slog.Logger
+	exec *executor
 
-	// base ends every operation this process works on when it stops; the
-	// operations stay leased and resume elsewhere or after a restart.
-	base       context.Context
-	cancelBase context.CancelFunc
-	// work tracks operations run on behalf of requests; stopped (under
-	// workMu) refuses new work once Stop began waiting for it.
+	resumer  *Resumer
+	planner  *Planner
+	observer *Observer
+	purger   *Purger
+
+	// work tracks operations run on behalf of requests and package writes;
+	// stopped (under workMu) refuses new work once Stop began waiting.
 	work    sync.WaitGroup
 	workMu  sync.Mutex
 	stopped bool
-	// retryAt backs off the reconciler's retries of failed deployments.
-	retryMu sync.Mutex
-	retryAt map[string]retryState
-	loops   sync.WaitGroup
-	stop    context.CancelFunc
-	running sync.Map // operation id → struct{}: operations this process works on
-	// refreshed is deployment key → time of the last condition refresh.
-	refreshed sync.Map
-	orphans   orphanBook
-	stats     Stats
+
+	stats Stats
 }
 
-// New returns a deployment service.
-func New(st store.Store, cl Clusters, cfg Config, log *slog.Logger) *Service {
-	base, cancel := context.WithCancel(context.Background())
-	return &Service{st: st, cl: cl, cfg: cfg.withDefaults(), log: log, base: base, cancelBase: cancel, retryAt: map[string]retryState{}}
+// New returns the deployment core over st and cl; cfg is validated here.
+func New(st store.Store, cl Clusters, cfg Config, log *slog.Logger) (*Service, error) {
+	cfg, alg, err := cfg.settle()
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Service{st: st, cl: cl, cfg: cfg, alg: alg, log: log}
+	s.exec = newExecutor(s)
+	s.resumer = newResumer(s)
+	s.planner = newPlanner(s)
+	s.observer = newObserver(s)
+	s.purger = newPurger(s)
+	return s, nil
 }
+
+// SetHooks installs test hooks; call before any work starts.
+func (s *Service) SetHooks(h Hooks) { s.exec.hooks = h }
+
+// Resumer is the service that resumes operations whose PM died.
+func (s *Service) Resumer() *Resumer { return s.resumer }
+
+// Planner is the service that re-plans deployments and deploys staged
+// and failed ones.
+func (s *Service) Planner() *Planner { return s.planner }
+
+// Observer is the service that lists every cluster and feeds drift
+// repair, condition refresh and the orphan scan.
+func (s *Service) Observer() *Observer { return s.observer }
+
+// Purger is the service that deletes expired records.
+func (s *Service) Purger() *Purger { return s.purger }
+
+func (s *Service) now() time.Time { return s.cfg.Clock() }
+
+// Start starts the background services (those whose interval is set).
+func (s *Service) Start(ctx context.Context) error {
+	for _, svc := range s.services() {
+		if err := svc.Start(ctx); err != nil {
+			s.Stop()
+			return err
+		}
+	}
+	return nil
+}
+
+// Stop stops the background services and the operations in flight (they
+// stay leased and resume after a restart or on another PM) and waits for
+// all of them.
+func (s *Service) Stop() {
+	// Operations first: a pass waiting on one (a heal) then ends at once.
+	s.exec.stop()
+	for _, svc := range s.services() {
+		svc.Stop()
+	}
+	s.workMu.Lock()
+	s.stopped = true
+	s.workMu.Unlock()
+	s.work.Wait()
+}
+
+// Wait waits for the operations started on behalf of requests and package
+// writes (not the background services).
+func (s *Service) Wait() { s.work.Wait() }
 
 // goWork runs fn as tracked work unless the service is stopping.
 func (s *Service) goWork(fn func()) bool {
@@ -163,22 +178,23 @@ func (s *Service) goWork(fn func()) bool {
 }
 
 // run executes an operation for a request: the request waits for the
-// outcome up to its own deadline, and the operation goes on without it.
-func (s *Service) run(ctx context.Context, op store.Operation, units map[string]*deploymentpb.DeploymentUnit, bounded bool) (outcome, error) {
+// outcome up to its own deadline (and, when bounded, about one CRM
+// timeout), and the operation goes on without it.
+func (s *Service) run(ctx context.Context, op Operation, units map[string]*deploymentpb.DeploymentUnit, bounded bool) (Outcome, error) {
 	type result struct {
-		out outcome
+		out Outcome
 		err error
 	}
 	ch := make(chan result, 1)
 	if !s.goWork(func() {
-		out, err := s.execute(ctx, op, units)
+		out, err := s.exec.run(ctx, op, units)
 		ch <- result{out, err}
 	}) {
-		return outcome{}, fault.New(fault.Unavailable, "PM is shutting down; operation %s resumes on another PM or after the restart", op.ID)
+		return Outcome{}, fault.New(fault.Unavailable, "PM is shutting down; operation %s resumes on another PM or after the restart", op.ID)
 	}
 	var timeout <-chan time.Time
-	if bounded && s.cfg.RequestWait > 0 {
-		t := time.NewTimer(s.cfg.RequestWait)
+	if bounded {
+		t := time.NewTimer(s.cfg.CRMTimeout + requestWaitSlack)
 		defer t.Stop()
 		timeout = t.C
 	}
@@ -188,37 +204,13 @@ func (s *Service) run(ctx context.Context, op store.Operation, units map[string]
 	case <-ctx.Done():
 	case <-timeout:
 	}
-	return outcome{}, fault.New(fault.Unavailable,
-		"operation %s is still running (a cluster is slow to answer); it goes on: GET /api/v1/operations?deployment_key=%s",
+	return Outcome{}, stillRunning(op)
+}
+
+// stillRunning is what a request that stopped waiting for its operation
+// gets.
+func stillRunning(op Operation) error {
+	return fault.New(fault.Unavailable,
+		"operation %s of deployment %q is still running (a cluster is slow to answer); it goes on, and its outcome shows on the deployment and its operations",
 		op.ID, op.DeploymentKey)
-}
-
-// SetHooks installs test hooks; call before any work starts.
-func (s *Service) SetHooks(h Hooks) { s.hooks = h }
-
-func (s *Service) now() time.Time { return s.cfg.Clock() }
-
-// backoff is the pause before attempt n+1: linear in n with ±20% jitter, so
-// PMs retrying one CRM do not march in step.
-func (s *Service) backoff(n int) time.Duration {
-	base := s.cfg.RetryBackoff * time.Duration(n)
-	if base <= 0 {
-		return 0
-	}
-	jitter := time.Duration(rand.Int64N(int64(base)/5 + 1))
-	return base - base/10 + jitter
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/oaas/pm/internal/cluster"
 	"github.com/oaas/pm/internal/config"
 	"github.com/oaas/pm/internal/crmsim"
+	"github.com/oaas/pm/internal/crmsim/crmsimtest"
 	"github.com/oaas/pm/internal/deploy"
 	"github.com/oaas/pm/internal/fault"
 	"github.com/oaas/pm/internal/store"
@@ -35,11 +36,19 @@ type world struct {
 	sims     map[string]*crmsim.Sim
 	clusters *cluster.Manager
 	log      *slog.Logger
+	// crmTimeout is the clusters' CRM_DEFAULT_TIMEOUT.
+	crmTimeout time.Duration
 }
 
 // setup starts the clusters and opens the store; each PM instance the test
 // needs comes from w.pm.
 func setup(t *testing.T, storage string, clusters ...string) *world {
+	t.Helper()
+	return setupCRM(t, storage, nil, clusters...)
+}
+
+// setupCRM is setup with the CRM settings changed by tweak.
+func setupCRM(t *testing.T, storage string, tweak func(*config.CRM), clusters ...string) *world {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if os.Getenv("PM_TEST_LOG") != "" {
@@ -61,12 +70,16 @@ func setup(t *testing.T, storage string, clusters ...string) *world {
 	cfg := config.Default().CRM
 	cfg.Clusters = nil
 	for _, n := range clusters {
-		sim := crmsim.StartT(t, crmsim.Config{EnvName: n})
+		sim := crmsimtest.Start(t, crmsim.Config{EnvName: n})
 		w.sims[n] = sim
 		cfg.Clusters = append(cfg.Clusters, config.Cluster{Name: n, URL: sim.URL()})
 	}
 	cfg.Timeout, cfg.HealthCacheTTL, cfg.HealthCheckInterval = 2*time.Second, 0, 0
 	cfg.BreakerFailureThreshold = 1000
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	w.crmTimeout = cfg.Timeout
 	m, err := cluster.New(cfg, log)
 	if err != nil {
 		t.Fatal(err)
@@ -84,15 +97,59 @@ func setup(t *testing.T, storage string, clusters ...string) *world {
 	return w
 }
 
+// config is a test PM's configuration: fast retries, a given lease, the
+// background intervals set (so the observer's stages run) though no test
+// starts the loops: they call RunOnce.
+func testConfig(owner string, lease time.Duration) deploy.Config {
+	cfg := deploy.DefaultConfig()
+	cfg.Deploy.MaxRetries, cfg.Deploy.RetryBackoff, cfg.Deploy.ReplicaCap = 1, time.Millisecond, 50
+	cfg.Deploy.DefaultAvailability, cfg.Deploy.Parallelism = 0.99, 8
+	cfg.Reconcile.OperationLease, cfg.Reconcile.SelfHeal, cfg.Reconcile.Interval = lease, true, time.Second
+	cfg.CRMTimeout, cfg.Owner = 2*time.Second, owner
+	return cfg
+}
+
 // pm is one PM instance (its own owner name) on the shared store.
 func (w *world) pm(owner string, lease time.Duration, hooks deploy.Hooks) *deploy.Service {
-	svc := deploy.New(w.st, deploy.FromManager(w.clusters), deploy.Config{
-		MaxRetries: 1, RetryBackoff: time.Millisecond, ReplicaCap: 50, DefaultTarget: 0.99,
-		Parallelism: 8, Lease: lease, Owner: owner, SelfHeal: true,
-	}, w.log.With("pm", owner))
+	cfg := testConfig(owner, lease)
+	cfg.CRMTimeout = w.crmTimeout
+	return w.pmWith(cfg, hooks)
+}
+
+func (w *world) pmWith(cfg deploy.Config, hooks deploy.Hooks) *deploy.Service {
+	svc, err := deploy.New(w.st, deploy.FromManager(w.clusters), cfg, w.log.With("pm", cfg.Owner))
+	if err != nil {
+		w.t.Fatal(err)
+	}
 	svc.SetHooks(hooks)
 	w.t.Cleanup(svc.Stop)
 	return svc
+}
+
+// mapped returns a deployment's cluster → unit id of deployed units.
+func (w *world) mapped(key string) map[string]string {
+	w.t.Helper()
+	rs, err := w.st.ListRollouts(context.Background(), store.RolloutFilter{DeploymentKeys: []string{key}})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, r := range rs {
+		if r.State == store.RolloutDeployed {
+			out[r.Cluster] = r.UnitID
+		}
+	}
+	return out
+}
+
+// deployment reads a deployment through a PM.
+func (w *world) deployment(pm *deploy.Service, key string) deploy.Deployment {
+	w.t.Helper()
+	d, err := pm.Get(context.Background(), key)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return d
 }
 
 // writePackage writes package "echo" with embedded deployments the way the
@@ -145,38 +202,34 @@ func crashAt(boundary string, n int64) deploy.Hooks {
 	}
 	switch boundary {
 	case "before-step":
-		return deploy.Hooks{BeforeStep: func(store.Operation, store.Step) error { return hit() }}
+		return deploy.Hooks{BeforeStep: func(deploy.Operation, deploy.Step) error { return hit() }}
 	case "after-step":
-		return deploy.Hooks{AfterStep: func(store.Operation, store.Step) error { return hit() }}
+		return deploy.Hooks{AfterStep: func(deploy.Operation, deploy.Step) error { return hit() }}
 	default:
-		return deploy.Hooks{BeforeFinish: func(store.Operation) error { return hit() }}
+		return deploy.Hooks{BeforeFinish: func(deploy.Operation) error { return hit() }}
 	}
 }
 
 // resume lets the crashed PM's lease run out and has a second PM finish
-// every pending operation.
-func (w *world) resume(lease time.Duration) {
+// every active operation.
+func (w *world) resume(lease time.Duration) *deploy.Service {
 	w.t.Helper()
 	survivor := w.pm("pm-b", lease, deploy.Hooks{})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		time.Sleep(lease / 2)
-		survivor.ResumeOperations(context.Background())
-		ops, err := w.st.ListOperations(context.Background(), "")
+		if _, err := survivor.Resumer().RunOnce(context.Background()); err != nil {
+			w.t.Fatal(err)
+		}
+		ops, err := w.st.ListOperations(context.Background(), store.OperationFilter{Active: true})
 		if err != nil {
 			w.t.Fatal(err)
 		}
-		pending := 0
-		for _, op := range ops {
-			if op.State == store.OpPending {
-				pending++
-			}
-		}
-		if pending == 0 {
-			return
+		if len(ops) == 0 {
+			return survivor
 		}
 		if time.Now().After(deadline) {
-			w.t.Fatalf("%d operations still pending after 10s", pending)
+			w.t.Fatalf("%d operations still active after 10s", len(ops))
 		}
 	}
 }
@@ -202,22 +255,17 @@ func TestResumeDeployAfterCrash(t *testing.T) {
 				}
 				w.resume(lease)
 
-				ms, err := w.st.Mappings(context.Background(), "d")
-				if err != nil || len(ms) != 2 {
-					t.Fatalf("mappings %v, %v; want both clusters", ms, err)
+				if ms := w.mapped("d"); len(ms) != 2 {
+					t.Fatalf("mapped %v; want both clusters", ms)
 				}
 				for n, count := range w.runtimes() {
 					if count != 1 {
 						t.Errorf("%s runs %d runtimes, want exactly 1", n, count)
 					}
 				}
-				rec, err := w.st.GetDeployment(context.Background(), "d")
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, r := range rec.Deployment.GetStatus().GetClusters() {
-					if r.State != "deployed" {
-						t.Errorf("cluster %s state %q", r.Cluster, r.State)
+				for _, r := range w.deployment(crashed, "d").Rollouts {
+					if r.State != deploy.RolloutDeployed || r.Condition != deploy.CondDeploying {
+						t.Errorf("cluster %s: %s, %s", r.Cluster, r.State, r.Condition)
 					}
 				}
 			})
@@ -313,20 +361,31 @@ func TestReconcile(t *testing.T) {
 			}
 			ctx := context.Background()
 
-			// Nothing drifted: nothing to do.
-			rep := pm.Reconcile(ctx)
-			if len(rep.Healed)+len(rep.Orphans)+len(rep.Skipped) != 0 {
-				t.Fatalf("clean reconcile reported %+v", rep)
+			observe := func(pm *deploy.Service) deploy.ObserveResult {
+				t.Helper()
+				rep, err := pm.Observer().RunOnce(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return rep
+			}
+			// Nothing drifted: nothing to do, and two list calls per cluster.
+			rep := observe(pm)
+			if len(rep.Drift.Missing)+len(rep.Orphans.Found)+len(rep.Skipped) != 0 || rep.Calls != 4 {
+				t.Fatalf("clean observation reported %+v", rep)
+			}
+			if d := w.deployment(pm, "d"); d.Condition() != deploy.CondRunning {
+				t.Errorf("condition after observing %s, want running", d.Condition())
 			}
 
 			// A unit vanished from east: self-heal re-deploys it with its id.
 			eastID := deploy.UnitID("d", "east")
 			if !w.sims["east"].RemoveRuntime(eastID) {
-				t.Fatalf("east had no unit %q (create returned %q)", eastID, res.UnitID)
+				t.Fatalf("east had no unit %q (create returned %v)", eastID, res.Units)
 			}
-			rep = pm.Reconcile(ctx)
-			if len(rep.Healed) != 1 || rep.Healed[0].Cluster != "east" || w.sims["east"].LastUnit(eastID) == nil {
-				t.Errorf("self-heal: %+v; east has %d runtimes", rep, w.sims["east"].RuntimeCount())
+			rep = observe(pm)
+			if len(rep.Drift.Healed) != 1 || rep.Drift.Healed[0].Cluster != "east" || w.sims["east"].LastUnit(eastID) == nil {
+				t.Errorf("self-heal: %+v; east has %d runtimes", rep.Drift, w.sims["east"].RuntimeCount())
 			}
 
 			// An orphan with PM's id scheme is reported, a foreign unit ignored.
@@ -337,9 +396,9 @@ func TestReconcile(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			rep = pm.Reconcile(ctx)
-			if len(rep.Orphans) != 1 || rep.Orphans[0].UnitID != orphan || len(rep.Deleted) != 0 {
-				t.Errorf("orphans %+v deleted %+v", rep.Orphans, rep.Deleted)
+			rep = observe(pm)
+			if len(rep.Orphans.Found) != 1 || rep.Orphans.Found[0].UnitID != orphan || len(rep.Orphans.Deleted) != 0 {
+				t.Errorf("orphans %+v deleted %+v", rep.Orphans.Found, rep.Orphans.Deleted)
 			}
 			if got := pm.Orphans(); len(got) != 1 || got[0].UnitID != orphan {
 				t.Errorf("Orphans() = %+v", got)
@@ -352,15 +411,15 @@ func TestReconcile(t *testing.T) {
 			w.sims["west"].SetFailRate(1, 1)
 			w.sims["east"].RemoveRuntime(eastID)
 			deploysBefore := w.sims["west"].Calls("Deploy")
-			rep = pm.Reconcile(ctx)
+			rep = observe(pm)
 			if len(rep.Skipped) != 1 || rep.Skipped[0] != "west" {
 				t.Errorf("skipped %v, want [west]", rep.Skipped)
 			}
 			if w.sims["west"].Calls("Deploy") != deploysBefore || w.sims["west"].Calls("DeleteDeployment") != 0 {
-				t.Errorf("reconcile acted on a failing cluster")
+				t.Errorf("the observer acted on a failing cluster")
 			}
-			if len(rep.Healed) != 1 || rep.Healed[0].Cluster != "east" {
-				t.Errorf("healthy east not healed while west fails: %+v", rep.Healed)
+			if len(rep.Drift.Healed) != 1 || rep.Drift.Healed[0].Cluster != "east" {
+				t.Errorf("healthy east not healed while west fails: %+v", rep.Drift)
 			}
 			if got := pm.Orphans(); len(got) != 1 {
 				t.Errorf("orphans of a skipped cluster forgotten: %+v", got)
@@ -369,13 +428,15 @@ func TestReconcile(t *testing.T) {
 
 			// With deletion on, the orphan goes; PM's own unit and the
 			// foreign one stay.
-			cleaner := deploy.New(w.st, deploy.FromManager(w.clusters), deploy.Config{Owner: "pm-c", DeleteOrphans: true}, w.log)
-			if rep = cleaner.Reconcile(ctx); len(rep.Deleted) != 0 || len(rep.Orphans) != 1 {
-				t.Errorf("first pass deleted %+v; an orphan must be seen twice before it goes", rep.Deleted)
+			cfg := testConfig("pm-c", 5*time.Second)
+			cfg.Reconcile.DeleteOrphans = true
+			cleaner := w.pmWith(cfg, deploy.Hooks{})
+			if rep = observe(cleaner); len(rep.Orphans.Deleted) != 0 || len(rep.Orphans.Found) != 1 {
+				t.Errorf("first pass deleted %+v; an orphan must be seen twice before it goes", rep.Orphans.Deleted)
 			}
-			rep = cleaner.Reconcile(ctx)
-			if len(rep.Deleted) != 1 || w.sims["west"].LastUnit(orphan) != nil || w.sims["west"].RuntimeCount() != 2 {
-				t.Errorf("delete orphans: %+v; west has %d runtimes", rep.Deleted, w.sims["west"].RuntimeCount())
+			rep = observe(cleaner)
+			if len(rep.Orphans.Deleted) != 1 || w.sims["west"].LastUnit(orphan) != nil || w.sims["west"].RuntimeCount() != 2 {
+				t.Errorf("delete orphans: %+v; west has %d runtimes", rep.Orphans.Deleted, w.sims["west"].RuntimeCount())
 			}
 		})
 	}
@@ -391,6 +452,7 @@ func TestReplanWithHysteresis(t *testing.T) {
 			}
 		}
 	}
+	var pm *deploy.Service
 	replicas := func() int {
 		rec, err := w.st.GetDeployment(context.Background(), "d")
 		if err != nil {
@@ -398,16 +460,27 @@ func TestReplanWithHysteresis(t *testing.T) {
 		}
 		for n, s := range w.sims {
 			u := s.LastUnit(deploy.UnitID("d", n))
-			if got := int(u.GetOdgmConfig().GetReplicaCount()); got != int(rec.Deployment.GetStatus().GetReplicationFactor()) {
-				t.Errorf("%s runs replica_count %d, status says %d", n, got, rec.Deployment.GetStatus().GetReplicationFactor())
+			if got := int(u.GetOdgmConfig().GetReplicaCount()); got != rec.Replicas {
+				t.Errorf("%s runs replica_count %d, the plan says %d", n, got, rec.Replicas)
 			}
 		}
-		return int(rec.Deployment.GetStatus().GetReplicationFactor())
+		return rec.Replicas
+	}
+	// The planner reads the clusters' last known health, which the health
+	// refresh keeps current; the test refreshes it by hand.
+	replan := func() []string {
+		t.Helper()
+		w.clusters.Refresh(context.Background())
+		res, err := pm.Planner().RunOnce(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Replanned
 	}
 	setAll(0.9)
-	pm := deploy.New(w.st, deploy.FromManager(w.clusters), deploy.Config{
-		Owner: "pm-a", DefaultTarget: 0.99, ReplicaCap: 50, HysteresisMargin: 2, Lease: 5 * time.Second,
-	}, w.log)
+	cfg := testConfig("pm-a", 5*time.Second)
+	cfg.Deploy.HysteresisMargin = 2
+	pm = w.pmWith(cfg, deploy.Hooks{})
 	d := dep("d", "a", "b", "c")
 	d.Odgm = &pmv1.OdgmDataSpec{Collections: []string{"x"}}
 	if _, err := pm.Create(context.Background(), d, deploy.CreateOptions{}); err != nil {
@@ -419,7 +492,7 @@ func TestReplanWithHysteresis(t *testing.T) {
 	// 0.95 everywhere plans 3 (0.99275): within the margin of 2, so
 	// nothing moves.
 	setAll(0.95)
-	if got := pm.Replan(context.Background()); len(got) != 0 {
+	if got := replan(); len(got) != 0 {
 		t.Errorf("re-planned %v within the hysteresis margin", got)
 	}
 	if got := replicas(); got != 5 {
@@ -427,7 +500,7 @@ func TestReplanWithHysteresis(t *testing.T) {
 	}
 	// 0.999 plans 1: far outside the margin, so the units roll out again.
 	setAll(0.999)
-	if got := pm.Replan(context.Background()); len(got) != 1 {
+	if got := replan(); len(got) != 1 {
 		t.Errorf("re-planned %v, want [d]", got)
 	}
 	if got := replicas(); got != 1 {
@@ -456,8 +529,9 @@ func TestFailedDeployLeavesNothing(t *testing.T) {
 			}
 			pm := w.pm("pm-a", 5*time.Second, deploy.Hooks{})
 			_, err := pm.Create(context.Background(), dep("d", "a", "b"), deploy.CreateOptions{})
-			if fault.KindOf(err) != fault.Invalid || !strings.Contains(err.Error(), "failed in all clusters") {
-				t.Fatalf("create: %v", err)
+			// The clusters failed, not the client: 503, never 400.
+			if fault.KindOf(err) != fault.Unavailable || !strings.Contains(err.Error(), "failed in all clusters") {
+				t.Fatalf("create: %v (kind %v)", err, fault.KindOf(err))
 			}
 			for n, c := range w.runtimes() {
 				if c != 0 {
@@ -478,7 +552,7 @@ func TestOneOperationAtATime(t *testing.T) {
 	w := setup(t, "memory", "a")
 	release := make(chan struct{})
 	entered := make(chan struct{}, 1)
-	slow := w.pm("pm-a", 5*time.Second, deploy.Hooks{BeforeStep: func(store.Operation, store.Step) error {
+	slow := w.pm("pm-a", 5*time.Second, deploy.Hooks{BeforeStep: func(deploy.Operation, deploy.Step) error {
 		select {
 		case entered <- struct{}{}:
 		default:
@@ -519,9 +593,9 @@ func TestRepairNeverRollsBack(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	pm := deploy.New(w.st, deploy.FromManager(w.clusters), deploy.Config{
-		Owner: "pm-a", DefaultTarget: 0.99, ReplicaCap: 50, Lease: 5 * time.Second, RollbackOnPartial: true, MaxRetries: 0,
-	}, w.log)
+	cfg := testConfig("pm-a", 5*time.Second)
+	cfg.Deploy.RollbackOnPartial, cfg.Deploy.MaxRetries = true, 0
+	pm := w.pmWith(cfg, deploy.Hooks{})
 	if _, err := pm.Create(context.Background(), dep("d", "a", "b", "c"), deploy.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -534,15 +608,17 @@ func TestRepairNeverRollsBack(t *testing.T) {
 	if err := w.sims["c"].SetFailFirstDeploys(100); err != nil {
 		t.Fatal(err)
 	}
-	pm.Replan(context.Background())
+	w.clusters.Refresh(context.Background())
+	if res, err := pm.Planner().RunOnce(context.Background()); err != nil || len(res.Replanned) != 0 {
+		t.Errorf("a re-plan that failed on c: %+v, %v", res, err)
+	}
 	for n, c := range w.runtimes() {
 		if c != 1 {
 			t.Errorf("%s runs %d runtimes after a failed re-plan, want 1", n, c)
 		}
 	}
-	ms, err := w.st.Mappings(context.Background(), "d")
-	if err != nil || len(ms) != 3 {
-		t.Errorf("mappings after a failed re-plan: %v %v", ms, err)
+	if ms := w.mapped("d"); len(ms) != 3 {
+		t.Errorf("mapped after a failed re-plan: %v", ms)
 	}
 }
 
@@ -557,24 +633,31 @@ func TestFailedAutoDeployIsRetried(t *testing.T) {
 	pm := w.pm("pm-a", 5*time.Second, deploy.Hooks{})
 	pm.PackageWritten(context.Background(), w.writePackage(pm, dep("auto", "a")))
 	pm.Wait()
-	rec, err := w.st.GetDeployment(context.Background(), "auto")
-	if err != nil || rec.Deployment.GetCondition() != pmv1.DeploymentCondition_DOWN || rec.Deployment.GetStatus().GetLastError() == "" {
-		t.Fatalf("failed auto-deploy recorded as %v, %v", rec.Deployment, err)
+	if d := w.deployment(pm, "auto"); d.Condition() != deploy.CondDown || d.LastError == "" {
+		t.Fatalf("failed auto-deploy recorded as %+v", d)
 	}
-	pm.Reconcile(context.Background())
+	plan := func() deploy.PlanResult {
+		t.Helper()
+		res, err := pm.Planner().RunOnce(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	plan()
 	if n := w.sims["a"].RuntimeCount(); n != 0 {
 		t.Fatalf("deployed to a cluster that is still down: %d", n)
 	}
 	if err := w.sims["a"].SetFailRate(0, 1); err != nil {
 		t.Fatal(err)
 	}
-	if rep := pm.Reconcile(context.Background()); len(rep.Retried) != 0 {
-		t.Fatalf("retried %v within the backoff after a failed retry", rep.Retried)
+	if res := plan(); len(res.Retried) != 0 {
+		t.Fatalf("retried %v within the backoff after a failed retry", res.Retried)
 	}
-	time.Sleep(1100 * time.Millisecond) // the first backoff step (no reconcile interval set: 1s)
-	rep := pm.Reconcile(context.Background())
-	if len(rep.Retried) != 1 || w.sims["a"].RuntimeCount() != 1 {
-		t.Errorf("retried %v; runtimes %d", rep.Retried, w.sims["a"].RuntimeCount())
+	time.Sleep(1100 * time.Millisecond) // the first backoff step (one reconcile interval: 1s)
+	res := plan()
+	if len(res.Retried) != 1 || w.sims["a"].RuntimeCount() != 1 {
+		t.Errorf("retried %v; runtimes %d", res.Retried, w.sims["a"].RuntimeCount())
 	}
 }
 
@@ -591,15 +674,18 @@ func TestPartialDeployUnitIsAdopted(t *testing.T) {
 	if _, err := pm.Create(context.Background(), dep("d", "a", "b"), deploy.CreateOptions{}); err != nil {
 		t.Fatalf("partial create: %v", err)
 	}
-	if ms, _ := w.st.Mappings(context.Background(), "d"); len(ms) != 1 {
-		t.Fatalf("mappings after the partial deploy: %v", ms)
+	if ms := w.mapped("d"); len(ms) != 1 {
+		t.Fatalf("mapped after the partial deploy: %v", ms)
 	}
-	rep := pm.Reconcile(context.Background())
-	if len(rep.Adopted) != 1 || rep.Adopted[0].Cluster != "b" || len(rep.Orphans) != 0 {
-		t.Errorf("adopted %v, orphans %v", rep.Adopted, rep.Orphans)
+	rep, err := pm.Observer().RunOnce(context.Background())
+	if err != nil {
+		t.Fatal(err)
 	}
-	if ms, _ := w.st.Mappings(context.Background(), "d"); len(ms) != 2 {
-		t.Errorf("mappings after adoption: %v", ms)
+	if len(rep.Drift.Adopted) != 1 || rep.Drift.Adopted[0].Cluster != "b" || len(rep.Orphans.Found) != 0 {
+		t.Errorf("adopted %v, orphans %v", rep.Drift.Adopted, rep.Orphans.Found)
+	}
+	if ms := w.mapped("d"); len(ms) != 2 {
+		t.Errorf("mapped after adoption: %v", ms)
 	}
 	if err := pm.Delete(context.Background(), "d", "", store.AnyRevision); err != nil {
 		t.Fatal(err)
@@ -623,13 +709,12 @@ func TestFailedAutoDeployRolledBackIsRetried(t *testing.T) {
 	pm := w.pm("pm-a", 5*time.Second, deploy.Hooks{})
 	pm.PackageWritten(context.Background(), w.writePackage(pm, dep("auto", "a")))
 	pm.Wait()
-	rec, err := w.st.GetDeployment(context.Background(), "auto")
-	if err != nil || rec.Deployment.GetCondition() != pmv1.DeploymentCondition_DOWN {
-		t.Fatalf("failed auto-deploy recorded as %v, %v", rec.Deployment, err)
+	if d := w.deployment(pm, "auto"); d.Condition() != deploy.CondDown {
+		t.Fatalf("failed auto-deploy recorded as %+v", d)
 	}
-	rep := pm.Reconcile(context.Background())
-	if len(rep.Retried) != 1 || w.sims["a"].RuntimeCount() != 1 {
-		t.Errorf("retried %v; runtimes %d", rep.Retried, w.sims["a"].RuntimeCount())
+	res, err := pm.Planner().RunOnce(context.Background())
+	if err != nil || len(res.Retried) != 1 || w.sims["a"].RuntimeCount() != 1 {
+		t.Errorf("retried %v (%v); runtimes %d", res.Retried, err, w.sims["a"].RuntimeCount())
 	}
 }
 
@@ -646,14 +731,14 @@ func TestStagedAutoDeploySurvivesCrash(t *testing.T) {
 			pm := w.pm("pm-a", lease, deploy.Hooks{})
 			w.writePackage(pm, dep("auto", "a", "b"))
 			// The "crash": PackageWritten never runs. Before a lease has
-			// passed the reconciler leaves it to the PM that staged it.
-			if rep := pm.Reconcile(context.Background()); len(rep.Retried) != 0 {
-				t.Fatalf("deployed a freshly staged deployment: %v", rep.Retried)
+			// passed the planner leaves it to the PM that staged it.
+			if res, err := pm.Planner().RunOnce(context.Background()); err != nil || len(res.Retried) != 0 {
+				t.Fatalf("deployed a freshly staged deployment: %v, %v", res.Retried, err)
 			}
 			time.Sleep(lease + 100*time.Millisecond)
-			rep := pm.Reconcile(context.Background())
-			if len(rep.Retried) != 1 {
-				t.Fatalf("retried %v, want [auto]", rep.Retried)
+			res, err := pm.Planner().RunOnce(context.Background())
+			if err != nil || len(res.Retried) != 1 {
+				t.Fatalf("retried %v (%v), want [auto]", res.Retried, err)
 			}
 			for n, c := range w.runtimes() {
 				if c != 1 {

@@ -2,111 +2,162 @@ package deploy
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
+	"strconv"
 	"strings"
+	"time"
 
-	"google.golang.org/protobuf/proto"
-
-	pmv1 "github.com/oaas/pm/gen/go/oaas/pm/v1"
-	"github.com/oaas/pm/internal/correlation"
+	"github.com/oaas/pm/internal/catalog"
 	"github.com/oaas/pm/internal/fault"
 	"github.com/oaas/pm/internal/store"
 )
 
-// Get returns a deployment, its condition refreshed from the clusters.
-func (s *Service) Get(ctx context.Context, key string) (store.Deployment, error) {
-	rec, err := s.get(ctx, key)
-	if err != nil {
-		return rec, err
-	}
-	if changed := s.refresh(ctx, rec); changed {
-		if fresh, err := s.st.GetDeployment(ctx, key); err == nil {
-			return fresh, nil
-		}
-	}
-	return rec, nil
+// Get returns a deployment as PM last saw it. Conditions come from the
+// background observation of the clusters (or a just-finished operation);
+// a read never calls a CRM.
+func (s *Service) Get(ctx context.Context, key string) (Deployment, error) {
+	return s.read(ctx, key)
 }
 
-func (s *Service) get(ctx context.Context, key string) (store.Deployment, error) {
-	rec, err := s.st.GetDeployment(ctx, key)
+// read loads a deployment with its rollouts.
+func (s *Service) read(ctx context.Context, key string) (Deployment, error) {
+	row, err := s.st.GetDeployment(ctx, key)
 	if errors.Is(err, store.ErrNotFound) {
-		return rec, fault.NotFoundf("deployment %q not found", key)
+		return Deployment{}, fault.NotFoundf("deployment %q not found", key)
 	}
-	return rec, err
+	if err != nil {
+		return Deployment{}, err
+	}
+	rs, err := s.st.ListRollouts(ctx, store.RolloutFilter{DeploymentKeys: []string{key}})
+	if err != nil {
+		return Deployment{}, err
+	}
+	return deploymentOf(row, rs)
 }
 
 // ListQuery selects deployments.
 type ListQuery struct {
 	PackageName, ClassKey, TargetEnv, TargetCluster string
-	Limit, Offset                                   int
-	After                                           string
+	// Limit is the page size (0: the default page); Offset skips matches;
+	// PageToken continues after a previous page.
+	Limit, Offset int
+	PageToken     string
 }
 
-// List returns deployments in key order.
-func (s *Service) List(ctx context.Context, q ListQuery) ([]store.Deployment, error) {
-	env := q.TargetEnv
-	if env == "" {
-		env = q.TargetCluster
-	} else if q.TargetCluster != "" && q.TargetCluster != env {
+// List returns one page of deployments in key order and the token of the
+// next page ("" on the last).
+func (s *Service) List(ctx context.Context, q ListQuery) ([]Deployment, string, error) {
+	limit, err := catalog.PageLimit(q.Limit)
+	if err != nil {
+		return nil, "", err
+	}
+	if q.Offset < 0 {
+		return nil, "", fault.Invalidf("offset: must not be negative")
+	}
+	f := store.DeploymentFilter{PackageName: q.PackageName, ClassKey: q.ClassKey, Offset: q.Offset, Limit: limit + 1}
+	if q.PageToken != "" {
+		if f.After, err = catalog.DecodePageToken(q.PageToken); err != nil {
+			return nil, "", err
+		}
+		f.Offset = 0
+	}
+	f.Target = q.TargetEnv
+	if f.Target == "" {
+		f.Target = q.TargetCluster
+	} else if q.TargetCluster != "" && q.TargetCluster != f.Target {
+		return nil, "", nil
+	}
+	rows, err := s.st.ListDeployments(ctx, f)
+	if err != nil {
+		return nil, "", err
+	}
+	next := ""
+	if len(rows) > limit {
+		rows = rows[:limit]
+		next = catalog.EncodePageToken(rows[len(rows)-1].Key)
+	}
+	ds, err := s.withRollouts(ctx, rows)
+	return ds, next, err
+}
+
+// withRollouts joins a page of deployment rows with their rollouts, in one
+// read.
+func (s *Service) withRollouts(ctx context.Context, rows []store.DeploymentRow) ([]Deployment, error) {
+	if len(rows) == 0 {
 		return nil, nil
 	}
-	return s.st.ListDeployments(ctx, store.DeploymentFilter{
-		PackageName: q.PackageName, ClassKey: q.ClassKey, TargetEnv: env,
-		After: q.After, Offset: q.Offset, Limit: q.Limit,
-	})
-}
-
-// Mappings returns a deployment's cluster → unit id mapping.
-func (s *Service) Mappings(ctx context.Context, key string) (map[string]string, error) {
-	if _, err := s.get(ctx, key); err != nil {
-		return nil, err
+	keys := make([]string, len(rows))
+	for i, r := range rows {
+		keys[i] = r.Key
 	}
-	ms, err := s.st.Mappings(ctx, key)
+	rs, err := s.st.ListRollouts(ctx, store.RolloutFilter{DeploymentKeys: keys})
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[string]string, len(ms))
-	for _, m := range ms {
-		out[m.Cluster] = m.UnitID
+	byKey := map[string][]store.RolloutRow{}
+	for _, r := range rs {
+		byKey[r.DeploymentKey] = append(byKey[r.DeploymentKey], r)
+	}
+	out := make([]Deployment, len(rows))
+	for i, row := range rows {
+		if out[i], err = deploymentOf(row, byKey[row.Key]); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
+}
+
+// Mappings returns a deployment's cluster → unit id mapping: the units PM
+// knows run.
+func (s *Service) Mappings(ctx context.Context, key string) (map[string]string, error) {
+	d, err := s.read(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	return d.Mapped(), nil
 }
 
 // Delete removes a deployment's unit from one cluster (cluster != "") or
 // every unit and then the deployment. A cluster without a unit is a no-op.
 // expected is the caller's revision (store.AnyRevision: any).
 func (s *Service) Delete(ctx context.Context, key, cluster string, expected int64) error {
-	if _, err := s.get(ctx, key); err != nil {
-		return err
-	}
 	if cluster != "" && !s.cl.Has(cluster) {
 		return fault.Invalidf("cluster: unknown cluster %q (known: %s)", cluster, strings.Join(s.cl.Names(), ", "))
 	}
-	op := s.newOperation(store.OpDelete, key, cluster == "")
-	err := s.st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
+	op := s.newOperation(KindDelete, key, cluster == "")
+	err := s.exec.retryConflicts(ctx, func(ctx context.Context, tx store.Tx) error {
 		op.Steps = nil
-		rec, err := tx.GetDeployment(ctx, key)
+		row, err := tx.GetDeployment(ctx, key)
 		if err != nil {
 			return err
 		}
-		if expected != store.AnyRevision && rec.Revision != expected {
-			return fault.New(fault.Conflict, "deployment %q: revision %d is stale (current %d)", key, expected, rec.Revision)
+		if expected != store.AnyRevision && row.Revision != expected {
+			return fault.Wrap(fault.Conflict, store.ErrStale, "deployment %q: revision %d is stale (current %d)", key, expected, row.Revision)
 		}
-		if err := noPendingOperation(ctx, tx, key); err != nil {
-			return err
-		}
-		ms, err := tx.Mappings(ctx, key)
+		rs, err := tx.ListRollouts(ctx, store.RolloutFilter{DeploymentKeys: []string{key}})
 		if err != nil {
 			return err
 		}
-		op.Steps = deleteSteps(rec.Deployment, ms, cluster)
+		if op.Steps, err = deleteSteps(rs, cluster); err != nil {
+			return err
+		}
 		if len(op.Steps) == 0 {
 			if cluster != "" {
 				return nil
 			}
-			return tx.DeleteDeployment(ctx, key, rec.Revision)
+			// Nothing runs anywhere, but an operation at work (a deploy
+			// about to send units) must finish first.
+			active, err := tx.ListOperations(ctx, store.OperationFilter{DeploymentKey: key, Active: true})
+			if err != nil {
+				return err
+			}
+			if len(active) > 0 {
+				return fault.Wrap(fault.Conflict, store.ErrOperationActive, "deployment %q has an operation in progress; try again when it finishes", key)
+			}
+			return tx.DeleteDeployment(ctx, key, row.Revision)
 		}
-		return tx.CreateOperation(ctx, op)
+		return startOperation(ctx, tx, &op)
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		return fault.NotFoundf("deployment %q not found", key)
@@ -118,177 +169,93 @@ func (s *Service) Delete(ctx context.Context, key, cluster string, expected int6
 	if err != nil {
 		return err
 	}
-	if out.failure == nil {
+	if out.Failure == nil {
 		s.log.InfoContext(ctx, "deployment deleted", "deployment", key, "cluster", cluster)
-		s.refreshed.Delete(key)
 	}
-	return out.failure
+	return out.Failure
 }
 
-// deleteSteps are the units to delete: every mapped one, and those whose
-// deploy failed with an unknown outcome (it may have been applied anyway;
-// deleting an absent unit is a no-op at the CRM).
-func deleteSteps(d *pmv1.OClassDeployment, ms []store.Mapping, cluster string) []store.Step {
-	var steps []store.Step
-	mapped := map[string]bool{}
-	for _, m := range ms {
-		mapped[m.Cluster] = true
-		if cluster == "" || m.Cluster == cluster {
-			steps = append(steps, store.Step{Cluster: m.Cluster, UnitID: m.UnitID, State: store.OpPending})
-		}
-	}
-	for _, r := range d.GetStatus().GetClusters() {
-		if mapped[r.Cluster] || r.State != "failed" || (cluster != "" && r.Cluster != cluster) {
-			continue
-		}
-		id := r.UnitId
-		if id == "" {
-			id = UnitID(d.GetKey(), r.Cluster)
-		}
-		steps = append(steps, store.Step{Cluster: r.Cluster, UnitID: id, State: store.OpPending})
-	}
-	return steps
-}
-
-// StagePackage records a package's embedded deployments that do not exist
-// yet, in the transaction that writes the package, as PENDING and not yet
-// planned. PackageWritten then deploys them; if PM dies first, the
-// reconciler finds them and does.
-func (s *Service) StagePackage(ctx context.Context, tx store.Tx, pkg *pmv1.OPackage) error {
-	for _, d := range pkg.GetDeployments() {
-		d = embedded(pkg, d)
-		if _, err := tx.GetDeployment(ctx, d.GetKey()); err == nil {
-			continue
-		} else if !errors.Is(err, store.ErrNotFound) {
-			return err
-		}
-		if _, err := tx.CreateDeployment(ctx, d); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// embedded is a package's embedded deployment spec as it is stored.
-func embedded(pkg *pmv1.OPackage, d *pmv1.OClassDeployment) *pmv1.OClassDeployment {
-	d = proto.CloneOf(d)
-	if d.PackageName == "" {
-		d.PackageName = pkg.GetName()
-	}
-	d.Condition, d.Status = pmv1.DeploymentCondition_PENDING, nil
-	return d
-}
-
-// PackageWritten deploys a package's staged embedded deployments (see
-// StagePackage) in the background: the package write is acknowledged
-// already, and every failure is recorded on its deployment.
-func (s *Service) PackageWritten(ctx context.Context, pkg *pmv1.OPackage) {
-	cid := correlation.From(ctx)
-	for _, d := range pkg.GetDeployments() {
-		key := d.GetKey()
-		s.goWork(func() {
-			ctx := correlation.With(context.WithoutCancel(ctx), cid)
-			rec, err := s.st.GetDeployment(ctx, key)
-			if err != nil || rec.Deployment.GetStatus() != nil {
-				return // deleted meanwhile, or planned before (it existed)
-			}
-			s.deployRecorded(ctx, rec, store.OpDeploy)
-		})
-	}
-}
-
-// deployRecorded plans and deploys a deployment that is stored but has no
-// units anywhere: a staged embedded deployment, or one that failed
-// everywhere before. It is a no-op when another operation works on it or
-// it was planned meanwhile; a planning failure is recorded on it.
-func (s *Service) deployRecorded(ctx context.Context, rec store.Deployment, kind store.OperationKind) bool {
-	d := rec.Deployment
-	p, err := s.prepare(ctx, d, 0)
-	if err != nil {
-		s.log.WarnContext(ctx, "auto-deploy cannot plan yet; the reconciler retries", "deployment", d.GetKey(), "error", err)
-		next := proto.CloneOf(d)
-		if next.Status == nil {
-			next.Status = &pmv1.DeploymentStatusSummary{}
-		}
-		next.Condition = pmv1.DeploymentCondition_DOWN
-		next.Status.LastError = proto.String(err.Error())
-		// Only over what we planned from: another PM may be deploying it.
-		_, _ = s.st.UpdateDeployment(ctx, next, rec.Revision)
-		return false
-	}
-	op := s.deployOperation(kind, d.GetKey(), false, p)
-	err = s.st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
-		cur, err := tx.GetDeployment(ctx, d.GetKey())
+// deleteSteps are the units to remove: every one PM knows may run there
+// (deployed, a deploy that failed with an unknown outcome, a removal not
+// done yet). Deleting an absent unit is a no-op at the CRM.
+func deleteSteps(rows []store.RolloutRow, cluster string) ([]Step, error) {
+	var steps []Step
+	for _, row := range rows {
+		r, err := rolloutOf(row)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if cur.Revision != rec.Revision {
-			return fault.New(fault.Conflict, "deployment %q changed meanwhile", d.GetKey())
+		if (cluster != "" && r.Cluster != cluster) || !r.State.known() {
+			continue
 		}
-		next := proto.CloneOf(cur.Deployment)
-		next.TargetEnvs, next.Status, next.Condition = p.targets, summary(p), pmv1.DeploymentCondition_DEPLOYING
-		if le := cur.Deployment.GetStatus().GetLastError(); le != "" {
-			next.Status.LastError = proto.String(le)
-		}
-		if _, err := tx.UpdateDeployment(ctx, next, cur.Revision); err != nil {
-			return err
-		}
-		return startOperation(ctx, tx, op)
-	})
-	if err != nil {
-		return false
+		steps = append(steps, Step{Cluster: r.Cluster, UnitID: r.UnitID, State: StepPending})
 	}
-	s.log.InfoContext(ctx, "deploying a recorded deployment", "deployment", d.GetKey(), "operation", op.ID,
-		"clusters", p.targets, "replicas", p.plan.Replicas)
-	out, err := s.execute(ctx, op, p.units)
-	return err == nil && out.failure == nil
+	return steps, nil
 }
 
-// BeforePackageDelete cascades a package delete to its deployments when the
-// policy says so, and otherwise refuses while deployments exist.
-func (s *Service) BeforePackageDelete(ctx context.Context, name string) error {
-	ds, err := s.st.ListDeployments(ctx, store.DeploymentFilter{PackageName: name})
-	if err != nil {
-		return err
-	}
-	if len(ds) == 0 {
-		return nil
-	}
-	keys := make([]string, len(ds))
-	for i, d := range ds {
-		keys[i] = d.Deployment.GetKey()
-	}
-	if !s.cfg.Cascade {
-		return fault.New(fault.Conflict, "package %q has deployments (%s); delete them first or set PACKAGE_DELETE_CASCADE=true",
-			name, strings.Join(keys, ", "))
-	}
-	var busy []string
-	for _, k := range keys {
-		err := s.Delete(ctx, k, "", store.AnyRevision)
-		switch {
-		case err == nil, fault.KindOf(err) == fault.NotFound:
-		case fault.KindOf(err) == fault.Conflict:
-			// An operation is at work on it (an auto-deploy just started):
-			// deleting the package now would leave that deployment running
-			// without it.
-			busy = append(busy, k)
-		default:
-			// Recorded as a pending delete that PM keeps retrying.
-			s.log.WarnContext(ctx, "cascade delete of a deployment failed; continuing", "package", name, "deployment", k, "error", err)
-		}
-	}
-	if len(busy) > 0 {
-		return fault.New(fault.Conflict, "package %q: deployments %s have operations in progress; retry the delete when they finish",
-			name, strings.Join(busy, ", "))
-	}
-	return nil
+// OperationsQuery selects operations.
+type OperationsQuery struct {
+	// DeploymentKey, when set, selects one deployment's operations.
+	DeploymentKey string
+	// Active selects only running and waiting ones.
+	Active bool
+	// Limit is the page size (0: the default page); PageToken continues
+	// after a previous page.
+	Limit     int
+	PageToken string
 }
 
-// Wait waits for the operations started on behalf of requests and package
-// writes (not the background loops).
-func (s *Service) Wait() { s.work.Wait() }
+// Operations returns one page of durable operations, oldest first, and
+// the token of the next page.
+func (s *Service) Operations(ctx context.Context, q OperationsQuery) ([]Operation, string, error) {
+	limit, err := catalog.PageLimit(q.Limit)
+	if err != nil {
+		return nil, "", err
+	}
+	f := store.OperationFilter{DeploymentKey: q.DeploymentKey, Active: q.Active, Limit: limit + 1}
+	if q.PageToken != "" {
+		if f.AfterTime, f.AfterID, err = decodeOpToken(q.PageToken); err != nil {
+			return nil, "", err
+		}
+	}
+	rows, err := s.st.ListOperations(ctx, f)
+	if err != nil {
+		return nil, "", err
+	}
+	next := ""
+	if len(rows) > limit {
+		rows = rows[:limit]
+		last := rows[len(rows)-1]
+		next = encodeOpToken(last.CreatedAt, last.ID)
+	}
+	out := make([]Operation, len(rows))
+	for i, r := range rows {
+		if out[i], err = operationOf(r); err != nil {
+			return nil, "", err
+		}
+	}
+	return out, next, nil
+}
 
-// Operations returns the durable operations of a deployment (all with "").
-func (s *Service) Operations(ctx context.Context, key string) ([]store.Operation, error) {
-	return s.st.ListOperations(ctx, key)
+// Operations are ordered by (created_at, id); a page token carries both.
+func encodeOpToken(t time.Time, id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte("o:" + strconv.FormatInt(t.UnixMicro(), 10) + ":" + id))
+}
+
+func decodeOpToken(tok string) (time.Time, string, error) {
+	bad := fault.Invalidf("page_token: %q is not a token returned by a previous list call", tok)
+	raw, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil {
+		return time.Time{}, "", bad
+	}
+	rest, ok := strings.CutPrefix(string(raw), "o:")
+	if !ok {
+		return time.Time{}, "", bad
+	}
+	us, id, ok := strings.Cut(rest, ":")
+	n, err := strconv.ParseInt(us, 10, 64)
+	if !ok || err != nil {
+		return time.Time{}, "", bad
+	}
+	return time.UnixMicro(n).UTC(), id, nil
 }

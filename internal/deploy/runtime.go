@@ -6,37 +6,29 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	deploymentpb "github.com/oaas/pm/gen/go/oaas/deployment"
-	pmv1 "github.com/oaas/pm/gen/go/oaas/pm/v1"
 	"github.com/oaas/pm/internal/fault"
 	"github.com/oaas/pm/internal/store"
 )
 
-// refreshTimeout bounds the CRM status reads of a refresh on the read path.
-const refreshTimeout = 3 * time.Second
+// This file is the runtime views: what the clusters run, asked of their
+// CRMs when a client asks, each unit's owner looked up by its id.
 
-// refreshMinAge is how fresh a read-path refresh may be reused: a client
-// polling a deployment across many clusters must not turn every GET into
-// one status call per cluster.
-const refreshMinAge = 2 * time.Second
-
-// Condition maps a CRM status summary ("Available", "Progressing",
-// "Degraded (reason): text") to a deployment condition and phase.
-func Condition(summary string) (pmv1.DeploymentCondition, pmv1.RuntimePhase) {
+// ConditionOf maps a CRM status summary ("Available", "Progressing",
+// "Degraded (reason): text") to a condition.
+func ConditionOf(summary string) Condition {
 	switch {
 	case strings.HasPrefix(summary, "Available"), strings.HasPrefix(summary, "Running"):
-		return pmv1.DeploymentCondition_RUNNING, pmv1.RuntimePhase_COMPLETED
+		return CondRunning
 	case strings.HasPrefix(summary, "Progressing"), strings.HasPrefix(summary, "Pending"):
-		return pmv1.DeploymentCondition_DEPLOYING, pmv1.RuntimePhase_RESOURCE_PROVISIONING
+		return CondDeploying
 	case strings.HasPrefix(summary, "Degraded"), strings.HasPrefix(summary, "Failed"), strings.HasPrefix(summary, "Error"):
-		return pmv1.DeploymentCondition_DOWN, pmv1.RuntimePhase_FAILED
+		return CondDown
 	default:
-		return pmv1.DeploymentCondition_PENDING, pmv1.RuntimePhase_UNKNOWN
+		return CondPending
 	}
 }
 
@@ -54,73 +46,23 @@ func crmSummary(status string) string {
 	return status
 }
 
-// refresh reads each mapped unit's status and stores the conditions when
-// they changed. Clusters that cannot answer keep their last condition.
-func (s *Service) refresh(ctx context.Context, rec store.Deployment) bool {
-	key := rec.Deployment.GetKey()
-	now := s.now()
-	if last, ok := s.refreshed.Load(key); ok && now.Sub(last.(time.Time)) < refreshMinAge {
-		return false
-	}
-	s.refreshed.Store(key, now)
-	ms, err := s.st.Mappings(ctx, key)
-	if err != nil || len(ms) == 0 {
-		return false
-	}
-	ctx, cancel := context.WithTimeout(ctx, refreshTimeout)
-	defer cancel()
-	conds := make([]pmv1.DeploymentCondition, len(ms))
-	known := make([]bool, len(ms))
-	var wg sync.WaitGroup
-	for i, m := range ms {
-		wg.Go(func() {
-			crm, err := s.cl.CRM(m.Cluster)
-			if err != nil {
-				return
-			}
-			resp, err := crm.Status(ctx, m.UnitID)
-			switch {
-			case fault.KindOf(err) == fault.NotFound:
-				conds[i], known[i] = pmv1.DeploymentCondition_DOWN, true
-			case err == nil:
-				conds[i], _ = Condition(resp.GetMessage())
-				known[i] = true
-			}
-		})
-	}
-	wg.Wait()
-	changed := false
-	err = s.mutate(ctx, rec.Deployment.GetKey(), func(d *pmv1.OClassDeployment) {
-		if d.Status == nil {
-			d.Status = &pmv1.DeploymentStatusSummary{}
-		}
-		for i, m := range ms {
-			if !known[i] {
-				continue
-			}
-			r := rollout(d.Status, m.Cluster)
-			if r.Condition == pmv1.DeploymentCondition_DELETED || (r.UnitId != "" && r.UnitId != m.UnitID) {
-				// A delete (or re-deploy) finished while we asked: its
-				// outcome is newer than our answer.
-				continue
-			}
-			r.UnitId = m.UnitID
-			r.Condition = conds[i]
-		}
-		d.Condition = overall(d.Status)
-		changed = !proto.Equal(d, rec.Deployment)
-	})
-	if err != nil {
-		s.log.DebugContext(ctx, "condition refresh not stored", "deployment", rec.Deployment.GetKey(), "error", err)
-		return false
-	}
-	return changed
-}
-
 // RuntimeQuery filters class runtimes.
 type RuntimeQuery struct {
 	PackageName, ClassKey, Environment, Cluster, Status string
-	Limit, Offset                                       int
+	// Limit caps the page (0: every runtime); Offset skips runtimes, in
+	// (cluster, id) order.
+	Limit, Offset int
+}
+
+// Runtime is a unit a cluster runs, and what PM knows of it.
+type Runtime struct {
+	Cluster string
+	Unit    *deploymentpb.DeploymentUnit
+	// Deployment is the owning deployment's key; "" for a unit PM does not
+	// manage.
+	Deployment string
+	// Condition is the unit's condition as PM last observed it.
+	Condition Condition
 }
 
 // ClusterError is a cluster that could not answer a fan-out.
@@ -129,9 +71,13 @@ type ClusterError struct {
 	Err     error
 }
 
-// ListRuntimes asks every (or one) cluster for its class runtimes in
-// parallel and merges them. Clusters that fail are reported, not hidden.
-func (s *Service) ListRuntimes(ctx context.Context, q RuntimeQuery) ([]*pmv1.ClassRuntime, []ClusterError, error) {
+// ListRuntimes returns class runtimes in (cluster, id) order. With a
+// limit it asks clusters in that order, one, then two, then four at a time,
+// each for no more than the page still needs, and stops once the page is
+// full: a small page costs a call or two whatever the fleet. Without a
+// limit it asks every cluster at once. Clusters that fail are reported,
+// not hidden.
+func (s *Service) ListRuntimes(ctx context.Context, q RuntimeQuery) ([]Runtime, []ClusterError, error) {
 	names, err := s.clustersFor(q.Cluster)
 	if err != nil {
 		return nil, nil, err
@@ -149,46 +95,97 @@ func (s *Service) ListRuntimes(ctx context.Context, q RuntimeQuery) ([]*pmv1.Cla
 	if q.Status != "" {
 		req.Status = proto.String(crmSummary(q.Status))
 	}
-	lists, errs := fanOut(ctx, s, names, func(ctx context.Context, crm CRM) ([]*deploymentpb.DeploymentUnit, error) {
-		resp, err := crm.List(ctx, req)
-		return resp.GetItems(), err
-	})
-	owners := s.owners(ctx)
-	var out []*pmv1.ClassRuntime
+	var out []Runtime
 	var failed []ClusterError
-	for i, name := range names {
-		if errs[i] != nil {
-			failed = append(failed, ClusterError{Cluster: name, Err: errs[i]})
-			continue
+	asked := 0
+	collect := func(batch []string, limit int) {
+		r := proto.CloneOf(req)
+		if limit > 0 {
+			r.Limit = proto.Uint32(uint32(min(limit, 1<<30))) //nolint:gosec // capped
 		}
-		for _, u := range lists[i] {
-			out = append(out, runtimeOf(name, u, owners[unitKey{name, u.GetId()}]))
+		lists, errs := fanOut(ctx, s, batch, func(ctx context.Context, crm CRM) ([]*deploymentpb.DeploymentUnit, error) {
+			resp, err := crm.List(ctx, r)
+			return resp.GetItems(), err
+		})
+		for i, name := range batch {
+			if errs[i] != nil {
+				failed = append(failed, ClusterError{Cluster: name, Err: errs[i]})
+				continue
+			}
+			units := lists[i]
+			slices.SortFunc(units, func(a, b *deploymentpb.DeploymentUnit) int { return cmp.Compare(a.GetId(), b.GetId()) })
+			if limit > 0 && len(units) > limit {
+				units = units[:limit]
+			}
+			for _, u := range units {
+				out = append(out, Runtime{Cluster: name, Unit: u})
+			}
+		}
+		asked += len(batch)
+	}
+	if q.Limit <= 0 {
+		collect(names, 0)
+	} else {
+		need := q.Offset + q.Limit
+		for width := 1; asked < len(names) && len(out) < need; width *= 2 {
+			collect(names[asked:min(asked+width, len(names))], need-len(out))
 		}
 	}
-	slices.SortFunc(out, func(a, b *pmv1.ClassRuntime) int {
-		return cmp.Or(cmp.Compare(a.GetClusterName(), b.GetClusterName()), cmp.Compare(a.Id, b.Id))
-	})
-	if len(failed) == len(names) && len(names) > 0 {
+	if len(failed) == asked && asked > 0 {
 		return nil, failed, fault.New(fault.Unavailable, "no cluster answered: %s", joinErrs(failed))
 	}
-	if q.Offset > 0 {
-		out = out[min(q.Offset, len(out)):]
-	}
+	out = out[min(q.Offset, len(out)):]
 	if q.Limit > 0 && len(out) > q.Limit {
 		out = out[:q.Limit]
+	}
+	if err := s.resolveOwners(ctx, out); err != nil {
+		return nil, failed, err
 	}
 	return out, failed, nil
 }
 
+// resolveOwners fills each runtime's owner and condition from the rollouts
+// with its unit id, in one read. A storage error is an error: a unit is
+// never called unmanaged because PM could not look.
+func (s *Service) resolveOwners(ctx context.Context, rts []Runtime) error {
+	if len(rts) == 0 {
+		return nil
+	}
+	ids := make([]string, 0, len(rts))
+	for _, rt := range rts {
+		ids = append(ids, rt.Unit.GetId())
+	}
+	rows, err := s.st.ListRollouts(ctx, store.RolloutFilter{UnitIDs: ids})
+	if err != nil {
+		return err
+	}
+	type ref struct{ cluster, unit string }
+	owners := make(map[ref]store.RolloutRow, len(rows))
+	for _, r := range rows {
+		owners[ref{r.Cluster, r.UnitID}] = r
+	}
+	for i := range rts {
+		rts[i].Condition = CondPending
+		if r, ok := owners[ref{rts[i].Cluster, rts[i].Unit.GetId()}]; ok {
+			ro, err := rolloutOf(r)
+			if err != nil {
+				return err
+			}
+			rts[i].Deployment, rts[i].Condition = r.DeploymentKey, ro.Condition
+		}
+	}
+	return nil
+}
+
 // GetRuntime returns one class runtime from the named cluster, or the first
 // cluster that has it.
-func (s *Service) GetRuntime(ctx context.Context, id, cluster string) (*pmv1.ClassRuntime, []ClusterError, error) {
+func (s *Service) GetRuntime(ctx context.Context, id, cluster string) (Runtime, []ClusterError, error) {
 	if id == "" {
-		return nil, nil, fault.Invalidf("id: is required")
+		return Runtime{}, nil, fault.Invalidf("id: is required")
 	}
 	names, err := s.clustersFor(cluster)
 	if err != nil {
-		return nil, nil, err
+		return Runtime{}, nil, err
 	}
 	unit, found, failed := findFirst(ctx, s, names, func(ctx context.Context, crm CRM) (*deploymentpb.DeploymentUnit, error) {
 		resp, err := crm.Get(ctx, id)
@@ -198,26 +195,42 @@ func (s *Service) GetRuntime(ctx context.Context, id, cluster string) (*pmv1.Cla
 		return resp.GetDeployment(), err
 	})
 	if found != "" {
-		return runtimeOf(found, unit, s.owners(ctx)[unitKey{found, id}]), failed, nil
+		rts := []Runtime{{Cluster: found, Unit: unit}}
+		if err := s.resolveOwners(ctx, rts); err != nil {
+			return Runtime{}, failed, err
+		}
+		return rts[0], failed, nil
 	}
 	if len(failed) > 0 {
-		return nil, failed, fault.New(fault.Unavailable, "class runtime %q not found in the clusters that answered; %s", id, joinErrs(failed))
+		return Runtime{}, failed, fault.New(fault.Unavailable, "class runtime %q not found in the clusters that answered; %s", id, joinErrs(failed))
 	}
-	return nil, nil, fault.NotFoundf("class runtime %q not found", id)
+	return Runtime{}, nil, fault.NotFoundf("class runtime %q not found", id)
 }
 
-// Status returns the CRM's status of a unit: in the named cluster, else the
-// cluster PM mapped it to, else the default cluster.
-func (s *Service) Status(ctx context.Context, id, cluster string) (*pmv1.DeploymentStatus, error) {
+// UnitStatus is a unit's status as its cluster's CRM reports it.
+type UnitStatus struct {
+	ID, Cluster string
+	Condition   Condition
+	// Message is the CRM's summary; HasMessage tells an empty one from none.
+	Message    string
+	HasMessage bool
+	Resources  []*deploymentpb.ResourceReference
+}
+
+// Status asks a unit's CRM for its status, now: in the named cluster, else
+// the cluster PM deployed it to, else the default cluster, else every one.
+// It is the one place that calls a CRM per unit.
+func (s *Service) Status(ctx context.Context, id, cluster string) (UnitStatus, error) {
 	if id == "" {
-		return nil, fault.Invalidf("id: is required")
+		return UnitStatus{}, fault.Invalidf("id: is required")
 	}
 	if cluster == "" {
-		for k := range s.owners(ctx) {
-			if k.unit == id {
-				cluster = k.cluster
-				break
-			}
+		rows, err := s.st.ListRollouts(ctx, store.RolloutFilter{UnitIDs: []string{id}})
+		if err != nil {
+			return UnitStatus{}, err
+		}
+		if len(rows) > 0 {
+			cluster = rows[0].Cluster
 		}
 	}
 	if cluster == "" && s.cl.Has(DefaultCluster) {
@@ -228,7 +241,7 @@ func (s *Service) Status(ctx context.Context, id, cluster string) (*pmv1.Deploym
 	case cluster == "":
 		names = s.cl.Names() // no default cluster: ask them all
 	case !s.cl.Has(cluster):
-		return nil, fault.Invalidf("cluster: unknown cluster %q", cluster)
+		return UnitStatus{}, fault.Invalidf("cluster: unknown cluster %q", cluster)
 	default:
 		names = []string{cluster}
 	}
@@ -237,21 +250,14 @@ func (s *Service) Status(ctx context.Context, id, cluster string) (*pmv1.Deploym
 	})
 	if cluster == "" {
 		if len(failed) > 0 {
-			return nil, fault.New(fault.Unavailable, "deployment unit %q: %s", id, joinErrs(failed))
+			return UnitStatus{}, fault.New(fault.Unavailable, "deployment unit %q: %s", id, joinErrs(failed))
 		}
-		return nil, fault.NotFoundf("deployment unit %q not found in %s", id, strings.Join(names, ", "))
+		return UnitStatus{}, fault.NotFoundf("deployment unit %q not found in %s", id, strings.Join(names, ", "))
 	}
-	cond, phase := Condition(resp.GetMessage())
-	st := &pmv1.DeploymentStatus{
-		Id: id, Status: cond, Phase: phase, LastUpdated: timestamppb.New(s.now()), ClusterName: cluster,
-	}
-	if resp.Message != nil {
-		st.Message = proto.String(resp.GetMessage())
-	}
-	for _, r := range resp.GetStatusResourceRefs() {
-		st.ResourceRefs = append(st.ResourceRefs, &pmv1.ResourceRef{Kind: r.GetKind(), Name: r.GetName(), Namespace: r.Namespace, Uid: r.Uid})
-	}
-	return st, nil
+	return UnitStatus{
+		ID: id, Cluster: cluster, Condition: ConditionOf(resp.GetMessage()),
+		Message: resp.GetMessage(), HasMessage: resp.Message != nil, Resources: resp.GetStatusResourceRefs(),
+	}, nil
 }
 
 // fanOut calls fn on every named cluster's CRM in parallel; results and
@@ -300,80 +306,6 @@ func (s *Service) clustersFor(cluster string) ([]string, error) {
 		return nil, fault.Invalidf("cluster: unknown cluster %q (known: %s)", cluster, strings.Join(s.cl.Names(), ", "))
 	}
 	return []string{cluster}, nil
-}
-
-type unitKey struct{ cluster, unit string }
-
-type owner struct {
-	deployment string
-	condition  pmv1.DeploymentCondition
-}
-
-// owners maps the units PM knows to their deployment and its condition per
-// cluster, so runtime lists carry a condition without one status call per
-// runtime.
-func (s *Service) owners(ctx context.Context) map[unitKey]owner {
-	ms, err := s.st.AllMappings(ctx)
-	if err != nil {
-		return nil
-	}
-	out := make(map[unitKey]owner, len(ms))
-	conds := map[string]*pmv1.OClassDeployment{}
-	if len(ms) > 0 {
-		ds, err := s.st.ListDeployments(ctx, store.DeploymentFilter{})
-		if err != nil {
-			return nil
-		}
-		for _, rec := range ds {
-			conds[rec.Deployment.GetKey()] = rec.Deployment
-		}
-	}
-	for _, m := range ms {
-		d := conds[m.DeploymentKey]
-		o := owner{deployment: m.DeploymentKey, condition: pmv1.DeploymentCondition_PENDING}
-		if d != nil {
-			o.condition = d.GetCondition()
-			for _, r := range d.GetStatus().GetClusters() {
-				if r.Cluster == m.Cluster {
-					o.condition = r.Condition
-				}
-			}
-		}
-		out[unitKey{m.Cluster, m.UnitID}] = o
-	}
-	return out
-}
-
-func runtimeOf(cluster string, u *deploymentpb.DeploymentUnit, o owner) *pmv1.ClassRuntime {
-	cond := o.condition
-	phase := pmv1.RuntimePhase_UNKNOWN
-	switch cond {
-	case pmv1.DeploymentCondition_RUNNING:
-		phase = pmv1.RuntimePhase_COMPLETED
-	case pmv1.DeploymentCondition_DEPLOYING:
-		phase = pmv1.RuntimePhase_RESOURCE_PROVISIONING
-	case pmv1.DeploymentCondition_DOWN:
-		phase = pmv1.RuntimePhase_FAILED
-	}
-	var created *timestamppb.Timestamp
-	if ts := u.GetCreatedAt(); ts != nil {
-		created = &timestamppb.Timestamp{Seconds: ts.GetSeconds(), Nanos: ts.GetNanos()}
-	}
-	rt := &pmv1.ClassRuntime{
-		Id:                u.GetId(),
-		DeploymentUnitId:  u.GetId(),
-		PackageName:       u.GetPackageName(),
-		ClassKey:          u.GetClassKey(),
-		TargetEnvironment: u.GetTargetEnv(),
-		ClusterName:       proto.String(cluster),
-		Status:            &pmv1.ClassRuntimeStatus{Condition: cond, Phase: phase, LastUpdated: timestamppb.Now()},
-		CreatedAt:         created,
-		UpdatedAt:         created,
-	}
-	if o.deployment == "" {
-		rt.Status.Message = proto.String("not managed by this PM")
-	}
-	return rt
 }
 
 func joinErrs(errs []ClusterError) string {

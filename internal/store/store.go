@@ -37,6 +37,8 @@ var (
 	// ErrSchema: the database is reachable but its schema is not the one
 	// this build expects (missing, or older); Ready returns it.
 	ErrSchema = fault.New(fault.Unavailable, "storage schema is not at the expected migration")
+	// ErrOperationActive: the deployment already has an active operation.
+	ErrOperationActive = fault.New(fault.Conflict, "another operation is in progress")
 )
 
 // AnyRevision as an expected revision means "last write wins".
@@ -86,11 +88,34 @@ type Packages interface {
 	DeletePackage(ctx context.Context, name string, expected int64) error
 }
 
-// Deployment is a stored class deployment and its revision. Revisions start
-// at 1 and grow by one on every write, as for packages.
-type Deployment struct {
-	Deployment *pmv1.OClassDeployment
+// DeploymentRow is a stored class deployment: the user's spec, the last
+// replica plan, and the columns lists filter on. Revisions start at 1 and
+// grow by one on every UpdateDeployment, as for packages; rollout writes
+// (conditions, unit ids) do not change them.
+type DeploymentRow struct {
+	Key         string
+	PackageName string
+	ClassKey    string
+	// Targets are the clusters the deployment is on, in placement order.
+	Targets []string
+	// Spec is the user's document as the API took it (server-managed
+	// fields cleared). Nil when read with DeploymentFilter.SkipSpec.
+	Spec *pmv1.OClassDeployment
+	// Replicas, TargetAvailability, AchievedAvailability, Algorithm and
+	// Strong are the last plan; Replicas 0 means never planned.
+	Replicas             int
+	TargetAvailability   float64
+	AchievedAvailability float64
+	Algorithm            string
+	Strong               bool
+	// LastError is the last operation's failure, safe for clients.
+	LastError string
+	// RequestKey identifies the client request (idempotency key and body)
+	// that created the deployment, so that its retry is recognised.
+	RequestKey string
 	Revision   int64
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
 }
 
 // DeploymentFilter selects deployments for ListDeployments. The zero value
@@ -99,117 +124,125 @@ type DeploymentFilter struct {
 	// PackageName and ClassKey, when set, must match exactly.
 	PackageName string
 	ClassKey    string
-	// TargetEnv, when set, selects deployments whose target_envs contain it.
-	TargetEnv string
+	// Target, when set, selects deployments whose targets contain it.
+	Target string
+	// Keys, when set, selects those deployments (absent keys are skipped).
+	Keys []string
 	// After selects keys strictly greater than After (keyset paging).
 	After string
 	// Offset skips that many matches.
 	Offset int
 	// Limit caps the result; 0 means no cap.
 	Limit int
+	// SkipSpec leaves Spec nil: background passes read only the columns.
+	SkipSpec bool
 }
 
-// Mapping records that a deployment's unit on a cluster has the given id at
-// that cluster's CRM.
-type Mapping struct {
+// RolloutRow is one cluster's part of a deployment: the unit PM sends there
+// and how far it got. A deployment has at most one per cluster.
+type RolloutRow struct {
 	DeploymentKey string
 	Cluster       string
 	UnitID        string
+	// State and Condition are the deployment core's vocabulary; the store
+	// interprets only RolloutDeployed (see UpdateConditions).
+	State              string
+	Condition          string
+	Availability       float64
+	AvailabilitySource string
+	Error              string
+	Attempts           int
 }
 
-// Deployments stores class deployments and their per-cluster unit ids.
+// RolloutDeployed is the rollout state of a unit the CRM accepted.
+const RolloutDeployed = "deployed"
+
+// RolloutFilter selects rollouts for ListRollouts. Set DeploymentKeys, or
+// Cluster, or UnitIDs (or Cluster and UnitIDs).
+type RolloutFilter struct {
+	// DeploymentKeys selects the rollouts of these deployments, ordered by
+	// deployment key then cluster.
+	DeploymentKeys []string
+	// Cluster selects the rollouts on one cluster, ordered by unit id.
+	Cluster string
+	// UnitIDs selects rollouts with these unit ids (on Cluster when set),
+	// ordered by cluster then unit id.
+	UnitIDs []string
+	// After, with Cluster, selects unit ids strictly greater (keyset paging).
+	After string
+	// Limit caps the result; 0 means no cap.
+	Limit int
+}
+
+// ConditionUpdate sets the condition of one deployed unit.
+type ConditionUpdate struct {
+	DeploymentKey, Cluster, UnitID, Condition string
+}
+
+// Deployments stores class deployments and their rollouts.
 //
-// Implementations stamp created_at/updated_at on the OClassDeployment as
-// for packages and store a copy.
+// Implementations stamp CreatedAt and UpdatedAt and store copies.
 type Deployments interface {
-	// CreateDeployment stores a new deployment; ErrAlreadyExists if the key
-	// is taken.
-	CreateDeployment(ctx context.Context, d *pmv1.OClassDeployment) (Deployment, error)
+	// CreateDeployment stores a new deployment at revision 1 with its first
+	// rollouts (whose DeploymentKey must be d.Key); ErrAlreadyExists if the
+	// key is taken. Rollouts of a new deployment are plain inserts: no read
+	// of neighbouring rows, which concurrent creates would conflict on.
+	CreateDeployment(ctx context.Context, d DeploymentRow, rollouts ...RolloutRow) (DeploymentRow, error)
 	// GetDeployment returns a deployment; ErrNotFound if absent.
-	GetDeployment(ctx context.Context, key string) (Deployment, error)
+	GetDeployment(ctx context.Context, key string) (DeploymentRow, error)
 	// ListDeployments returns the matching deployments in key order.
-	ListDeployments(ctx context.Context, f DeploymentFilter) ([]Deployment, error)
-	// UpdateDeployment replaces a deployment, with the same revision check as
+	ListDeployments(ctx context.Context, f DeploymentFilter) ([]DeploymentRow, error)
+	// UpdateDeployment replaces a deployment's spec, plan and columns
+	// (CreatedAt and RequestKey are kept), with the revision check of
 	// UpdatePackage.
-	UpdateDeployment(ctx context.Context, d *pmv1.OClassDeployment, expected int64) (Deployment, error)
-	// DeleteDeployment removes a deployment and its mappings, with the same
-	// revision check as update.
+	UpdateDeployment(ctx context.Context, d DeploymentRow, expected int64) (DeploymentRow, error)
+	// DeleteDeployment removes a deployment and its rollouts, with the same
+	// revision check.
 	DeleteDeployment(ctx context.Context, key string, expected int64) error
 
-	// PutMapping records (or replaces) the unit ids of deployments on
-	// clusters, all in one write; ErrNotFound, and nothing written, if a
-	// deployment does not exist. A wide fan-out records its mappings
-	// together instead of one round trip each.
-	PutMapping(ctx context.Context, ms ...Mapping) error
-	// DeleteMapping removes one cluster's mapping; deleting an absent
-	// mapping is not an error.
-	DeleteMapping(ctx context.Context, deploymentKey, cluster string) error
-	// Mappings returns a deployment's mappings in cluster order (empty, not
-	// ErrNotFound, for an unknown deployment).
-	Mappings(ctx context.Context, deploymentKey string) ([]Mapping, error)
-	// AllMappings returns every mapping, ordered by deployment key then
-	// cluster; the reconciler compares them with what clusters report.
-	AllMappings(ctx context.Context) ([]Mapping, error)
+	// PutRollouts records (or replaces, by deployment and cluster) rollouts
+	// in one write; ErrNotFound, and nothing written, if a deployment does
+	// not exist.
+	PutRollouts(ctx context.Context, rs ...RolloutRow) error
+	// ListRollouts returns the matching rollouts (see RolloutFilter).
+	ListRollouts(ctx context.Context, f RolloutFilter) ([]RolloutRow, error)
+	// UpdateConditions sets the conditions of deployed units in one write,
+	// skipping any whose rollout no longer has that unit or state (a delete
+	// or re-deploy finished meanwhile), and returns how many changed.
+	UpdateConditions(ctx context.Context, us ...ConditionUpdate) (int, error)
 }
 
-// OperationKind says what an operation does to a deployment.
-type OperationKind string
-
-// Operation kinds.
+// Operation states the store interprets: running and waiting operations are
+// active, claimable once their lease (or pause) is over, and at most one
+// per deployment.
 const (
-	// OpDeploy sends units to clusters (create, re-plan, self-heal).
-	OpDeploy OperationKind = "deploy"
-	// OpDelete removes units (one cluster or all) and, when DropDeployment
-	// is set, the deployment itself.
-	OpDelete OperationKind = "delete"
-	// OpRollback removes the units a failed deploy may have created.
-	OpRollback OperationKind = "rollback"
-	// OpHeal re-sends units of an existing deployment (self-heal, re-plan,
-	// retry of a failed auto-deploy); unlike OpDeploy it never rolls back
-	// what already runs.
-	OpHeal OperationKind = "heal"
+	OperationRunning = "running"
+	OperationWaiting = "waiting"
 )
 
-// OperationState is where an operation or a step is.
-type OperationState string
-
-// Operation and step states.
-const (
-	OpPending   OperationState = "pending"
-	OpSucceeded OperationState = "succeeded"
-	OpFailed    OperationState = "failed"
-)
-
-// Step is one cluster's part of an operation.
-type Step struct {
-	Cluster string
-	UnitID  string
-	State   OperationState
-	// Attempts counts CRM calls made for the step, across PM restarts.
+// StepRow is one cluster's part of an operation.
+type StepRow struct {
+	Cluster  string
+	UnitID   string
+	State    string
 	Attempts int
-	// Error is the last failure, safe to show to clients.
-	Error string
+	Error    string
 }
 
-// Operation is a durable multi-step change to clusters. It is written before
-// any CRM is called, each step's outcome is recorded as it happens, and an
-// operation that is still pending when its lease runs out (its PM died) is
-// claimed and finished by another PM (or the same one after a restart).
-//
-// Stores return times in UTC at microsecond precision (Postgres's), and a
-// zero LeaseUntil for an operation nobody holds. Steps keep their order.
+// OperationRow is a durable multi-step change to clusters (see the deploy
+// package). Stores return times in UTC at microsecond precision
+// (Postgres's), and a zero LeaseUntil for no lease. Steps keep their order.
 // A lease only guards against other claimers: an owner whose lease ran out
 // may still write until someone else claims the operation.
-type Operation struct {
+type OperationRow struct {
 	ID            string
-	Kind          OperationKind
+	Kind          string
 	DeploymentKey string
-	// DropDeployment: a delete operation also removes the deployment record
-	// once every step succeeded.
-	DropDeployment bool
-	State          OperationState
-	Steps          []Step
-	// Owner holds the lease until LeaseUntil; empty when unleased.
+	Drop          bool
+	State         string
+	Steps         []StepRow
+	// Owner holds the lease until LeaseUntil; empty when nobody does (a
+	// waiting operation, whose LeaseUntil is then when it may run again).
 	Owner      string
 	LeaseUntil time.Time
 	Error      string
@@ -217,40 +250,57 @@ type Operation struct {
 	UpdatedAt  time.Time
 }
 
+// OperationFilter selects operations for ListOperations, oldest first.
+type OperationFilter struct {
+	// DeploymentKey, when set, selects one deployment's operations.
+	DeploymentKey string
+	// Active selects only running and waiting operations (an index serves
+	// it, so finished ones cost nothing).
+	Active bool
+	// AfterTime and AfterID select operations after (CreatedAt, ID) in
+	// that order (keyset paging); a zero AfterTime selects from the start.
+	AfterTime time.Time
+	AfterID   string
+	// Limit caps the result; 0 means no cap.
+	Limit int
+}
+
 // Operations stores durable operations.
 type Operations interface {
-	// CreateOperation stores op (ID set by the caller, State pending) leased
-	// to op.Owner until op.LeaseUntil. ErrAlreadyExists if the id is taken.
-	// The store stamps CreatedAt and UpdatedAt from its clock; an empty
-	// State (of the operation or a step) is stored as OpPending.
-	CreateOperation(ctx context.Context, op Operation) error
+	// CreateOperation stores op leased to op.Owner until op.LeaseUntil.
+	// ErrAlreadyExists if the id is taken; ErrOperationActive if op is active and its
+	// deployment already has an active operation. The store stamps
+	// CreatedAt and UpdatedAt.
+	CreateOperation(ctx context.Context, op OperationRow) error
 	// GetOperation returns an operation; ErrNotFound if absent.
-	GetOperation(ctx context.Context, id string) (Operation, error)
-	// ListOperations returns a deployment's operations, oldest first; with
-	// an empty key, every operation.
-	ListOperations(ctx context.Context, deploymentKey string) ([]Operation, error)
-	// UpdateStep replaces the steps of op id for each step's Cluster
-	// (appending those the operation has no step for yet) in one write,
-	// provided owner still holds the lease (ErrStale otherwise, so a PM that
-	// lost its lease cannot overwrite the new owner's progress; an empty
-	// owner never holds one). ErrNotFound if the operation does not exist.
-	// Recording many outcomes at once keeps a wide fan-out from rewriting
-	// the operation once per cluster.
-	UpdateStep(ctx context.Context, id, owner string, steps ...Step) error
-	// FinishOperation sets the final state and error of an operation held by
-	// owner and releases the lease (ErrStale if owner lost it).
-	FinishOperation(ctx context.Context, id, owner string, state OperationState, errText string) error
+	GetOperation(ctx context.Context, id string) (OperationRow, error)
+	// ListOperations returns the matching operations, oldest first.
+	ListOperations(ctx context.Context, f OperationFilter) ([]OperationRow, error)
+	// UpdateSteps replaces the steps of operation id for each step's
+	// Cluster (appending those it has no step for yet) in one write,
+	// provided owner holds the lease (ErrStale otherwise; an empty owner
+	// never holds one). ErrNotFound if the operation does not exist.
+	UpdateSteps(ctx context.Context, id, owner string, steps ...StepRow) error
+	// RecordSteps is UpdateSteps and PutRollouts as one atomic write,
+	// without a transaction: a step's outcome and its cluster's rollout land
+	// together, and the many operations recording at once do not conflict
+	// with each other as serializable transactions would. Errors are those
+	// of the two (nothing is written on any).
+	RecordSteps(ctx context.Context, id, owner string, steps []StepRow, rollouts []RolloutRow) error
+	// SetOperationState moves an operation held by owner to state with
+	// errText and releases the lease; until is when a waiting operation may
+	// be claimed again (zero for none). ErrStale if owner lost the lease.
+	SetOperationState(ctx context.Context, id, owner, state, errText string, until time.Time) error
 	// RenewLease extends owner's lease (ErrStale if owner lost it,
 	// ErrNotFound if the operation does not exist).
 	RenewLease(ctx context.Context, id, owner string, until time.Time) error
-	// ClaimOperations leases up to limit pending operations whose lease has
-	// expired (LeaseUntil <= now, or no lease at all) to owner until until,
-	// oldest first, and returns them as claimed. Two callers never claim the
-	// same operation (Postgres: FOR UPDATE SKIP LOCKED). A limit <= 0 claims
-	// nothing.
-	ClaimOperations(ctx context.Context, owner string, now, until time.Time, limit int) ([]Operation, error)
-	// PurgeOperations deletes finished (not pending) operations last updated
-	// before t and returns how many it deleted.
+	// ClaimOperations leases up to limit active operations whose lease or
+	// pause is over (LeaseUntil <= now, or none) to owner until until,
+	// oldest first, sets them running and returns them as claimed. Two
+	// callers never claim the same operation. A limit <= 0 claims nothing.
+	ClaimOperations(ctx context.Context, owner string, now, until time.Time, limit int) ([]OperationRow, error)
+	// PurgeOperations deletes finished operations last updated before t
+	// and returns how many it deleted.
 	PurgeOperations(ctx context.Context, before time.Time) (int, error)
 }
 

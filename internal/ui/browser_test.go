@@ -41,6 +41,7 @@ import (
 	"github.com/oaas/pm/internal/auth"
 	"github.com/oaas/pm/internal/config"
 	"github.com/oaas/pm/internal/crmsim"
+	"github.com/oaas/pm/internal/crmsim/crmsimtest"
 	"github.com/oaas/pm/internal/ui"
 )
 
@@ -492,8 +493,8 @@ func TestBrowserRejectedYAML(t *testing.T) {
 func TestBrowserDeployLive(t *testing.T) {
 	t.Parallel()
 	high, low := 0.999, 0.995
-	east := crmsim.StartT(t, crmsim.Config{EnvName: "east", Availability: &high, ProgressDelay: 1500 * time.Millisecond, ReadyDelay: 2500 * time.Millisecond})
-	west := crmsim.StartT(t, crmsim.Config{EnvName: "west", Availability: &low, ProgressDelay: 500 * time.Millisecond})
+	east := crmsimtest.Start(t, crmsim.Config{EnvName: "east", Availability: &high, ProgressDelay: 1500 * time.Millisecond, ReadyDelay: 2500 * time.Millisecond})
+	west := crmsimtest.Start(t, crmsim.Config{EnvName: "west", Availability: &low, ProgressDelay: 500 * time.Millisecond})
 	pm := startPM(t, withClusters(east, west))
 	if st := api(t, "POST", pm+"/api/v1/packages", "", echoPackage("echo-pkg", "demo")); st != http.StatusCreated {
 		t.Fatalf("create package: %d", st)

@@ -32,13 +32,8 @@ type Store struct {
 	// access.
 	mu   sync.RWMutex
 	pkgs *pkgTable
-	deps docMap[*pmv1.OClassDeployment]
-	// mappings holds each deployment's unit id by cluster. An inner map is
-	// replaced on every write, never changed, like the entries.
-	mappings map[string]map[string]string
-	// ops values are immutable too: a write stores a new Operation with its
-	// own Steps slice.
-	ops  map[string]store.Operation
+	// dep holds deployments, rollouts and operations (deployments.go).
+	dep deploymentTables
 	idem map[idemKey]store.IdempotencyRecord
 	// audit is the audit trail, a bounded ring (audit.go).
 	audit auditLog
@@ -52,12 +47,10 @@ func New(clock store.Clock) *Store {
 		clock = time.Now
 	}
 	return &Store{
-		clock:    clock,
-		pkgs:     newPkgTable(),
-		deps:     make(docMap[*pmv1.OClassDeployment]),
-		mappings: make(map[string]map[string]string),
-		ops:      make(map[string]store.Operation),
-		idem:     make(map[idemKey]store.IdempotencyRecord),
+		clock: clock,
+		pkgs:  newPkgTable(),
+		dep:   newDeploymentTables(),
+		idem:  make(map[idemKey]store.IdempotencyRecord),
 	}
 }
 

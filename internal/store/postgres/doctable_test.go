@@ -19,13 +19,6 @@ UPDATE packages SET
     doc = jsonb_set($7::jsonb, '{metadata,created_at}',
         to_jsonb(to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')))
 WHERE name = $1`
-	const depUpdate = `
-UPDATE deployments SET
-    package_name = $2, class_key = $3, target_envs = $4,
-    revision = revision + 1, updated_at = $5,
-    doc = jsonb_set($6::jsonb, '{created_at}',
-        to_jsonb(to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')))
-WHERE key = $1`
 	for _, tc := range []struct {
 		what      string
 		got, want docSQL
@@ -44,21 +37,6 @@ VALUES ($1, $2, $3, $4, $5, 1, $6, $6, $7)`,
 			listOrder:      ` ORDER BY name`,
 			listAfter:      `name >`,
 			listOf:         `list packages`,
-		}},
-		{"deployments", deployments.sql, docSQL{
-			insert: `
-INSERT INTO deployments (key, package_name, class_key, target_envs, revision, created_at, updated_at, doc)
-VALUES ($1, $2, $3, $4, 1, $5, $5, $6)`,
-			get:            `SELECT revision, doc FROM deployments WHERE key = $1`,
-			revision:       `SELECT revision FROM deployments WHERE key = $1`,
-			updateAny:      depUpdate + ` RETURNING revision, created_at`,
-			updateExpected: depUpdate + ` AND revision = $7 RETURNING revision, created_at`,
-			deleteAny:      `DELETE FROM deployments WHERE key = $1 RETURNING revision`,
-			deleteExpected: `DELETE FROM deployments WHERE key = $1 AND revision = $2 RETURNING revision`,
-			selectList:     `SELECT key, revision, doc FROM deployments`,
-			listOrder:      ` ORDER BY key`,
-			listAfter:      `key >`,
-			listOf:         `list deployments`,
 		}},
 	} {
 		if tc.got != tc.want {
@@ -120,19 +98,6 @@ func TestListQueries(t *testing.T) {
 					`(SELECT t.name FROM package_tags t JOIN packages p ON p.name = t.name WHERE t.tag = $5 AND t.name > $1 AND p.name > $1 AND p.disabled = $2 ORDER BY t.name LIMIT $3)` +
 					`) u ORDER BY name LIMIT $6 OFFSET $7) m JOIN packages p ON p.name = m.name ORDER BY p.name`,
 				`[m false 7 t u 5 2]`,
-			},
-		},
-		{
-			build(deploymentListQuery(store.DeploymentFilter{})),
-			[2]string{`SELECT key, revision, doc FROM deployments ORDER BY key`, `[]`},
-		},
-		{
-			build(deploymentListQuery(store.DeploymentFilter{
-				PackageName: "p", ClassKey: "c", TargetEnv: "e", After: "k", Limit: 3, Offset: 1,
-			})),
-			[2]string{
-				`SELECT key, revision, doc FROM deployments WHERE package_name = $1 AND class_key = $2 AND target_envs @> $3 AND key > $4 ORDER BY key LIMIT $5 OFFSET $6`,
-				`[p c [e] k 3 1]`,
 			},
 		},
 	} {

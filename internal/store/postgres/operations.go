@@ -3,17 +3,19 @@ package postgres
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/oaas/pm/internal/store"
 )
 
-// stepDoc is a store.Step in the operations.steps array. Every field is
+// stepDoc is a store.StepRow in the operations.steps array. Every field is
 // always written (no omitempty), so that a step can be found by
 // containment on its cluster.
 type stepDoc struct {
@@ -24,9 +26,14 @@ type stepDoc struct {
 	Error    string `json:"error"`
 }
 
-func encodeStep(s store.Step) stepDoc {
-	return stepDoc{Cluster: s.Cluster, UnitID: s.UnitID, State: string(s.State), Attempts: s.Attempts, Error: s.Error}
+func encodeStep(s store.StepRow) stepDoc {
+	return stepDoc{Cluster: s.Cluster, UnitID: s.UnitID, State: s.State, Attempts: s.Attempts, Error: s.Error}
 }
+
+// activeStates is the SQL of "an active operation". It is spelled out in
+// each query, never passed as a parameter, so that the planner matches the
+// partial indexes (migrations/00004) that carry the same predicate.
+const activeStates = `state IN ('running', 'waiting')`
 
 // opColumns is what every query returning operations selects, in the
 // order scanOperation reads.
@@ -36,65 +43,75 @@ const sqlInsertOperation = `
 INSERT INTO operations (` + opColumns + `)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)`
 
-// CreateOperation implements store.Operations.
-func (r *repo) CreateOperation(ctx context.Context, op store.Operation) error {
-	if op.State == "" {
-		op.State = store.OpPending
-	}
+// oneActiveIndex is the unique partial index that allows one active
+// operation per deployment.
+const oneActiveIndex = "operations_one_active"
+
+// CreateOperation implements store.Operations. The unique partial index,
+// not a prior read, refuses a second active operation of a deployment.
+func (r *repo) CreateOperation(ctx context.Context, op store.OperationRow) error {
 	steps := make([]stepDoc, len(op.Steps))
 	for i, s := range op.Steps {
-		if s.State == "" {
-			s.State = store.OpPending
-		}
 		steps[i] = encodeStep(s)
 	}
 	doc, err := json.Marshal(steps)
 	if err != nil {
 		return fmt.Errorf("operation %q: encode steps: %w", op.ID, err)
 	}
-	_, err = r.exec(ctx, "operation", op.ID, sqlInsertOperation,
-		op.ID, string(op.Kind), op.DeploymentKey, op.DropDeployment, string(op.State), doc,
+	octx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	_, err = r.q.Exec(octx, sqlInsertOperation,
+		op.ID, op.Kind, op.DeploymentKey, op.Drop, op.State, doc,
 		op.Owner, nullTime(op.LeaseUntil), op.Error, r.now())
-	return err
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.ConstraintName == oneActiveIndex {
+		return fmt.Errorf("deployment %q: %w", op.DeploymentKey, store.ErrOperationActive)
+	}
+	if err != nil {
+		return r.classify(ctx, "operation", op.ID, err)
+	}
+	return nil
 }
 
 const sqlGetOperation = `SELECT ` + opColumns + ` FROM operations WHERE id = $1`
 
 // GetOperation implements store.Operations.
-func (r *repo) GetOperation(ctx context.Context, id string) (store.Operation, error) {
+func (r *repo) GetOperation(ctx context.Context, id string) (store.OperationRow, error) {
 	octx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	op, err := scanOperation(r.q.QueryRow(octx, sqlGetOperation, id))
 	if err != nil {
-		return store.Operation{}, r.classify(ctx, "operation", id, err)
+		return store.OperationRow{}, r.classify(ctx, "operation", id, err)
 	}
 	return op, nil
 }
 
-// Oldest first; ties (equal clock readings) by id in byte order, as the
-// memory store breaks them.
-const (
-	sqlListOperations = `SELECT ` + opColumns + ` FROM operations
-WHERE deployment_key = $1 ORDER BY created_at, id COLLATE "C"`
-	sqlListAllOperations = `SELECT ` + opColumns + ` FROM operations ORDER BY created_at, id COLLATE "C"`
-)
-
-// ListOperations implements store.Operations.
-func (r *repo) ListOperations(ctx context.Context, deploymentKey string) ([]store.Operation, error) {
-	sql, args := sqlListAllOperations, []any(nil)
-	if deploymentKey != "" {
-		sql, args = sqlListOperations, []any{deploymentKey}
+// ListOperations implements store.Operations: oldest first, ties (equal
+// clock readings) by id in byte order, as the memory store breaks them.
+func (r *repo) ListOperations(ctx context.Context, f store.OperationFilter) ([]store.OperationRow, error) {
+	var w filter
+	if f.Active {
+		w.conds = append(w.conds, activeStates)
 	}
+	if f.DeploymentKey != "" {
+		w.add("deployment_key = ?", f.DeploymentKey)
+	}
+	if !f.AfterTime.IsZero() {
+		w.args = append(w.args, f.AfterTime, f.AfterID)
+		n := len(w.args)
+		w.conds = append(w.conds, fmt.Sprintf(`(created_at, id COLLATE "C") > ($%d, $%d)`, n-1, n))
+	}
+	sql, args := w.page(`SELECT `+opColumns+` FROM operations`+w.sql()+` ORDER BY created_at, id COLLATE "C"`, f.Limit, 0)
 	return queryAll(ctx, r, "list operations", sql, args, scanOperation)
 }
 
-// sqlUpdateStep replaces, in one statement, the steps whose cluster is a key
-// of $3 (a JSON object cluster → step) and appends the ones the operation
-// does not have yet, keeping the existing order. It is one UPDATE of the
-// operation row, so the owner check and the write cannot be split by a
-// claimer: the row lock makes a concurrent claim either land first (and
+// sqlUpdateSteps replaces, in one statement, the steps whose cluster is a
+// key of $3 (a JSON object cluster → step) and appends the ones the
+// operation does not have yet, keeping the existing order. It is one UPDATE
+// of the operation row, so the owner check and the write cannot be split by
+// a claimer: the row lock makes a concurrent claim either land first (and
 // then the owner no longer matches) or wait.
-const sqlUpdateStep = `
+const sqlUpdateSteps = `
 UPDATE operations SET
     steps = COALESCE(
         (SELECT jsonb_agg(COALESCE($3::jsonb -> (e->>'cluster'), e) ORDER BY i)
@@ -106,8 +123,8 @@ UPDATE operations SET
     updated_at = $4
 WHERE id = $1 AND owner = $2 AND owner <> ''`
 
-// UpdateStep implements store.Operations.
-func (r *repo) UpdateStep(ctx context.Context, id, owner string, steps ...store.Step) error {
+// UpdateSteps implements store.Operations.
+func (r *repo) UpdateSteps(ctx context.Context, id, owner string, steps ...store.StepRow) error {
 	byCluster := make(map[string]stepDoc, len(steps))
 	for _, st := range steps {
 		byCluster[st.Cluster] = encodeStep(st)
@@ -116,16 +133,76 @@ func (r *repo) UpdateStep(ctx context.Context, id, owner string, steps ...store.
 	if err != nil {
 		return fmt.Errorf("operation %q: encode steps: %w", id, err)
 	}
-	return r.leasedWrite(ctx, id, owner, sqlUpdateStep, doc, r.now())
+	return r.leasedWrite(ctx, id, owner, sqlUpdateSteps, doc, r.now())
 }
 
-const sqlFinishOperation = `
-UPDATE operations SET state = $3, error = $4, owner = '', lease_until = NULL, updated_at = $5
+// sqlRecordSteps is sqlUpdateSteps and sqlPutRollouts in one statement:
+// the rollouts ($5...) are written only if the owner's update of the steps
+// matched. One statement is atomic without a transaction.
+const sqlRecordSteps = `
+WITH op AS (
+    UPDATE operations SET
+        steps = COALESCE(
+            (SELECT jsonb_agg(COALESCE($3::jsonb -> (e->>'cluster'), e) ORDER BY i)
+             FROM jsonb_array_elements(steps) WITH ORDINALITY AS s(e, i)), '[]'::jsonb)
+          || COALESCE(
+            (SELECT jsonb_agg(v ORDER BY k)
+             FROM jsonb_each($3::jsonb) AS n(k, v)
+             WHERE NOT steps @> jsonb_build_array(jsonb_build_object('cluster', k))), '[]'::jsonb),
+        updated_at = $4
+    WHERE id = $1 AND owner = $2 AND owner <> ''
+    RETURNING id
+), ro AS (
+    INSERT INTO rollouts (deployment_key, cluster, unit_id, state, condition, availability,
+                          availability_source, error, attempts)
+    SELECT * FROM unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+                         $10::double precision[], $11::text[], $12::text[], $13::integer[])
+    WHERE EXISTS (SELECT 1 FROM op)
+    ON CONFLICT (deployment_key, cluster) DO UPDATE SET
+        unit_id = EXCLUDED.unit_id, state = EXCLUDED.state, condition = EXCLUDED.condition,
+        availability = EXCLUDED.availability, availability_source = EXCLUDED.availability_source,
+        error = EXCLUDED.error, attempts = EXCLUDED.attempts
+)
+SELECT count(*) FROM op`
+
+// RecordSteps implements store.Operations.
+func (r *repo) RecordSteps(ctx context.Context, id, owner string, steps []store.StepRow, rollouts []store.RolloutRow) error {
+	byCluster := make(map[string]stepDoc, len(steps))
+	for _, st := range steps {
+		byCluster[st.Cluster] = encodeStep(st)
+	}
+	doc, err := json.Marshal(byCluster)
+	if err != nil {
+		return fmt.Errorf("operation %q: encode steps: %w", id, err)
+	}
+	cols := rolloutArrays(rollouts)
+	octx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	var n int
+	err = r.q.QueryRow(octx, sqlRecordSteps, append([]any{id, owner, doc, r.now()}, cols...)...).Scan(&n)
+	if key, ok := missingDeployment(err); ok {
+		return fmt.Errorf("deployment %q: %w", key, store.ErrNotFound)
+	}
+	if err != nil {
+		return r.classify(ctx, "operation", id, err)
+	}
+	if n == 1 {
+		return nil
+	}
+	var exists bool
+	if err := r.q.QueryRow(octx, sqlOperationExists, id).Scan(&exists); err != nil {
+		return r.classify(ctx, "operation", id, err)
+	}
+	return fmt.Errorf("operation %q: not leased to %q: %w", id, owner, store.ErrStale)
+}
+
+const sqlSetOperationState = `
+UPDATE operations SET state = $3, error = $4, owner = '', lease_until = $5, updated_at = $6
 WHERE id = $1 AND owner = $2 AND owner <> ''`
 
-// FinishOperation implements store.Operations.
-func (r *repo) FinishOperation(ctx context.Context, id, owner string, state store.OperationState, errText string) error {
-	return r.leasedWrite(ctx, id, owner, sqlFinishOperation, string(state), errText, r.now())
+// SetOperationState implements store.Operations.
+func (r *repo) SetOperationState(ctx context.Context, id, owner, state, errText string, until time.Time) error {
+	return r.leasedWrite(ctx, id, owner, sqlSetOperationState, state, errText, nullTime(until), r.now())
 }
 
 const sqlRenewLease = `
@@ -167,28 +244,28 @@ func (r *repo) leasedWrite(ctx context.Context, id, owner, sql string, args ...a
 const sqlClaimOperations = `
 WITH claimable AS (
     SELECT id FROM operations
-    WHERE state = $6 AND (lease_until IS NULL OR lease_until <= $2)
+    WHERE ` + activeStates + ` AND (lease_until IS NULL OR lease_until <= $2)
     ORDER BY created_at, id COLLATE "C"
     LIMIT $4
     FOR UPDATE SKIP LOCKED
 )
-UPDATE operations o SET owner = $1, lease_until = $3, updated_at = $5
+UPDATE operations o SET state = 'running', owner = $1, lease_until = $3, updated_at = $5
 FROM claimable c WHERE o.id = c.id
 RETURNING o.id, o.kind, o.deployment_key, o.drop_deployment, o.state, o.steps, o.owner,
           o.lease_until, o.error, o.created_at, o.updated_at`
 
 // ClaimOperations implements store.Operations.
-func (r *repo) ClaimOperations(ctx context.Context, owner string, now, until time.Time, limit int) ([]store.Operation, error) {
+func (r *repo) ClaimOperations(ctx context.Context, owner string, now, until time.Time, limit int) ([]store.OperationRow, error) {
 	if limit <= 0 {
 		return nil, nil
 	}
 	ops, err := queryAll(ctx, r, "claim operations", sqlClaimOperations,
-		[]any{owner, now, nullTime(until), limit, r.now(), string(store.OpPending)}, scanOperation)
+		[]any{owner, now, nullTime(until), limit, r.now()}, scanOperation)
 	if err != nil {
 		return nil, err
 	}
 	// RETURNING follows no ORDER BY.
-	slices.SortFunc(ops, func(a, b store.Operation) int {
+	slices.SortFunc(ops, func(a, b store.OperationRow) int {
 		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
 			return c
 		}
@@ -197,11 +274,11 @@ func (r *repo) ClaimOperations(ctx context.Context, owner string, now, until tim
 	return ops, nil
 }
 
-const sqlPurgeOperations = `DELETE FROM operations WHERE state <> $2 AND updated_at < $1`
+const sqlPurgeOperations = `DELETE FROM operations WHERE NOT (` + activeStates + `) AND updated_at < $1`
 
 // PurgeOperations implements store.Operations.
 func (r *repo) PurgeOperations(ctx context.Context, before time.Time) (int, error) {
-	tag, err := r.exec(ctx, "purge operations", "", sqlPurgeOperations, before, string(store.OpPending))
+	tag, err := r.exec(ctx, "purge operations", "", sqlPurgeOperations, before)
 	return int(tag.RowsAffected()), err
 }
 
@@ -262,31 +339,28 @@ func (r *repo) PurgeIdempotency(ctx context.Context, before time.Time) (int, err
 }
 
 // scanOperation reads one row of opColumns.
-func scanOperation(row pgx.Row) (store.Operation, error) {
+func scanOperation(row pgx.Row) (store.OperationRow, error) {
 	var (
-		op          store.Operation
-		kind, state string
-		steps       []byte
-		lease       *time.Time
+		op    store.OperationRow
+		steps []byte
+		lease *time.Time
 	)
-	err := row.Scan(&op.ID, &kind, &op.DeploymentKey, &op.DropDeployment, &state, &steps,
+	err := row.Scan(&op.ID, &op.Kind, &op.DeploymentKey, &op.Drop, &op.State, &steps,
 		&op.Owner, &lease, &op.Error, &op.CreatedAt, &op.UpdatedAt)
 	if err != nil {
-		return store.Operation{}, err
+		return store.OperationRow{}, err
 	}
-	op.Kind, op.State = store.OperationKind(kind), store.OperationState(state)
 	if lease != nil {
 		op.LeaseUntil = lease.UTC()
 	}
 	op.CreatedAt, op.UpdatedAt = op.CreatedAt.UTC(), op.UpdatedAt.UTC()
 	var docs []stepDoc
 	if err := json.Unmarshal(steps, &docs); err != nil {
-		return store.Operation{}, fmt.Errorf("operation %q: decode stored steps: %w", op.ID, err)
+		return store.OperationRow{}, fmt.Errorf("operation %q: decode stored steps: %w", op.ID, err)
 	}
 	for _, d := range docs {
-		op.Steps = append(op.Steps, store.Step{
-			Cluster: d.Cluster, UnitID: d.UnitID, State: store.OperationState(d.State),
-			Attempts: d.Attempts, Error: d.Error,
+		op.Steps = append(op.Steps, store.StepRow{
+			Cluster: d.Cluster, UnitID: d.UnitID, State: d.State, Attempts: d.Attempts, Error: d.Error,
 		})
 	}
 	return op, nil

@@ -107,8 +107,8 @@ func TestMigrations(t *testing.T) {
 	}
 	migrated := objects()
 	if !containsAll(migrated, "packages", "packages_disabled_name", "packages_updated_at",
-		"deployments", "deployments_package_class", "deployments_target_envs_gin", "deployment_mappings",
-		"operations", "operations_state_lease", "idempotency_keys", "package_tags", "package_tags_pkey") {
+		"deployments", "deployments_package_class", "deployments_target_envs_gin", "rollouts", "rollouts_cluster_unit",
+		"operations", "operations_active", "operations_one_active", "idempotency_keys", "package_tags", "package_tags_pkey") {
 		t.Fatalf("migrated schema has %v", migrated)
 	}
 	if containsAll(migrated, "packages_tags_gin") {
@@ -127,7 +127,7 @@ func TestMigrations(t *testing.T) {
 		}},
 		{postgres.Reset, func(out string, objs []string) error {
 			if !strings.Contains(out, "00001_packages.sql") || !strings.Contains(out, "00002_deployments.sql") ||
-				!strings.Contains(out, "00003_package_tags.sql") {
+				!strings.Contains(out, "00003_package_tags.sql") || !strings.Contains(out, "00004_deployment_core.sql") {
 				return fmt.Errorf("reset output %q does not name the migrations", out)
 			}
 			if len(objs) != 0 {
@@ -193,7 +193,7 @@ func TestMigrations(t *testing.T) {
 	if _, err := st.CreatePackage(ctx, storetest.FullPackage("after-migrations")); err != nil {
 		t.Fatalf("create after down/up: %v", err)
 	}
-	if _, err := st.CreateDeployment(ctx, storetest.FullDeployment("after-migrations", "after-migrations", "Counter")); err != nil {
+	if _, err := st.CreateDeployment(ctx, storetest.FullDeploymentRow("after-migrations", "after-migrations", "Counter")); err != nil {
 		t.Fatalf("create deployment after down/up: %v", err)
 	}
 }
@@ -477,71 +477,6 @@ func TestDocumentMatchesColumns(t *testing.T) {
 	}
 }
 
-// TestDeploymentColumnsMatchDocument is TestDocumentMatchesColumns for
-// deployments and their mappings.
-func TestDeploymentColumnsMatchDocument(t *testing.T) {
-	t.Parallel()
-	st, dsn := setup(t)
-	ctx := t.Context()
-	if _, err := st.CreateDeployment(ctx, storetest.FullDeployment("dep", "pkg", "Counter")); err != nil {
-		t.Fatal(err)
-	}
-	edit := storetest.FullDeployment("dep", "pkg2", "Other")
-	edit.TargetEnvs = []string{"us-1"}
-	updated, err := st.UpdateDeployment(ctx, edit, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.PutMapping(ctx, store.Mapping{DeploymentKey: "dep", Cluster: "us-1", UnitID: "u-1"}); err != nil {
-		t.Fatal(err)
-	}
-
-	conn := connect(t, dsn)
-	var (
-		pkg, class           string
-		envs                 []string
-		rev                  int64
-		createdAt, updatedAt time.Time
-		doc                  []byte
-	)
-	err = conn.QueryRow(ctx, `SELECT package_name, class_key, target_envs, revision, created_at, updated_at, doc FROM deployments WHERE key = 'dep'`).
-		Scan(&pkg, &class, &envs, &rev, &createdAt, &updatedAt, &doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := updated.Deployment
-	if pkg != "pkg2" || class != "Other" || strings.Join(envs, ",") != "us-1" || rev != 2 ||
-		!createdAt.Equal(d.GetCreatedAt().AsTime()) || !updatedAt.Equal(d.GetUpdatedAt().AsTime()) {
-		t.Errorf("columns %q %q %v %d %v %v do not match %v", pkg, class, envs, rev, createdAt, updatedAt, d)
-	}
-	if !strings.Contains(string(doc), `"package_name"`) || !strings.Contains(string(doc), `"nfr_requirements"`) {
-		t.Errorf("document is not in the REST snake_case form: %s", doc)
-	}
-	var unit string
-	if err := conn.QueryRow(ctx, `SELECT unit_id FROM deployment_mappings WHERE deployment_key = 'dep' AND cluster = 'us-1'`).Scan(&unit); err != nil || unit != "u-1" {
-		t.Errorf("mapping row: %q, %v", unit, err)
-	}
-}
-
-// TestOperationNULIsInvalid: as for packages, NUL text in an operation is
-// the caller's mistake, in a column or in the steps document.
-func TestOperationNULIsInvalid(t *testing.T) {
-	t.Parallel()
-	st, _ := setup(t)
-	ctx := t.Context()
-	err := st.CreateOperation(ctx, store.Operation{ID: "op", Kind: store.OpDeploy, Error: "a\x00"})
-	if k := fault.KindOf(err); k != fault.Invalid {
-		t.Errorf("NUL in a column: %v (kind %v), want Invalid", err, k)
-	}
-	if err := st.CreateOperation(ctx, store.Operation{ID: "op", Kind: store.OpDeploy, Owner: "me"}); err != nil {
-		t.Fatal(err)
-	}
-	err = st.UpdateStep(ctx, "op", "me", store.Step{Cluster: "c", Error: "a\x00"})
-	if k := fault.KindOf(err); k != fault.Invalid {
-		t.Errorf("NUL in a step: %v (kind %v), want Invalid", err, k)
-	}
-}
-
 func deref(s *string) string {
 	if s == nil {
 		return "<nil>"
@@ -598,11 +533,14 @@ func TestUnavailable(t *testing.T) {
 		{"transaction", func(ctx context.Context, st *postgres.Store) error {
 			return st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error { return nil })
 		}},
-		{"put mapping", func(ctx context.Context, st *postgres.Store) error {
-			return st.PutMapping(ctx, store.Mapping{DeploymentKey: "d", Cluster: "c", UnitID: "u"})
+		{"put rollouts", func(ctx context.Context, st *postgres.Store) error {
+			return st.PutRollouts(ctx, store.RolloutRow{DeploymentKey: "d", Cluster: "c", UnitID: "u"})
 		}},
-		{"update step", func(ctx context.Context, st *postgres.Store) error {
-			return st.UpdateStep(ctx, "op", "me", store.Step{Cluster: "c"})
+		{"create operation", func(ctx context.Context, st *postgres.Store) error {
+			return st.CreateOperation(ctx, store.OperationRow{ID: "op", DeploymentKey: "d", State: store.OperationRunning})
+		}},
+		{"update steps", func(ctx context.Context, st *postgres.Store) error {
+			return st.UpdateSteps(ctx, "op", "me", store.StepRow{Cluster: "c"})
 		}},
 		{"claim operations", func(ctx context.Context, st *postgres.Store) error {
 			_, err := st.ClaimOperations(ctx, "me", time.Now(), time.Now(), 1)
@@ -966,55 +904,6 @@ func BenchmarkGet(b *testing.B) {
 			})
 		})
 	}
-}
-
-// BenchmarkClaimOperations measures one claim of up to 10 operations out
-// of 1000 pending ones: the index scan on (state, lease_until), the row
-// locks and the UPDATE ... RETURNING. Every iteration claims at a later
-// now than the previous leases run to, so it always finds work.
-func BenchmarkClaimOperations(b *testing.B) {
-	const pending, batch = 1000, 10
-	st, _ := setup(b)
-	ctx := b.Context()
-	for i := range pending {
-		op := store.Operation{
-			ID: fmt.Sprintf("op-%04d", i), Kind: store.OpDeploy, DeploymentKey: "dep",
-			Steps: []store.Step{{Cluster: "eu-1"}, {Cluster: "eu-2"}},
-		}
-		if err := st.CreateOperation(ctx, op); err != nil {
-			b.Fatal(err)
-		}
-	}
-	start := storetest.ClockStart
-	var tick atomic.Int64
-	claim := func() error {
-		now := start.Add(time.Duration(tick.Add(1)) * time.Hour)
-		ops, err := st.ClaimOperations(ctx, "bench", now, now.Add(time.Minute), batch)
-		if err == nil && len(ops) == 0 {
-			err = errors.New("claimed nothing")
-		}
-		return err
-	}
-	b.Run("serial", func(b *testing.B) {
-		for b.Loop() {
-			if err := claim(); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("parallel", func(b *testing.B) {
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				// Claimers running at once skip each other's locked rows, so
-				// one may find nothing left; only errors count here.
-				now := start.Add(time.Duration(tick.Add(1)) * time.Hour)
-				if _, err := st.ClaimOperations(ctx, "bench", now, now.Add(time.Minute), batch); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
-	})
 }
 
 // partition is a TCP proxy to the test server that can stop passing the

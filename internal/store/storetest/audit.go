@@ -14,14 +14,8 @@ import (
 
 // auditTests are the conformance cases of store.Audit; Run runs them with
 // the others.
-func (s suite) auditTests() []struct {
-	name string
-	test func(t *testing.T)
-} {
-	return []struct {
-		name string
-		test func(t *testing.T)
-	}{
+func (s suite) auditTests() []namedTest {
+	return []namedTest{
 		{"AuditAppendList", s.testAuditAppendList},
 		{"AuditFilters", s.testAuditFilters},
 		{"AuditKeysetPaging", s.testAuditKeysetPaging},

@@ -104,7 +104,7 @@ func FullPackage(name string) *pmv1.OPackage {
 				ReplicationFactor: 2,
 				SelectedEnvs:      []string{"eu-2", "eu-1"},
 				Clusters: []*pmv1.ClusterRollout{{
-					Cluster: "eu-1", Availability: 0.95, State: "deployed", Attempts: 1,
+					Cluster: "eu-1", Availability: 0.95, State: pmv1.RolloutState_ROLLOUT_STATE_DEPLOYED, Attempts: 1,
 					Condition: pmv1.DeploymentCondition_RUNNING,
 				}},
 			},
@@ -161,10 +161,10 @@ func FullDeployment(key, pkg, class string) *pmv1.OClassDeployment {
 			Algorithm:                  "quorum",
 			Clusters: []*pmv1.ClusterRollout{{
 				Cluster: "eu-1", Availability: 0.95, AvailabilitySource: "probe", UnitId: "u-1",
-				State: "deployed", Error: proto.String(""), Attempts: 1,
+				State: pmv1.RolloutState_ROLLOUT_STATE_DEPLOYED, Error: proto.String(""), Attempts: 1,
 				Condition: pmv1.DeploymentCondition_RUNNING,
 			}, {
-				Cluster: "eu-2", State: "failed", Error: proto.String("timeout"), Attempts: 3,
+				Cluster: "eu-2", State: pmv1.RolloutState_ROLLOUT_STATE_FAILED, Error: proto.String("timeout"), Attempts: 3,
 			}},
 		},
 		CreatedAt: timestamppb.New(time.Date(2025, 12, 31, 23, 59, 59, 999999999, time.UTC)),

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	pmv1 "github.com/oaas/pm/gen/go/oaas/pm/v1"
 	"github.com/oaas/pm/internal/store"
 )
 
@@ -18,16 +17,20 @@ import (
 // store's own clock (NewClock) starts there too.
 var t0 = ClockStart.Truncate(time.Microsecond)
 
+// running is the state of a new operation.
+const running = store.OperationRunning
+
 func (s suite) testOperationCreateGet(t *testing.T) {
 	ctx, st := s.setup(t)
-	in := store.Operation{
-		ID:             "op1",
-		Kind:           store.OpDelete,
-		DeploymentKey:  "dep-a",
-		DropDeployment: true,
-		Steps: []store.Step{
-			{Cluster: "eu-2", UnitID: "u-2", Attempts: 2, Error: "was down"},
-			{Cluster: "eu-1", State: store.OpSucceeded},
+	in := store.OperationRow{
+		ID:            "op1",
+		Kind:          "delete",
+		DeploymentKey: "dep-a",
+		Drop:          true,
+		State:         running,
+		Steps: []store.StepRow{
+			{Cluster: "eu-2", UnitID: "u-2", State: "pending", Attempts: 2, Error: "was down"},
+			{Cluster: "eu-1", State: "succeeded"},
 		},
 		Owner: "me",
 		// Nanoseconds, in another zone: stored in UTC at microseconds.
@@ -47,8 +50,6 @@ func (s suite) testOperationCreateGet(t *testing.T) {
 
 	got := mustGetOperation(t, st, "op1")
 	want := sent
-	want.State = store.OpPending
-	want.Steps[0].State = store.OpPending
 	want.LeaseUntil = t0.Add(time.Hour).UTC()
 	want.CreatedAt, want.UpdatedAt = got.CreatedAt, got.CreatedAt
 	assertOp(t, got, want)
@@ -57,10 +58,10 @@ func (s suite) testOperationCreateGet(t *testing.T) {
 	}
 
 	// The result is the caller's to change.
-	got.Steps[0].State = store.OpFailed
+	got.Steps[0].State = "failed"
 	assertOp(t, mustGetOperation(t, st, "op1"), want)
 
-	err := st.CreateOperation(ctx, store.Operation{ID: "op1", Kind: store.OpDeploy, DeploymentKey: "other"})
+	err := st.CreateOperation(ctx, store.OperationRow{ID: "op1", Kind: "deploy", DeploymentKey: "other", State: running})
 	wantErr(t, err, store.ErrAlreadyExists, "op1")
 	assertOp(t, mustGetOperation(t, st, "op1"), want)
 
@@ -68,10 +69,10 @@ func (s suite) testOperationCreateGet(t *testing.T) {
 	wantErr(t, err, store.ErrNotFound, "ghost")
 
 	// Listing: by deployment and all, oldest first.
-	for _, op := range []store.Operation{
-		{ID: "op0", Kind: store.OpDeploy, DeploymentKey: "dep-b"},
-		{ID: "op3", Kind: store.OpDeploy, DeploymentKey: "dep-a"},
-		{ID: "op2", Kind: store.OpRollback, DeploymentKey: "dep-a"},
+	for _, op := range []store.OperationRow{
+		{ID: "op0", Kind: "deploy", DeploymentKey: "dep-b", State: running},
+		{ID: "op3", Kind: "deploy", DeploymentKey: "dep-a", State: "succeeded"},
+		{ID: "op2", Kind: "rollback", DeploymentKey: "dep-a", State: "failed"},
 	} {
 		mustCreateOperation(t, st, op)
 	}
@@ -85,7 +86,7 @@ func (s suite) testOperationCreateGet(t *testing.T) {
 		{"none", nil},
 	}
 	for _, tc := range tests {
-		ops, err := st.ListOperations(ctx, tc.key)
+		ops, err := st.ListOperations(ctx, store.OperationFilter{DeploymentKey: tc.key})
 		if err != nil {
 			t.Fatalf("ListOperations(%q): %v", tc.key, err)
 		}
@@ -99,42 +100,42 @@ func (s suite) testOperationCreateGet(t *testing.T) {
 		}
 	}
 	op0 := mustGetOperation(t, st, "op0")
-	if op0.Owner != "" || !op0.LeaseUntil.IsZero() || op0.State != store.OpPending || op0.Steps != nil {
+	if op0.Owner != "" || !op0.LeaseUntil.IsZero() || op0.State != running || op0.Steps != nil {
 		t.Errorf("unleased operation without steps reads back as %s", opString(op0))
 	}
 }
 
 func (s suite) testOperationLease(t *testing.T) {
 	ctx, st := s.setup(t)
-	mustCreateOperation(t, st, store.Operation{
-		ID: "op1", Kind: store.OpDeploy, DeploymentKey: "dep",
-		Steps: []store.Step{{Cluster: "eu-1"}, {Cluster: "eu-2"}},
+	mustCreateOperation(t, st, store.OperationRow{
+		ID: "op1", Kind: "deploy", DeploymentKey: "dep", State: running,
+		Steps: []store.StepRow{{Cluster: "eu-1", State: "pending"}, {Cluster: "eu-2", State: "pending"}},
 		Owner: "me", LeaseUntil: t0.Add(time.Hour),
 	})
 	before := mustGetOperation(t, st, "op1")
-	step := store.Step{Cluster: "eu-2", UnitID: "u-2", State: store.OpSucceeded, Attempts: 1}
+	step := store.StepRow{Cluster: "eu-2", UnitID: "u-2", State: "succeeded", Attempts: 1}
 
 	// Writes by anyone but the owner, or on a missing operation, fail.
-	wantErr(t, st.UpdateStep(ctx, "op1", "other", step), store.ErrStale, "op1")
-	wantErr(t, st.UpdateStep(ctx, "op1", "", step), store.ErrStale, "op1")
-	wantErr(t, st.UpdateStep(ctx, "ghost", "me", step), store.ErrNotFound, "ghost")
+	wantErr(t, st.UpdateSteps(ctx, "op1", "other", step), store.ErrStale, "op1")
+	wantErr(t, st.UpdateSteps(ctx, "op1", "", step), store.ErrStale, "op1")
+	wantErr(t, st.UpdateSteps(ctx, "ghost", "me", step), store.ErrNotFound, "ghost")
 	wantErr(t, st.RenewLease(ctx, "op1", "other", t0.Add(2*time.Hour)), store.ErrStale, "op1")
 	wantErr(t, st.RenewLease(ctx, "ghost", "me", t0.Add(2*time.Hour)), store.ErrNotFound, "ghost")
-	wantErr(t, st.FinishOperation(ctx, "op1", "other", store.OpSucceeded, ""), store.ErrStale, "op1")
-	wantErr(t, st.FinishOperation(ctx, "ghost", "me", store.OpSucceeded, ""), store.ErrNotFound, "ghost")
+	wantErr(t, st.SetOperationState(ctx, "op1", "other", "succeeded", "", time.Time{}), store.ErrStale, "op1")
+	wantErr(t, st.SetOperationState(ctx, "ghost", "me", "succeeded", "", time.Time{}), store.ErrNotFound, "ghost")
 	assertOp(t, mustGetOperation(t, st, "op1"), before)
 
 	// The owner replaces a step in place and adds a new one at the end.
-	if err := st.UpdateStep(ctx, "op1", "me", step); err != nil {
+	if err := st.UpdateSteps(ctx, "op1", "me", step); err != nil {
 		t.Fatalf("UpdateStep: %v", err)
 	}
-	added := store.Step{Cluster: "eu-3", State: store.OpFailed, Attempts: 3, Error: `"quoted" ünïcode`}
-	if err := st.UpdateStep(ctx, "op1", "me", added); err != nil {
+	added := store.StepRow{Cluster: "eu-3", State: "failed", Attempts: 3, Error: `"quoted" ünïcode`}
+	if err := st.UpdateSteps(ctx, "op1", "me", added); err != nil {
 		t.Fatalf("UpdateStep (new cluster): %v", err)
 	}
 	got := mustGetOperation(t, st, "op1")
 	want := copyOp(before)
-	want.Steps = []store.Step{{Cluster: "eu-1", State: store.OpPending}, step, added}
+	want.Steps = []store.StepRow{{Cluster: "eu-1", State: "pending"}, step, added}
 	want.UpdatedAt = got.UpdatedAt
 	assertOp(t, got, want)
 	if !got.UpdatedAt.After(before.UpdatedAt) {
@@ -143,25 +144,25 @@ func (s suite) testOperationLease(t *testing.T) {
 
 	// Several outcomes in one write: replacements keep their place, new
 	// clusters are appended.
-	first := store.Step{Cluster: "eu-1", UnitID: "u-1", State: store.OpSucceeded, Attempts: 2}
-	step = store.Step{Cluster: "eu-2", UnitID: "u-2", State: store.OpSucceeded, Attempts: 5}
-	fourth, fifth := store.Step{Cluster: "eu-4", State: store.OpPending}, store.Step{Cluster: "eu-5", State: store.OpFailed, Error: "x"}
-	if err := st.UpdateStep(ctx, "op1", "me", fifth, step, first, fourth); err != nil {
+	first := store.StepRow{Cluster: "eu-1", UnitID: "u-1", State: "succeeded", Attempts: 2}
+	step = store.StepRow{Cluster: "eu-2", UnitID: "u-2", State: "succeeded", Attempts: 5}
+	fourth, fifth := store.StepRow{Cluster: "eu-4", State: "pending"}, store.StepRow{Cluster: "eu-5", State: "failed", Error: "x"}
+	if err := st.UpdateSteps(ctx, "op1", "me", fifth, step, first, fourth); err != nil {
 		t.Fatalf("UpdateStep (batch): %v", err)
 	}
 	got = mustGetOperation(t, st, "op1")
 	if len(got.Steps) != 5 {
 		t.Fatalf("steps after batch: %s", opString(got))
 	}
-	if want := []store.Step{first, step, added}; !slices.Equal(got.Steps[:3], want) {
+	if want := []store.StepRow{first, step, added}; !slices.Equal(got.Steps[:3], want) {
 		t.Errorf("replaced steps %v, want %v", got.Steps[:3], want)
 	}
-	tail := map[string]store.Step{got.Steps[3].Cluster: got.Steps[3], got.Steps[4].Cluster: got.Steps[4]}
+	tail := map[string]store.StepRow{got.Steps[3].Cluster: got.Steps[3], got.Steps[4].Cluster: got.Steps[4]}
 	if tail["eu-4"] != fourth || tail["eu-5"] != fifth {
 		t.Errorf("appended steps %v", got.Steps[3:])
 	}
 	want.Steps = got.Steps
-	if err := st.UpdateStep(ctx, "op1", "me"); err != nil {
+	if err := st.UpdateSteps(ctx, "op1", "me"); err != nil {
 		t.Errorf("UpdateStep with no steps: %v", err)
 	}
 	before = mustGetOperation(t, st, "op1")
@@ -173,19 +174,19 @@ func (s suite) testOperationLease(t *testing.T) {
 		t.Errorf("after RenewLease: %s", opString(got))
 	}
 
-	if err := st.FinishOperation(ctx, "op1", "me", store.OpFailed, "eu-3 failed"); err != nil {
+	if err := st.SetOperationState(ctx, "op1", "me", "failed", "eu-3 failed", time.Time{}); err != nil {
 		t.Fatalf("FinishOperation: %v", err)
 	}
 	got = mustGetOperation(t, st, "op1")
-	want.State, want.Error, want.Owner, want.LeaseUntil, want.UpdatedAt = store.OpFailed, "eu-3 failed", "", time.Time{}, got.UpdatedAt
+	want.State, want.Error, want.Owner, want.LeaseUntil, want.UpdatedAt = "failed", "eu-3 failed", "", time.Time{}, got.UpdatedAt
 	assertOp(t, got, want)
 
 	// The lease is gone: the former owner can no longer write, and a
 	// finished operation is never claimed.
-	wantErr(t, st.UpdateStep(ctx, "op1", "me", step), store.ErrStale, "op1")
+	wantErr(t, st.UpdateSteps(ctx, "op1", "me", step), store.ErrStale, "op1")
 	wantErr(t, st.RenewLease(ctx, "op1", "me", t0.Add(3*time.Hour)), store.ErrStale, "op1")
-	wantErr(t, st.FinishOperation(ctx, "op1", "me", store.OpSucceeded, ""), store.ErrStale, "op1")
-	wantErr(t, st.UpdateStep(ctx, "op1", "", step), store.ErrStale, "op1")
+	wantErr(t, st.SetOperationState(ctx, "op1", "me", "succeeded", "", time.Time{}), store.ErrStale, "op1")
+	wantErr(t, st.UpdateSteps(ctx, "op1", "", step), store.ErrStale, "op1")
 	if ops := mustClaim(t, st, "next", t0.Add(1000*time.Hour), t0.Add(1001*time.Hour), 10); len(ops) != 0 {
 		t.Errorf("claimed finished operations %v", opIDs(ops))
 	}
@@ -194,7 +195,7 @@ func (s suite) testOperationLease(t *testing.T) {
 
 func (s suite) testClaimOperations(t *testing.T) {
 	ctx, st := s.setup(t)
-	for _, op := range []store.Operation{
+	for _, op := range []store.OperationRow{
 		{ID: "a"},
 		{ID: "b", Owner: "x", LeaseUntil: t0.Add(time.Hour)}, // leased
 		{ID: "c", Owner: "x", LeaseUntil: t0.Add(time.Hour)}, // finished below
@@ -202,14 +203,15 @@ func (s suite) testClaimOperations(t *testing.T) {
 		{ID: "e", Owner: "y", LeaseUntil: t0}, // expires at now exactly
 		{ID: "f", Owner: "x", LeaseUntil: t0.Add(-time.Hour)},
 	} {
-		op.Kind, op.DeploymentKey = store.OpDeploy, "dep"
-		op.Steps = []store.Step{{Cluster: "eu-1", UnitID: "u-" + op.ID}}
+		// One deployment each: a deployment has one active operation.
+		op.Kind, op.DeploymentKey, op.State = "deploy", "dep-"+op.ID, running
+		op.Steps = []store.StepRow{{Cluster: "eu-1", UnitID: "u-" + op.ID}}
 		mustCreateOperation(t, st, op)
 	}
-	if err := st.FinishOperation(ctx, "c", "x", store.OpSucceeded, ""); err != nil {
+	if err := st.SetOperationState(ctx, "c", "x", "succeeded", "", time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.FinishOperation(ctx, "f", "x", store.OpFailed, "boom"); err != nil {
+	if err := st.SetOperationState(ctx, "f", "x", "failed", "boom", time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	// f's lease had run out, but its owner had not lost it: nobody claimed
@@ -224,7 +226,7 @@ func (s suite) testClaimOperations(t *testing.T) {
 		t.Fatalf("first claim = %v, want the two oldest claimable [a d]", ids)
 	}
 	for _, op := range first {
-		if op.Owner != "me" || !op.LeaseUntil.Equal(until) || op.State != store.OpPending ||
+		if op.Owner != "me" || !op.LeaseUntil.Equal(until) || op.State != running ||
 			len(op.Steps) != 1 || op.Steps[0].UnitID != "u-"+op.ID {
 			t.Errorf("claimed %s", opString(op))
 		}
@@ -246,9 +248,9 @@ func (s suite) testClaimOperations(t *testing.T) {
 	if ids := opIDs(mustClaim(t, st, "you", later, later.Add(time.Hour), 10)); !slices.Equal(ids, []string{"a", "b", "d", "e"}) {
 		t.Errorf("claim after expiry = %v, want [a b d e]", ids)
 	}
-	wantErr(t, st.UpdateStep(ctx, "a", "me", store.Step{Cluster: "eu-1"}), store.ErrStale, "a")
-	wantErr(t, st.FinishOperation(ctx, "b", "x", store.OpSucceeded, ""), store.ErrStale, "b")
-	if err := st.UpdateStep(ctx, "a", "you", store.Step{Cluster: "eu-1", State: store.OpSucceeded}); err != nil {
+	wantErr(t, st.UpdateSteps(ctx, "a", "me", store.StepRow{Cluster: "eu-1"}), store.ErrStale, "a")
+	wantErr(t, st.SetOperationState(ctx, "b", "x", "succeeded", "", time.Time{}), store.ErrStale, "b")
+	if err := st.UpdateSteps(ctx, "a", "you", store.StepRow{Cluster: "eu-1", State: "succeeded"}); err != nil {
 		t.Errorf("UpdateStep by the new owner: %v", err)
 	}
 }
@@ -262,7 +264,8 @@ func (s suite) testClaimConcurrent(t *testing.T) {
 		claimers = 8
 	)
 	for i := range ops {
-		mustCreateOperation(t, st, store.Operation{ID: fmt.Sprintf("op%02d", i), Kind: store.OpDeploy, DeploymentKey: "dep"})
+		id := fmt.Sprintf("op%02d", i)
+		mustCreateOperation(t, st, store.OperationRow{ID: id, Kind: "deploy", DeploymentKey: "dep-" + id, State: running})
 	}
 	var (
 		wg      sync.WaitGroup
@@ -306,10 +309,10 @@ func (s suite) testClaimConcurrent(t *testing.T) {
 func (s suite) testPurgeOperations(t *testing.T) {
 	ctx, st := s.setup(t)
 	for _, id := range []string{"done-old", "pending", "done-new"} {
-		mustCreateOperation(t, st, store.Operation{ID: id, Kind: store.OpDeploy, DeploymentKey: "dep", Owner: "me", LeaseUntil: t0.Add(time.Hour)})
+		mustCreateOperation(t, st, store.OperationRow{ID: id, Kind: "deploy", DeploymentKey: "dep-" + id, State: running, Owner: "me", LeaseUntil: t0.Add(time.Hour)})
 	}
 	for _, id := range []string{"done-old", "done-new"} {
-		if err := st.FinishOperation(ctx, id, "me", store.OpSucceeded, ""); err != nil {
+		if err := st.SetOperationState(ctx, id, "me", "succeeded", "", time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -327,7 +330,7 @@ func (s suite) testPurgeOperations(t *testing.T) {
 	purge(oldAt, 0) // strictly before
 	purge(oldAt.Add(time.Microsecond), 1)
 	purge(t0.Add(1000*time.Hour), 1) // the pending one stays, however old
-	ops, err := st.ListOperations(ctx, "")
+	ops, err := st.ListOperations(ctx, store.OperationFilter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -411,7 +414,7 @@ func (s suite) testIdempotency(t *testing.T) {
 	assertIdem(t, mustGetIdem(t, st, "CreateDeployment", "k1", t0), want)
 }
 
-// testTxNewAggregates checks that deployments, mappings, operations and
+// testTxNewAggregates checks that deployments, rollouts, operations and
 // idempotency keys commit and roll back with the rest of a transaction.
 func (s suite) testTxNewAggregates(t *testing.T) {
 	errBoom := errors.New("boom")
@@ -419,11 +422,11 @@ func (s suite) testTxNewAggregates(t *testing.T) {
 		t.Run(map[bool]string{false: "commit", true: "rollback"}[fail], func(t *testing.T) {
 			t.Parallel()
 			ctx, st := s.setup(t)
-			keep := mustCreateDeployment(t, st, FullDeployment("keep", "pkg", "Counter"))
-			if err := st.PutMapping(ctx, store.Mapping{DeploymentKey: "keep", Cluster: "eu-1", UnitID: "u1"}); err != nil {
+			keep := mustCreateDeployment(t, st, FullDeploymentRow("keep", "pkg", "Counter"))
+			if err := st.PutRollouts(ctx, store.RolloutRow{DeploymentKey: "keep", Cluster: "eu-1", UnitID: "u1", State: "deployed"}); err != nil {
 				t.Fatal(err)
 			}
-			mustCreateOperation(t, st, store.Operation{ID: "old", Kind: store.OpDeploy, DeploymentKey: "keep"})
+			mustCreateOperation(t, st, store.OperationRow{ID: "old", Kind: "deploy", DeploymentKey: "keep", State: running})
 			oldOp := mustGetOperation(t, st, "old")
 			idem := store.IdempotencyRecord{Scope: "s", Key: "k-old", RequestHash: "h", ExpiresAt: t0.Add(time.Hour)}
 			if err := st.PutIdempotency(ctx, idem); err != nil {
@@ -431,19 +434,24 @@ func (s suite) testTxNewAggregates(t *testing.T) {
 			}
 
 			err := st.WithTx(ctx, func(ctx context.Context, tx store.Tx) error {
-				if _, err := tx.CreateDeployment(ctx, &pmv1.OClassDeployment{Key: "new"}); err != nil {
+				if _, err := tx.CreateDeployment(ctx, store.DeploymentRow{Key: "new"}); err != nil {
 					return err
 				}
-				if err := tx.PutMapping(ctx, store.Mapping{DeploymentKey: "new", Cluster: "eu-1", UnitID: "n1"}); err != nil {
+				if err := tx.PutRollouts(ctx, store.RolloutRow{DeploymentKey: "new", Cluster: "eu-1", UnitID: "n1", State: "deployed"}); err != nil {
 					return err
 				}
-				if _, err := tx.UpdateDeployment(ctx, &pmv1.OClassDeployment{Key: "keep"}, 1); err != nil {
+				edit := copyDep(keep)
+				edit.Replicas = 9
+				if _, err := tx.UpdateDeployment(ctx, edit, 1); err != nil {
 					return err
 				}
-				if err := tx.PutMapping(ctx, store.Mapping{DeploymentKey: "keep", Cluster: "eu-1", UnitID: "u2"}); err != nil {
+				if err := tx.PutRollouts(ctx, store.RolloutRow{DeploymentKey: "keep", Cluster: "eu-1", UnitID: "u2", State: "deployed"}); err != nil {
 					return err
 				}
-				if err := tx.CreateOperation(ctx, store.Operation{ID: "op-new", Kind: store.OpDelete, DeploymentKey: "gone"}); err != nil {
+				if _, err := tx.UpdateConditions(ctx, store.ConditionUpdate{DeploymentKey: "keep", Cluster: "eu-1", UnitID: "u2", Condition: "running"}); err != nil {
+					return err
+				}
+				if err := tx.CreateOperation(ctx, store.OperationRow{ID: "op-new", Kind: "delete", DeploymentKey: "gone", State: running}); err != nil {
 					return err
 				}
 				claimed, err := tx.ClaimOperations(ctx, "me", t0, t0.Add(time.Hour), 1)
@@ -453,31 +461,47 @@ func (s suite) testTxNewAggregates(t *testing.T) {
 				if ids := opIDs(claimed); !slices.Equal(ids, []string{"old"}) {
 					t.Errorf("claimed %v in the transaction, want [old]", ids)
 				}
-				if err := tx.UpdateStep(ctx, "old", "me", store.Step{Cluster: "eu-1"}); err != nil {
+				if err := tx.UpdateSteps(ctx, "old", "me", store.StepRow{Cluster: "eu-1", State: "pending"}); err != nil {
+					return err
+				}
+				if err := tx.SetOperationState(ctx, "old", "me", "succeeded", "", time.Time{}); err != nil {
+					return err
+				}
+				// A finished operation frees its deployment at once.
+				if err := tx.CreateOperation(ctx, store.OperationRow{ID: "next", Kind: "heal", DeploymentKey: "keep", State: running}); err != nil {
 					return err
 				}
 				if err := tx.PutIdempotency(ctx, store.IdempotencyRecord{Scope: "s", Key: "k-new", ExpiresAt: t0.Add(time.Hour)}); err != nil {
 					return err
 				}
 				// The transaction reads its own writes.
-				ms, err := tx.AllMappings(ctx)
+				rs, err := tx.ListRollouts(ctx, store.RolloutFilter{Cluster: "eu-1"})
 				if err != nil {
 					return err
 				}
-				assertMappings(t, ms, "keep/eu-1=u2", "new/eu-1=n1")
+				assertRollouts(t, rs, "new/eu-1=n1", "keep/eu-1=u2")
 				if _, err := tx.GetOperation(ctx, "op-new"); err != nil {
 					return err
 				}
 				if _, err := tx.GetIdempotency(ctx, "s", "k-new", t0); err != nil {
 					return err
 				}
+				active, err := tx.ListOperations(ctx, store.OperationFilter{Active: true})
+				if err != nil {
+					return err
+				}
+				if ids := opIDs(active); !slices.Equal(ids, []string{"op-new", "next"}) {
+					t.Errorf("active in the transaction: %v", ids)
+				}
 				ds, err := tx.ListDeployments(ctx, store.DeploymentFilter{})
 				if err != nil {
 					return err
 				}
-				assertKeys(t, ds, "keep", "new")
+				if len(ds) != 2 || ds[0].Key != "keep" || ds[1].Key != "new" {
+					t.Errorf("deployments in the transaction: %d", len(ds))
+				}
 				if fail {
-					// Deleting takes the mapping along; the rollback must
+					// Deleting takes the rollouts along; the rollback must
 					// bring both back.
 					if err := tx.DeleteDeployment(ctx, "keep", 2); err != nil {
 						return err
@@ -491,11 +515,11 @@ func (s suite) testTxNewAggregates(t *testing.T) {
 				if err != nil {
 					t.Fatalf("WithTx: %v", err)
 				}
-				if d := mustGetDeployment(t, st, "keep"); d.Revision != 2 {
-					t.Errorf("keep at revision %d after commit, want 2", d.Revision)
+				if d := mustGetDeployment(t, st, "keep"); d.Revision != 2 || d.Replicas != 9 {
+					t.Errorf("keep after commit: %s", depString(d))
 				}
-				assertMappings(t, mustAllMappings(t, st), "keep/eu-1=u2", "new/eu-1=n1")
-				if op := mustGetOperation(t, st, "old"); op.Owner != "me" || len(op.Steps) != 1 {
+				assertRollouts(t, mustListRollouts(t, st, store.RolloutFilter{Cluster: "eu-1"}), "new/eu-1=n1", "keep/eu-1=u2")
+				if op := mustGetOperation(t, st, "old"); op.State != "succeeded" || len(op.Steps) != 1 {
 					t.Errorf("old after commit: %s", opString(op))
 				}
 				mustGetOperation(t, st, "op-new")
@@ -505,17 +529,22 @@ func (s suite) testTxNewAggregates(t *testing.T) {
 			if !errors.Is(err, errBoom) {
 				t.Fatalf("WithTx = %v, want %v", err, errBoom)
 			}
-			got := mustGetDeployment(t, st, "keep")
-			if got.Revision != 1 {
-				t.Errorf("keep at revision %d after rollback, want 1", got.Revision)
-			}
-			assertDeployment(t, got.Deployment, keep.Deployment)
+			assertDep(t, mustGetDeployment(t, st, "keep"), keep)
 			_, err = st.GetDeployment(ctx, "new")
 			wantErr(t, err, store.ErrNotFound, "new")
-			assertMappings(t, mustAllMappings(t, st), "keep/eu-1=u1")
-			_, err = st.GetOperation(ctx, "op-new")
-			wantErr(t, err, store.ErrNotFound, "op-new")
+			got := mustListRollouts(t, st, store.RolloutFilter{Cluster: "eu-1"})
+			assertRollouts(t, got, "keep/eu-1=u1")
+			if len(got) == 1 && got[0].Condition != "" {
+				t.Errorf("condition after rollback %q", got[0].Condition)
+			}
+			for _, id := range []string{"op-new", "next"} {
+				_, err = st.GetOperation(ctx, id)
+				wantErr(t, err, store.ErrNotFound, id)
+			}
 			assertOp(t, mustGetOperation(t, st, "old"), oldOp)
+			// The index of active operations was rolled back too.
+			err = st.CreateOperation(ctx, store.OperationRow{ID: "again", Kind: "heal", DeploymentKey: "keep", State: running})
+			wantErr(t, err, store.ErrOperationActive, "keep")
 			_, err = st.GetIdempotency(ctx, "s", "k-new", t0)
 			wantErr(t, err, store.ErrNotFound, "k-new")
 			assertIdem(t, mustGetIdem(t, st, "s", "k-old", t0), idem)
@@ -523,16 +552,120 @@ func (s suite) testTxNewAggregates(t *testing.T) {
 	}
 }
 
+// testOperationOneActive: a deployment has at most one active operation;
+// finished ones do not count, and other deployments are not affected.
+func (s suite) testOperationOneActive(t *testing.T) {
+	ctx, st := s.setup(t)
+	mustCreateOperation(t, st, store.OperationRow{ID: "a", Kind: "deploy", DeploymentKey: "dep", State: running, Owner: "me", LeaseUntil: t0.Add(time.Hour)})
+	err := st.CreateOperation(ctx, store.OperationRow{ID: "b", Kind: "delete", DeploymentKey: "dep", State: running})
+	wantErr(t, err, store.ErrOperationActive, "dep")
+	err = st.CreateOperation(ctx, store.OperationRow{ID: "b", Kind: "delete", DeploymentKey: "dep", State: store.OperationWaiting})
+	wantErr(t, err, store.ErrOperationActive, "dep")
+	if _, err := st.GetOperation(ctx, "b"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("refused operation stored: %v", err)
+	}
+	// A finished record and another deployment's operation are fine.
+	mustCreateOperation(t, st, store.OperationRow{ID: "c", Kind: "heal", DeploymentKey: "dep", State: "failed"})
+	mustCreateOperation(t, st, store.OperationRow{ID: "d", Kind: "deploy", DeploymentKey: "other", State: running, Owner: "x", LeaseUntil: t0.Add(time.Hour)})
+	// Waiting keeps the deployment busy; finishing frees it.
+	if err := st.SetOperationState(ctx, "a", "me", store.OperationWaiting, "eu-1 down", t0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, st.CreateOperation(ctx, store.OperationRow{ID: "e", Kind: "heal", DeploymentKey: "dep", State: running}), store.ErrOperationActive, "dep")
+	claimed := mustClaim(t, st, "me", t0.Add(time.Minute), t0.Add(time.Hour), 10)
+	if ids := opIDs(claimed); !slices.Equal(ids, []string{"a"}) {
+		t.Fatalf("claimed %v", ids)
+	}
+	if err := st.SetOperationState(ctx, "a", "me", "succeeded", "", time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	mustCreateOperation(t, st, store.OperationRow{ID: "e", Kind: "heal", DeploymentKey: "dep", State: running})
+}
+
+// testOperationWaiting: a waiting operation has no owner, keeps its error,
+// and is claimable (and set running) once its pause is over.
+func (s suite) testOperationWaiting(t *testing.T) {
+	ctx, st := s.setup(t)
+	mustCreateOperation(t, st, store.OperationRow{ID: "op", Kind: "delete", DeploymentKey: "dep", State: running, Owner: "me",
+		LeaseUntil: t0.Add(time.Hour), Steps: []store.StepRow{{Cluster: "eu-1", State: "failed", Attempts: 2}}})
+	until := t0.Add(10 * time.Minute)
+	if err := st.SetOperationState(ctx, "op", "me", store.OperationWaiting, "eu-1 unreachable", until); err != nil {
+		t.Fatalf("SetOperationState waiting: %v", err)
+	}
+	op := mustGetOperation(t, st, "op")
+	if op.State != store.OperationWaiting || op.Owner != "" || !op.LeaseUntil.Equal(until) || op.Error != "eu-1 unreachable" {
+		t.Fatalf("waiting operation: %s", opString(op))
+	}
+	wantErr(t, st.UpdateSteps(ctx, "op", "me", store.StepRow{Cluster: "eu-1"}), store.ErrStale, "op")
+	if ids := opIDs(mustClaim(t, st, "pm", until.Add(-time.Microsecond), until.Add(time.Hour), 10)); len(ids) != 0 {
+		t.Errorf("claimed %v before the pause was over", ids)
+	}
+	claimed := mustClaim(t, st, "pm", until, until.Add(time.Hour), 10)
+	if len(claimed) != 1 || claimed[0].State != running || claimed[0].Owner != "pm" || claimed[0].Steps[0].Attempts != 2 {
+		t.Fatalf("claimed %v", claimed)
+	}
+	if active, err := st.ListOperations(ctx, store.OperationFilter{Active: true}); err != nil || len(active) != 1 {
+		t.Errorf("active after the claim: %v, %v", opIDs(active), err)
+	}
+}
+
+// testOperationListPaging pages through operations by (created_at, id) and
+// filters active ones and one deployment's.
+func (s suite) testOperationListPaging(t *testing.T) {
+	ctx, st := s.setup(t)
+	var all []string
+	for i := range 7 {
+		id := fmt.Sprintf("op%d", i)
+		state := "succeeded"
+		if i%3 == 0 {
+			state = running
+		}
+		mustCreateOperation(t, st, store.OperationRow{ID: id, Kind: "deploy", DeploymentKey: fmt.Sprintf("dep%d", i%4), State: state, Owner: "me"})
+		all = append(all, id)
+	}
+	var got []string
+	f := store.OperationFilter{Limit: 3}
+	for range 5 {
+		page, err := st.ListOperations(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, opIDs(page)...)
+		if len(page) < f.Limit {
+			break
+		}
+		last := page[len(page)-1]
+		f.AfterTime, f.AfterID = last.CreatedAt, last.ID
+	}
+	if !slices.Equal(got, all) {
+		t.Errorf("pages gave %v, want %v", got, all)
+	}
+	active, err := st.ListOperations(ctx, store.OperationFilter{Active: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids := opIDs(active); !slices.Equal(ids, []string{"op0", "op3", "op6"}) {
+		t.Errorf("active %v", ids)
+	}
+	one, err := st.ListOperations(ctx, store.OperationFilter{DeploymentKey: "dep0", Active: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids := opIDs(one); !slices.Equal(ids, []string{"op0"}) {
+		t.Errorf("dep0 active %v", ids)
+	}
+}
+
 // Helpers.
 
-func mustCreateOperation(t *testing.T, st store.Store, op store.Operation) {
+func mustCreateOperation(t *testing.T, st store.Store, op store.OperationRow) {
 	t.Helper()
 	if err := st.CreateOperation(context.Background(), op); err != nil {
 		t.Fatalf("CreateOperation(%q): %v", op.ID, err)
 	}
 }
 
-func mustGetOperation(t *testing.T, st store.Store, id string) store.Operation {
+func mustGetOperation(t *testing.T, st store.Store, id string) store.OperationRow {
 	t.Helper()
 	op, err := st.GetOperation(context.Background(), id)
 	if err != nil {
@@ -541,7 +674,7 @@ func mustGetOperation(t *testing.T, st store.Store, id string) store.Operation {
 	return op
 }
 
-func mustClaim(t *testing.T, st store.Store, owner string, now, until time.Time, limit int) []store.Operation {
+func mustClaim(t *testing.T, st store.Store, owner string, now, until time.Time, limit int) []store.OperationRow {
 	t.Helper()
 	ops, err := st.ClaimOperations(context.Background(), owner, now, until, limit)
 	if err != nil {
@@ -559,7 +692,7 @@ func mustGetIdem(t *testing.T, st store.Store, scope, key string, now time.Time)
 	return rec
 }
 
-func opIDs(ops []store.Operation) []string {
+func opIDs(ops []store.OperationRow) []string {
 	var ids []string
 	for _, op := range ops {
 		ids = append(ids, op.ID)
@@ -567,14 +700,14 @@ func opIDs(ops []store.Operation) []string {
 	return ids
 }
 
-func copyOp(op store.Operation) store.Operation {
+func copyOp(op store.OperationRow) store.OperationRow {
 	op.Steps = slices.Clone(op.Steps)
 	return op
 }
 
 // opString shows every field of op, times as instants, so that two
 // operations are equal exactly when their strings are.
-func opString(op store.Operation) string {
+func opString(op store.OperationRow) string {
 	ts := func(t time.Time) string {
 		if t.IsZero() {
 			return "-"
@@ -586,11 +719,11 @@ func opString(op store.Operation) string {
 		steps = append(steps, fmt.Sprintf("{%s %s %s %d %q}", s.Cluster, s.UnitID, s.State, s.Attempts, s.Error))
 	}
 	return fmt.Sprintf("%s kind=%s dep=%s drop=%t state=%s steps=[%s] owner=%q lease=%s error=%q created=%s updated=%s",
-		op.ID, op.Kind, op.DeploymentKey, op.DropDeployment, op.State, strings.Join(steps, " "),
+		op.ID, op.Kind, op.DeploymentKey, op.Drop, op.State, strings.Join(steps, " "),
 		op.Owner, ts(op.LeaseUntil), op.Error, ts(op.CreatedAt), ts(op.UpdatedAt))
 }
 
-func assertOp(t *testing.T, got, want store.Operation) {
+func assertOp(t *testing.T, got, want store.OperationRow) {
 	t.Helper()
 	if g, w := opString(got), opString(want); g != w {
 		t.Errorf("operation differs:\n got %s\nwant %s", g, w)

@@ -31,10 +31,7 @@ import (
 // that table cases which only read share their parent's.
 func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	s := suite{newStore: newStore}
-	tests := []struct {
-		name string
-		test func(t *testing.T)
-	}{
+	tests := []namedTest{
 		{"CreateGetRoundTrip", s.testCreateGetRoundTrip},
 		{"CreateDuplicate", s.testCreateDuplicate},
 		{"GetMissing", s.testGetMissing},
@@ -55,25 +52,10 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ConcurrentUpdates", s.testConcurrentUpdates},
 		{"ConcurrentCreates", s.testConcurrentCreates},
 		{"ConcurrentTransactions", s.testConcurrentTransactions},
-		{"ConcurrentDeploymentCreates", s.testConcurrentDeploymentCreates},
-		{"DeploymentRoundTrip", s.testDeploymentRoundTrip},
-		{"DeploymentUpdate", s.testDeploymentUpdate},
-		{"DeploymentConcurrentUpdates", s.testDeploymentConcurrentUpdates},
-		{"DeploymentStaleAndMissing", s.testDeploymentStaleAndMissing},
-		{"DeploymentDelete", s.testDeploymentDelete},
-		{"DeploymentListFilters", s.testDeploymentListFilters},
-		{"DeploymentCallerMutation", s.testDeploymentCallerMutation},
-		{"Mappings", s.testMappings},
-		{"OperationCreateGet", s.testOperationCreateGet},
-		{"OperationLease", s.testOperationLease},
-		{"ClaimOperations", s.testClaimOperations},
-		{"ClaimConcurrent", s.testClaimConcurrent},
-		{"PurgeOperations", s.testPurgeOperations},
-		{"Idempotency", s.testIdempotency},
-		{"TxNewAggregates", s.testTxNewAggregates},
 		{"CanceledContext", s.testCanceledContext},
 		{"Closed", s.testClosed},
 	}
+	tests = append(tests, s.deploymentTests()...)
 	tests = append(tests, s.auditTests()...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -870,11 +852,11 @@ func (s suite) testClosed(t *testing.T) {
 	ops["transaction"] = st.WithTx(ctx, func(context.Context, store.Tx) error { return nil })
 	_, ops["get deployment"] = st.GetDeployment(ctx, "d")
 	_, ops["list deployments"] = st.ListDeployments(ctx, store.DeploymentFilter{})
-	ops["put mapping"] = st.PutMapping(ctx, store.Mapping{DeploymentKey: "d", Cluster: "c", UnitID: "u"})
-	_, ops["all mappings"] = st.AllMappings(ctx)
-	ops["create operation"] = st.CreateOperation(ctx, store.Operation{ID: "op", Kind: store.OpDeploy})
+	ops["put rollouts"] = st.PutRollouts(ctx, store.RolloutRow{DeploymentKey: "d", Cluster: "c", UnitID: "u"})
+	_, ops["list rollouts"] = st.ListRollouts(ctx, store.RolloutFilter{Cluster: "c"})
+	ops["create operation"] = st.CreateOperation(ctx, store.OperationRow{ID: "op", Kind: "deploy", State: running})
 	_, ops["claim operations"] = st.ClaimOperations(ctx, "me", t0, t0, 1)
-	ops["update step"] = st.UpdateStep(ctx, "op", "me", store.Step{Cluster: "c"})
+	ops["update steps"] = st.UpdateSteps(ctx, "op", "me", store.StepRow{Cluster: "c"})
 	ops["put idempotency"] = st.PutIdempotency(ctx, store.IdempotencyRecord{Scope: "s", Key: "k"})
 	_, ops["get idempotency"] = st.GetIdempotency(ctx, "s", "k", t0)
 	for op, err := range ops {

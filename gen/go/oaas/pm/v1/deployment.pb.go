@@ -79,6 +79,75 @@ func (DeploymentCondition) EnumDescriptor() ([]byte, []int) {
 	return file_oaas_pm_v1_deployment_proto_rawDescGZIP(), []int{0}
 }
 
+// RolloutState is how far PM's work on one cluster of a deployment got.
+type RolloutState int32
+
+const (
+	RolloutState_ROLLOUT_STATE_UNSPECIFIED RolloutState = 0
+	// A deploy step for the cluster is recorded and has not finished.
+	RolloutState_ROLLOUT_STATE_PLANNED RolloutState = 1
+	// The CRM accepted the unit; PM maps the cluster to it.
+	RolloutState_ROLLOUT_STATE_DEPLOYED RolloutState = 2
+	// The deploy failed; the unit may exist anyway (a lost answer), and is
+	// adopted if found running.
+	RolloutState_ROLLOUT_STATE_FAILED RolloutState = 3
+	// PM removed the unit after a failed deploy.
+	RolloutState_ROLLOUT_STATE_ROLLED_BACK RolloutState = 4
+	// The unit was removed because a user asked.
+	RolloutState_ROLLOUT_STATE_DELETED RolloutState = 5
+	// A removal has not succeeded yet; PM keeps trying.
+	RolloutState_ROLLOUT_STATE_DELETE_FAILED RolloutState = 6
+)
+
+// Enum value maps for RolloutState.
+var (
+	RolloutState_name = map[int32]string{
+		0: "ROLLOUT_STATE_UNSPECIFIED",
+		1: "ROLLOUT_STATE_PLANNED",
+		2: "ROLLOUT_STATE_DEPLOYED",
+		3: "ROLLOUT_STATE_FAILED",
+		4: "ROLLOUT_STATE_ROLLED_BACK",
+		5: "ROLLOUT_STATE_DELETED",
+		6: "ROLLOUT_STATE_DELETE_FAILED",
+	}
+	RolloutState_value = map[string]int32{
+		"ROLLOUT_STATE_UNSPECIFIED":   0,
+		"ROLLOUT_STATE_PLANNED":       1,
+		"ROLLOUT_STATE_DEPLOYED":      2,
+		"ROLLOUT_STATE_FAILED":        3,
+		"ROLLOUT_STATE_ROLLED_BACK":   4,
+		"ROLLOUT_STATE_DELETED":       5,
+		"ROLLOUT_STATE_DELETE_FAILED": 6,
+	}
+)
+
+func (x RolloutState) Enum() *RolloutState {
+	p := new(RolloutState)
+	*p = x
+	return p
+}
+
+func (x RolloutState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RolloutState) Descriptor() protoreflect.EnumDescriptor {
+	return file_oaas_pm_v1_deployment_proto_enumTypes[1].Descriptor()
+}
+
+func (RolloutState) Type() protoreflect.EnumType {
+	return &file_oaas_pm_v1_deployment_proto_enumTypes[1]
+}
+
+func (x RolloutState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RolloutState.Descriptor instead.
+func (RolloutState) EnumDescriptor() ([]byte, []int) {
+	return file_oaas_pm_v1_deployment_proto_rawDescGZIP(), []int{1}
+}
+
 // OClassDeployment deploys one class of a package to one or more clusters.
 type OClassDeployment struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -538,10 +607,12 @@ type ClusterRollout struct {
 	AvailabilitySource string `protobuf:"bytes,3,opt,name=availability_source,json=availabilitySource,proto3" json:"availability_source,omitempty"`
 	// unit_id is the deployment unit id sent to the cluster's CRM.
 	UnitId string `protobuf:"bytes,4,opt,name=unit_id,json=unitId,proto3" json:"unit_id,omitempty"`
-	// state is "planned", "deployed", "failed", "rolled_back" or "deleted".
-	State         string              `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
-	Error         *string             `protobuf:"bytes,6,opt,name=error,proto3,oneof" json:"error,omitempty"`
-	Attempts      int32               `protobuf:"varint,7,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// state is how far PM's work on the cluster got.
+	State RolloutState `protobuf:"varint,9,opt,name=state,proto3,enum=oaas.pm.v1.RolloutState" json:"state,omitempty"`
+	Error *string      `protobuf:"bytes,6,opt,name=error,proto3,oneof" json:"error,omitempty"`
+	// attempts counts the CRM calls of the last operation on the cluster.
+	Attempts int32 `protobuf:"varint,7,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// condition is the unit's condition as PM last observed it.
 	Condition     DeploymentCondition `protobuf:"varint,8,opt,name=condition,proto3,enum=oaas.pm.v1.DeploymentCondition" json:"condition,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -605,11 +676,11 @@ func (x *ClusterRollout) GetUnitId() string {
 	return ""
 }
 
-func (x *ClusterRollout) GetState() string {
+func (x *ClusterRollout) GetState() RolloutState {
 	if x != nil {
 		return x.State
 	}
-	return ""
+	return RolloutState_ROLLOUT_STATE_UNSPECIFIED
 }
 
 func (x *ClusterRollout) GetError() string {
@@ -690,23 +761,31 @@ const file_oaas_pm_v1_deployment_proto_rawDesc = "" +
 	"\x13target_availability\x18\x05 \x01(\x01R\x12targetAvailability\x12\x1c\n" +
 	"\talgorithm\x18\x06 \x01(\tR\talgorithm\x126\n" +
 	"\bclusters\x18\a \x03(\v2\x1a.oaas.pm.v1.ClusterRolloutR\bclustersB\r\n" +
-	"\v_last_error\"\xae\x02\n" +
+	"\v_last_error\"\xce\x02\n" +
 	"\x0eClusterRollout\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\"\n" +
 	"\favailability\x18\x02 \x01(\x01R\favailability\x12/\n" +
 	"\x13availability_source\x18\x03 \x01(\tR\x12availabilitySource\x12\x17\n" +
-	"\aunit_id\x18\x04 \x01(\tR\x06unitId\x12\x14\n" +
-	"\x05state\x18\x05 \x01(\tR\x05state\x12\x19\n" +
+	"\aunit_id\x18\x04 \x01(\tR\x06unitId\x12.\n" +
+	"\x05state\x18\t \x01(\x0e2\x18.oaas.pm.v1.RolloutStateR\x05state\x12\x19\n" +
 	"\x05error\x18\x06 \x01(\tH\x00R\x05error\x88\x01\x01\x12\x1a\n" +
 	"\battempts\x18\a \x01(\x05R\battempts\x12=\n" +
 	"\tcondition\x18\b \x01(\x0e2\x1f.oaas.pm.v1.DeploymentConditionR\tconditionB\b\n" +
-	"\x06_error*U\n" +
+	"\x06_errorJ\x04\b\x05\x10\x06*U\n" +
 	"\x13DeploymentCondition\x12\v\n" +
 	"\aPENDING\x10\x00\x12\r\n" +
 	"\tDEPLOYING\x10\x01\x12\v\n" +
 	"\aRUNNING\x10\x02\x12\b\n" +
 	"\x04DOWN\x10\x03\x12\v\n" +
-	"\aDELETED\x10\x04B\x96\x01\n" +
+	"\aDELETED\x10\x04*\xd9\x01\n" +
+	"\fRolloutState\x12\x1d\n" +
+	"\x19ROLLOUT_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15ROLLOUT_STATE_PLANNED\x10\x01\x12\x1a\n" +
+	"\x16ROLLOUT_STATE_DEPLOYED\x10\x02\x12\x18\n" +
+	"\x14ROLLOUT_STATE_FAILED\x10\x03\x12\x1d\n" +
+	"\x19ROLLOUT_STATE_ROLLED_BACK\x10\x04\x12\x19\n" +
+	"\x15ROLLOUT_STATE_DELETED\x10\x05\x12\x1f\n" +
+	"\x1bROLLOUT_STATE_DELETE_FAILED\x10\x06B\x96\x01\n" +
 	"\x0ecom.oaas.pm.v1B\x0fDeploymentProtoP\x01Z)github.com/oaas/pm/gen/go/oaas/pm/v1;pmv1\xa2\x02\x03OPX\xaa\x02\n" +
 	"Oaas.Pm.V1\xca\x02\n" +
 	"Oaas\\Pm\\V1\xe2\x02\x16Oaas\\Pm\\V1\\GPBMetadata\xea\x02\fOaas::Pm::V1b\x06proto3"
@@ -723,40 +802,42 @@ func file_oaas_pm_v1_deployment_proto_rawDescGZIP() []byte {
 	return file_oaas_pm_v1_deployment_proto_rawDescData
 }
 
-var file_oaas_pm_v1_deployment_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_oaas_pm_v1_deployment_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_oaas_pm_v1_deployment_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_oaas_pm_v1_deployment_proto_goTypes = []any{
 	(DeploymentCondition)(0),        // 0: oaas.pm.v1.DeploymentCondition
-	(*OClassDeployment)(nil),        // 1: oaas.pm.v1.OClassDeployment
-	(*FunctionDeploymentSpec)(nil),  // 2: oaas.pm.v1.FunctionDeploymentSpec
-	(*QosRequirement)(nil),          // 3: oaas.pm.v1.QosRequirement
-	(*OdgmDataSpec)(nil),            // 4: oaas.pm.v1.OdgmDataSpec
-	(*DeploymentStatusSummary)(nil), // 5: oaas.pm.v1.DeploymentStatusSummary
-	(*ClusterRollout)(nil),          // 6: oaas.pm.v1.ClusterRollout
-	nil,                             // 7: oaas.pm.v1.FunctionDeploymentSpec.ConfigEntry
-	(*common.NfrRequirements)(nil),  // 8: oaas.common.NfrRequirements
-	(*timestamppb.Timestamp)(nil),   // 9: google.protobuf.Timestamp
-	(*common.ProvisionConfig)(nil),  // 10: oaas.common.ProvisionConfig
+	(RolloutState)(0),               // 1: oaas.pm.v1.RolloutState
+	(*OClassDeployment)(nil),        // 2: oaas.pm.v1.OClassDeployment
+	(*FunctionDeploymentSpec)(nil),  // 3: oaas.pm.v1.FunctionDeploymentSpec
+	(*QosRequirement)(nil),          // 4: oaas.pm.v1.QosRequirement
+	(*OdgmDataSpec)(nil),            // 5: oaas.pm.v1.OdgmDataSpec
+	(*DeploymentStatusSummary)(nil), // 6: oaas.pm.v1.DeploymentStatusSummary
+	(*ClusterRollout)(nil),          // 7: oaas.pm.v1.ClusterRollout
+	nil,                             // 8: oaas.pm.v1.FunctionDeploymentSpec.ConfigEntry
+	(*common.NfrRequirements)(nil),  // 9: oaas.common.NfrRequirements
+	(*timestamppb.Timestamp)(nil),   // 10: google.protobuf.Timestamp
+	(*common.ProvisionConfig)(nil),  // 11: oaas.common.ProvisionConfig
 }
 var file_oaas_pm_v1_deployment_proto_depIdxs = []int32{
-	8,  // 0: oaas.pm.v1.OClassDeployment.nfr_requirements:type_name -> oaas.common.NfrRequirements
-	2,  // 1: oaas.pm.v1.OClassDeployment.functions:type_name -> oaas.pm.v1.FunctionDeploymentSpec
+	9,  // 0: oaas.pm.v1.OClassDeployment.nfr_requirements:type_name -> oaas.common.NfrRequirements
+	3,  // 1: oaas.pm.v1.OClassDeployment.functions:type_name -> oaas.pm.v1.FunctionDeploymentSpec
 	0,  // 2: oaas.pm.v1.OClassDeployment.condition:type_name -> oaas.pm.v1.DeploymentCondition
-	4,  // 3: oaas.pm.v1.OClassDeployment.odgm:type_name -> oaas.pm.v1.OdgmDataSpec
-	5,  // 4: oaas.pm.v1.OClassDeployment.status:type_name -> oaas.pm.v1.DeploymentStatusSummary
-	9,  // 5: oaas.pm.v1.OClassDeployment.created_at:type_name -> google.protobuf.Timestamp
-	9,  // 6: oaas.pm.v1.OClassDeployment.updated_at:type_name -> google.protobuf.Timestamp
-	3,  // 7: oaas.pm.v1.FunctionDeploymentSpec.qos_requirement:type_name -> oaas.pm.v1.QosRequirement
-	10, // 8: oaas.pm.v1.FunctionDeploymentSpec.provision_config:type_name -> oaas.common.ProvisionConfig
-	7,  // 9: oaas.pm.v1.FunctionDeploymentSpec.config:type_name -> oaas.pm.v1.FunctionDeploymentSpec.ConfigEntry
-	8,  // 10: oaas.pm.v1.FunctionDeploymentSpec.nfr_requirements:type_name -> oaas.common.NfrRequirements
-	6,  // 11: oaas.pm.v1.DeploymentStatusSummary.clusters:type_name -> oaas.pm.v1.ClusterRollout
-	0,  // 12: oaas.pm.v1.ClusterRollout.condition:type_name -> oaas.pm.v1.DeploymentCondition
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	5,  // 3: oaas.pm.v1.OClassDeployment.odgm:type_name -> oaas.pm.v1.OdgmDataSpec
+	6,  // 4: oaas.pm.v1.OClassDeployment.status:type_name -> oaas.pm.v1.DeploymentStatusSummary
+	10, // 5: oaas.pm.v1.OClassDeployment.created_at:type_name -> google.protobuf.Timestamp
+	10, // 6: oaas.pm.v1.OClassDeployment.updated_at:type_name -> google.protobuf.Timestamp
+	4,  // 7: oaas.pm.v1.FunctionDeploymentSpec.qos_requirement:type_name -> oaas.pm.v1.QosRequirement
+	11, // 8: oaas.pm.v1.FunctionDeploymentSpec.provision_config:type_name -> oaas.common.ProvisionConfig
+	8,  // 9: oaas.pm.v1.FunctionDeploymentSpec.config:type_name -> oaas.pm.v1.FunctionDeploymentSpec.ConfigEntry
+	9,  // 10: oaas.pm.v1.FunctionDeploymentSpec.nfr_requirements:type_name -> oaas.common.NfrRequirements
+	7,  // 11: oaas.pm.v1.DeploymentStatusSummary.clusters:type_name -> oaas.pm.v1.ClusterRollout
+	1,  // 12: oaas.pm.v1.ClusterRollout.state:type_name -> oaas.pm.v1.RolloutState
+	0,  // 13: oaas.pm.v1.ClusterRollout.condition:type_name -> oaas.pm.v1.DeploymentCondition
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_oaas_pm_v1_deployment_proto_init() }
@@ -773,7 +854,7 @@ func file_oaas_pm_v1_deployment_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oaas_pm_v1_deployment_proto_rawDesc), len(file_oaas_pm_v1_deployment_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,

@@ -23,6 +23,186 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// OperationKind says what an operation does to a deployment.
+type OperationKind int32
+
+const (
+	OperationKind_OPERATION_KIND_UNSPECIFIED OperationKind = 0
+	// Sends a new deployment's units; a failure rolls back.
+	OperationKind_OPERATION_KIND_DEPLOY OperationKind = 1
+	// Rolls a changed deployment out one cluster at a time.
+	OperationKind_OPERATION_KIND_UPDATE OperationKind = 2
+	// Removes units (one cluster, or all and the deployment).
+	OperationKind_OPERATION_KIND_DELETE OperationKind = 3
+	// Removes the units a failed deploy may have created.
+	OperationKind_OPERATION_KIND_ROLLBACK OperationKind = 4
+	// Re-sends units of an existing deployment (drift repair, re-plan,
+	// retries); never rolls back.
+	OperationKind_OPERATION_KIND_HEAL OperationKind = 5
+)
+
+// Enum value maps for OperationKind.
+var (
+	OperationKind_name = map[int32]string{
+		0: "OPERATION_KIND_UNSPECIFIED",
+		1: "OPERATION_KIND_DEPLOY",
+		2: "OPERATION_KIND_UPDATE",
+		3: "OPERATION_KIND_DELETE",
+		4: "OPERATION_KIND_ROLLBACK",
+		5: "OPERATION_KIND_HEAL",
+	}
+	OperationKind_value = map[string]int32{
+		"OPERATION_KIND_UNSPECIFIED": 0,
+		"OPERATION_KIND_DEPLOY":      1,
+		"OPERATION_KIND_UPDATE":      2,
+		"OPERATION_KIND_DELETE":      3,
+		"OPERATION_KIND_ROLLBACK":    4,
+		"OPERATION_KIND_HEAL":        5,
+	}
+)
+
+func (x OperationKind) Enum() *OperationKind {
+	p := new(OperationKind)
+	*p = x
+	return p
+}
+
+func (x OperationKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (OperationKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_oaas_pm_v1_deployment_service_proto_enumTypes[0].Descriptor()
+}
+
+func (OperationKind) Type() protoreflect.EnumType {
+	return &file_oaas_pm_v1_deployment_service_proto_enumTypes[0]
+}
+
+func (x OperationKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use OperationKind.Descriptor instead.
+func (OperationKind) EnumDescriptor() ([]byte, []int) {
+	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{0}
+}
+
+// OperationState is where an operation is. Running and waiting operations
+// are active: at most one per deployment.
+type OperationState int32
+
+const (
+	OperationState_OPERATION_STATE_UNSPECIFIED OperationState = 0
+	OperationState_OPERATION_STATE_RUNNING     OperationState = 1
+	// A removal failed somewhere; the failed steps run again after a pause.
+	OperationState_OPERATION_STATE_WAITING   OperationState = 2
+	OperationState_OPERATION_STATE_SUCCEEDED OperationState = 3
+	OperationState_OPERATION_STATE_FAILED    OperationState = 4
+)
+
+// Enum value maps for OperationState.
+var (
+	OperationState_name = map[int32]string{
+		0: "OPERATION_STATE_UNSPECIFIED",
+		1: "OPERATION_STATE_RUNNING",
+		2: "OPERATION_STATE_WAITING",
+		3: "OPERATION_STATE_SUCCEEDED",
+		4: "OPERATION_STATE_FAILED",
+	}
+	OperationState_value = map[string]int32{
+		"OPERATION_STATE_UNSPECIFIED": 0,
+		"OPERATION_STATE_RUNNING":     1,
+		"OPERATION_STATE_WAITING":     2,
+		"OPERATION_STATE_SUCCEEDED":   3,
+		"OPERATION_STATE_FAILED":      4,
+	}
+)
+
+func (x OperationState) Enum() *OperationState {
+	p := new(OperationState)
+	*p = x
+	return p
+}
+
+func (x OperationState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (OperationState) Descriptor() protoreflect.EnumDescriptor {
+	return file_oaas_pm_v1_deployment_service_proto_enumTypes[1].Descriptor()
+}
+
+func (OperationState) Type() protoreflect.EnumType {
+	return &file_oaas_pm_v1_deployment_service_proto_enumTypes[1]
+}
+
+func (x OperationState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use OperationState.Descriptor instead.
+func (OperationState) EnumDescriptor() ([]byte, []int) {
+	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{1}
+}
+
+// StepState is where one cluster's part of an operation is.
+type StepState int32
+
+const (
+	StepState_STEP_STATE_UNSPECIFIED StepState = 0
+	StepState_STEP_STATE_PENDING     StepState = 1
+	StepState_STEP_STATE_SUCCEEDED   StepState = 2
+	StepState_STEP_STATE_FAILED      StepState = 3
+	// An update halted before the step ran.
+	StepState_STEP_STATE_SKIPPED StepState = 4
+)
+
+// Enum value maps for StepState.
+var (
+	StepState_name = map[int32]string{
+		0: "STEP_STATE_UNSPECIFIED",
+		1: "STEP_STATE_PENDING",
+		2: "STEP_STATE_SUCCEEDED",
+		3: "STEP_STATE_FAILED",
+		4: "STEP_STATE_SKIPPED",
+	}
+	StepState_value = map[string]int32{
+		"STEP_STATE_UNSPECIFIED": 0,
+		"STEP_STATE_PENDING":     1,
+		"STEP_STATE_SUCCEEDED":   2,
+		"STEP_STATE_FAILED":      3,
+		"STEP_STATE_SKIPPED":     4,
+	}
+)
+
+func (x StepState) Enum() *StepState {
+	p := new(StepState)
+	*p = x
+	return p
+}
+
+func (x StepState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (StepState) Descriptor() protoreflect.EnumDescriptor {
+	return file_oaas_pm_v1_deployment_service_proto_enumTypes[2].Descriptor()
+}
+
+func (StepState) Type() protoreflect.EnumType {
+	return &file_oaas_pm_v1_deployment_service_proto_enumTypes[2]
+}
+
+func (x StepState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use StepState.Descriptor instead.
+func (StepState) EnumDescriptor() ([]byte, []int) {
+	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{2}
+}
+
 // Orphan is a unit found in a cluster with PM's id scheme and no owner.
 type Orphan struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -182,16 +362,14 @@ func (x *ListOrphansResponse) GetItems() []*Orphan {
 
 // Operation is a durable multi-step change to clusters.
 type Operation struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// kind is "deploy", "delete" or "rollback".
-	Kind          string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
-	DeploymentKey string `protobuf:"bytes,3,opt,name=deployment_key,json=deploymentKey,proto3" json:"deployment_key,omitempty"`
-	// state is "pending", "succeeded" or "failed".
-	State string           `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
-	Error *string          `protobuf:"bytes,5,opt,name=error,proto3,oneof" json:"error,omitempty"`
-	Steps []*OperationStep `protobuf:"bytes,6,rep,name=steps,proto3" json:"steps,omitempty"`
-	// owner is the PM holding the lease of a pending operation.
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Kind          OperationKind          `protobuf:"varint,10,opt,name=kind,proto3,enum=oaas.pm.v1.OperationKind" json:"kind,omitempty"`
+	DeploymentKey string                 `protobuf:"bytes,3,opt,name=deployment_key,json=deploymentKey,proto3" json:"deployment_key,omitempty"`
+	State         OperationState         `protobuf:"varint,11,opt,name=state,proto3,enum=oaas.pm.v1.OperationState" json:"state,omitempty"`
+	Error         *string                `protobuf:"bytes,5,opt,name=error,proto3,oneof" json:"error,omitempty"`
+	Steps         []*OperationStep       `protobuf:"bytes,6,rep,name=steps,proto3" json:"steps,omitempty"`
+	// owner is the PM holding the lease of a running operation.
 	Owner         *string                `protobuf:"bytes,7,opt,name=owner,proto3,oneof" json:"owner,omitempty"`
 	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
@@ -236,11 +414,11 @@ func (x *Operation) GetId() string {
 	return ""
 }
 
-func (x *Operation) GetKind() string {
+func (x *Operation) GetKind() OperationKind {
 	if x != nil {
 		return x.Kind
 	}
-	return ""
+	return OperationKind_OPERATION_KIND_UNSPECIFIED
 }
 
 func (x *Operation) GetDeploymentKey() string {
@@ -250,11 +428,11 @@ func (x *Operation) GetDeploymentKey() string {
 	return ""
 }
 
-func (x *Operation) GetState() string {
+func (x *Operation) GetState() OperationState {
 	if x != nil {
 		return x.State
 	}
-	return ""
+	return OperationState_OPERATION_STATE_UNSPECIFIED
 }
 
 func (x *Operation) GetError() string {
@@ -297,7 +475,7 @@ type OperationStep struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
 	UnitId        string                 `protobuf:"bytes,2,opt,name=unit_id,json=unitId,proto3" json:"unit_id,omitempty"`
-	State         string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	State         StepState              `protobuf:"varint,6,opt,name=state,proto3,enum=oaas.pm.v1.StepState" json:"state,omitempty"`
 	Attempts      int32                  `protobuf:"varint,4,opt,name=attempts,proto3" json:"attempts,omitempty"`
 	Error         *string                `protobuf:"bytes,5,opt,name=error,proto3,oneof" json:"error,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -348,11 +526,11 @@ func (x *OperationStep) GetUnitId() string {
 	return ""
 }
 
-func (x *OperationStep) GetState() string {
+func (x *OperationStep) GetState() StepState {
 	if x != nil {
 		return x.State
 	}
-	return ""
+	return StepState_STEP_STATE_UNSPECIFIED
 }
 
 func (x *OperationStep) GetAttempts() int32 {
@@ -369,9 +547,14 @@ func (x *OperationStep) GetError() string {
 	return ""
 }
 
+// ListOperationsRequest selects and pages operations, oldest first.
 type ListOperationsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	DeploymentKey string                 `protobuf:"bytes,1,opt,name=deployment_key,json=deploymentKey,proto3" json:"deployment_key,omitempty"`
+	// active selects only running and waiting operations.
+	Active        bool   `protobuf:"varint,2,opt,name=active,proto3" json:"active,omitempty"`
+	Limit         int32  `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -413,9 +596,32 @@ func (x *ListOperationsRequest) GetDeploymentKey() string {
 	return ""
 }
 
+func (x *ListOperationsRequest) GetActive() bool {
+	if x != nil {
+		return x.Active
+	}
+	return false
+}
+
+func (x *ListOperationsRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListOperationsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListOperationsResponse is one page of operations.
 type ListOperationsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Items         []*Operation           `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -455,6 +661,13 @@ func (x *ListOperationsResponse) GetItems() []*Operation {
 		return x.Items
 	}
 	return nil
+}
+
+func (x *ListOperationsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 // CreateDeploymentRequest carries the deployment to create.
@@ -521,12 +734,15 @@ func (x *CreateDeploymentRequest) GetIdempotencyKey() string {
 	return ""
 }
 
-// CreateDeploymentResponse acknowledges a create; result.id is the first unit id.
+// CreateDeploymentResponse acknowledges a create; result.id is the first
+// unit id, and result.message names every cluster's.
 type CreateDeploymentResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Result        *WriteResult           `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
-	Deployment    *OClassDeployment      `protobuf:"bytes,2,opt,name=deployment,proto3" json:"deployment,omitempty"`
-	Revision      string                 `protobuf:"bytes,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Result     *WriteResult           `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	Deployment *OClassDeployment      `protobuf:"bytes,2,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	Revision   string                 `protobuf:"bytes,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	// unit_ids maps every cluster the deployment runs on to its unit id.
+	UnitIds       map[string]string `protobuf:"bytes,4,rep,name=unit_ids,json=unitIds,proto3" json:"unit_ids,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -580,6 +796,13 @@ func (x *CreateDeploymentResponse) GetRevision() string {
 		return x.Revision
 	}
 	return ""
+}
+
+func (x *CreateDeploymentResponse) GetUnitIds() map[string]string {
+	if x != nil {
+		return x.UnitIds
+	}
+	return nil
 }
 
 // ListDeploymentsRequest filters and pages the deployment list.
@@ -1039,12 +1262,13 @@ const file_oaas_pm_v1_deployment_service_proto_rawDesc = "" +
 	"first_seen\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tfirstSeen\"\x14\n" +
 	"\x12ListOrphansRequest\"?\n" +
 	"\x13ListOrphansResponse\x12(\n" +
-	"\x05items\x18\x01 \x03(\v2\x12.oaas.pm.v1.OrphanR\x05items\"\xdd\x02\n" +
+	"\x05items\x18\x01 \x03(\v2\x12.oaas.pm.v1.OrphanR\x05items\"\xa0\x03\n" +
 	"\tOperation\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
-	"\x04kind\x18\x02 \x01(\tR\x04kind\x12%\n" +
-	"\x0edeployment_key\x18\x03 \x01(\tR\rdeploymentKey\x12\x14\n" +
-	"\x05state\x18\x04 \x01(\tR\x05state\x12\x19\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12-\n" +
+	"\x04kind\x18\n" +
+	" \x01(\x0e2\x19.oaas.pm.v1.OperationKindR\x04kind\x12%\n" +
+	"\x0edeployment_key\x18\x03 \x01(\tR\rdeploymentKey\x120\n" +
+	"\x05state\x18\v \x01(\x0e2\x1a.oaas.pm.v1.OperationStateR\x05state\x12\x19\n" +
 	"\x05error\x18\x05 \x01(\tH\x00R\x05error\x88\x01\x01\x12/\n" +
 	"\x05steps\x18\x06 \x03(\v2\x19.oaas.pm.v1.OperationStepR\x05steps\x12\x19\n" +
 	"\x05owner\x18\a \x01(\tH\x01R\x05owner\x88\x01\x01\x129\n" +
@@ -1053,30 +1277,39 @@ const file_oaas_pm_v1_deployment_service_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAtB\b\n" +
 	"\x06_errorB\b\n" +
-	"\x06_owner\"\x99\x01\n" +
+	"\x06_ownerJ\x04\b\x02\x10\x03J\x04\b\x04\x10\x05\"\xb6\x01\n" +
 	"\rOperationStep\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x17\n" +
-	"\aunit_id\x18\x02 \x01(\tR\x06unitId\x12\x14\n" +
-	"\x05state\x18\x03 \x01(\tR\x05state\x12\x1a\n" +
+	"\aunit_id\x18\x02 \x01(\tR\x06unitId\x12+\n" +
+	"\x05state\x18\x06 \x01(\x0e2\x15.oaas.pm.v1.StepStateR\x05state\x12\x1a\n" +
 	"\battempts\x18\x04 \x01(\x05R\battempts\x12\x19\n" +
 	"\x05error\x18\x05 \x01(\tH\x00R\x05error\x88\x01\x01B\b\n" +
-	"\x06_error\">\n" +
+	"\x06_errorJ\x04\b\x03\x10\x04\"\x8b\x01\n" +
 	"\x15ListOperationsRequest\x12%\n" +
-	"\x0edeployment_key\x18\x01 \x01(\tR\rdeploymentKey\"E\n" +
+	"\x0edeployment_key\x18\x01 \x01(\tR\rdeploymentKey\x12\x16\n" +
+	"\x06active\x18\x02 \x01(\bR\x06active\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\x05R\x05limit\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"m\n" +
 	"\x16ListOperationsResponse\x12+\n" +
-	"\x05items\x18\x01 \x03(\v2\x15.oaas.pm.v1.OperationR\x05items\"\x99\x01\n" +
+	"\x05items\x18\x01 \x03(\v2\x15.oaas.pm.v1.OperationR\x05items\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x99\x01\n" +
 	"\x17CreateDeploymentRequest\x12<\n" +
 	"\n" +
 	"deployment\x18\x01 \x01(\v2\x1c.oaas.pm.v1.OClassDeploymentR\n" +
 	"deployment\x12\x17\n" +
 	"\adry_run\x18\x02 \x01(\bR\x06dryRun\x12'\n" +
-	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\"\xa5\x01\n" +
+	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\"\xaf\x02\n" +
 	"\x18CreateDeploymentResponse\x12/\n" +
 	"\x06result\x18\x01 \x01(\v2\x17.oaas.pm.v1.WriteResultR\x06result\x12<\n" +
 	"\n" +
 	"deployment\x18\x02 \x01(\v2\x1c.oaas.pm.v1.OClassDeploymentR\n" +
 	"deployment\x12\x1a\n" +
-	"\brevision\x18\x03 \x01(\tR\brevision\"\xeb\x01\n" +
+	"\brevision\x18\x03 \x01(\tR\brevision\x12L\n" +
+	"\bunit_ids\x18\x04 \x03(\v21.oaas.pm.v1.CreateDeploymentResponse.UnitIdsEntryR\aunitIds\x1a:\n" +
+	"\fUnitIdsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xeb\x01\n" +
 	"\x16ListDeploymentsRequest\x12!\n" +
 	"\fpackage_name\x18\x01 \x01(\tR\vpackageName\x12\x1b\n" +
 	"\tclass_key\x18\x02 \x01(\tR\bclassKey\x12\x1d\n" +
@@ -1109,7 +1342,26 @@ const file_oaas_pm_v1_deployment_service_proto_rawDesc = "" +
 	"\x10cluster_mappings\x18\x02 \x03(\v2;.oaas.pm.v1.GetClusterMappingsResponse.ClusterMappingsEntryR\x0fclusterMappings\x1aB\n" +
 	"\x14ClusterMappingsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xc3\a\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xb6\x01\n" +
+	"\rOperationKind\x12\x1e\n" +
+	"\x1aOPERATION_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15OPERATION_KIND_DEPLOY\x10\x01\x12\x19\n" +
+	"\x15OPERATION_KIND_UPDATE\x10\x02\x12\x19\n" +
+	"\x15OPERATION_KIND_DELETE\x10\x03\x12\x1b\n" +
+	"\x17OPERATION_KIND_ROLLBACK\x10\x04\x12\x17\n" +
+	"\x13OPERATION_KIND_HEAL\x10\x05*\xa6\x01\n" +
+	"\x0eOperationState\x12\x1f\n" +
+	"\x1bOPERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17OPERATION_STATE_RUNNING\x10\x01\x12\x1b\n" +
+	"\x17OPERATION_STATE_WAITING\x10\x02\x12\x1d\n" +
+	"\x19OPERATION_STATE_SUCCEEDED\x10\x03\x12\x1a\n" +
+	"\x16OPERATION_STATE_FAILED\x10\x04*\x88\x01\n" +
+	"\tStepState\x12\x1a\n" +
+	"\x16STEP_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12STEP_STATE_PENDING\x10\x01\x12\x18\n" +
+	"\x14STEP_STATE_SUCCEEDED\x10\x02\x12\x15\n" +
+	"\x11STEP_STATE_FAILED\x10\x03\x12\x16\n" +
+	"\x12STEP_STATE_SKIPPED\x10\x042\xc3\a\n" +
 	"\x11DeploymentService\x12\x8e\x01\n" +
 	"\x10CreateDeployment\x12#.oaas.pm.v1.CreateDeploymentRequest\x1a$.oaas.pm.v1.CreateDeploymentResponse\"/\x82\xd3\xe4\x93\x02):\n" +
 	"deploymentb\x06result\"\x13/api/v1/deployments\x12\x81\x01\n" +
@@ -1136,62 +1388,71 @@ func file_oaas_pm_v1_deployment_service_proto_rawDescGZIP() []byte {
 	return file_oaas_pm_v1_deployment_service_proto_rawDescData
 }
 
-var file_oaas_pm_v1_deployment_service_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_oaas_pm_v1_deployment_service_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_oaas_pm_v1_deployment_service_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_oaas_pm_v1_deployment_service_proto_goTypes = []any{
-	(*Orphan)(nil),                     // 0: oaas.pm.v1.Orphan
-	(*ListOrphansRequest)(nil),         // 1: oaas.pm.v1.ListOrphansRequest
-	(*ListOrphansResponse)(nil),        // 2: oaas.pm.v1.ListOrphansResponse
-	(*Operation)(nil),                  // 3: oaas.pm.v1.Operation
-	(*OperationStep)(nil),              // 4: oaas.pm.v1.OperationStep
-	(*ListOperationsRequest)(nil),      // 5: oaas.pm.v1.ListOperationsRequest
-	(*ListOperationsResponse)(nil),     // 6: oaas.pm.v1.ListOperationsResponse
-	(*CreateDeploymentRequest)(nil),    // 7: oaas.pm.v1.CreateDeploymentRequest
-	(*CreateDeploymentResponse)(nil),   // 8: oaas.pm.v1.CreateDeploymentResponse
-	(*ListDeploymentsRequest)(nil),     // 9: oaas.pm.v1.ListDeploymentsRequest
-	(*ListDeploymentsResponse)(nil),    // 10: oaas.pm.v1.ListDeploymentsResponse
-	(*GetDeploymentRequest)(nil),       // 11: oaas.pm.v1.GetDeploymentRequest
-	(*GetDeploymentResponse)(nil),      // 12: oaas.pm.v1.GetDeploymentResponse
-	(*DeleteDeploymentRequest)(nil),    // 13: oaas.pm.v1.DeleteDeploymentRequest
-	(*DeleteDeploymentResponse)(nil),   // 14: oaas.pm.v1.DeleteDeploymentResponse
-	(*GetClusterMappingsRequest)(nil),  // 15: oaas.pm.v1.GetClusterMappingsRequest
-	(*GetClusterMappingsResponse)(nil), // 16: oaas.pm.v1.GetClusterMappingsResponse
-	nil,                                // 17: oaas.pm.v1.GetClusterMappingsResponse.ClusterMappingsEntry
-	(*timestamppb.Timestamp)(nil),      // 18: google.protobuf.Timestamp
-	(*OClassDeployment)(nil),           // 19: oaas.pm.v1.OClassDeployment
-	(*WriteResult)(nil),                // 20: oaas.pm.v1.WriteResult
+	(OperationKind)(0),                 // 0: oaas.pm.v1.OperationKind
+	(OperationState)(0),                // 1: oaas.pm.v1.OperationState
+	(StepState)(0),                     // 2: oaas.pm.v1.StepState
+	(*Orphan)(nil),                     // 3: oaas.pm.v1.Orphan
+	(*ListOrphansRequest)(nil),         // 4: oaas.pm.v1.ListOrphansRequest
+	(*ListOrphansResponse)(nil),        // 5: oaas.pm.v1.ListOrphansResponse
+	(*Operation)(nil),                  // 6: oaas.pm.v1.Operation
+	(*OperationStep)(nil),              // 7: oaas.pm.v1.OperationStep
+	(*ListOperationsRequest)(nil),      // 8: oaas.pm.v1.ListOperationsRequest
+	(*ListOperationsResponse)(nil),     // 9: oaas.pm.v1.ListOperationsResponse
+	(*CreateDeploymentRequest)(nil),    // 10: oaas.pm.v1.CreateDeploymentRequest
+	(*CreateDeploymentResponse)(nil),   // 11: oaas.pm.v1.CreateDeploymentResponse
+	(*ListDeploymentsRequest)(nil),     // 12: oaas.pm.v1.ListDeploymentsRequest
+	(*ListDeploymentsResponse)(nil),    // 13: oaas.pm.v1.ListDeploymentsResponse
+	(*GetDeploymentRequest)(nil),       // 14: oaas.pm.v1.GetDeploymentRequest
+	(*GetDeploymentResponse)(nil),      // 15: oaas.pm.v1.GetDeploymentResponse
+	(*DeleteDeploymentRequest)(nil),    // 16: oaas.pm.v1.DeleteDeploymentRequest
+	(*DeleteDeploymentResponse)(nil),   // 17: oaas.pm.v1.DeleteDeploymentResponse
+	(*GetClusterMappingsRequest)(nil),  // 18: oaas.pm.v1.GetClusterMappingsRequest
+	(*GetClusterMappingsResponse)(nil), // 19: oaas.pm.v1.GetClusterMappingsResponse
+	nil,                                // 20: oaas.pm.v1.CreateDeploymentResponse.UnitIdsEntry
+	nil,                                // 21: oaas.pm.v1.GetClusterMappingsResponse.ClusterMappingsEntry
+	(*timestamppb.Timestamp)(nil),      // 22: google.protobuf.Timestamp
+	(*OClassDeployment)(nil),           // 23: oaas.pm.v1.OClassDeployment
+	(*WriteResult)(nil),                // 24: oaas.pm.v1.WriteResult
 }
 var file_oaas_pm_v1_deployment_service_proto_depIdxs = []int32{
-	18, // 0: oaas.pm.v1.Orphan.first_seen:type_name -> google.protobuf.Timestamp
-	0,  // 1: oaas.pm.v1.ListOrphansResponse.items:type_name -> oaas.pm.v1.Orphan
-	4,  // 2: oaas.pm.v1.Operation.steps:type_name -> oaas.pm.v1.OperationStep
-	18, // 3: oaas.pm.v1.Operation.created_at:type_name -> google.protobuf.Timestamp
-	18, // 4: oaas.pm.v1.Operation.updated_at:type_name -> google.protobuf.Timestamp
-	3,  // 5: oaas.pm.v1.ListOperationsResponse.items:type_name -> oaas.pm.v1.Operation
-	19, // 6: oaas.pm.v1.CreateDeploymentRequest.deployment:type_name -> oaas.pm.v1.OClassDeployment
-	20, // 7: oaas.pm.v1.CreateDeploymentResponse.result:type_name -> oaas.pm.v1.WriteResult
-	19, // 8: oaas.pm.v1.CreateDeploymentResponse.deployment:type_name -> oaas.pm.v1.OClassDeployment
-	19, // 9: oaas.pm.v1.ListDeploymentsResponse.items:type_name -> oaas.pm.v1.OClassDeployment
-	19, // 10: oaas.pm.v1.GetDeploymentResponse.deployment:type_name -> oaas.pm.v1.OClassDeployment
-	17, // 11: oaas.pm.v1.GetClusterMappingsResponse.cluster_mappings:type_name -> oaas.pm.v1.GetClusterMappingsResponse.ClusterMappingsEntry
-	7,  // 12: oaas.pm.v1.DeploymentService.CreateDeployment:input_type -> oaas.pm.v1.CreateDeploymentRequest
-	9,  // 13: oaas.pm.v1.DeploymentService.ListDeployments:input_type -> oaas.pm.v1.ListDeploymentsRequest
-	11, // 14: oaas.pm.v1.DeploymentService.GetDeployment:input_type -> oaas.pm.v1.GetDeploymentRequest
-	13, // 15: oaas.pm.v1.DeploymentService.DeleteDeployment:input_type -> oaas.pm.v1.DeleteDeploymentRequest
-	15, // 16: oaas.pm.v1.DeploymentService.GetClusterMappings:input_type -> oaas.pm.v1.GetClusterMappingsRequest
-	1,  // 17: oaas.pm.v1.DeploymentService.ListOrphans:input_type -> oaas.pm.v1.ListOrphansRequest
-	5,  // 18: oaas.pm.v1.DeploymentService.ListOperations:input_type -> oaas.pm.v1.ListOperationsRequest
-	8,  // 19: oaas.pm.v1.DeploymentService.CreateDeployment:output_type -> oaas.pm.v1.CreateDeploymentResponse
-	10, // 20: oaas.pm.v1.DeploymentService.ListDeployments:output_type -> oaas.pm.v1.ListDeploymentsResponse
-	12, // 21: oaas.pm.v1.DeploymentService.GetDeployment:output_type -> oaas.pm.v1.GetDeploymentResponse
-	14, // 22: oaas.pm.v1.DeploymentService.DeleteDeployment:output_type -> oaas.pm.v1.DeleteDeploymentResponse
-	16, // 23: oaas.pm.v1.DeploymentService.GetClusterMappings:output_type -> oaas.pm.v1.GetClusterMappingsResponse
-	2,  // 24: oaas.pm.v1.DeploymentService.ListOrphans:output_type -> oaas.pm.v1.ListOrphansResponse
-	6,  // 25: oaas.pm.v1.DeploymentService.ListOperations:output_type -> oaas.pm.v1.ListOperationsResponse
-	19, // [19:26] is the sub-list for method output_type
-	12, // [12:19] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	22, // 0: oaas.pm.v1.Orphan.first_seen:type_name -> google.protobuf.Timestamp
+	3,  // 1: oaas.pm.v1.ListOrphansResponse.items:type_name -> oaas.pm.v1.Orphan
+	0,  // 2: oaas.pm.v1.Operation.kind:type_name -> oaas.pm.v1.OperationKind
+	1,  // 3: oaas.pm.v1.Operation.state:type_name -> oaas.pm.v1.OperationState
+	7,  // 4: oaas.pm.v1.Operation.steps:type_name -> oaas.pm.v1.OperationStep
+	22, // 5: oaas.pm.v1.Operation.created_at:type_name -> google.protobuf.Timestamp
+	22, // 6: oaas.pm.v1.Operation.updated_at:type_name -> google.protobuf.Timestamp
+	2,  // 7: oaas.pm.v1.OperationStep.state:type_name -> oaas.pm.v1.StepState
+	6,  // 8: oaas.pm.v1.ListOperationsResponse.items:type_name -> oaas.pm.v1.Operation
+	23, // 9: oaas.pm.v1.CreateDeploymentRequest.deployment:type_name -> oaas.pm.v1.OClassDeployment
+	24, // 10: oaas.pm.v1.CreateDeploymentResponse.result:type_name -> oaas.pm.v1.WriteResult
+	23, // 11: oaas.pm.v1.CreateDeploymentResponse.deployment:type_name -> oaas.pm.v1.OClassDeployment
+	20, // 12: oaas.pm.v1.CreateDeploymentResponse.unit_ids:type_name -> oaas.pm.v1.CreateDeploymentResponse.UnitIdsEntry
+	23, // 13: oaas.pm.v1.ListDeploymentsResponse.items:type_name -> oaas.pm.v1.OClassDeployment
+	23, // 14: oaas.pm.v1.GetDeploymentResponse.deployment:type_name -> oaas.pm.v1.OClassDeployment
+	21, // 15: oaas.pm.v1.GetClusterMappingsResponse.cluster_mappings:type_name -> oaas.pm.v1.GetClusterMappingsResponse.ClusterMappingsEntry
+	10, // 16: oaas.pm.v1.DeploymentService.CreateDeployment:input_type -> oaas.pm.v1.CreateDeploymentRequest
+	12, // 17: oaas.pm.v1.DeploymentService.ListDeployments:input_type -> oaas.pm.v1.ListDeploymentsRequest
+	14, // 18: oaas.pm.v1.DeploymentService.GetDeployment:input_type -> oaas.pm.v1.GetDeploymentRequest
+	16, // 19: oaas.pm.v1.DeploymentService.DeleteDeployment:input_type -> oaas.pm.v1.DeleteDeploymentRequest
+	18, // 20: oaas.pm.v1.DeploymentService.GetClusterMappings:input_type -> oaas.pm.v1.GetClusterMappingsRequest
+	4,  // 21: oaas.pm.v1.DeploymentService.ListOrphans:input_type -> oaas.pm.v1.ListOrphansRequest
+	8,  // 22: oaas.pm.v1.DeploymentService.ListOperations:input_type -> oaas.pm.v1.ListOperationsRequest
+	11, // 23: oaas.pm.v1.DeploymentService.CreateDeployment:output_type -> oaas.pm.v1.CreateDeploymentResponse
+	13, // 24: oaas.pm.v1.DeploymentService.ListDeployments:output_type -> oaas.pm.v1.ListDeploymentsResponse
+	15, // 25: oaas.pm.v1.DeploymentService.GetDeployment:output_type -> oaas.pm.v1.GetDeploymentResponse
+	17, // 26: oaas.pm.v1.DeploymentService.DeleteDeployment:output_type -> oaas.pm.v1.DeleteDeploymentResponse
+	19, // 27: oaas.pm.v1.DeploymentService.GetClusterMappings:output_type -> oaas.pm.v1.GetClusterMappingsResponse
+	5,  // 28: oaas.pm.v1.DeploymentService.ListOrphans:output_type -> oaas.pm.v1.ListOrphansResponse
+	9,  // 29: oaas.pm.v1.DeploymentService.ListOperations:output_type -> oaas.pm.v1.ListOperationsResponse
+	23, // [23:30] is the sub-list for method output_type
+	16, // [16:23] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_oaas_pm_v1_deployment_service_proto_init() }
@@ -1208,13 +1469,14 @@ func file_oaas_pm_v1_deployment_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oaas_pm_v1_deployment_service_proto_rawDesc), len(file_oaas_pm_v1_deployment_service_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   18,
+			NumEnums:      3,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_oaas_pm_v1_deployment_service_proto_goTypes,
 		DependencyIndexes: file_oaas_pm_v1_deployment_service_proto_depIdxs,
+		EnumInfos:         file_oaas_pm_v1_deployment_service_proto_enumTypes,
 		MessageInfos:      file_oaas_pm_v1_deployment_service_proto_msgTypes,
 	}.Build()
 	File_oaas_pm_v1_deployment_service_proto = out.File

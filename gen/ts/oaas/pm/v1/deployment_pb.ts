@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file oaas/pm/v1/deployment.proto.
  */
 export const file_oaas_pm_v1_deployment: GenFile = /*@__PURE__*/
-  fileDesc("ChtvYWFzL3BtL3YxL2RlcGxveW1lbnQucHJvdG8SCm9hYXMucG0udjEivQMKEE9DbGFzc0RlcGxveW1lbnQSCwoDa2V5GAEgASgJEhQKDHBhY2thZ2VfbmFtZRgCIAEoCRIRCgljbGFzc19rZXkYAyABKAkSEwoLdGFyZ2V0X2VudnMYBCADKAkSNgoQbmZyX3JlcXVpcmVtZW50cxgFIAEoCzIcLm9hYXMuY29tbW9uLk5mclJlcXVpcmVtZW50cxI1CglmdW5jdGlvbnMYBiADKAsyIi5vYWFzLnBtLnYxLkZ1bmN0aW9uRGVwbG95bWVudFNwZWMSMgoJY29uZGl0aW9uGAcgASgOMh8ub2Fhcy5wbS52MS5EZXBsb3ltZW50Q29uZGl0aW9uEiYKBG9kZ20YCCABKAsyGC5vYWFzLnBtLnYxLk9kZ21EYXRhU3BlYxIzCgZzdGF0dXMYCSABKAsyIy5vYWFzLnBtLnYxLkRlcGxveW1lbnRTdGF0dXNTdW1tYXJ5Ei4KCmNyZWF0ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqQDChZGdW5jdGlvbkRlcGxveW1lbnRTcGVjEhQKDGZ1bmN0aW9uX2tleRgBIAEoCRIYCgtkZXNjcmlwdGlvbhgCIAEoCUgAiAEBEh8KEmF2YWlsYWJsZV9sb2NhdGlvbhgDIAEoCUgBiAEBEjMKD3Fvc19yZXF1aXJlbWVudBgEIAEoCzIaLm9hYXMucG0udjEuUW9zUmVxdWlyZW1lbnQSNgoQcHJvdmlzaW9uX2NvbmZpZxgFIAEoCzIcLm9hYXMuY29tbW9uLlByb3Zpc2lvbkNvbmZpZxI+CgZjb25maWcYBiADKAsyLi5vYWFzLnBtLnYxLkZ1bmN0aW9uRGVwbG95bWVudFNwZWMuQ29uZmlnRW50cnkSNgoQbmZyX3JlcXVpcmVtZW50cxgHIAEoCzIcLm9hYXMuY29tbW9uLk5mclJlcXVpcmVtZW50cxotCgtDb25maWdFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQg4KDF9kZXNjcmlwdGlvbkIVChNfYXZhaWxhYmxlX2xvY2F0aW9uIjoKDlFvc1JlcXVpcmVtZW50EhIKCnRocm91Z2hwdXQYASABKAUSFAoMYXZhaWxhYmlsaXR5GAIgASgBIpcBCgxPZGdtRGF0YVNwZWMSEwoLY29sbGVjdGlvbnMYASADKAkSHAoPcGFydGl0aW9uX2NvdW50GAIgASgFSACIAQESGgoNcmVwbGljYV9jb3VudBgDIAEoBUgBiAEBEhIKCnNoYXJkX3R5cGUYBCABKAlCEgoQX3BhcnRpdGlvbl9jb3VudEIQCg5fcmVwbGljYV9jb3VudCL4AQoXRGVwbG95bWVudFN0YXR1c1N1bW1hcnkSGgoScmVwbGljYXRpb25fZmFjdG9yGAEgASgFEhUKDXNlbGVjdGVkX2VudnMYAiADKAkSJAocYWNoaWV2ZWRfcXVvcnVtX2F2YWlsYWJpbGl0eRgDIAEoARIXCgpsYXN0X2Vycm9yGAQgASgJSACIAQESGwoTdGFyZ2V0X2F2YWlsYWJpbGl0eRgFIAEoARIRCglhbGdvcml0aG0YBiABKAkSLAoIY2x1c3RlcnMYByADKAsyGi5vYWFzLnBtLnYxLkNsdXN0ZXJSb2xsb3V0Qg0KC19sYXN0X2Vycm9yItgBCg5DbHVzdGVyUm9sbG91dBIPCgdjbHVzdGVyGAEgASgJEhQKDGF2YWlsYWJpbGl0eRgCIAEoARIbChNhdmFpbGFiaWxpdHlfc291cmNlGAMgASgJEg8KB3VuaXRfaWQYBCABKAkSDQoFc3RhdGUYBSABKAkSEgoFZXJyb3IYBiABKAlIAIgBARIQCghhdHRlbXB0cxgHIAEoBRIyCgljb25kaXRpb24YCCABKA4yHy5vYWFzLnBtLnYxLkRlcGxveW1lbnRDb25kaXRpb25CCAoGX2Vycm9yKlUKE0RlcGxveW1lbnRDb25kaXRpb24SCwoHUEVORElORxAAEg0KCURFUExPWUlORxABEgsKB1JVTk5JTkcQAhIICgRET1dOEAMSCwoHREVMRVRFRBAEQpYBCg5jb20ub2Fhcy5wbS52MUIPRGVwbG95bWVudFByb3RvUAFaKWdpdGh1Yi5jb20vb2Fhcy9wbS9nZW4vZ28vb2Fhcy9wbS92MTtwbXYxogIDT1BYqgIKT2Fhcy5QbS5WMcoCCk9hYXNcUG1cVjHiAhZPYWFzXFBtXFYxXEdQQk1ldGFkYXRh6gIMT2Fhczo6UG06OlYxYgZwcm90bzM", [file_google_protobuf_timestamp, file_oaas_common_common]);
+  fileDesc("ChtvYWFzL3BtL3YxL2RlcGxveW1lbnQucHJvdG8SCm9hYXMucG0udjEivQMKEE9DbGFzc0RlcGxveW1lbnQSCwoDa2V5GAEgASgJEhQKDHBhY2thZ2VfbmFtZRgCIAEoCRIRCgljbGFzc19rZXkYAyABKAkSEwoLdGFyZ2V0X2VudnMYBCADKAkSNgoQbmZyX3JlcXVpcmVtZW50cxgFIAEoCzIcLm9hYXMuY29tbW9uLk5mclJlcXVpcmVtZW50cxI1CglmdW5jdGlvbnMYBiADKAsyIi5vYWFzLnBtLnYxLkZ1bmN0aW9uRGVwbG95bWVudFNwZWMSMgoJY29uZGl0aW9uGAcgASgOMh8ub2Fhcy5wbS52MS5EZXBsb3ltZW50Q29uZGl0aW9uEiYKBG9kZ20YCCABKAsyGC5vYWFzLnBtLnYxLk9kZ21EYXRhU3BlYxIzCgZzdGF0dXMYCSABKAsyIy5vYWFzLnBtLnYxLkRlcGxveW1lbnRTdGF0dXNTdW1tYXJ5Ei4KCmNyZWF0ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqQDChZGdW5jdGlvbkRlcGxveW1lbnRTcGVjEhQKDGZ1bmN0aW9uX2tleRgBIAEoCRIYCgtkZXNjcmlwdGlvbhgCIAEoCUgAiAEBEh8KEmF2YWlsYWJsZV9sb2NhdGlvbhgDIAEoCUgBiAEBEjMKD3Fvc19yZXF1aXJlbWVudBgEIAEoCzIaLm9hYXMucG0udjEuUW9zUmVxdWlyZW1lbnQSNgoQcHJvdmlzaW9uX2NvbmZpZxgFIAEoCzIcLm9hYXMuY29tbW9uLlByb3Zpc2lvbkNvbmZpZxI+CgZjb25maWcYBiADKAsyLi5vYWFzLnBtLnYxLkZ1bmN0aW9uRGVwbG95bWVudFNwZWMuQ29uZmlnRW50cnkSNgoQbmZyX3JlcXVpcmVtZW50cxgHIAEoCzIcLm9hYXMuY29tbW9uLk5mclJlcXVpcmVtZW50cxotCgtDb25maWdFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQg4KDF9kZXNjcmlwdGlvbkIVChNfYXZhaWxhYmxlX2xvY2F0aW9uIjoKDlFvc1JlcXVpcmVtZW50EhIKCnRocm91Z2hwdXQYASABKAUSFAoMYXZhaWxhYmlsaXR5GAIgASgBIpcBCgxPZGdtRGF0YVNwZWMSEwoLY29sbGVjdGlvbnMYASADKAkSHAoPcGFydGl0aW9uX2NvdW50GAIgASgFSACIAQESGgoNcmVwbGljYV9jb3VudBgDIAEoBUgBiAEBEhIKCnNoYXJkX3R5cGUYBCABKAlCEgoQX3BhcnRpdGlvbl9jb3VudEIQCg5fcmVwbGljYV9jb3VudCL4AQoXRGVwbG95bWVudFN0YXR1c1N1bW1hcnkSGgoScmVwbGljYXRpb25fZmFjdG9yGAEgASgFEhUKDXNlbGVjdGVkX2VudnMYAiADKAkSJAocYWNoaWV2ZWRfcXVvcnVtX2F2YWlsYWJpbGl0eRgDIAEoARIXCgpsYXN0X2Vycm9yGAQgASgJSACIAQESGwoTdGFyZ2V0X2F2YWlsYWJpbGl0eRgFIAEoARIRCglhbGdvcml0aG0YBiABKAkSLAoIY2x1c3RlcnMYByADKAsyGi5vYWFzLnBtLnYxLkNsdXN0ZXJSb2xsb3V0Qg0KC19sYXN0X2Vycm9yIvgBCg5DbHVzdGVyUm9sbG91dBIPCgdjbHVzdGVyGAEgASgJEhQKDGF2YWlsYWJpbGl0eRgCIAEoARIbChNhdmFpbGFiaWxpdHlfc291cmNlGAMgASgJEg8KB3VuaXRfaWQYBCABKAkSJwoFc3RhdGUYCSABKA4yGC5vYWFzLnBtLnYxLlJvbGxvdXRTdGF0ZRISCgVlcnJvchgGIAEoCUgAiAEBEhAKCGF0dGVtcHRzGAcgASgFEjIKCWNvbmRpdGlvbhgIIAEoDjIfLm9hYXMucG0udjEuRGVwbG95bWVudENvbmRpdGlvbkIICgZfZXJyb3JKBAgFEAYqVQoTRGVwbG95bWVudENvbmRpdGlvbhILCgdQRU5ESU5HEAASDQoJREVQTE9ZSU5HEAESCwoHUlVOTklORxACEggKBERPV04QAxILCgdERUxFVEVEEAQq2QEKDFJvbGxvdXRTdGF0ZRIdChlST0xMT1VUX1NUQVRFX1VOU1BFQ0lGSUVEEAASGQoVUk9MTE9VVF9TVEFURV9QTEFOTkVEEAESGgoWUk9MTE9VVF9TVEFURV9ERVBMT1lFRBACEhgKFFJPTExPVVRfU1RBVEVfRkFJTEVEEAMSHQoZUk9MTE9VVF9TVEFURV9ST0xMRURfQkFDSxAEEhkKFVJPTExPVVRfU1RBVEVfREVMRVRFRBAFEh8KG1JPTExPVVRfU1RBVEVfREVMRVRFX0ZBSUxFRBAGQpYBCg5jb20ub2Fhcy5wbS52MUIPRGVwbG95bWVudFByb3RvUAFaKWdpdGh1Yi5jb20vb2Fhcy9wbS9nZW4vZ28vb2Fhcy9wbS92MTtwbXYxogIDT1BYqgIKT2Fhcy5QbS5WMcoCCk9hYXNcUG1cVjHiAhZPYWFzXFBtXFYxXEdQQk1ldGFkYXRh6gIMT2Fhczo6UG06OlYxYgZwcm90bzM", [file_google_protobuf_timestamp, file_oaas_common_common]);
 
 /**
  * OClassDeployment deploys one class of a package to one or more clusters.
@@ -304,11 +304,11 @@ export type ClusterRollout = Message<"oaas.pm.v1.ClusterRollout"> & {
   unitId: string;
 
   /**
-   * state is "planned", "deployed", "failed", "rolled_back" or "deleted".
+   * state is how far PM's work on the cluster got.
    *
-   * @generated from field: string state = 5;
+   * @generated from field: oaas.pm.v1.RolloutState state = 9;
    */
-  state: string;
+  state: RolloutState;
 
   /**
    * @generated from field: optional string error = 6;
@@ -316,11 +316,15 @@ export type ClusterRollout = Message<"oaas.pm.v1.ClusterRollout"> & {
   error?: string | undefined;
 
   /**
+   * attempts counts the CRM calls of the last operation on the cluster.
+   *
    * @generated from field: int32 attempts = 7;
    */
   attempts: number;
 
   /**
+   * condition is the unit's condition as PM last observed it.
+   *
    * @generated from field: oaas.pm.v1.DeploymentCondition condition = 8;
    */
   condition: DeploymentCondition;
@@ -370,4 +374,65 @@ export enum DeploymentCondition {
  */
 export const DeploymentConditionSchema: GenEnum<DeploymentCondition> = /*@__PURE__*/
   enumDesc(file_oaas_pm_v1_deployment, 0);
+
+/**
+ * RolloutState is how far PM's work on one cluster of a deployment got.
+ *
+ * @generated from enum oaas.pm.v1.RolloutState
+ */
+export enum RolloutState {
+  /**
+   * @generated from enum value: ROLLOUT_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A deploy step for the cluster is recorded and has not finished.
+   *
+   * @generated from enum value: ROLLOUT_STATE_PLANNED = 1;
+   */
+  PLANNED = 1,
+
+  /**
+   * The CRM accepted the unit; PM maps the cluster to it.
+   *
+   * @generated from enum value: ROLLOUT_STATE_DEPLOYED = 2;
+   */
+  DEPLOYED = 2,
+
+  /**
+   * The deploy failed; the unit may exist anyway (a lost answer), and is
+   * adopted if found running.
+   *
+   * @generated from enum value: ROLLOUT_STATE_FAILED = 3;
+   */
+  FAILED = 3,
+
+  /**
+   * PM removed the unit after a failed deploy.
+   *
+   * @generated from enum value: ROLLOUT_STATE_ROLLED_BACK = 4;
+   */
+  ROLLED_BACK = 4,
+
+  /**
+   * The unit was removed because a user asked.
+   *
+   * @generated from enum value: ROLLOUT_STATE_DELETED = 5;
+   */
+  DELETED = 5,
+
+  /**
+   * A removal has not succeeded yet; PM keeps trying.
+   *
+   * @generated from enum value: ROLLOUT_STATE_DELETE_FAILED = 6;
+   */
+  DELETE_FAILED = 6,
+}
+
+/**
+ * Describes the enum oaas.pm.v1.RolloutState.
+ */
+export const RolloutStateSchema: GenEnum<RolloutState> = /*@__PURE__*/
+  enumDesc(file_oaas_pm_v1_deployment, 1);
 

@@ -2,8 +2,8 @@
 // @generated from file oaas/pm/v1/deployment_service.proto (package oaas.pm.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_google_api_annotations } from "../../../google/api/annotations_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file oaas/pm/v1/deployment_service.proto.
  */
 export const file_oaas_pm_v1_deployment_service: GenFile = /*@__PURE__*/
-  fileDesc("CiNvYWFzL3BtL3YxL2RlcGxveW1lbnRfc2VydmljZS5wcm90bxIKb2Fhcy5wbS52MSKDAQoGT3JwaGFuEg8KB2NsdXN0ZXIYASABKAkSDwoHdW5pdF9pZBgCIAEoCRIUCgxwYWNrYWdlX25hbWUYAyABKAkSEQoJY2xhc3Nfa2V5GAQgASgJEi4KCmZpcnN0X3NlZW4YBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIhQKEkxpc3RPcnBoYW5zUmVxdWVzdCI4ChNMaXN0T3JwaGFuc1Jlc3BvbnNlEiEKBWl0ZW1zGAEgAygLMhIub2Fhcy5wbS52MS5PcnBoYW4ikgIKCU9wZXJhdGlvbhIKCgJpZBgBIAEoCRIMCgRraW5kGAIgASgJEhYKDmRlcGxveW1lbnRfa2V5GAMgASgJEg0KBXN0YXRlGAQgASgJEhIKBWVycm9yGAUgASgJSACIAQESKAoFc3RlcHMYBiADKAsyGS5vYWFzLnBtLnYxLk9wZXJhdGlvblN0ZXASEgoFb3duZXIYByABKAlIAYgBARIuCgpjcmVhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIICgZfZXJyb3JCCAoGX293bmVyInAKDU9wZXJhdGlvblN0ZXASDwoHY2x1c3RlchgBIAEoCRIPCgd1bml0X2lkGAIgASgJEg0KBXN0YXRlGAMgASgJEhAKCGF0dGVtcHRzGAQgASgFEhIKBWVycm9yGAUgASgJSACIAQFCCAoGX2Vycm9yIi8KFUxpc3RPcGVyYXRpb25zUmVxdWVzdBIWCg5kZXBsb3ltZW50X2tleRgBIAEoCSI+ChZMaXN0T3BlcmF0aW9uc1Jlc3BvbnNlEiQKBWl0ZW1zGAEgAygLMhUub2Fhcy5wbS52MS5PcGVyYXRpb24idQoXQ3JlYXRlRGVwbG95bWVudFJlcXVlc3QSMAoKZGVwbG95bWVudBgBIAEoCzIcLm9hYXMucG0udjEuT0NsYXNzRGVwbG95bWVudBIPCgdkcnlfcnVuGAIgASgIEhcKD2lkZW1wb3RlbmN5X2tleRgDIAEoCSKHAQoYQ3JlYXRlRGVwbG95bWVudFJlc3BvbnNlEicKBnJlc3VsdBgBIAEoCzIXLm9hYXMucG0udjEuV3JpdGVSZXN1bHQSMAoKZGVwbG95bWVudBgCIAEoCzIcLm9hYXMucG0udjEuT0NsYXNzRGVwbG95bWVudBIQCghyZXZpc2lvbhgDIAEoCSKgAQoWTGlzdERlcGxveW1lbnRzUmVxdWVzdBIUCgxwYWNrYWdlX25hbWUYASABKAkSEQoJY2xhc3Nfa2V5GAIgASgJEhIKCnRhcmdldF9lbnYYAyABKAkSFgoOdGFyZ2V0X2NsdXN0ZXIYBCABKAkSDQoFbGltaXQYBSABKAUSDgoGb2Zmc2V0GAYgASgFEhIKCnBhZ2VfdG9rZW4YByABKAkiXwoXTGlzdERlcGxveW1lbnRzUmVzcG9uc2USKwoFaXRlbXMYASADKAsyHC5vYWFzLnBtLnYxLk9DbGFzc0RlcGxveW1lbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiMKFEdldERlcGxveW1lbnRSZXF1ZXN0EgsKA2tleRgBIAEoCSJbChVHZXREZXBsb3ltZW50UmVzcG9uc2USMAoKZGVwbG95bWVudBgBIAEoCzIcLm9hYXMucG0udjEuT0NsYXNzRGVwbG95bWVudBIQCghyZXZpc2lvbhgCIAEoCSJSChdEZWxldGVEZXBsb3ltZW50UmVxdWVzdBILCgNrZXkYASABKAkSDwoHY2x1c3RlchgCIAEoCRIZChFleHBlY3RlZF9yZXZpc2lvbhgDIAEoCSIaChhEZWxldGVEZXBsb3ltZW50UmVzcG9uc2UiKAoZR2V0Q2x1c3Rlck1hcHBpbmdzUmVxdWVzdBILCgNrZXkYASABKAkiwwEKGkdldENsdXN0ZXJNYXBwaW5nc1Jlc3BvbnNlEhYKDmRlcGxveW1lbnRfa2V5GAEgASgJElUKEGNsdXN0ZXJfbWFwcGluZ3MYAiADKAsyOy5vYWFzLnBtLnYxLkdldENsdXN0ZXJNYXBwaW5nc1Jlc3BvbnNlLkNsdXN0ZXJNYXBwaW5nc0VudHJ5GjYKFENsdXN0ZXJNYXBwaW5nc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEywwcKEURlcGxveW1lbnRTZXJ2aWNlEo4BChBDcmVhdGVEZXBsb3ltZW50EiMub2Fhcy5wbS52MS5DcmVhdGVEZXBsb3ltZW50UmVxdWVzdBokLm9hYXMucG0udjEuQ3JlYXRlRGVwbG95bWVudFJlc3BvbnNlIi+C0+STAik6CmRlcGxveW1lbnRiBnJlc3VsdCITL2FwaS92MS9kZXBsb3ltZW50cxKBAQoPTGlzdERlcGxveW1lbnRzEiIub2Fhcy5wbS52MS5MaXN0RGVwbG95bWVudHNSZXF1ZXN0GiMub2Fhcy5wbS52MS5MaXN0RGVwbG95bWVudHNSZXNwb25zZSIlkAIBgtPkkwIcYgVpdGVtcxITL2FwaS92MS9kZXBsb3ltZW50cxKGAQoNR2V0RGVwbG95bWVudBIgLm9hYXMucG0udjEuR2V0RGVwbG95bWVudFJlcXVlc3QaIS5vYWFzLnBtLnYxLkdldERlcGxveW1lbnRSZXNwb25zZSIwkAIBgtPkkwInYgpkZXBsb3ltZW50EhkvYXBpL3YxL2RlcGxveW1lbnRzL3trZXl9EoABChBEZWxldGVEZXBsb3ltZW50EiMub2Fhcy5wbS52MS5EZWxldGVEZXBsb3ltZW50UmVxdWVzdBokLm9hYXMucG0udjEuRGVsZXRlRGVwbG95bWVudFJlc3BvbnNlIiGC0+STAhsqGS9hcGkvdjEvZGVwbG95bWVudHMve2tleX0SmgEKEkdldENsdXN0ZXJNYXBwaW5ncxIlLm9hYXMucG0udjEuR2V0Q2x1c3Rlck1hcHBpbmdzUmVxdWVzdBomLm9hYXMucG0udjEuR2V0Q2x1c3Rlck1hcHBpbmdzUmVzcG9uc2UiNZACAYLT5JMCLBIqL2FwaS92MS9kZXBsb3ltZW50cy97a2V5fS9jbHVzdGVyLW1hcHBpbmdzEnEKC0xpc3RPcnBoYW5zEh4ub2Fhcy5wbS52MS5MaXN0T3JwaGFuc1JlcXVlc3QaHy5vYWFzLnBtLnYxLkxpc3RPcnBoYW5zUmVzcG9uc2UiIZACAYLT5JMCGGIFaXRlbXMSDy9hcGkvdjEvb3JwaGFucxJ9Cg5MaXN0T3BlcmF0aW9ucxIhLm9hYXMucG0udjEuTGlzdE9wZXJhdGlvbnNSZXF1ZXN0GiIub2Fhcy5wbS52MS5MaXN0T3BlcmF0aW9uc1Jlc3BvbnNlIiSQAgGC0+STAhtiBWl0ZW1zEhIvYXBpL3YxL29wZXJhdGlvbnNCnQEKDmNvbS5vYWFzLnBtLnYxQhZEZXBsb3ltZW50U2VydmljZVByb3RvUAFaKWdpdGh1Yi5jb20vb2Fhcy9wbS9nZW4vZ28vb2Fhcy9wbS92MTtwbXYxogIDT1BYqgIKT2Fhcy5QbS5WMcoCCk9hYXNcUG1cVjHiAhZPYWFzXFBtXFYxXEdQQk1ldGFkYXRh6gIMT2Fhczo6UG06OlYxYgZwcm90bzM", [file_google_api_annotations, file_google_protobuf_timestamp, file_oaas_pm_v1_deployment, file_oaas_pm_v1_package_service]);
+  fileDesc("CiNvYWFzL3BtL3YxL2RlcGxveW1lbnRfc2VydmljZS5wcm90bxIKb2Fhcy5wbS52MSKDAQoGT3JwaGFuEg8KB2NsdXN0ZXIYASABKAkSDwoHdW5pdF9pZBgCIAEoCRIUCgxwYWNrYWdlX25hbWUYAyABKAkSEQoJY2xhc3Nfa2V5GAQgASgJEi4KCmZpcnN0X3NlZW4YBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIhQKEkxpc3RPcnBoYW5zUmVxdWVzdCI4ChNMaXN0T3JwaGFuc1Jlc3BvbnNlEiEKBWl0ZW1zGAEgAygLMhIub2Fhcy5wbS52MS5PcnBoYW4i1QIKCU9wZXJhdGlvbhIKCgJpZBgBIAEoCRInCgRraW5kGAogASgOMhkub2Fhcy5wbS52MS5PcGVyYXRpb25LaW5kEhYKDmRlcGxveW1lbnRfa2V5GAMgASgJEikKBXN0YXRlGAsgASgOMhoub2Fhcy5wbS52MS5PcGVyYXRpb25TdGF0ZRISCgVlcnJvchgFIAEoCUgAiAEBEigKBXN0ZXBzGAYgAygLMhkub2Fhcy5wbS52MS5PcGVyYXRpb25TdGVwEhIKBW93bmVyGAcgASgJSAGIAQESLgoKY3JlYXRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCCAoGX2Vycm9yQggKBl9vd25lckoECAIQA0oECAQQBSKNAQoNT3BlcmF0aW9uU3RlcBIPCgdjbHVzdGVyGAEgASgJEg8KB3VuaXRfaWQYAiABKAkSJAoFc3RhdGUYBiABKA4yFS5vYWFzLnBtLnYxLlN0ZXBTdGF0ZRIQCghhdHRlbXB0cxgEIAEoBRISCgVlcnJvchgFIAEoCUgAiAEBQggKBl9lcnJvckoECAMQBCJiChVMaXN0T3BlcmF0aW9uc1JlcXVlc3QSFgoOZGVwbG95bWVudF9rZXkYASABKAkSDgoGYWN0aXZlGAIgASgIEg0KBWxpbWl0GAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiVwoWTGlzdE9wZXJhdGlvbnNSZXNwb25zZRIkCgVpdGVtcxgBIAMoCzIVLm9hYXMucG0udjEuT3BlcmF0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJ1ChdDcmVhdGVEZXBsb3ltZW50UmVxdWVzdBIwCgpkZXBsb3ltZW50GAEgASgLMhwub2Fhcy5wbS52MS5PQ2xhc3NEZXBsb3ltZW50Eg8KB2RyeV9ydW4YAiABKAgSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJIvwBChhDcmVhdGVEZXBsb3ltZW50UmVzcG9uc2USJwoGcmVzdWx0GAEgASgLMhcub2Fhcy5wbS52MS5Xcml0ZVJlc3VsdBIwCgpkZXBsb3ltZW50GAIgASgLMhwub2Fhcy5wbS52MS5PQ2xhc3NEZXBsb3ltZW50EhAKCHJldmlzaW9uGAMgASgJEkMKCHVuaXRfaWRzGAQgAygLMjEub2Fhcy5wbS52MS5DcmVhdGVEZXBsb3ltZW50UmVzcG9uc2UuVW5pdElkc0VudHJ5Gi4KDFVuaXRJZHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIqABChZMaXN0RGVwbG95bWVudHNSZXF1ZXN0EhQKDHBhY2thZ2VfbmFtZRgBIAEoCRIRCgljbGFzc19rZXkYAiABKAkSEgoKdGFyZ2V0X2VudhgDIAEoCRIWCg50YXJnZXRfY2x1c3RlchgEIAEoCRINCgVsaW1pdBgFIAEoBRIOCgZvZmZzZXQYBiABKAUSEgoKcGFnZV90b2tlbhgHIAEoCSJfChdMaXN0RGVwbG95bWVudHNSZXNwb25zZRIrCgVpdGVtcxgBIAMoCzIcLm9hYXMucG0udjEuT0NsYXNzRGVwbG95bWVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIwoUR2V0RGVwbG95bWVudFJlcXVlc3QSCwoDa2V5GAEgASgJIlsKFUdldERlcGxveW1lbnRSZXNwb25zZRIwCgpkZXBsb3ltZW50GAEgASgLMhwub2Fhcy5wbS52MS5PQ2xhc3NEZXBsb3ltZW50EhAKCHJldmlzaW9uGAIgASgJIlIKF0RlbGV0ZURlcGxveW1lbnRSZXF1ZXN0EgsKA2tleRgBIAEoCRIPCgdjbHVzdGVyGAIgASgJEhkKEWV4cGVjdGVkX3JldmlzaW9uGAMgASgJIhoKGERlbGV0ZURlcGxveW1lbnRSZXNwb25zZSIoChlHZXRDbHVzdGVyTWFwcGluZ3NSZXF1ZXN0EgsKA2tleRgBIAEoCSLDAQoaR2V0Q2x1c3Rlck1hcHBpbmdzUmVzcG9uc2USFgoOZGVwbG95bWVudF9rZXkYASABKAkSVQoQY2x1c3Rlcl9tYXBwaW5ncxgCIAMoCzI7Lm9hYXMucG0udjEuR2V0Q2x1c3Rlck1hcHBpbmdzUmVzcG9uc2UuQ2x1c3Rlck1hcHBpbmdzRW50cnkaNgoUQ2x1c3Rlck1hcHBpbmdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASq2AQoNT3BlcmF0aW9uS2luZBIeChpPUEVSQVRJT05fS0lORF9VTlNQRUNJRklFRBAAEhkKFU9QRVJBVElPTl9LSU5EX0RFUExPWRABEhkKFU9QRVJBVElPTl9LSU5EX1VQREFURRACEhkKFU9QRVJBVElPTl9LSU5EX0RFTEVURRADEhsKF09QRVJBVElPTl9LSU5EX1JPTExCQUNLEAQSFwoTT1BFUkFUSU9OX0tJTkRfSEVBTBAFKqYBCg5PcGVyYXRpb25TdGF0ZRIfChtPUEVSQVRJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIbChdPUEVSQVRJT05fU1RBVEVfUlVOTklORxABEhsKF09QRVJBVElPTl9TVEFURV9XQUlUSU5HEAISHQoZT1BFUkFUSU9OX1NUQVRFX1NVQ0NFRURFRBADEhoKFk9QRVJBVElPTl9TVEFURV9GQUlMRUQQBCqIAQoJU3RlcFN0YXRlEhoKFlNURVBfU1RBVEVfVU5TUEVDSUZJRUQQABIWChJTVEVQX1NUQVRFX1BFTkRJTkcQARIYChRTVEVQX1NUQVRFX1NVQ0NFRURFRBACEhUKEVNURVBfU1RBVEVfRkFJTEVEEAMSFgoSU1RFUF9TVEFURV9TS0lQUEVEEAQywwcKEURlcGxveW1lbnRTZXJ2aWNlEo4BChBDcmVhdGVEZXBsb3ltZW50EiMub2Fhcy5wbS52MS5DcmVhdGVEZXBsb3ltZW50UmVxdWVzdBokLm9hYXMucG0udjEuQ3JlYXRlRGVwbG95bWVudFJlc3BvbnNlIi+C0+STAik6CmRlcGxveW1lbnRiBnJlc3VsdCITL2FwaS92MS9kZXBsb3ltZW50cxKBAQoPTGlzdERlcGxveW1lbnRzEiIub2Fhcy5wbS52MS5MaXN0RGVwbG95bWVudHNSZXF1ZXN0GiMub2Fhcy5wbS52MS5MaXN0RGVwbG95bWVudHNSZXNwb25zZSIlkAIBgtPkkwIcYgVpdGVtcxITL2FwaS92MS9kZXBsb3ltZW50cxKGAQoNR2V0RGVwbG95bWVudBIgLm9hYXMucG0udjEuR2V0RGVwbG95bWVudFJlcXVlc3QaIS5vYWFzLnBtLnYxLkdldERlcGxveW1lbnRSZXNwb25zZSIwkAIBgtPkkwInYgpkZXBsb3ltZW50EhkvYXBpL3YxL2RlcGxveW1lbnRzL3trZXl9EoABChBEZWxldGVEZXBsb3ltZW50EiMub2Fhcy5wbS52MS5EZWxldGVEZXBsb3ltZW50UmVxdWVzdBokLm9hYXMucG0udjEuRGVsZXRlRGVwbG95bWVudFJlc3BvbnNlIiGC0+STAhsqGS9hcGkvdjEvZGVwbG95bWVudHMve2tleX0SmgEKEkdldENsdXN0ZXJNYXBwaW5ncxIlLm9hYXMucG0udjEuR2V0Q2x1c3Rlck1hcHBpbmdzUmVxdWVzdBomLm9hYXMucG0udjEuR2V0Q2x1c3Rlck1hcHBpbmdzUmVzcG9uc2UiNZACAYLT5JMCLBIqL2FwaS92MS9kZXBsb3ltZW50cy97a2V5fS9jbHVzdGVyLW1hcHBpbmdzEnEKC0xpc3RPcnBoYW5zEh4ub2Fhcy5wbS52MS5MaXN0T3JwaGFuc1JlcXVlc3QaHy5vYWFzLnBtLnYxLkxpc3RPcnBoYW5zUmVzcG9uc2UiIZACAYLT5JMCGGIFaXRlbXMSDy9hcGkvdjEvb3JwaGFucxJ9Cg5MaXN0T3BlcmF0aW9ucxIhLm9hYXMucG0udjEuTGlzdE9wZXJhdGlvbnNSZXF1ZXN0GiIub2Fhcy5wbS52MS5MaXN0T3BlcmF0aW9uc1Jlc3BvbnNlIiSQAgGC0+STAhtiBWl0ZW1zEhIvYXBpL3YxL29wZXJhdGlvbnNCnQEKDmNvbS5vYWFzLnBtLnYxQhZEZXBsb3ltZW50U2VydmljZVByb3RvUAFaKWdpdGh1Yi5jb20vb2Fhcy9wbS9nZW4vZ28vb2Fhcy9wbS92MTtwbXYxogIDT1BYqgIKT2Fhcy5QbS5WMcoCCk9hYXNcUG1cVjHiAhZPYWFzXFBtXFYxXEdQQk1ldGFkYXRh6gIMT2Fhczo6UG06OlYxYgZwcm90bzM", [file_google_api_annotations, file_google_protobuf_timestamp, file_oaas_pm_v1_deployment, file_oaas_pm_v1_package_service]);
 
 /**
  * Orphan is a unit found in a cluster with PM's id scheme and no owner.
@@ -100,11 +100,9 @@ export type Operation = Message<"oaas.pm.v1.Operation"> & {
   id: string;
 
   /**
-   * kind is "deploy", "delete" or "rollback".
-   *
-   * @generated from field: string kind = 2;
+   * @generated from field: oaas.pm.v1.OperationKind kind = 10;
    */
-  kind: string;
+  kind: OperationKind;
 
   /**
    * @generated from field: string deployment_key = 3;
@@ -112,11 +110,9 @@ export type Operation = Message<"oaas.pm.v1.Operation"> & {
   deploymentKey: string;
 
   /**
-   * state is "pending", "succeeded" or "failed".
-   *
-   * @generated from field: string state = 4;
+   * @generated from field: oaas.pm.v1.OperationState state = 11;
    */
-  state: string;
+  state: OperationState;
 
   /**
    * @generated from field: optional string error = 5;
@@ -129,7 +125,7 @@ export type Operation = Message<"oaas.pm.v1.Operation"> & {
   steps: OperationStep[];
 
   /**
-   * owner is the PM holding the lease of a pending operation.
+   * owner is the PM holding the lease of a running operation.
    *
    * @generated from field: optional string owner = 7;
    */
@@ -170,9 +166,9 @@ export type OperationStep = Message<"oaas.pm.v1.OperationStep"> & {
   unitId: string;
 
   /**
-   * @generated from field: string state = 3;
+   * @generated from field: oaas.pm.v1.StepState state = 6;
    */
-  state: string;
+  state: StepState;
 
   /**
    * @generated from field: int32 attempts = 4;
@@ -193,6 +189,8 @@ export const OperationStepSchema: GenMessage<OperationStep> = /*@__PURE__*/
   messageDesc(file_oaas_pm_v1_deployment_service, 4);
 
 /**
+ * ListOperationsRequest selects and pages operations, oldest first.
+ *
  * @generated from message oaas.pm.v1.ListOperationsRequest
  */
 export type ListOperationsRequest = Message<"oaas.pm.v1.ListOperationsRequest"> & {
@@ -200,6 +198,23 @@ export type ListOperationsRequest = Message<"oaas.pm.v1.ListOperationsRequest"> 
    * @generated from field: string deployment_key = 1;
    */
   deploymentKey: string;
+
+  /**
+   * active selects only running and waiting operations.
+   *
+   * @generated from field: bool active = 2;
+   */
+  active: boolean;
+
+  /**
+   * @generated from field: int32 limit = 3;
+   */
+  limit: number;
+
+  /**
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
 };
 
 /**
@@ -210,6 +225,8 @@ export const ListOperationsRequestSchema: GenMessage<ListOperationsRequest> = /*
   messageDesc(file_oaas_pm_v1_deployment_service, 5);
 
 /**
+ * ListOperationsResponse is one page of operations.
+ *
  * @generated from message oaas.pm.v1.ListOperationsResponse
  */
 export type ListOperationsResponse = Message<"oaas.pm.v1.ListOperationsResponse"> & {
@@ -217,6 +234,11 @@ export type ListOperationsResponse = Message<"oaas.pm.v1.ListOperationsResponse"
    * @generated from field: repeated oaas.pm.v1.Operation items = 1;
    */
   items: Operation[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
 };
 
 /**
@@ -261,7 +283,8 @@ export const CreateDeploymentRequestSchema: GenMessage<CreateDeploymentRequest> 
   messageDesc(file_oaas_pm_v1_deployment_service, 7);
 
 /**
- * CreateDeploymentResponse acknowledges a create; result.id is the first unit id.
+ * CreateDeploymentResponse acknowledges a create; result.id is the first
+ * unit id, and result.message names every cluster's.
  *
  * @generated from message oaas.pm.v1.CreateDeploymentResponse
  */
@@ -280,6 +303,13 @@ export type CreateDeploymentResponse = Message<"oaas.pm.v1.CreateDeploymentRespo
    * @generated from field: string revision = 3;
    */
   revision: string;
+
+  /**
+   * unit_ids maps every cluster the deployment runs on to its unit id.
+   *
+   * @generated from field: map<string, string> unit_ids = 4;
+   */
+  unitIds: { [key: string]: string };
 };
 
 /**
@@ -497,6 +527,141 @@ export const GetClusterMappingsResponseSchema: GenMessage<GetClusterMappingsResp
   messageDesc(file_oaas_pm_v1_deployment_service, 16);
 
 /**
+ * OperationKind says what an operation does to a deployment.
+ *
+ * @generated from enum oaas.pm.v1.OperationKind
+ */
+export enum OperationKind {
+  /**
+   * @generated from enum value: OPERATION_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Sends a new deployment's units; a failure rolls back.
+   *
+   * @generated from enum value: OPERATION_KIND_DEPLOY = 1;
+   */
+  DEPLOY = 1,
+
+  /**
+   * Rolls a changed deployment out one cluster at a time.
+   *
+   * @generated from enum value: OPERATION_KIND_UPDATE = 2;
+   */
+  UPDATE = 2,
+
+  /**
+   * Removes units (one cluster, or all and the deployment).
+   *
+   * @generated from enum value: OPERATION_KIND_DELETE = 3;
+   */
+  DELETE = 3,
+
+  /**
+   * Removes the units a failed deploy may have created.
+   *
+   * @generated from enum value: OPERATION_KIND_ROLLBACK = 4;
+   */
+  ROLLBACK = 4,
+
+  /**
+   * Re-sends units of an existing deployment (drift repair, re-plan,
+   * retries); never rolls back.
+   *
+   * @generated from enum value: OPERATION_KIND_HEAL = 5;
+   */
+  HEAL = 5,
+}
+
+/**
+ * Describes the enum oaas.pm.v1.OperationKind.
+ */
+export const OperationKindSchema: GenEnum<OperationKind> = /*@__PURE__*/
+  enumDesc(file_oaas_pm_v1_deployment_service, 0);
+
+/**
+ * OperationState is where an operation is. Running and waiting operations
+ * are active: at most one per deployment.
+ *
+ * @generated from enum oaas.pm.v1.OperationState
+ */
+export enum OperationState {
+  /**
+   * @generated from enum value: OPERATION_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: OPERATION_STATE_RUNNING = 1;
+   */
+  RUNNING = 1,
+
+  /**
+   * A removal failed somewhere; the failed steps run again after a pause.
+   *
+   * @generated from enum value: OPERATION_STATE_WAITING = 2;
+   */
+  WAITING = 2,
+
+  /**
+   * @generated from enum value: OPERATION_STATE_SUCCEEDED = 3;
+   */
+  SUCCEEDED = 3,
+
+  /**
+   * @generated from enum value: OPERATION_STATE_FAILED = 4;
+   */
+  FAILED = 4,
+}
+
+/**
+ * Describes the enum oaas.pm.v1.OperationState.
+ */
+export const OperationStateSchema: GenEnum<OperationState> = /*@__PURE__*/
+  enumDesc(file_oaas_pm_v1_deployment_service, 1);
+
+/**
+ * StepState is where one cluster's part of an operation is.
+ *
+ * @generated from enum oaas.pm.v1.StepState
+ */
+export enum StepState {
+  /**
+   * @generated from enum value: STEP_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: STEP_STATE_PENDING = 1;
+   */
+  PENDING = 1,
+
+  /**
+   * @generated from enum value: STEP_STATE_SUCCEEDED = 2;
+   */
+  SUCCEEDED = 2,
+
+  /**
+   * @generated from enum value: STEP_STATE_FAILED = 3;
+   */
+  FAILED = 3,
+
+  /**
+   * An update halted before the step ran.
+   *
+   * @generated from enum value: STEP_STATE_SKIPPED = 4;
+   */
+  SKIPPED = 4,
+}
+
+/**
+ * Describes the enum oaas.pm.v1.StepState.
+ */
+export const StepStateSchema: GenEnum<StepState> = /*@__PURE__*/
+  enumDesc(file_oaas_pm_v1_deployment_service, 2);
+
+/**
  * DeploymentService plans class deployments and rolls them out to clusters.
  *
  * @generated from service oaas.pm.v1.DeploymentService
@@ -566,8 +731,8 @@ export const DeploymentService: GenService<{
     output: typeof ListOrphansResponseSchema;
   },
   /**
-   * ListOperations returns the durable operations (deploy, delete,
-   * rollback) of one deployment, or of all, oldest first.
+   * ListOperations returns one page of the durable operations of one
+   * deployment, or of all, oldest first.
    *
    * @generated from rpc oaas.pm.v1.DeploymentService.ListOperations
    */

@@ -73,8 +73,8 @@ type DeploymentServiceClient interface {
 	// ListOrphans returns the units that carry PM's id scheme but that PM does
 	// not know, as the last reconcile passes found them.
 	ListOrphans(context.Context, *v1.ListOrphansRequest) (*v1.ListOrphansResponse, error)
-	// ListOperations returns the durable operations (deploy, delete,
-	// rollback) of one deployment, or of all, oldest first.
+	// ListOperations returns one page of the durable operations of one
+	// deployment, or of all, oldest first.
 	ListOperations(context.Context, *v1.ListOperationsRequest) (*v1.ListOperationsResponse, error)
 }
 
@@ -230,8 +230,8 @@ type DeploymentServiceHandler interface {
 	// ListOrphans returns the units that carry PM's id scheme but that PM does
 	// not know, as the last reconcile passes found them.
 	ListOrphans(context.Context, *v1.ListOrphansRequest) (*v1.ListOrphansResponse, error)
-	// ListOperations returns the durable operations (deploy, delete,
-	// rollback) of one deployment, or of all, oldest first.
+	// ListOperations returns one page of the durable operations of one
+	// deployment, or of all, oldest first.
 	ListOperations(context.Context, *v1.ListOperationsRequest) (*v1.ListOperationsResponse, error)
 }
 
