@@ -33,7 +33,7 @@ type Store struct {
 	mu   sync.RWMutex
 	pkgs *pkgTable
 	// dep holds deployments, rollouts and operations (deployments.go).
-	dep deploymentTables
+	dep  deploymentTables
 	idem map[idemKey]store.IdempotencyRecord
 	// audit is the audit trail, a bounded ring (audit.go).
 	audit auditLog
