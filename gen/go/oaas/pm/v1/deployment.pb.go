@@ -10,6 +10,7 @@ import (
 	common "github.com/oaas/pm/gen/go/oaas/common"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	structpb "google.golang.org/protobuf/types/known/structpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -166,9 +167,17 @@ type OClassDeployment struct {
 	Condition DeploymentCondition `protobuf:"varint,7,opt,name=condition,proto3,enum=oaas.pm.v1.DeploymentCondition" json:"condition,omitempty"`
 	Odgm      *OdgmDataSpec       `protobuf:"bytes,8,opt,name=odgm,proto3" json:"odgm,omitempty"`
 	// status is a server-managed summary of the last plan and rollout.
-	Status        *DeploymentStatusSummary `protobuf:"bytes,9,opt,name=status,proto3" json:"status,omitempty"`
-	CreatedAt     *timestamppb.Timestamp   `protobuf:"bytes,10,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	UpdatedAt     *timestamppb.Timestamp   `protobuf:"bytes,11,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	Status    *DeploymentStatusSummary `protobuf:"bytes,9,opt,name=status,proto3" json:"status,omitempty"`
+	CreatedAt *timestamppb.Timestamp   `protobuf:"bytes,10,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	UpdatedAt *timestamppb.Timestamp   `protobuf:"bytes,11,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// available_envs limits automatic selection (target_envs empty) to these
+	// clusters; empty means every known cluster. The current OaaS generation.
+	AvailableEnvs []string `protobuf:"bytes,12,rep,name=available_envs,json=availableEnvs,proto3" json:"available_envs,omitempty"`
+	// env_templates maps a cluster to the template its CRM should render the
+	// unit with (DeploymentUnit.selected_template).
+	EnvTemplates map[string]string `protobuf:"bytes,13,rep,name=env_templates,json=envTemplates,proto3" json:"env_templates,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// telemetry configures the runtime's OpenTelemetry export.
+	Telemetry     *TelemetryConfig `protobuf:"bytes,14,opt,name=telemetry,proto3" json:"telemetry,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -280,6 +289,123 @@ func (x *OClassDeployment) GetUpdatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *OClassDeployment) GetAvailableEnvs() []string {
+	if x != nil {
+		return x.AvailableEnvs
+	}
+	return nil
+}
+
+func (x *OClassDeployment) GetEnvTemplates() map[string]string {
+	if x != nil {
+		return x.EnvTemplates
+	}
+	return nil
+}
+
+func (x *OClassDeployment) GetTelemetry() *TelemetryConfig {
+	if x != nil {
+		return x.Telemetry
+	}
+	return nil
+}
+
+// TelemetryConfig is a deployment's telemetry switch and settings (the
+// current OaaS generation); sent to CRMs as oaas.common.TelemetrySpec.
+type TelemetryConfig struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// enabled is the master switch; absent means on once telemetry is given.
+	Enabled *bool `protobuf:"varint,1,opt,name=enabled,proto3,oneof" json:"enabled,omitempty"`
+	Traces  *bool `protobuf:"varint,2,opt,name=traces,proto3,oneof" json:"traces,omitempty"`
+	Metrics *bool `protobuf:"varint,3,opt,name=metrics,proto3,oneof" json:"metrics,omitempty"`
+	Logs    *bool `protobuf:"varint,4,opt,name=logs,proto3,oneof" json:"logs,omitempty"`
+	// sampling_rate is the trace sampling ratio in [0,1].
+	SamplingRate       *float64          `protobuf:"fixed64,5,opt,name=sampling_rate,json=samplingRate,proto3,oneof" json:"sampling_rate,omitempty"`
+	ServiceName        *string           `protobuf:"bytes,6,opt,name=service_name,json=serviceName,proto3,oneof" json:"service_name,omitempty"`
+	ResourceAttributes map[string]string `protobuf:"bytes,7,rep,name=resource_attributes,json=resourceAttributes,proto3" json:"resource_attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *TelemetryConfig) Reset() {
+	*x = TelemetryConfig{}
+	mi := &file_oaas_pm_v1_deployment_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TelemetryConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TelemetryConfig) ProtoMessage() {}
+
+func (x *TelemetryConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_oaas_pm_v1_deployment_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TelemetryConfig.ProtoReflect.Descriptor instead.
+func (*TelemetryConfig) Descriptor() ([]byte, []int) {
+	return file_oaas_pm_v1_deployment_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *TelemetryConfig) GetEnabled() bool {
+	if x != nil && x.Enabled != nil {
+		return *x.Enabled
+	}
+	return false
+}
+
+func (x *TelemetryConfig) GetTraces() bool {
+	if x != nil && x.Traces != nil {
+		return *x.Traces
+	}
+	return false
+}
+
+func (x *TelemetryConfig) GetMetrics() bool {
+	if x != nil && x.Metrics != nil {
+		return *x.Metrics
+	}
+	return false
+}
+
+func (x *TelemetryConfig) GetLogs() bool {
+	if x != nil && x.Logs != nil {
+		return *x.Logs
+	}
+	return false
+}
+
+func (x *TelemetryConfig) GetSamplingRate() float64 {
+	if x != nil && x.SamplingRate != nil {
+		return *x.SamplingRate
+	}
+	return 0
+}
+
+func (x *TelemetryConfig) GetServiceName() string {
+	if x != nil && x.ServiceName != nil {
+		return *x.ServiceName
+	}
+	return ""
+}
+
+func (x *TelemetryConfig) GetResourceAttributes() map[string]string {
+	if x != nil {
+		return x.ResourceAttributes
+	}
+	return nil
+}
+
 // FunctionDeploymentSpec overrides a package function for one deployment.
 type FunctionDeploymentSpec struct {
 	state             protoimpl.MessageState  `protogen:"open.v1"`
@@ -297,7 +423,7 @@ type FunctionDeploymentSpec struct {
 
 func (x *FunctionDeploymentSpec) Reset() {
 	*x = FunctionDeploymentSpec{}
-	mi := &file_oaas_pm_v1_deployment_proto_msgTypes[1]
+	mi := &file_oaas_pm_v1_deployment_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -309,7 +435,7 @@ func (x *FunctionDeploymentSpec) String() string {
 func (*FunctionDeploymentSpec) ProtoMessage() {}
 
 func (x *FunctionDeploymentSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_oaas_pm_v1_deployment_proto_msgTypes[1]
+	mi := &file_oaas_pm_v1_deployment_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -322,7 +448,7 @@ func (x *FunctionDeploymentSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FunctionDeploymentSpec.ProtoReflect.Descriptor instead.
 func (*FunctionDeploymentSpec) Descriptor() ([]byte, []int) {
-	return file_oaas_pm_v1_deployment_proto_rawDescGZIP(), []int{1}
+	return file_oaas_pm_v1_deployment_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *FunctionDeploymentSpec) GetFunctionKey() string {
@@ -386,7 +512,7 @@ type QosRequirement struct {
 
 func (x *QosRequirement) Reset() {
 	*x = QosRequirement{}
-	mi := &file_oaas_pm_v1_deployment_proto_msgTypes[2]
+	mi := &file_oaas_pm_v1_deployment_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -398,7 +524,7 @@ func (x *QosRequirement) String() string {
 func (*QosRequirement) ProtoMessage() {}
 
 func (x *QosRequirement) ProtoReflect() protoreflect.Message {
-	mi := &file_oaas_pm_v1_deployment_proto_msgTypes[2]
+	mi := &file_oaas_pm_v1_deployment_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -411,7 +537,7 @@ func (x *QosRequirement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QosRequirement.ProtoReflect.Descriptor instead.
 func (*QosRequirement) Descriptor() ([]byte, []int) {
-	return file_oaas_pm_v1_deployment_proto_rawDescGZIP(), []int{2}
+	return file_oaas_pm_v1_deployment_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *QosRequirement) GetThroughput() int32 {
@@ -435,13 +561,21 @@ type OdgmDataSpec struct {
 	PartitionCount *int32                 `protobuf:"varint,2,opt,name=partition_count,json=partitionCount,proto3,oneof" json:"partition_count,omitempty"`
 	ReplicaCount   *int32                 `protobuf:"varint,3,opt,name=replica_count,json=replicaCount,proto3,oneof" json:"replica_count,omitempty"`
 	ShardType      string                 `protobuf:"bytes,4,opt,name=shard_type,json=shardType,proto3" json:"shard_type,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// log is the ODGM log filter (ODGM_LOG, e.g. "info,openraft=info");
+	// PM fills "info" when absent.
+	Log *string `protobuf:"bytes,5,opt,name=log,proto3,oneof" json:"log,omitempty"`
+	// env_node_ids are the ODGM node ids of each cluster, as OaaS writes them
+	// in JSON ({"oaas-1": [1234]}: a map value cannot be a repeated field, and
+	// a ListValue keeps the bare array); PM generates them when absent.
+	// Ids are integers below 2^53.
+	EnvNodeIds    map[string]*structpb.ListValue `protobuf:"bytes,6,rep,name=env_node_ids,json=envNodeIds,proto3" json:"env_node_ids,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *OdgmDataSpec) Reset() {
 	*x = OdgmDataSpec{}
-	mi := &file_oaas_pm_v1_deployment_proto_msgTypes[3]
+	mi := &file_oaas_pm_v1_deployment_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -453,7 +587,7 @@ func (x *OdgmDataSpec) String() string {
 func (*OdgmDataSpec) ProtoMessage() {}
 
 func (x *OdgmDataSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_oaas_pm_v1_deployment_proto_msgTypes[3]
+	mi := &file_oaas_pm_v1_deployment_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -466,7 +600,7 @@ func (x *OdgmDataSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OdgmDataSpec.ProtoReflect.Descriptor instead.
 func (*OdgmDataSpec) Descriptor() ([]byte, []int) {
-	return file_oaas_pm_v1_deployment_proto_rawDescGZIP(), []int{3}
+	return file_oaas_pm_v1_deployment_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *OdgmDataSpec) GetCollections() []string {
@@ -497,6 +631,20 @@ func (x *OdgmDataSpec) GetShardType() string {
 	return ""
 }
 
+func (x *OdgmDataSpec) GetLog() string {
+	if x != nil && x.Log != nil {
+		return *x.Log
+	}
+	return ""
+}
+
+func (x *OdgmDataSpec) GetEnvNodeIds() map[string]*structpb.ListValue {
+	if x != nil {
+		return x.EnvNodeIds
+	}
+	return nil
+}
+
 // DeploymentStatusSummary is what PM planned and achieved for a deployment.
 type DeploymentStatusSummary struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -519,7 +667,7 @@ type DeploymentStatusSummary struct {
 
 func (x *DeploymentStatusSummary) Reset() {
 	*x = DeploymentStatusSummary{}
-	mi := &file_oaas_pm_v1_deployment_proto_msgTypes[4]
+	mi := &file_oaas_pm_v1_deployment_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -531,7 +679,7 @@ func (x *DeploymentStatusSummary) String() string {
 func (*DeploymentStatusSummary) ProtoMessage() {}
 
 func (x *DeploymentStatusSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_oaas_pm_v1_deployment_proto_msgTypes[4]
+	mi := &file_oaas_pm_v1_deployment_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -544,7 +692,7 @@ func (x *DeploymentStatusSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeploymentStatusSummary.ProtoReflect.Descriptor instead.
 func (*DeploymentStatusSummary) Descriptor() ([]byte, []int) {
-	return file_oaas_pm_v1_deployment_proto_rawDescGZIP(), []int{4}
+	return file_oaas_pm_v1_deployment_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DeploymentStatusSummary) GetReplicationFactor() int32 {
@@ -620,7 +768,7 @@ type ClusterRollout struct {
 
 func (x *ClusterRollout) Reset() {
 	*x = ClusterRollout{}
-	mi := &file_oaas_pm_v1_deployment_proto_msgTypes[5]
+	mi := &file_oaas_pm_v1_deployment_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -632,7 +780,7 @@ func (x *ClusterRollout) String() string {
 func (*ClusterRollout) ProtoMessage() {}
 
 func (x *ClusterRollout) ProtoReflect() protoreflect.Message {
-	mi := &file_oaas_pm_v1_deployment_proto_msgTypes[5]
+	mi := &file_oaas_pm_v1_deployment_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -645,7 +793,7 @@ func (x *ClusterRollout) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterRollout.ProtoReflect.Descriptor instead.
 func (*ClusterRollout) Descriptor() ([]byte, []int) {
-	return file_oaas_pm_v1_deployment_proto_rawDescGZIP(), []int{5}
+	return file_oaas_pm_v1_deployment_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ClusterRollout) GetCluster() string {
@@ -709,7 +857,7 @@ var File_oaas_pm_v1_deployment_proto protoreflect.FileDescriptor
 const file_oaas_pm_v1_deployment_proto_rawDesc = "" +
 	"\n" +
 	"\x1boaas/pm/v1/deployment.proto\x12\n" +
-	"oaas.pm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18oaas/common/common.proto\"\xb0\x04\n" +
+	"oaas.pm.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18oaas/common/common.proto\"\xa8\x06\n" +
 	"\x10OClassDeployment\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12!\n" +
 	"\fpackage_name\x18\x02 \x01(\tR\vpackageName\x12\x1b\n" +
@@ -725,7 +873,32 @@ const file_oaas_pm_v1_deployment_proto_rawDesc = "" +
 	"created_at\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
-	"updated_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\x97\x04\n" +
+	"updated_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12%\n" +
+	"\x0eavailable_envs\x18\f \x03(\tR\ravailableEnvs\x12S\n" +
+	"\renv_templates\x18\r \x03(\v2..oaas.pm.v1.OClassDeployment.EnvTemplatesEntryR\fenvTemplates\x129\n" +
+	"\ttelemetry\x18\x0e \x01(\v2\x1b.oaas.pm.v1.TelemetryConfigR\ttelemetry\x1a?\n" +
+	"\x11EnvTemplatesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd3\x03\n" +
+	"\x0fTelemetryConfig\x12\x1d\n" +
+	"\aenabled\x18\x01 \x01(\bH\x00R\aenabled\x88\x01\x01\x12\x1b\n" +
+	"\x06traces\x18\x02 \x01(\bH\x01R\x06traces\x88\x01\x01\x12\x1d\n" +
+	"\ametrics\x18\x03 \x01(\bH\x02R\ametrics\x88\x01\x01\x12\x17\n" +
+	"\x04logs\x18\x04 \x01(\bH\x03R\x04logs\x88\x01\x01\x12(\n" +
+	"\rsampling_rate\x18\x05 \x01(\x01H\x04R\fsamplingRate\x88\x01\x01\x12&\n" +
+	"\fservice_name\x18\x06 \x01(\tH\x05R\vserviceName\x88\x01\x01\x12d\n" +
+	"\x13resource_attributes\x18\a \x03(\v23.oaas.pm.v1.TelemetryConfig.ResourceAttributesEntryR\x12resourceAttributes\x1aE\n" +
+	"\x17ResourceAttributesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\n" +
+	"\n" +
+	"\b_enabledB\t\n" +
+	"\a_tracesB\n" +
+	"\n" +
+	"\b_metricsB\a\n" +
+	"\x05_logsB\x10\n" +
+	"\x0e_sampling_rateB\x0f\n" +
+	"\r_service_name\"\x97\x04\n" +
 	"\x16FunctionDeploymentSpec\x12!\n" +
 	"\ffunction_key\x18\x01 \x01(\tR\vfunctionKey\x12%\n" +
 	"\vdescription\x18\x02 \x01(\tH\x00R\vdescription\x88\x01\x01\x122\n" +
@@ -743,15 +916,22 @@ const file_oaas_pm_v1_deployment_proto_rawDesc = "" +
 	"\n" +
 	"throughput\x18\x01 \x01(\x05R\n" +
 	"throughput\x12\"\n" +
-	"\favailability\x18\x02 \x01(\x01R\favailability\"\xcd\x01\n" +
+	"\favailability\x18\x02 \x01(\x01R\favailability\"\x93\x03\n" +
 	"\fOdgmDataSpec\x12 \n" +
 	"\vcollections\x18\x01 \x03(\tR\vcollections\x12,\n" +
 	"\x0fpartition_count\x18\x02 \x01(\x05H\x00R\x0epartitionCount\x88\x01\x01\x12(\n" +
 	"\rreplica_count\x18\x03 \x01(\x05H\x01R\freplicaCount\x88\x01\x01\x12\x1d\n" +
 	"\n" +
-	"shard_type\x18\x04 \x01(\tR\tshardTypeB\x12\n" +
+	"shard_type\x18\x04 \x01(\tR\tshardType\x12\x15\n" +
+	"\x03log\x18\x05 \x01(\tH\x02R\x03log\x88\x01\x01\x12J\n" +
+	"\fenv_node_ids\x18\x06 \x03(\v2(.oaas.pm.v1.OdgmDataSpec.EnvNodeIdsEntryR\n" +
+	"envNodeIds\x1aY\n" +
+	"\x0fEnvNodeIdsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x120\n" +
+	"\x05value\x18\x02 \x01(\v2\x1a.google.protobuf.ListValueR\x05value:\x028\x01B\x12\n" +
 	"\x10_partition_countB\x10\n" +
-	"\x0e_replica_count\"\xe9\x02\n" +
+	"\x0e_replica_countB\x06\n" +
+	"\x04_log\"\xe9\x02\n" +
 	"\x17DeploymentStatusSummary\x12-\n" +
 	"\x12replication_factor\x18\x01 \x01(\x05R\x11replicationFactor\x12#\n" +
 	"\rselected_envs\x18\x02 \x03(\tR\fselectedEnvs\x12@\n" +
@@ -803,41 +983,51 @@ func file_oaas_pm_v1_deployment_proto_rawDescGZIP() []byte {
 }
 
 var file_oaas_pm_v1_deployment_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_oaas_pm_v1_deployment_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_oaas_pm_v1_deployment_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_oaas_pm_v1_deployment_proto_goTypes = []any{
 	(DeploymentCondition)(0),        // 0: oaas.pm.v1.DeploymentCondition
 	(RolloutState)(0),               // 1: oaas.pm.v1.RolloutState
 	(*OClassDeployment)(nil),        // 2: oaas.pm.v1.OClassDeployment
-	(*FunctionDeploymentSpec)(nil),  // 3: oaas.pm.v1.FunctionDeploymentSpec
-	(*QosRequirement)(nil),          // 4: oaas.pm.v1.QosRequirement
-	(*OdgmDataSpec)(nil),            // 5: oaas.pm.v1.OdgmDataSpec
-	(*DeploymentStatusSummary)(nil), // 6: oaas.pm.v1.DeploymentStatusSummary
-	(*ClusterRollout)(nil),          // 7: oaas.pm.v1.ClusterRollout
-	nil,                             // 8: oaas.pm.v1.FunctionDeploymentSpec.ConfigEntry
-	(*common.NfrRequirements)(nil),  // 9: oaas.common.NfrRequirements
-	(*timestamppb.Timestamp)(nil),   // 10: google.protobuf.Timestamp
-	(*common.ProvisionConfig)(nil),  // 11: oaas.common.ProvisionConfig
+	(*TelemetryConfig)(nil),         // 3: oaas.pm.v1.TelemetryConfig
+	(*FunctionDeploymentSpec)(nil),  // 4: oaas.pm.v1.FunctionDeploymentSpec
+	(*QosRequirement)(nil),          // 5: oaas.pm.v1.QosRequirement
+	(*OdgmDataSpec)(nil),            // 6: oaas.pm.v1.OdgmDataSpec
+	(*DeploymentStatusSummary)(nil), // 7: oaas.pm.v1.DeploymentStatusSummary
+	(*ClusterRollout)(nil),          // 8: oaas.pm.v1.ClusterRollout
+	nil,                             // 9: oaas.pm.v1.OClassDeployment.EnvTemplatesEntry
+	nil,                             // 10: oaas.pm.v1.TelemetryConfig.ResourceAttributesEntry
+	nil,                             // 11: oaas.pm.v1.FunctionDeploymentSpec.ConfigEntry
+	nil,                             // 12: oaas.pm.v1.OdgmDataSpec.EnvNodeIdsEntry
+	(*common.NfrRequirements)(nil),  // 13: oaas.common.NfrRequirements
+	(*timestamppb.Timestamp)(nil),   // 14: google.protobuf.Timestamp
+	(*common.ProvisionConfig)(nil),  // 15: oaas.common.ProvisionConfig
+	(*structpb.ListValue)(nil),      // 16: google.protobuf.ListValue
 }
 var file_oaas_pm_v1_deployment_proto_depIdxs = []int32{
-	9,  // 0: oaas.pm.v1.OClassDeployment.nfr_requirements:type_name -> oaas.common.NfrRequirements
-	3,  // 1: oaas.pm.v1.OClassDeployment.functions:type_name -> oaas.pm.v1.FunctionDeploymentSpec
+	13, // 0: oaas.pm.v1.OClassDeployment.nfr_requirements:type_name -> oaas.common.NfrRequirements
+	4,  // 1: oaas.pm.v1.OClassDeployment.functions:type_name -> oaas.pm.v1.FunctionDeploymentSpec
 	0,  // 2: oaas.pm.v1.OClassDeployment.condition:type_name -> oaas.pm.v1.DeploymentCondition
-	5,  // 3: oaas.pm.v1.OClassDeployment.odgm:type_name -> oaas.pm.v1.OdgmDataSpec
-	6,  // 4: oaas.pm.v1.OClassDeployment.status:type_name -> oaas.pm.v1.DeploymentStatusSummary
-	10, // 5: oaas.pm.v1.OClassDeployment.created_at:type_name -> google.protobuf.Timestamp
-	10, // 6: oaas.pm.v1.OClassDeployment.updated_at:type_name -> google.protobuf.Timestamp
-	4,  // 7: oaas.pm.v1.FunctionDeploymentSpec.qos_requirement:type_name -> oaas.pm.v1.QosRequirement
-	11, // 8: oaas.pm.v1.FunctionDeploymentSpec.provision_config:type_name -> oaas.common.ProvisionConfig
-	8,  // 9: oaas.pm.v1.FunctionDeploymentSpec.config:type_name -> oaas.pm.v1.FunctionDeploymentSpec.ConfigEntry
-	9,  // 10: oaas.pm.v1.FunctionDeploymentSpec.nfr_requirements:type_name -> oaas.common.NfrRequirements
-	7,  // 11: oaas.pm.v1.DeploymentStatusSummary.clusters:type_name -> oaas.pm.v1.ClusterRollout
-	1,  // 12: oaas.pm.v1.ClusterRollout.state:type_name -> oaas.pm.v1.RolloutState
-	0,  // 13: oaas.pm.v1.ClusterRollout.condition:type_name -> oaas.pm.v1.DeploymentCondition
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	6,  // 3: oaas.pm.v1.OClassDeployment.odgm:type_name -> oaas.pm.v1.OdgmDataSpec
+	7,  // 4: oaas.pm.v1.OClassDeployment.status:type_name -> oaas.pm.v1.DeploymentStatusSummary
+	14, // 5: oaas.pm.v1.OClassDeployment.created_at:type_name -> google.protobuf.Timestamp
+	14, // 6: oaas.pm.v1.OClassDeployment.updated_at:type_name -> google.protobuf.Timestamp
+	9,  // 7: oaas.pm.v1.OClassDeployment.env_templates:type_name -> oaas.pm.v1.OClassDeployment.EnvTemplatesEntry
+	3,  // 8: oaas.pm.v1.OClassDeployment.telemetry:type_name -> oaas.pm.v1.TelemetryConfig
+	10, // 9: oaas.pm.v1.TelemetryConfig.resource_attributes:type_name -> oaas.pm.v1.TelemetryConfig.ResourceAttributesEntry
+	5,  // 10: oaas.pm.v1.FunctionDeploymentSpec.qos_requirement:type_name -> oaas.pm.v1.QosRequirement
+	15, // 11: oaas.pm.v1.FunctionDeploymentSpec.provision_config:type_name -> oaas.common.ProvisionConfig
+	11, // 12: oaas.pm.v1.FunctionDeploymentSpec.config:type_name -> oaas.pm.v1.FunctionDeploymentSpec.ConfigEntry
+	13, // 13: oaas.pm.v1.FunctionDeploymentSpec.nfr_requirements:type_name -> oaas.common.NfrRequirements
+	12, // 14: oaas.pm.v1.OdgmDataSpec.env_node_ids:type_name -> oaas.pm.v1.OdgmDataSpec.EnvNodeIdsEntry
+	8,  // 15: oaas.pm.v1.DeploymentStatusSummary.clusters:type_name -> oaas.pm.v1.ClusterRollout
+	1,  // 16: oaas.pm.v1.ClusterRollout.state:type_name -> oaas.pm.v1.RolloutState
+	0,  // 17: oaas.pm.v1.ClusterRollout.condition:type_name -> oaas.pm.v1.DeploymentCondition
+	16, // 18: oaas.pm.v1.OdgmDataSpec.EnvNodeIdsEntry.value:type_name -> google.protobuf.ListValue
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_oaas_pm_v1_deployment_proto_init() }
@@ -846,16 +1036,17 @@ func file_oaas_pm_v1_deployment_proto_init() {
 		return
 	}
 	file_oaas_pm_v1_deployment_proto_msgTypes[1].OneofWrappers = []any{}
-	file_oaas_pm_v1_deployment_proto_msgTypes[3].OneofWrappers = []any{}
+	file_oaas_pm_v1_deployment_proto_msgTypes[2].OneofWrappers = []any{}
 	file_oaas_pm_v1_deployment_proto_msgTypes[4].OneofWrappers = []any{}
 	file_oaas_pm_v1_deployment_proto_msgTypes[5].OneofWrappers = []any{}
+	file_oaas_pm_v1_deployment_proto_msgTypes[6].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oaas_pm_v1_deployment_proto_rawDesc), len(file_oaas_pm_v1_deployment_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   7,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

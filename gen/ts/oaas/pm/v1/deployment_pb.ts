@@ -4,8 +4,8 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { ListValue, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { NfrRequirements, ProvisionConfig } from "../../common/common_pb.js";
 import { file_oaas_common_common } from "../../common/common_pb.js";
 import type { Message } from "@bufbuild/protobuf";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file oaas/pm/v1/deployment.proto.
  */
 export const file_oaas_pm_v1_deployment: GenFile = /*@__PURE__*/
-  fileDesc("ChtvYWFzL3BtL3YxL2RlcGxveW1lbnQucHJvdG8SCm9hYXMucG0udjEivQMKEE9DbGFzc0RlcGxveW1lbnQSCwoDa2V5GAEgASgJEhQKDHBhY2thZ2VfbmFtZRgCIAEoCRIRCgljbGFzc19rZXkYAyABKAkSEwoLdGFyZ2V0X2VudnMYBCADKAkSNgoQbmZyX3JlcXVpcmVtZW50cxgFIAEoCzIcLm9hYXMuY29tbW9uLk5mclJlcXVpcmVtZW50cxI1CglmdW5jdGlvbnMYBiADKAsyIi5vYWFzLnBtLnYxLkZ1bmN0aW9uRGVwbG95bWVudFNwZWMSMgoJY29uZGl0aW9uGAcgASgOMh8ub2Fhcy5wbS52MS5EZXBsb3ltZW50Q29uZGl0aW9uEiYKBG9kZ20YCCABKAsyGC5vYWFzLnBtLnYxLk9kZ21EYXRhU3BlYxIzCgZzdGF0dXMYCSABKAsyIy5vYWFzLnBtLnYxLkRlcGxveW1lbnRTdGF0dXNTdW1tYXJ5Ei4KCmNyZWF0ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqQDChZGdW5jdGlvbkRlcGxveW1lbnRTcGVjEhQKDGZ1bmN0aW9uX2tleRgBIAEoCRIYCgtkZXNjcmlwdGlvbhgCIAEoCUgAiAEBEh8KEmF2YWlsYWJsZV9sb2NhdGlvbhgDIAEoCUgBiAEBEjMKD3Fvc19yZXF1aXJlbWVudBgEIAEoCzIaLm9hYXMucG0udjEuUW9zUmVxdWlyZW1lbnQSNgoQcHJvdmlzaW9uX2NvbmZpZxgFIAEoCzIcLm9hYXMuY29tbW9uLlByb3Zpc2lvbkNvbmZpZxI+CgZjb25maWcYBiADKAsyLi5vYWFzLnBtLnYxLkZ1bmN0aW9uRGVwbG95bWVudFNwZWMuQ29uZmlnRW50cnkSNgoQbmZyX3JlcXVpcmVtZW50cxgHIAEoCzIcLm9hYXMuY29tbW9uLk5mclJlcXVpcmVtZW50cxotCgtDb25maWdFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQg4KDF9kZXNjcmlwdGlvbkIVChNfYXZhaWxhYmxlX2xvY2F0aW9uIjoKDlFvc1JlcXVpcmVtZW50EhIKCnRocm91Z2hwdXQYASABKAUSFAoMYXZhaWxhYmlsaXR5GAIgASgBIpcBCgxPZGdtRGF0YVNwZWMSEwoLY29sbGVjdGlvbnMYASADKAkSHAoPcGFydGl0aW9uX2NvdW50GAIgASgFSACIAQESGgoNcmVwbGljYV9jb3VudBgDIAEoBUgBiAEBEhIKCnNoYXJkX3R5cGUYBCABKAlCEgoQX3BhcnRpdGlvbl9jb3VudEIQCg5fcmVwbGljYV9jb3VudCL4AQoXRGVwbG95bWVudFN0YXR1c1N1bW1hcnkSGgoScmVwbGljYXRpb25fZmFjdG9yGAEgASgFEhUKDXNlbGVjdGVkX2VudnMYAiADKAkSJAocYWNoaWV2ZWRfcXVvcnVtX2F2YWlsYWJpbGl0eRgDIAEoARIXCgpsYXN0X2Vycm9yGAQgASgJSACIAQESGwoTdGFyZ2V0X2F2YWlsYWJpbGl0eRgFIAEoARIRCglhbGdvcml0aG0YBiABKAkSLAoIY2x1c3RlcnMYByADKAsyGi5vYWFzLnBtLnYxLkNsdXN0ZXJSb2xsb3V0Qg0KC19sYXN0X2Vycm9yIvgBCg5DbHVzdGVyUm9sbG91dBIPCgdjbHVzdGVyGAEgASgJEhQKDGF2YWlsYWJpbGl0eRgCIAEoARIbChNhdmFpbGFiaWxpdHlfc291cmNlGAMgASgJEg8KB3VuaXRfaWQYBCABKAkSJwoFc3RhdGUYCSABKA4yGC5vYWFzLnBtLnYxLlJvbGxvdXRTdGF0ZRISCgVlcnJvchgGIAEoCUgAiAEBEhAKCGF0dGVtcHRzGAcgASgFEjIKCWNvbmRpdGlvbhgIIAEoDjIfLm9hYXMucG0udjEuRGVwbG95bWVudENvbmRpdGlvbkIICgZfZXJyb3JKBAgFEAYqVQoTRGVwbG95bWVudENvbmRpdGlvbhILCgdQRU5ESU5HEAASDQoJREVQTE9ZSU5HEAESCwoHUlVOTklORxACEggKBERPV04QAxILCgdERUxFVEVEEAQq2QEKDFJvbGxvdXRTdGF0ZRIdChlST0xMT1VUX1NUQVRFX1VOU1BFQ0lGSUVEEAASGQoVUk9MTE9VVF9TVEFURV9QTEFOTkVEEAESGgoWUk9MTE9VVF9TVEFURV9ERVBMT1lFRBACEhgKFFJPTExPVVRfU1RBVEVfRkFJTEVEEAMSHQoZUk9MTE9VVF9TVEFURV9ST0xMRURfQkFDSxAEEhkKFVJPTExPVVRfU1RBVEVfREVMRVRFRBAFEh8KG1JPTExPVVRfU1RBVEVfREVMRVRFX0ZBSUxFRBAGQpYBCg5jb20ub2Fhcy5wbS52MUIPRGVwbG95bWVudFByb3RvUAFaKWdpdGh1Yi5jb20vb2Fhcy9wbS9nZW4vZ28vb2Fhcy9wbS92MTtwbXYxogIDT1BYqgIKT2Fhcy5QbS5WMcoCCk9hYXNcUG1cVjHiAhZPYWFzXFBtXFYxXEdQQk1ldGFkYXRh6gIMT2Fhczo6UG06OlYxYgZwcm90bzM", [file_google_protobuf_timestamp, file_oaas_common_common]);
+  fileDesc("ChtvYWFzL3BtL3YxL2RlcGxveW1lbnQucHJvdG8SCm9hYXMucG0udjEigQUKEE9DbGFzc0RlcGxveW1lbnQSCwoDa2V5GAEgASgJEhQKDHBhY2thZ2VfbmFtZRgCIAEoCRIRCgljbGFzc19rZXkYAyABKAkSEwoLdGFyZ2V0X2VudnMYBCADKAkSNgoQbmZyX3JlcXVpcmVtZW50cxgFIAEoCzIcLm9hYXMuY29tbW9uLk5mclJlcXVpcmVtZW50cxI1CglmdW5jdGlvbnMYBiADKAsyIi5vYWFzLnBtLnYxLkZ1bmN0aW9uRGVwbG95bWVudFNwZWMSMgoJY29uZGl0aW9uGAcgASgOMh8ub2Fhcy5wbS52MS5EZXBsb3ltZW50Q29uZGl0aW9uEiYKBG9kZ20YCCABKAsyGC5vYWFzLnBtLnYxLk9kZ21EYXRhU3BlYxIzCgZzdGF0dXMYCSABKAsyIy5vYWFzLnBtLnYxLkRlcGxveW1lbnRTdGF0dXNTdW1tYXJ5Ei4KCmNyZWF0ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDmF2YWlsYWJsZV9lbnZzGAwgAygJEkUKDWVudl90ZW1wbGF0ZXMYDSADKAsyLi5vYWFzLnBtLnYxLk9DbGFzc0RlcGxveW1lbnQuRW52VGVtcGxhdGVzRW50cnkSLgoJdGVsZW1ldHJ5GA4gASgLMhsub2Fhcy5wbS52MS5UZWxlbWV0cnlDb25maWcaMwoRRW52VGVtcGxhdGVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASL4AgoPVGVsZW1ldHJ5Q29uZmlnEhQKB2VuYWJsZWQYASABKAhIAIgBARITCgZ0cmFjZXMYAiABKAhIAYgBARIUCgdtZXRyaWNzGAMgASgISAKIAQESEQoEbG9ncxgEIAEoCEgDiAEBEhoKDXNhbXBsaW5nX3JhdGUYBSABKAFIBIgBARIZCgxzZXJ2aWNlX25hbWUYBiABKAlIBYgBARJQChNyZXNvdXJjZV9hdHRyaWJ1dGVzGAcgAygLMjMub2Fhcy5wbS52MS5UZWxlbWV0cnlDb25maWcuUmVzb3VyY2VBdHRyaWJ1dGVzRW50cnkaOQoXUmVzb3VyY2VBdHRyaWJ1dGVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIKCghfZW5hYmxlZEIJCgdfdHJhY2VzQgoKCF9tZXRyaWNzQgcKBV9sb2dzQhAKDl9zYW1wbGluZ19yYXRlQg8KDV9zZXJ2aWNlX25hbWUipAMKFkZ1bmN0aW9uRGVwbG95bWVudFNwZWMSFAoMZnVuY3Rpb25fa2V5GAEgASgJEhgKC2Rlc2NyaXB0aW9uGAIgASgJSACIAQESHwoSYXZhaWxhYmxlX2xvY2F0aW9uGAMgASgJSAGIAQESMwoPcW9zX3JlcXVpcmVtZW50GAQgASgLMhoub2Fhcy5wbS52MS5Rb3NSZXF1aXJlbWVudBI2ChBwcm92aXNpb25fY29uZmlnGAUgASgLMhwub2Fhcy5jb21tb24uUHJvdmlzaW9uQ29uZmlnEj4KBmNvbmZpZxgGIAMoCzIuLm9hYXMucG0udjEuRnVuY3Rpb25EZXBsb3ltZW50U3BlYy5Db25maWdFbnRyeRI2ChBuZnJfcmVxdWlyZW1lbnRzGAcgASgLMhwub2Fhcy5jb21tb24uTmZyUmVxdWlyZW1lbnRzGi0KC0NvbmZpZ0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCDgoMX2Rlc2NyaXB0aW9uQhUKE19hdmFpbGFibGVfbG9jYXRpb24iOgoOUW9zUmVxdWlyZW1lbnQSEgoKdGhyb3VnaHB1dBgBIAEoBRIUCgxhdmFpbGFiaWxpdHkYAiABKAEiwAIKDE9kZ21EYXRhU3BlYxITCgtjb2xsZWN0aW9ucxgBIAMoCRIcCg9wYXJ0aXRpb25fY291bnQYAiABKAVIAIgBARIaCg1yZXBsaWNhX2NvdW50GAMgASgFSAGIAQESEgoKc2hhcmRfdHlwZRgEIAEoCRIQCgNsb2cYBSABKAlIAogBARI+CgxlbnZfbm9kZV9pZHMYBiADKAsyKC5vYWFzLnBtLnYxLk9kZ21EYXRhU3BlYy5FbnZOb2RlSWRzRW50cnkaTQoPRW52Tm9kZUlkc0VudHJ5EgsKA2tleRgBIAEoCRIpCgV2YWx1ZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5MaXN0VmFsdWU6AjgBQhIKEF9wYXJ0aXRpb25fY291bnRCEAoOX3JlcGxpY2FfY291bnRCBgoEX2xvZyL4AQoXRGVwbG95bWVudFN0YXR1c1N1bW1hcnkSGgoScmVwbGljYXRpb25fZmFjdG9yGAEgASgFEhUKDXNlbGVjdGVkX2VudnMYAiADKAkSJAocYWNoaWV2ZWRfcXVvcnVtX2F2YWlsYWJpbGl0eRgDIAEoARIXCgpsYXN0X2Vycm9yGAQgASgJSACIAQESGwoTdGFyZ2V0X2F2YWlsYWJpbGl0eRgFIAEoARIRCglhbGdvcml0aG0YBiABKAkSLAoIY2x1c3RlcnMYByADKAsyGi5vYWFzLnBtLnYxLkNsdXN0ZXJSb2xsb3V0Qg0KC19sYXN0X2Vycm9yIvgBCg5DbHVzdGVyUm9sbG91dBIPCgdjbHVzdGVyGAEgASgJEhQKDGF2YWlsYWJpbGl0eRgCIAEoARIbChNhdmFpbGFiaWxpdHlfc291cmNlGAMgASgJEg8KB3VuaXRfaWQYBCABKAkSJwoFc3RhdGUYCSABKA4yGC5vYWFzLnBtLnYxLlJvbGxvdXRTdGF0ZRISCgVlcnJvchgGIAEoCUgAiAEBEhAKCGF0dGVtcHRzGAcgASgFEjIKCWNvbmRpdGlvbhgIIAEoDjIfLm9hYXMucG0udjEuRGVwbG95bWVudENvbmRpdGlvbkIICgZfZXJyb3JKBAgFEAYqVQoTRGVwbG95bWVudENvbmRpdGlvbhILCgdQRU5ESU5HEAASDQoJREVQTE9ZSU5HEAESCwoHUlVOTklORxACEggKBERPV04QAxILCgdERUxFVEVEEAQq2QEKDFJvbGxvdXRTdGF0ZRIdChlST0xMT1VUX1NUQVRFX1VOU1BFQ0lGSUVEEAASGQoVUk9MTE9VVF9TVEFURV9QTEFOTkVEEAESGgoWUk9MTE9VVF9TVEFURV9ERVBMT1lFRBACEhgKFFJPTExPVVRfU1RBVEVfRkFJTEVEEAMSHQoZUk9MTE9VVF9TVEFURV9ST0xMRURfQkFDSxAEEhkKFVJPTExPVVRfU1RBVEVfREVMRVRFRBAFEh8KG1JPTExPVVRfU1RBVEVfREVMRVRFX0ZBSUxFRBAGQpYBCg5jb20ub2Fhcy5wbS52MUIPRGVwbG95bWVudFByb3RvUAFaKWdpdGh1Yi5jb20vb2Fhcy9wbS9nZW4vZ28vb2Fhcy9wbS92MTtwbXYxogIDT1BYqgIKT2Fhcy5QbS5WMcoCCk9hYXNcUG1cVjHiAhZPYWFzXFBtXFYxXEdQQk1ldGFkYXRh6gIMT2Fhczo6UG06OlYxYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_oaas_common_common]);
 
 /**
  * OClassDeployment deploys one class of a package to one or more clusters.
@@ -89,6 +89,29 @@ export type OClassDeployment = Message<"oaas.pm.v1.OClassDeployment"> & {
    * @generated from field: google.protobuf.Timestamp updated_at = 11;
    */
   updatedAt?: Timestamp | undefined;
+
+  /**
+   * available_envs limits automatic selection (target_envs empty) to these
+   * clusters; empty means every known cluster. The current OaaS generation.
+   *
+   * @generated from field: repeated string available_envs = 12;
+   */
+  availableEnvs: string[];
+
+  /**
+   * env_templates maps a cluster to the template its CRM should render the
+   * unit with (DeploymentUnit.selected_template).
+   *
+   * @generated from field: map<string, string> env_templates = 13;
+   */
+  envTemplates: { [key: string]: string };
+
+  /**
+   * telemetry configures the runtime's OpenTelemetry export.
+   *
+   * @generated from field: oaas.pm.v1.TelemetryConfig telemetry = 14;
+   */
+  telemetry?: TelemetryConfig | undefined;
 };
 
 /**
@@ -97,6 +120,60 @@ export type OClassDeployment = Message<"oaas.pm.v1.OClassDeployment"> & {
  */
 export const OClassDeploymentSchema: GenMessage<OClassDeployment> = /*@__PURE__*/
   messageDesc(file_oaas_pm_v1_deployment, 0);
+
+/**
+ * TelemetryConfig is a deployment's telemetry switch and settings (the
+ * current OaaS generation); sent to CRMs as oaas.common.TelemetrySpec.
+ *
+ * @generated from message oaas.pm.v1.TelemetryConfig
+ */
+export type TelemetryConfig = Message<"oaas.pm.v1.TelemetryConfig"> & {
+  /**
+   * enabled is the master switch; absent means on once telemetry is given.
+   *
+   * @generated from field: optional bool enabled = 1;
+   */
+  enabled?: boolean | undefined;
+
+  /**
+   * @generated from field: optional bool traces = 2;
+   */
+  traces?: boolean | undefined;
+
+  /**
+   * @generated from field: optional bool metrics = 3;
+   */
+  metrics?: boolean | undefined;
+
+  /**
+   * @generated from field: optional bool logs = 4;
+   */
+  logs?: boolean | undefined;
+
+  /**
+   * sampling_rate is the trace sampling ratio in [0,1].
+   *
+   * @generated from field: optional double sampling_rate = 5;
+   */
+  samplingRate?: number | undefined;
+
+  /**
+   * @generated from field: optional string service_name = 6;
+   */
+  serviceName?: string | undefined;
+
+  /**
+   * @generated from field: map<string, string> resource_attributes = 7;
+   */
+  resourceAttributes: { [key: string]: string };
+};
+
+/**
+ * Describes the message oaas.pm.v1.TelemetryConfig.
+ * Use `create(TelemetryConfigSchema)` to create a new message.
+ */
+export const TelemetryConfigSchema: GenMessage<TelemetryConfig> = /*@__PURE__*/
+  messageDesc(file_oaas_pm_v1_deployment, 1);
 
 /**
  * FunctionDeploymentSpec overrides a package function for one deployment.
@@ -147,7 +224,7 @@ export type FunctionDeploymentSpec = Message<"oaas.pm.v1.FunctionDeploymentSpec"
  * Use `create(FunctionDeploymentSpecSchema)` to create a new message.
  */
 export const FunctionDeploymentSpecSchema: GenMessage<FunctionDeploymentSpec> = /*@__PURE__*/
-  messageDesc(file_oaas_pm_v1_deployment, 1);
+  messageDesc(file_oaas_pm_v1_deployment, 2);
 
 /**
  * QosRequirement is a function-level quality-of-service target.
@@ -173,7 +250,7 @@ export type QosRequirement = Message<"oaas.pm.v1.QosRequirement"> & {
  * Use `create(QosRequirementSchema)` to create a new message.
  */
 export const QosRequirementSchema: GenMessage<QosRequirement> = /*@__PURE__*/
-  messageDesc(file_oaas_pm_v1_deployment, 2);
+  messageDesc(file_oaas_pm_v1_deployment, 3);
 
 /**
  * OdgmDataSpec are hints for the object data grid (ODGM) of the class.
@@ -200,6 +277,24 @@ export type OdgmDataSpec = Message<"oaas.pm.v1.OdgmDataSpec"> & {
    * @generated from field: string shard_type = 4;
    */
   shardType: string;
+
+  /**
+   * log is the ODGM log filter (ODGM_LOG, e.g. "info,openraft=info");
+   * PM fills "info" when absent.
+   *
+   * @generated from field: optional string log = 5;
+   */
+  log?: string | undefined;
+
+  /**
+   * env_node_ids are the ODGM node ids of each cluster, as OaaS writes them
+   * in JSON ({"oaas-1": [1234]}: a map value cannot be a repeated field, and
+   * a ListValue keeps the bare array); PM generates them when absent.
+   * Ids are integers below 2^53.
+   *
+   * @generated from field: map<string, google.protobuf.ListValue> env_node_ids = 6;
+   */
+  envNodeIds: { [key: string]: ListValue };
 };
 
 /**
@@ -207,7 +302,7 @@ export type OdgmDataSpec = Message<"oaas.pm.v1.OdgmDataSpec"> & {
  * Use `create(OdgmDataSpecSchema)` to create a new message.
  */
 export const OdgmDataSpecSchema: GenMessage<OdgmDataSpec> = /*@__PURE__*/
-  messageDesc(file_oaas_pm_v1_deployment, 3);
+  messageDesc(file_oaas_pm_v1_deployment, 4);
 
 /**
  * DeploymentStatusSummary is what PM planned and achieved for a deployment.
@@ -268,7 +363,7 @@ export type DeploymentStatusSummary = Message<"oaas.pm.v1.DeploymentStatusSummar
  * Use `create(DeploymentStatusSummarySchema)` to create a new message.
  */
 export const DeploymentStatusSummarySchema: GenMessage<DeploymentStatusSummary> = /*@__PURE__*/
-  messageDesc(file_oaas_pm_v1_deployment, 4);
+  messageDesc(file_oaas_pm_v1_deployment, 5);
 
 /**
  * ClusterRollout is one cluster's part of a deployment.
@@ -335,7 +430,7 @@ export type ClusterRollout = Message<"oaas.pm.v1.ClusterRollout"> & {
  * Use `create(ClusterRolloutSchema)` to create a new message.
  */
 export const ClusterRolloutSchema: GenMessage<ClusterRollout> = /*@__PURE__*/
-  messageDesc(file_oaas_pm_v1_deployment, 5);
+  messageDesc(file_oaas_pm_v1_deployment, 6);
 
 /**
  * DeploymentCondition is the lifecycle state of a deployment or runtime.
