@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"io"
+	"io/fs"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,6 +17,7 @@ import (
 	"github.com/oaas/pm/internal/store"
 	"github.com/oaas/pm/internal/store/pgtest"
 	"github.com/oaas/pm/internal/store/postgres"
+	"github.com/oaas/pm/migrations"
 )
 
 // closedPort returns a loopback address nothing listens on: a port that
@@ -185,7 +188,7 @@ func TestReady(t *testing.T) {
 				t.Fatal(err)
 			}
 			return dsn
-		}, "database schema is at migration " + itoa(postgres.SchemaVersion()-1) + " but this PM needs " +
+		}, "database schema is at migration " + itoa(previousMigration(t)) + " but this PM needs " +
 			itoa(postgres.SchemaVersion()) + "; run `pm migrate up`", store.ErrSchema},
 		{"newer schema (a later PM migrated it during a rolling upgrade)", func(t *testing.T) string {
 			dsn := pgtest.NewDatabase(t)
@@ -232,3 +235,23 @@ func TestReady(t *testing.T) {
 }
 
 func itoa(v int64) string { return strconv.FormatInt(v, 10) }
+
+// previousMigration is the version before the newest one among the embedded
+// migrations (versions need not be consecutive).
+func previousMigration(t *testing.T) int64 {
+	t.Helper()
+	entries, err := fs.Glob(migrations.FS, "*.sql")
+	if err != nil || len(entries) < 2 {
+		t.Fatalf("migrations: %v %v", entries, err)
+	}
+	var versions []int64
+	for _, e := range entries {
+		n, err := strconv.ParseInt(strings.SplitN(e, "_", 2)[0], 10, 64)
+		if err != nil {
+			t.Fatalf("migration file %q: %v", e, err)
+		}
+		versions = append(versions, n)
+	}
+	slices.Sort(versions)
+	return versions[len(versions)-2]
+}

@@ -212,8 +212,8 @@ func TestMigrationMovesDeployments(t *testing.T) {
 		}
 		// The moved active operation holds its deployment.
 		err = st.CreateOperation(ctx, store.OperationRow{ID: "probe", Kind: "heal", DeploymentKey: "in-flight", State: store.OperationRunning})
-		if !errors.Is(err, store.ErrBusy) {
-			t.Errorf("a second active operation of in-flight: %v, want ErrBusy", err)
+		if !errors.Is(err, store.ErrOperationActive) {
+			t.Errorf("a second active operation of in-flight: %v, want ErrOperationActive", err)
 		}
 		return b.String()
 	}

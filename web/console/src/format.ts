@@ -9,6 +9,21 @@ export function condition(c: DeploymentCondition): string {
   return DeploymentCondition[c] ?? String(c);
 }
 
+/**
+ * word is an enum value as a plain word: its name without the type's
+ * prefix, lower-cased (RolloutState.ROLLOUT_STATE_DEPLOYED → "deployed");
+ * the unspecified zero is `zero`.
+ */
+export function word(e: Record<number, string>, v: number, zero = "—"): string {
+  if (v === 0) return zero;
+  const name = e[v] ?? String(v);
+  const parts = name.split("_");
+  // The prefix is the type's name in upper snake case, e.g. ROLLOUT_STATE.
+  const prefix = Object.values(e).find((n) => typeof n === "string" && n.endsWith("_UNSPECIFIED"));
+  const p = typeof prefix === "string" ? prefix.slice(0, -"UNSPECIFIED".length) : "";
+  return (p && name.startsWith(p) ? name.slice(p.length) : parts.join("_")).toLowerCase().replace(/_/g, " ");
+}
+
 /** whenText formats a protobuf timestamp (or an RFC 3339 string) in UTC. */
 export function whenText(t: Timestamp | string | undefined | null): string {
   if (!t) return "—";

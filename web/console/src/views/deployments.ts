@@ -6,13 +6,13 @@ import { create } from "@bufbuild/protobuf";
 import { stringify } from "yaml";
 import type { ClusterInfo } from "../../../../gen/ts/oaas/pm/v1/cluster_service_pb.js";
 import { NfrRequirementsSchema } from "../../../../gen/ts/oaas/common/common_pb.js";
-import { OClassDeploymentSchema, type OClassDeployment } from "../../../../gen/ts/oaas/pm/v1/deployment_pb.js";
-import type { Operation } from "../../../../gen/ts/oaas/pm/v1/deployment_service_pb.js";
+import { OClassDeploymentSchema, RolloutState, type OClassDeployment } from "../../../../gen/ts/oaas/pm/v1/deployment_pb.js";
+import { OperationKind, OperationState, StepState, type Operation } from "../../../../gen/ts/oaas/pm/v1/deployment_service_pb.js";
 import type { OPackage } from "../../../../gen/ts/oaas/pm/v1/package_pb.js";
 import { clusters, deployments, message, packages, problem, rest, RestError, serverFeatures } from "../api.js";
 import { warnings, yamlEditor } from "../editor.js";
 import { badge, field, h, link, replace, table, type Child } from "../dom.js";
-import { condition, pct, when } from "../format.js";
+import { condition, pct, when, word } from "../format.js";
 import { subscribe } from "../live.js";
 import type { View } from "../main.js";
 import { BASE, go } from "../router.js";
@@ -130,7 +130,7 @@ function deploymentDetail(d: OClassDeployment): HTMLElement {
         (st?.clusters ?? []).map((c) => [
           link(`${BASE}/clusters`, c.cluster),
           c.unitId ? h("code", null, c.unitId) : "—",
-          badge(c.state || "planned"),
+          badge(word(RolloutState, c.state, "planned")),
           badge(condition(c.condition)),
           `${pct(c.availability)}${c.availabilitySource ? ` (${c.availabilitySource})` : ""}`,
           String(c.attempts),
@@ -161,10 +161,10 @@ export function operationsTable(items: Operation[], withKey: boolean): HTMLEleme
   const headers = ["Operation", "Kind", ...(withKey ? ["Deployment"] : []), "State", "Steps", "Error", "Created", "Updated"];
   return table(`${items.length} operation${items.length === 1 ? "" : "s"}`, headers, sorted.map((o) => [
     h("code", null, o.id),
-    o.kind,
+    word(OperationKind, o.kind),
     ...(withKey ? [link(`${BASE}/deployments/${enc(o.deploymentKey)}`, o.deploymentKey)] : []),
-    badge(o.state),
-    h("ul", { class: "plain" }, o.steps.map((s) => h("li", null, `${s.cluster}: `, badge(s.state), s.attempts > 1 ? ` ×${s.attempts}` : "", s.error ? ` — ${s.error}` : ""))),
+    badge(word(OperationState, o.state)),
+    h("ul", { class: "plain" }, o.steps.map((s) => h("li", null, `${s.cluster}: `, badge(word(StepState, s.state)), s.attempts > 1 ? ` ×${s.attempts}` : "", s.error ? ` — ${s.error}` : ""))),
     o.error ?? "—",
     when(o.createdAt),
     when(o.updatedAt),
@@ -224,7 +224,7 @@ export const deploymentNewView: View = (main, _params, query) => {
         h("p", { id: "plan-message" }, res.result?.message ?? ""),
         st ? planFacts(st) : null,
         st ? table("Clusters the plan considered", ["Cluster", "Availability", "Source", "State"], st.clusters.map((c) => [
-          c.cluster, pct(c.availability), c.availabilitySource || "—", c.state || "planned",
+          c.cluster, pct(c.availability), c.availabilitySource || "—", word(RolloutState, c.state, "planned"),
         ])) : null,
       );
     } catch (err) {
