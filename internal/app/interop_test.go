@@ -105,3 +105,26 @@ func TestInteropGatewayProxy(t *testing.T) {
 		t.Errorf("unconfigured gateway: %q", msg)
 	}
 }
+
+func TestPackageUpdateKeepsWhatDeploymentsUse(t *testing.T) {
+	t.Parallel()
+	forEachStorageWith(t, withDefaultCluster(t), func(t *testing.T, e *env) {
+		e.do("POST", "/api/v1/packages", echoPackage("echo")).expect(t, http.StatusCreated)
+		e.do("POST", "/api/v1/deployments", deployment("d", "echo", "default")).expect(t, http.StatusCreated)
+		stripped := echoPackage("echo")
+		stripped["classes"] = []any{}
+		msg := e.do("POST", "/api/v1/packages/echo", stripped).expect(t, http.StatusConflict).errorText(t)
+		if !strings.Contains(msg, `"d"`) && !strings.Contains(msg, "d ") {
+			t.Errorf("409 %q does not name the deployment", msg)
+		}
+		var pkg map[string]any
+		e.do("GET", "/api/v1/packages/echo", nil).expect(t, http.StatusOK).json(t, &pkg)
+		if cls, _ := pkg["classes"].([]any); len(cls) != 1 {
+			t.Errorf("the refused update changed the package: %v", pkg["classes"])
+		}
+		// Changing something else is fine.
+		changed := echoPackage("echo")
+		changed["version"] = "2.0.0"
+		e.do("POST", "/api/v1/packages/echo", changed).expect(t, http.StatusOK)
+	})
+}

@@ -36,8 +36,13 @@ type Store interface {
 type Hooks interface {
 	// StagePackage runs inside the transaction that writes a package with
 	// embedded deployments, to record them with it: what the package asks
-	// for survives a crash right after the write.
+	// for survives a crash right after the write. It checks the package as
+	// CheckPackageWrite does.
 	StagePackage(ctx context.Context, tx store.Tx, pkg *pmv1.OPackage) error
+	// CheckPackageWrite runs inside the transaction that updates a package
+	// without embedded deployments: the update must not remove a class or
+	// function a deployment still uses (409 listing them).
+	CheckPackageWrite(ctx context.Context, tx store.Tx, pkg *pmv1.OPackage) error
 	// PackageWritten runs after a package was created or updated, to
 	// schedule its embedded deployments. It must not fail the write.
 	PackageWritten(ctx context.Context, pkg *pmv1.OPackage)
@@ -100,7 +105,7 @@ func (s *Service) Create(ctx context.Context, pkg *pmv1.OPackage) (store.Package
 	}
 	pkg = proto.CloneOf(pkg)
 	Normalize(pkg)
-	rec, err := s.write(ctx, pkg, func(ctx context.Context, tx store.Packages) (store.Package, error) {
+	rec, err := s.write(ctx, pkg, false, func(ctx context.Context, tx store.Packages) (store.Package, error) {
 		return tx.CreatePackage(ctx, pkg)
 	})
 	if err != nil {
@@ -133,7 +138,7 @@ func (s *Service) Update(ctx context.Context, name string, pkg *pmv1.OPackage, e
 	}
 	pkg = proto.CloneOf(pkg)
 	Normalize(pkg)
-	rec, err := s.write(ctx, pkg, func(ctx context.Context, tx store.Packages) (store.Package, error) {
+	rec, err := s.write(ctx, pkg, true, func(ctx context.Context, tx store.Packages) (store.Package, error) {
 		return tx.UpdatePackage(ctx, pkg, rev)
 	})
 	if err != nil {
@@ -144,11 +149,13 @@ func (s *Service) Update(ctx context.Context, name string, pkg *pmv1.OPackage, e
 	return rec, nil
 }
 
-// write stores a package with put; one with embedded deployments is written
-// in a transaction that also stages them (one without needs no
-// transaction, the common and cheaper case).
-func (s *Service) write(ctx context.Context, pkg *pmv1.OPackage, put func(context.Context, store.Packages) (store.Package, error)) (store.Package, error) {
-	if s.hooks == nil || len(pkg.GetDeployments()) == 0 {
+// write stores a package with put. One with embedded deployments is
+// written in a transaction that also stages them; an update in one that
+// checks no deployment loses its class or functions; a plain create needs
+// no transaction (nothing can depend on a package not yet stored), the
+// common and cheaper case.
+func (s *Service) write(ctx context.Context, pkg *pmv1.OPackage, update bool, put func(context.Context, store.Packages) (store.Package, error)) (store.Package, error) {
+	if s.hooks == nil || (!update && len(pkg.GetDeployments()) == 0) {
 		return put(ctx, s.store)
 	}
 	var rec store.Package
@@ -157,7 +164,10 @@ func (s *Service) write(ctx context.Context, pkg *pmv1.OPackage, put func(contex
 		if rec, err = put(ctx, tx); err != nil {
 			return err
 		}
-		return s.hooks.StagePackage(ctx, tx, rec.Package)
+		if len(pkg.GetDeployments()) > 0 {
+			return s.hooks.StagePackage(ctx, tx, rec.Package)
+		}
+		return s.hooks.CheckPackageWrite(ctx, tx, rec.Package)
 	})
 	return rec, err
 }
