@@ -68,7 +68,9 @@ func write[T any](s *Store, ctx context.Context, fn func() (T, error)) (T, error
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return fn()
+	v, err := fn()
+	s.publishPending(err)
+	return v, err
 }
 
 // inTx runs fn for a transaction's call (the store is locked already).
@@ -180,6 +182,7 @@ func (s *Store) createDeployment(d store.DeploymentRow, rs []store.RolloutRow, u
 	d.UpdatedAt, d.Revision = d.CreatedAt, 1
 	keep(u, s.dep.deps, d.Key)
 	s.dep.deps[d.Key] = d
+	s.changed(u, store.ChangeDeployment, d.Key, "", store.ChangeInsert)
 	if err := s.putRollouts(rs, u); err != nil {
 		return store.DeploymentRow{}, err
 	}
@@ -238,6 +241,7 @@ func (s *Store) updateDeployment(d store.DeploymentRow, expected int64, u *tx) (
 	d.UpdatedAt, d.Revision = s.now(), old.Revision+1
 	keep(u, s.dep.deps, d.Key)
 	s.dep.deps[d.Key] = d
+	s.changed(u, store.ChangeDeployment, d.Key, "", store.ChangeUpdate)
 	return copyDeployment(d, false), nil
 }
 
@@ -247,6 +251,7 @@ func (s *Store) deleteDeployment(key string, expected int64, u *tx) error {
 	}
 	keep(u, s.dep.deps, key)
 	delete(s.dep.deps, key)
+	s.changed(u, store.ChangeDeployment, key, "", store.ChangeDelete)
 	// Its rollouts go with it, as ON DELETE CASCADE does in Postgres.
 	for _, r := range s.dep.rollouts[key] {
 		s.unindex(r, u)
@@ -294,6 +299,7 @@ func (s *Store) putRollouts(rs []store.RolloutRow, u *tx) error {
 		units := inner(u, s.dep.units, r.Cluster)
 		keep(u, units, r.UnitID)
 		units[r.UnitID] = r.DeploymentKey
+		s.changed(u, store.ChangeDeployment, r.DeploymentKey, "", store.ChangeUpdate)
 	}
 	return nil
 }
@@ -360,6 +366,7 @@ func (s *Store) updateConditions(us []store.ConditionUpdate, u *tx) int {
 		r.Condition = c.Condition
 		keep(u, byCluster, c.Cluster)
 		byCluster[c.Cluster] = r
+		s.changed(u, store.ChangeDeployment, c.DeploymentKey, "", store.ChangeUpdate)
 		n++
 	}
 	return n

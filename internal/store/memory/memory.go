@@ -37,6 +37,10 @@ type Store struct {
 	idem map[idemKey]store.IdempotencyRecord
 	// audit is the audit trail, a bounded ring (audit.go).
 	audit auditLog
+	// log is the change feed; pending holds the changes of the write
+	// outside a transaction that holds mu (changes.go).
+	log     *changeLog
+	pending []store.Change
 }
 
 var _ store.Store = (*Store)(nil)
@@ -51,6 +55,7 @@ func New(clock store.Clock) *Store {
 		pkgs:  newPkgTable(),
 		dep:   newDeploymentTables(),
 		idem:  make(map[idemKey]store.IdempotencyRecord),
+		log:   newChangeLog(),
 	}
 }
 
@@ -88,7 +93,12 @@ func (s *Store) CreatePackage(ctx context.Context, p *pmv1.OPackage) (store.Pack
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return packages.create(s.pkgs, s.now(), p, nil)
+	rec, err := packages.create(s.pkgs, s.now(), p, nil)
+	if err == nil {
+		s.changed(nil, store.ChangePackage, p.GetName(), "", store.ChangeInsert)
+	}
+	s.publishPending(err)
+	return rec, err
 }
 
 // GetPackage implements store.Packages.
@@ -123,7 +133,12 @@ func (s *Store) UpdatePackage(ctx context.Context, p *pmv1.OPackage, expected in
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return packages.update(s.pkgs, s.now(), p, expected, nil)
+	rec, err := packages.update(s.pkgs, s.now(), p, expected, nil)
+	if err == nil {
+		s.changed(nil, store.ChangePackage, p.GetName(), "", store.ChangeUpdate)
+	}
+	s.publishPending(err)
+	return rec, err
 }
 
 // DeletePackage implements store.Packages.
@@ -133,7 +148,12 @@ func (s *Store) DeletePackage(ctx context.Context, name string, expected int64) 
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return packages.delete(s.pkgs, name, expected, nil)
+	err := packages.delete(s.pkgs, name, expected, nil)
+	if err == nil {
+		s.changed(nil, store.ChangePackage, name, "", store.ChangeDelete)
+	}
+	s.publishPending(err)
+	return err
 }
 
 // WithTx implements store.Store. fn runs with the store locked, so it sees
@@ -158,6 +178,7 @@ func (s *Store) WithTx(ctx context.Context, fn func(ctx context.Context, tx stor
 		return err
 	}
 	committed = true
+	s.log.publish(t.changes)
 	return nil
 }
 

@@ -245,6 +245,7 @@ func (s *Store) createOperation(op store.OperationRow, u *tx) error {
 	op.UpdatedAt = op.CreatedAt
 	keep(u, s.dep.ops, op.ID)
 	s.dep.ops[op.ID] = op
+	s.changed(u, store.ChangeOperation, op.ID, op.DeploymentKey, store.ChangeInsert)
 	return nil
 }
 
@@ -315,6 +316,7 @@ func (s *Store) updateSteps(id, owner string, steps []store.StepRow, u *tx) erro
 	op.UpdatedAt = s.now()
 	keep(u, s.dep.ops, id)
 	s.dep.ops[id] = op
+	s.changed(u, store.ChangeOperation, id, op.DeploymentKey, store.ChangeUpdate)
 	return nil
 }
 
@@ -350,6 +352,7 @@ func (s *Store) setOperationState(id, owner, state, errText string, until time.T
 	op.UpdatedAt = s.now()
 	keep(u, s.dep.ops, id)
 	s.dep.ops[id] = op
+	s.changed(u, store.ChangeOperation, id, op.DeploymentKey, store.ChangeUpdate)
 	return nil
 }
 
@@ -390,6 +393,7 @@ func (s *Store) claimOperations(owner string, now, until time.Time, limit int, u
 		op.State, op.Owner, op.LeaseUntil, op.UpdatedAt = store.OperationRunning, owner, until, stamp
 		keep(u, s.dep.ops, op.ID)
 		s.dep.ops[op.ID] = op
+		s.changed(u, store.ChangeOperation, op.ID, op.DeploymentKey, store.ChangeUpdate)
 		out[i] = copyOperation(op)
 	}
 	return out
@@ -402,6 +406,7 @@ func (s *Store) purgeOperations(before time.Time, u *tx) int {
 		if !isActive(op.State) && op.UpdatedAt.Before(before) {
 			keep(u, s.dep.ops, id)
 			delete(s.dep.ops, id)
+			s.changed(u, store.ChangeOperation, id, op.DeploymentKey, store.ChangeDelete)
 			n++
 		}
 	}

@@ -16,6 +16,8 @@ import (
 type tx struct {
 	s    *Store
 	undo []func()
+	// changes are published when the transaction commits.
+	changes []store.Change
 	// done is atomic only so that a tx leaked to another goroutine fails
 	// cleanly instead of racing.
 	done atomic.Bool
@@ -67,7 +69,11 @@ func (t *tx) CreatePackage(ctx context.Context, p *pmv1.OPackage) (store.Package
 	if err := t.enter(ctx); err != nil {
 		return store.Package{}, err
 	}
-	return packages.create(t.s.pkgs, t.s.now(), p, t)
+	rec, err := packages.create(t.s.pkgs, t.s.now(), p, t)
+	if err == nil {
+		t.s.changed(t, store.ChangePackage, p.GetName(), "", store.ChangeInsert)
+	}
+	return rec, err
 }
 
 // GetPackage implements store.Packages inside a transaction.
@@ -91,7 +97,11 @@ func (t *tx) UpdatePackage(ctx context.Context, p *pmv1.OPackage, expected int64
 	if err := t.enter(ctx); err != nil {
 		return store.Package{}, err
 	}
-	return packages.update(t.s.pkgs, t.s.now(), p, expected, t)
+	rec, err := packages.update(t.s.pkgs, t.s.now(), p, expected, t)
+	if err == nil {
+		t.s.changed(t, store.ChangePackage, p.GetName(), "", store.ChangeUpdate)
+	}
+	return rec, err
 }
 
 // DeletePackage implements store.Packages inside a transaction.
@@ -99,5 +109,9 @@ func (t *tx) DeletePackage(ctx context.Context, name string, expected int64) err
 	if err := t.enter(ctx); err != nil {
 		return err
 	}
-	return packages.delete(t.s.pkgs, name, expected, t)
+	err := packages.delete(t.s.pkgs, name, expected, t)
+	if err == nil {
+		t.s.changed(t, store.ChangePackage, name, "", store.ChangeDelete)
+	}
+	return err
 }

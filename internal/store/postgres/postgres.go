@@ -98,6 +98,8 @@ type Store struct {
 	// backoff is the wait after a failed attempt of WithTx (txBackoff;
 	// tests fix it).
 	backoff func(attempt int) time.Duration
+	// signal hears of this process's committed writes (changes.go).
+	signal *writeSignal
 }
 
 var _ store.Store = (*Store)(nil)
@@ -125,6 +127,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		// Lets a DBA tell PM's sessions apart in pg_stat_activity.
 		pcfg.ConnConfig.RuntimeParams["application_name"] = "oaas-pm"
 	}
+	signal := &writeSignal{}
+	pcfg.ConnConfig.Tracer = signal
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
@@ -137,6 +141,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		repo:    repo{q: pool, pool: pool, timeout: timeout, clock: clock},
 		pool:    pool,
 		backoff: txBackoff,
+		signal:  signal,
 	}, nil
 }
 
