@@ -128,7 +128,7 @@ func (s *Store) SetChangeRetention(n int) {
 
 // Epoch names this feed's history; it is new with every store, so cursors
 // from before a restart are refused.
-func (f *Feed) Epoch() string { return f.l.epoch }
+func (f *Feed) Epoch(context.Context) (string, error) { return f.l.epoch, nil }
 
 // Bounds returns the oldest position a read may start from and the newest
 // position.
