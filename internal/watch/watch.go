@@ -36,9 +36,9 @@ type Kind string
 // The kinds. The first three come from the store's change feed; cluster
 // health is published to the hub by the cluster manager.
 const (
-	Packages    = Kind(store.ChangePackage)
-	Deployments = Kind(store.ChangeDeployment)
-	Operations  = Kind(store.ChangeOperation)
+	Packages         = Kind(store.ChangePackage)
+	Deployments      = Kind(store.ChangeDeployment)
+	Operations       = Kind(store.ChangeOperation)
 	Clusters    Kind = "clusters"
 )
 
@@ -174,6 +174,8 @@ type Hub struct {
 	recent      []store.Change
 	recentFloor int64
 	subs        map[Kind]map[*Sub]struct{}
+	// moved is closed (and replaced) whenever pos moves.
+	moved chan struct{}
 	// pushSeq numbers published (cluster) events.
 	pushSeq int64
 }
@@ -183,7 +185,7 @@ type Hub struct {
 func New(feed Feed, resolvers map[Kind]Resolver, opts Options) *Hub {
 	return &Hub{
 		feed: feed, resolve: resolvers, opts: opts.withDefaults(), ctx: context.Background(),
-		ready: make(chan struct{}), subs: map[Kind]map[*Sub]struct{}{},
+		ready: make(chan struct{}), subs: map[Kind]map[*Sub]struct{}{}, moved: make(chan struct{}),
 	}
 }
 
@@ -242,6 +244,8 @@ func (h *Hub) deliver(epoch string, head int64, cs []store.Change) {
 		// A (re)start: whoever subscribed before was cut off by down.
 		h.epoch, h.pos, h.up = epoch, head, true
 		h.recent, h.recentFloor = h.recent[:0], head
+		close(h.moved)
+		h.moved = make(chan struct{})
 		select {
 		case <-h.ready:
 		default:
@@ -270,6 +274,8 @@ func (h *Hub) deliver(epoch string, head int64, cs []store.Change) {
 		}
 	}
 	h.pos = head
+	close(h.moved)
+	h.moved = make(chan struct{})
 	h.recent = append(h.recent, cs...)
 	if over := len(h.recent) - h.opts.Recent; over > 0 {
 		h.recentFloor = h.recent[over-1].Seq
@@ -396,6 +402,13 @@ func (h *Hub) Subscribe(ctx context.Context, req Request) (*Sub, error) {
 			return nil, err
 		}
 	}
+	if !req.Kind.pushed() {
+		// Start where the feed is now, so that a snapshot read after
+		// Subscribe is not followed by events of changes it already has.
+		if err := h.catchUp(ctx); err != nil {
+			return nil, err
+		}
+	}
 	h.mu.Lock()
 	if !h.up {
 		h.mu.Unlock()
@@ -461,6 +474,34 @@ func (h *Hub) Subscribe(ctx context.Context, req Request) (*Sub, error) {
 		}
 	}
 	return s, nil
+}
+
+// catchUp waits until the hub has dispatched every change committed
+// before the call.
+func (h *Hub) catchUp(ctx context.Context) error {
+	if h.feed == nil {
+		return nil
+	}
+	_, newest, err := h.feed.Bounds(ctx)
+	if err != nil {
+		return ErrUnavailable
+	}
+	for {
+		h.mu.Lock()
+		pos, up, moved := h.pos, h.up, h.moved
+		h.mu.Unlock()
+		if !up {
+			return ErrUnavailable
+		}
+		if pos >= newest {
+			return nil
+		}
+		select {
+		case <-moved:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // Subscribers is how many subscriptions are open.
