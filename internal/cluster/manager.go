@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -39,6 +40,8 @@ type Manager struct {
 	flights singleflight.Group
 	mu      sync.Mutex
 	cache   map[string]cached
+	// onHealth hears of health changes (watch.go).
+	onHealth atomic.Pointer[func(Health)]
 
 	loopMu   sync.Mutex
 	stopLoop context.CancelFunc
@@ -220,8 +223,10 @@ func (m *Manager) check(ctx context.Context, c *Client, force bool) Health {
 			}
 		}
 		fctx := correlation.With(m.base, correlation.From(ctx))
+		prev, had := m.LastHealth(c.name)
 		h := c.probe(fctx)
 		m.store(h)
+		m.announce(c.name, prev, had)
 		return h, nil
 	})
 	select {
