@@ -35,6 +35,7 @@ import (
 	"github.com/oaas/pm/internal/tlsreload"
 	"github.com/oaas/pm/internal/ui"
 	"github.com/oaas/pm/internal/version"
+	"github.com/oaas/pm/internal/watch"
 
 	"connectrpc.com/connect"
 	"connectrpc.com/otelconnect"
@@ -54,6 +55,7 @@ type App struct {
 	authOpts auth.Options
 	tls      *tlsreload.Reloader
 	purger   *audit.Purger
+	watch    *watch.Hub
 	closers  []func()
 }
 
@@ -171,7 +173,8 @@ func (a *App) build(ctx context.Context) error {
 	registry := catalog.New(st, deployments, log)
 	idem := api.NewIdempotency(st, cfg.Reconcile.IdempotencyTTL, cfg.CRM.Timeout+2*time.Second)
 	serviceNames := []string{pmv1connect.PackageServiceName, pmv1connect.CatalogServiceName, pmv1connect.ClusterServiceName,
-		pmv1connect.DeploymentServiceName, pmv1connect.ClassRuntimeServiceName, pmv1connect.AuditServiceName}
+		pmv1connect.DeploymentServiceName, pmv1connect.ClassRuntimeServiceName, pmv1connect.AuditServiceName,
+		pmv1connect.WatchServiceName, pmv1connect.TopologyServiceName}
 	fields := server.NewFields(api.FieldAliases)
 	authz := auth.NewInterceptor(authOpts.Policy, log.With("component", "auth"))
 	routes, err := audit.RoutesFor(serviceNames)
@@ -240,6 +243,10 @@ func (a *App) build(ctx context.Context) error {
 	mount(pmv1connect.DeploymentServiceName)(pmv1connect.NewDeploymentServiceHandler(deps, opts...))
 	mount(pmv1connect.ClassRuntimeServiceName)(pmv1connect.NewClassRuntimeServiceHandler(deps, opts...))
 	mount(pmv1connect.AuditServiceName)(pmv1connect.NewAuditServiceHandler(api.NewAudit(st), opts...))
+	a.watch = watch.New(changeFeed(st, log.With("component", "watch")), api.WatchResolvers(registry, deployments), watch.Options{Log: log.With("component", "watch")})
+	clusters.OnHealthChange(api.PublishClusterHealth(a.watch))
+	mount(pmv1connect.WatchServiceName)(pmv1connect.NewWatchServiceHandler(api.NewWatch(a.watch, registry, deployments, clusters), opts...))
+	mount(pmv1connect.TopologyServiceName)(pmv1connect.NewTopologyServiceHandler(api.NewTopology(registry, deployments), opts...))
 
 	gw, err := gateway.Handler(gateway.Config{URL: cfg.Gateway.URL, Timeout: cfg.Gateway.Timeout,
 		MaxBodyBytes: cfg.Gateway.MaxPayloadBytes, Log: log.With("component", "gateway")})
@@ -371,6 +378,9 @@ func (a *App) Run(ctx context.Context) error {
 	if err := a.deploy.Start(ctx); err != nil {
 		return err
 	}
+	// Ends with ctx, which cuts every watch off, so shutdown does not wait
+	// for open streams.
+	go a.watch.Run(ctx)
 	if a.authn != nil {
 		go a.authn.Run(ctx)
 	}

@@ -9,8 +9,10 @@ import (
 	"connectrpc.com/connect"
 )
 
-// Procedures that do not exist yet but whose least role is already decided,
-// so the services that add them only have to register them.
+// Procedures that code elsewhere names (the watch streams check every
+// event against their rows), or that do not exist yet but whose least
+// role is already decided, so the services that add them only have to
+// register them.
 const (
 	ProcedureListAuditRecords = "/oaas.pm.v1.AuditService/ListAuditRecords"
 	ProcedureDeleteOrphan     = "/oaas.pm.v1.DeploymentService/DeleteOrphan"
@@ -25,7 +27,6 @@ const (
 // RPCs are registered.
 var reserved = map[string]bool{
 	ProcedureDeleteOrphan: true, ProcedureUpdateDeployment: true,
-	ProcedureWatchDeployments: true, ProcedureWatchPackages: true, ProcedureWatchOperations: true, ProcedureWatchClusters: true,
 }
 
 // table is the one authorization table: every procedure (and so every REST
@@ -49,6 +50,7 @@ var table = map[string]Role{
 	"/oaas.pm.v1.ClassRuntimeService/ListClassRuntimes":   Viewer,
 	"/oaas.pm.v1.ClassRuntimeService/GetClassRuntime":     Viewer,
 	"/oaas.pm.v1.ClassRuntimeService/GetDeploymentStatus": Viewer,
+	"/oaas.pm.v1.TopologyService/GetTopology":             Viewer,
 	ProcedureWatchDeployments:                             Viewer,
 	ProcedureWatchPackages:                                Viewer,
 	ProcedureWatchOperations:                              Viewer,

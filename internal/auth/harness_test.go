@@ -142,6 +142,7 @@ func setup(t *testing.T, o harnessOptions) *harness {
 	mount(pmv1connect.NewClassRuntimeServiceHandler(pmv1connect.UnimplementedClassRuntimeServiceHandler{}, interceptors))
 	mount(pmv1connect.NewAuditServiceHandler(pmv1connect.UnimplementedAuditServiceHandler{}, interceptors))
 	mount(pmv1connect.NewWatchServiceHandler(pmv1connect.UnimplementedWatchServiceHandler{}, interceptors))
+	mount(pmv1connect.NewTopologyServiceHandler(pmv1connect.UnimplementedTopologyServiceHandler{}, interceptors))
 	transcoder, err := vanguard.NewTranscoder(services)
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"sigs.k8s.io/yaml"
 
 	"github.com/oaas/pm/internal/fieldcheck"
@@ -37,6 +38,10 @@ type rest struct {
 	maxBody int64
 	aliases fieldcheck.Aliases
 	log     *slog.Logger
+	// watches are the watch RPCs of watchable list RPCs, served on local,
+	// the handlers' mux, as Server-Sent Events (sse.go).
+	watches map[protoreflect.FullName]protoreflect.MethodDescriptor
+	local   http.Handler
 }
 
 func (p *rest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -60,6 +65,9 @@ func (p *rest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	mode, err := parseFieldMode(modeText)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if p.serveWatch(w, r, rt, q) {
 		return
 	}
 	pass, unknownParams, problems := checkQuery(rt, q, vars)

@@ -220,7 +220,8 @@ func Handler(cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading REST routes: %w", err)
 	}
-	mux.Handle("/api/", &rest{next: transcoder, routes: rts, maxBody: cfg.Limits.MaxBodyBytes, aliases: cfg.Aliases, log: cfg.Log})
+	mux.Handle("/api/", &rest{next: transcoder, routes: rts, maxBody: cfg.Limits.MaxBodyBytes, aliases: cfg.Aliases, log: cfg.Log,
+		watches: watchRoutes(descs), local: mux})
 
 	reflector := grpcreflect.NewStaticReflector(append(names, grpchealth.HealthV1ServiceName)...)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, cfg.HandlerOptions...))
@@ -308,7 +309,9 @@ func guard(next http.Handler, limits Limits, streams map[string]bool) http.Handl
 			refuse(w, r, http.StatusBadRequest, "query string is not valid UTF-8 or is malformed")
 			return
 		}
-		if !streams[r.URL.Path] && !strings.HasPrefix(r.URL.Path, "/grpc.reflection.") {
+		// A stream (a streaming RPC, a REST watch) lives as long as its
+		// client; net/http lifts the read deadline once its request is in.
+		if !streams[r.URL.Path] && !isWatch(r) && !strings.HasPrefix(r.URL.Path, "/grpc.reflection.") {
 			ctx, cancel := context.WithTimeout(r.Context(), limits.RequestTimeout)
 			defer cancel()
 			r = r.WithContext(ctx)
