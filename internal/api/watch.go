@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -25,6 +26,48 @@ type Watch struct {
 	pkgs     *catalog.Service
 	deps     *deploy.Service
 	clusters *cluster.Manager
+
+	// refresh asks for cluster health while anyone watches it (see
+	// clusterRefresh); watchers counts them.
+	mu       sync.Mutex
+	watchers int
+	stop     context.CancelFunc
+}
+
+// clusterRefresh is how often cluster health is asked for while anyone
+// watches it: as often as the console polled the list, so a watch is as
+// fresh as polling was. The health cache (CRM_HEALTH_CACHE_TTL) still
+// decides how often a CRM is called, and changes reach the watchers
+// through the cluster manager's OnHealthChange.
+const clusterRefresh = 2 * time.Second
+
+// watchingClusters keeps cluster health fresh until release is called.
+func (w *Watch) watchingClusters() (release func()) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.watchers++; w.watchers == 1 {
+		ctx, cancel := context.WithCancel(context.Background())
+		w.stop = cancel
+		go func() {
+			t := time.NewTicker(clusterRefresh)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					w.clusters.HealthAll(ctx)
+				}
+			}
+		}()
+	}
+	return func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.watchers--; w.watchers == 0 {
+			w.stop()
+		}
+	}
 }
 
 var _ pmv1connect.WatchServiceHandler = (*Watch)(nil)
@@ -134,6 +177,7 @@ func (w *Watch) WatchOperations(ctx context.Context, req *pmv1.WatchRequest, str
 // WatchClusters implements WatchService. Cluster health has no history:
 // every watch, with a cursor or not, starts with a snapshot.
 func (w *Watch) WatchClusters(ctx context.Context, req *pmv1.WatchRequest, stream *connect.ServerStream[pmv1.ClusterEvent]) error {
+	defer w.watchingClusters()()
 	return w.serve(ctx, watch.Clusters, req, func(ev watch.Event) error {
 		c, _ := ev.Object.(*pmv1.ClusterInfo)
 		return stream.Send(&pmv1.ClusterEvent{Type: eventTypePB(ev.Type), Cluster: c, Cursor: ev.Cursor})

@@ -76,9 +76,30 @@ function cursorRejected(err: unknown): boolean {
 
 /**
  * subscribe delivers snapshots of src to onChange until the returned
- * function is called.
+ * function is called. A page leaving for the back/forward cache closes its
+ * stream and opens a new one (from a snapshot) when it is shown again: a
+ * cached page's open stream would keep its HTTP/1.1 connection, and a few
+ * of them exhaust the browser's six per origin, stalling every later page.
  */
 export function subscribe<T>(src: Source<T>, onChange: (s: Snapshot<T>) => void): () => void {
+  let stopRun: (() => void) | null = run(src, onChange);
+  const hide = () => {
+    stopRun?.();
+    stopRun = null;
+  };
+  const show = (e: PageTransitionEvent) => {
+    if (e.persisted && !stopRun) stopRun = run(src, onChange);
+  };
+  addEventListener("pagehide", hide);
+  addEventListener("pageshow", show);
+  return () => {
+    removeEventListener("pagehide", hide);
+    removeEventListener("pageshow", show);
+    hide();
+  };
+}
+
+function run<T>(src: Source<T>, onChange: (s: Snapshot<T>) => void): () => void {
   const stop = new AbortController();
   const signal = stop.signal;
   let items = new Map<string, T>();
