@@ -260,9 +260,12 @@ func (h *Hub) deliver(epoch string, head int64, cs []store.Change) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for i, g := range gs {
+		// One entry for every subscriber: queues hold pointers, so a
+		// subscriber's buffer costs a word per slot.
+		e := &entry{g: g, ev: events[i]}
 		for s := range h.subs[g.kind] {
 			if s.matches(g) && g.seq > s.skipThrough {
-				h.offer(s, entry{g: g, ev: events[i]})
+				h.offer(s, e)
 			}
 		}
 	}
@@ -284,7 +287,7 @@ func (h *Hub) deliver(epoch string, head int64, cs []store.Change) {
 }
 
 // offer queues e for s, or cuts s off if its queue is full. h.mu is held.
-func (h *Hub) offer(s *Sub, e entry) {
+func (h *Hub) offer(s *Sub, e *entry) {
 	select {
 	case s.q <- e:
 	default:
@@ -353,10 +356,10 @@ func (h *Hub) Publish(kind Kind, key string, obj Object) {
 	defer h.mu.Unlock()
 	h.pushSeq++
 	ev := &Event{Type: Changed, Kind: kind, Key: key, Object: obj.Value, Revision: obj.Revision, Cursor: pushCursor(h.pushSeq)}
-	g := group{seq: h.pushSeq, kind: kind, key: key}
+	e := &entry{g: group{seq: h.pushSeq, kind: kind, key: key}, ev: ev}
 	for s := range h.subs[kind] {
-		if s.matches(g) {
-			h.offer(s, entry{g: g, ev: ev})
+		if s.matches(e.g) {
+			h.offer(s, e)
 		}
 	}
 	for s := range h.subs[kind] {
@@ -390,7 +393,7 @@ func (h *Hub) Subscribe(ctx context.Context, req Request) (*Sub, error) {
 	}
 	s := &Sub{
 		h: h, kind: req.Kind, key: req.Key, allow: req.Allow,
-		q: make(chan entry, h.opts.Buffer), done: make(chan struct{}), skipThrough: -1,
+		q: make(chan *entry, h.opts.Buffer), done: make(chan struct{}), skipThrough: -1,
 	}
 	if req.Kind.pushed() {
 		req.Cursor = "" // no history: always a snapshot
@@ -597,7 +600,7 @@ type Sub struct {
 	start       int64
 	skipThrough int64
 	replay      []group
-	q           chan entry
+	q           chan *entry
 	// seen is the newest position offered to the subscription (queued or
 	// not wanted); sent the position of the last event handed out.
 	seen, sent atomic.Int64
@@ -669,7 +672,7 @@ func (s *Sub) Next(ctx context.Context, heartbeat time.Duration) (Event, error) 
 		if len(s.replay) > 0 {
 			g := s.replay[0]
 			s.replay = s.replay[1:]
-			if ev, ok, err := s.hand(ctx, entry{g: g}); err != nil || ok {
+			if ev, ok, err := s.hand(ctx, &entry{g: g}); err != nil || ok {
 				return ev, err
 			}
 			continue
@@ -722,7 +725,7 @@ func (s *Sub) Next(ctx context.Context, heartbeat time.Duration) (Event, error) 
 
 // hand turns a queued entry into the event handed out; ok is false when
 // the subscriber may not see it.
-func (s *Sub) hand(ctx context.Context, e entry) (Event, bool, error) {
+func (s *Sub) hand(ctx context.Context, e *entry) (Event, bool, error) {
 	ev := e.ev
 	if ev == nil {
 		r := s.h.resolve[e.g.kind]
