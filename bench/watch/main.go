@@ -49,10 +49,10 @@ import (
 
 	"connectrpc.com/connect"
 
-	pmv1 "github.com/oaas/pm/gen/go/oaas/pm/v1"
-	"github.com/oaas/pm/gen/go/oaas/pm/v1/pmv1connect"
 	"github.com/oaas/pm/bench/internal/loadstat"
 	"github.com/oaas/pm/bench/internal/scratchdb"
+	pmv1 "github.com/oaas/pm/gen/go/oaas/pm/v1"
+	"github.com/oaas/pm/gen/go/oaas/pm/v1/pmv1connect"
 	"github.com/oaas/pm/internal/app"
 	"github.com/oaas/pm/internal/config"
 )
@@ -233,7 +233,7 @@ func startChild(ctx context.Context, env []string) (*proc, error) {
 	if err != nil || !ok {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		return nil, fmt.Errorf("PM did not start (%q, %v)", line, err)
+		return nil, fmt.Errorf("PM did not start (%q): %w", line, err)
 	}
 	var protocols http.Protocols
 	protocols.SetUnencryptedHTTP2(true)

@@ -370,7 +370,7 @@ func openSSE(t *testing.T, client *http.Client, url string, headers ...string) (
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
-	res, err := client.Do(req)
+	res, err := client.Do(req) //nolint:bodyclose // closed below, or by the reading goroutine
 	if err != nil {
 		cancel()
 		t.Fatal(err)

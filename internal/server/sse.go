@@ -331,14 +331,18 @@ func (s *sseWriter) message(b []byte) error {
 // is an HTTP error; after, an "error" event.
 func (s *sseWriter) end(b []byte) error {
 	s.ended = true
+	type status struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
 	var eos struct {
-		Error *struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
+		Error    *status             `json:"error"`
 		Metadata map[string][]string `json:"metadata"`
 	}
-	if err := json.Unmarshal(b, &eos); err != nil || eos.Error == nil {
+	if json.Unmarshal(b, &eos) != nil {
+		eos.Error = &status{Code: "internal", Message: "the watch ended with a status PM could not read"}
+	}
+	if eos.Error == nil {
 		return nil // a clean end
 	}
 	resume := ""
