@@ -128,7 +128,8 @@ func (e *SlowError) Error() string {
 
 // Options tune a Hub.
 type Options struct {
-	// Buffer is each subscriber's queue (default 256 events).
+	// Buffer is each subscriber's queue (default 1024 events; a slot is a
+	// pointer, the event is shared).
 	Buffer int
 	// Recent is how many changes the hub keeps for resumes without a read
 	// of the feed (default 4096).
@@ -142,7 +143,7 @@ type Options struct {
 
 func (o Options) withDefaults() Options {
 	if o.Buffer <= 0 {
-		o.Buffer = 256
+		o.Buffer = 1024
 	}
 	if o.Recent <= 0 {
 		o.Recent = 4096
@@ -178,6 +179,9 @@ type Hub struct {
 	moved chan struct{}
 	// pushSeq numbers published (cluster) events.
 	pushSeq int64
+	// dispatched is pos, stored after the changes up to it were queued:
+	// a subscriber's heartbeat may carry it once its queue is empty.
+	dispatched atomic.Int64
 }
 
 // New returns a hub over feed (nil: only published kinds) that reads
@@ -269,18 +273,13 @@ func (h *Hub) deliver(epoch string, head int64, cs []store.Change) {
 			}
 		}
 	}
-	for kind, subs := range h.subs {
-		if !kind.pushed() {
-			for s := range subs {
-				s.seen.Store(head)
-			}
-		}
-	}
+	h.dispatched.Store(head)
 	h.pos = head
 	close(h.moved)
 	h.moved = make(chan struct{})
 	h.recent = append(h.recent, cs...)
-	if over := len(h.recent) - h.opts.Recent; over > 0 {
+	// Trimmed a quarter at a time, so a change costs no copy of the rest.
+	if over := len(h.recent) - h.opts.Recent; over > h.opts.Recent/4 {
 		h.recentFloor = h.recent[over-1].Seq
 		h.recent = slices.Delete(h.recent, 0, over)
 	}
@@ -601,8 +600,9 @@ type Sub struct {
 	skipThrough int64
 	replay      []group
 	q           chan *entry
-	// seen is the newest position offered to the subscription (queued or
-	// not wanted); sent the position of the last event handed out.
+	// seen is the newest published position offered to a subscription of
+	// a published kind (the hub's dispatched is that of the others); sent
+	// is the position of the last event handed out.
 	seen, sent atomic.Int64
 
 	once sync.Once
@@ -707,7 +707,10 @@ func (s *Sub) Next(ctx context.Context, heartbeat time.Duration) (Event, error) 
 		case <-timer.C:
 			// Read the position before looking at the queue: the hub
 			// queues an event before it moves the position past it.
-			seen := s.seen.Load()
+			seen := s.h.dispatched.Load()
+			if s.kind.pushed() {
+				seen = s.seen.Load()
+			}
 			select {
 			case e := <-s.q:
 				if ev, ok, err := s.hand(ctx, e); err != nil || ok {
