@@ -397,6 +397,9 @@ func (h *Hub) Subscribe(ctx context.Context, req Request) (*Sub, error) {
 	if req.Kind.pushed() {
 		req.Cursor = "" // no history: always a snapshot
 	}
+	if h.feed == nil && req.Cursor != "" {
+		return nil, ErrExpired // no feed, no history
+	}
 	var seq int64
 	if req.Cursor != "" {
 		var err error
