@@ -232,7 +232,7 @@ func run(ctx context.Context, o *options) (res result, err error) {
 	if err != nil {
 		return res, err
 	}
-	proxy, proxied, err := startDBProxy(db.URL)
+	proxy, proxied, err := startDBProxy(ctx, db.URL)
 	if err != nil {
 		return res, err
 	}
