@@ -7,6 +7,11 @@ import (
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpcreflect"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
 
@@ -278,5 +283,52 @@ func TestGenerationConfig(t *testing.T) {
 	}
 	if got := sim.Config().Generation; got != 2 {
 		t.Errorf("generation changed to %d after Start", got)
+	}
+}
+
+// TestGeneration2WithGRPCGo reads the second generation's answers with
+// grpc-go, a peer that shares no code with the simulator, and checks that
+// its own handlers keep the field CRM's behaviour: correlation echo, real
+// gRPC status codes, call counting and the fault knobs.
+func TestGeneration2WithGRPCGo(t *testing.T) {
+	t.Parallel()
+	sim := crmsimtest.Start(t, crmsim.Config{Generation: 2, EnvName: "east"})
+	deploy(t, newClients(t, sim), unit("u-1", "pkg", "C", "east", "f"))
+	conn := grpcConn(t, sim.Addr(), insecure.NewCredentials())
+
+	var header metadata.MD
+	ctx := metadata.AppendToOutgoingContext(testCtx(t), "x-correlation-id", "gen2-list")
+	list := new(runtimepb.ListClassRuntimesResponseV2)
+	if err := conn.Invoke(ctx, deploymentconnect.DeploymentServiceListClassRuntimesProcedure,
+		&deploymentpb.ListClassRuntimesRequest{}, list, grpc.Header(&header)); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.GetItems()) != 1 || list.GetItems()[0].GetClassKey() != "pkg.C" {
+		t.Errorf("list = %v", list)
+	}
+	if got := header.Get("x-correlation-id"); !slices.Equal(got, []string{"gen2-list"}) {
+		t.Errorf("x-correlation-id = %q", got)
+	}
+	for id, want := range map[string]codes.Code{"nope": codes.NotFound, "": codes.InvalidArgument} {
+		err := conn.Invoke(testCtx(t), deploymentconnect.DeploymentServiceGetClassRuntimeProcedure,
+			&deploymentpb.GetClassRuntimeRequest{DeploymentId: id}, new(runtimepb.GetClassRuntimeResponseV2))
+		if st, _ := status.FromError(err); st.Code() != want {
+			t.Errorf("get %q: %v, want %v", id, err, want)
+		}
+	}
+	if n := sim.Calls("ListClassRuntimes"); n != 1 {
+		t.Errorf("ListClassRuntimes counted %d times", n)
+	}
+	if err := sim.SetFailRate(1, 1); err != nil {
+		t.Fatal(err)
+	}
+	for _, proc := range []string{deploymentconnect.DeploymentServiceListClassRuntimesProcedure, topologyconnect.TopologyServiceGetTopologyProcedure} {
+		var in, out proto.Message = &deploymentpb.ListClassRuntimesRequest{}, new(runtimepb.ListClassRuntimesResponseV2)
+		if proc == topologyconnect.TopologyServiceGetTopologyProcedure {
+			in, out = &topologypb.TopologyRequest{}, new(topologypb.TopologySnapshot)
+		}
+		if st, _ := status.FromError(conn.Invoke(testCtx(t), proc, in, out)); st.Code() != codes.Unavailable {
+			t.Errorf("%s with fail rate 1: %v", proc, st)
+		}
 	}
 }
