@@ -2,8 +2,10 @@
 // client per configured cluster (deadlines, correlation ids, read retries, a
 // circuit breaker), a health cache with single-flight so request storms
 // become one CRM call per cluster per TTL, a background refresh, and the
-// health ordering placement uses. It is the only package that imports the
-// CRM stubs.
+// health ordering placement uses. Each client knows which of the two CRM
+// wire generations its cluster speaks (generation.go) and reads runtimes
+// accordingly (runtime.go). It is the only package that calls the CRM
+// services.
 package cluster
 
 import (
@@ -121,6 +123,18 @@ func (m *Manager) Health(ctx context.Context, name string) (Health, error) {
 		return h, nil
 	}
 	return m.check(ctx, c, false), nil
+}
+
+// Generation returns the CRM wire generation PM reads the named cluster
+// with and how it learned it ("" while unknown), without asking the CRM.
+// An unknown name is fault.NotFound.
+func (m *Manager) Generation(name string) (Generation, string, error) {
+	c, err := m.Client(name)
+	if err != nil {
+		return GenerationUnknown, "", err
+	}
+	g, source := c.Generation()
+	return g, source, nil
 }
 
 // LastHealth returns the named cluster's last known health, however old,
