@@ -61,7 +61,7 @@ type Client struct {
 
 // newClient builds the connect clients of one cluster over its own transport,
 // so one cluster's connections, breaker and failures never affect another.
-func newClient(cl config.Cluster, cfg config.CRM, log *slog.Logger) (*Client, error) {
+func newClient(cl config.Cluster, cfg config.CRM, log *slog.Logger, extra ...connect.Interceptor) (*Client, error) {
 	t, err := newTransport(cl)
 	if err != nil {
 		return nil, err
@@ -98,7 +98,7 @@ func newClient(cl config.Cluster, cfg config.CRM, log *slog.Logger) (*Client, er
 	httpClient := &http.Client{Transport: t}
 	opts := []connect.ClientOption{
 		connect.WithGRPC(),
-		connect.WithInterceptors(correlationInterceptor()),
+		connect.WithInterceptors(append([]connect.Interceptor{correlationInterceptor()}, extra...)...),
 	}
 	base := cl.URL
 	c.deploy = deploymentconnect.NewDeploymentServiceClient(httpClient, base, opts...)

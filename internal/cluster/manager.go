@@ -10,6 +10,7 @@ package cluster
 
 import (
 	"cmp"
+	"connectrpc.com/connect"
 	"context"
 	"errors"
 	"fmt"
@@ -53,9 +54,26 @@ type cached struct {
 	expires time.Time
 }
 
+// Option tunes New.
+type Option func(*options)
+
+type options struct {
+	interceptors []connect.Interceptor
+}
+
+// WithInterceptors adds client interceptors to every CRM call (tracing:
+// the span of each call, and the trace context sent to the CRM).
+func WithInterceptors(i ...connect.Interceptor) Option {
+	return func(o *options) { o.interceptors = append(o.interceptors, i...) }
+}
+
 // New builds one CRM client per configured cluster. It makes no call; a
 // cluster that is down shows up in its health, not here.
-func New(cfg config.CRM, log *slog.Logger) (*Manager, error) {
+func New(cfg config.CRM, log *slog.Logger, opts ...Option) (*Manager, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -72,7 +90,7 @@ func New(cfg config.CRM, log *slog.Logger) (*Manager, error) {
 	}
 	var errs []error
 	for _, cl := range cfg.Clusters {
-		c, err := newClient(cl, cfg, log)
+		c, err := newClient(cl, cfg, log, o.interceptors...)
 		if err != nil {
 			errs = append(errs, err)
 			continue
