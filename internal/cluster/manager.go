@@ -10,7 +10,6 @@ package cluster
 
 import (
 	"cmp"
-	"connectrpc.com/connect"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"connectrpc.com/connect"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/oaas/pm/internal/config"
