@@ -117,8 +117,8 @@ type DeploymentRow struct {
 	// deployment written before revisions were kept).
 	SpecRevision int64
 	Revision     int64
-	CreatedAt  time.Time
-	UpdatedAt  time.Time
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
 }
 
 // DeploymentFilter selects deployments for ListDeployments. The zero value
