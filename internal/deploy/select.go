@@ -19,9 +19,12 @@ import (
 // candidate for its health, keeps those that answer with a usable
 // availability and are not unhealthy, and orders them healthy before
 // degraded, more available first, then by name, so that the choice is
-// the same on every PM. The replica plan over all of them says how many
-// clusters the availability target needs (2f+1 for a STRONG class); the
-// first that many are selected. Re-planning a deployment that was placed
+// the same on every PM. It selects the fewest of the best whose replica
+// plan meets the availability target with one replica per cluster (so
+// 2f+1 clusters for a STRONG class), all of them when no fewer do.
+// (OaaS sizes the count over the worst candidates instead, which selects
+// more clusters than the target needs whenever a poor one is among the
+// candidates.) Re-planning a deployment that was placed
 // this way keeps its clusters while they are all still eligible and the
 // count needed moved by no more than the hysteresis margin, as replica
 // re-plans do.
@@ -123,11 +126,21 @@ func (s *Service) selectClusters(ctx context.Context, spec *pmv1.OClassDeploymen
 		inputs[i] = p.in
 		sel.Eligible = append(sel.Eligible, p.name)
 	}
-	pl, err := s.plan(targetOf(spec, s.cfg.Deploy.DefaultAvailability), inputs, strong, 0)
-	if err != nil {
-		return nil, nil, sel, err
+	// The fewest of the best clusters whose plan needs no more replicas
+	// than clusters, so that each replica can have a cluster (a failure
+	// domain) of its own; all of them when no such prefix exists.
+	n := len(eligible)
+	target := targetOf(spec, s.cfg.Deploy.DefaultAvailability)
+	for k := 1; k < len(eligible); k++ {
+		pl, err := s.plan(target, inputs[:k], strong, 0)
+		if err != nil {
+			return nil, nil, sel, err
+		}
+		if pl.Replicas <= k {
+			n = k
+			break
+		}
 	}
-	n := min(max(pl.Replicas, 1), len(eligible))
 	chosen := eligible[:n]
 	if len(current) > 0 && abs(len(current)-n) <= max(s.cfg.Deploy.HysteresisMargin, 0) {
 		var kept []probe
