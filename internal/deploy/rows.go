@@ -51,7 +51,7 @@ func deploymentOf(row store.DeploymentRow, rollouts []store.RolloutRow) (Deploym
 		Revision:     row.Revision,
 		SpecRevision: row.SpecRevision,
 		CreatedAt:    row.CreatedAt,
-		UpdatedAt: row.UpdatedAt,
+		UpdatedAt:    row.UpdatedAt,
 	}
 	for _, r := range rollouts {
 		ro, err := rolloutOf(r)
