@@ -65,6 +65,7 @@ type CreateResult struct {
 // prepared is a deployment resolved against the registry and the clusters.
 type prepared struct {
 	pkg     *pmv1.OPackage
+	pkgRev  int64
 	cls     *pmv1.OClass
 	targets []string // ordered healthy first
 	plan    plan.Plan
@@ -107,7 +108,7 @@ func (s *Service) Create(ctx context.Context, spec *pmv1.OClassDeployment, opt C
 	if err != nil {
 		return CreateResult{}, err
 	}
-	d := Deployment{Key: spec.GetKey(), Spec: spec, Plan: planOf(p), Rollouts: plannedRollouts(p), SpecRevision: 1}
+	d := Deployment{Key: spec.GetKey(), Spec: spec, Plan: planOf(p), Rollouts: plannedRollouts(p), SpecRevision: 1, PackageRevision: p.pkgRev}
 	if opt.DryRun {
 		d.Answer = answerSpec(&d, p.pkg)
 		return CreateResult{Deployment: d, Plan: p.plan, Outcome: OutcomeCreated, Selection: p.sel}, nil
@@ -311,7 +312,7 @@ func (s *Service) deployOperation(kind Kind, key string, drop bool, p *prepared)
 // prepare resolves package, class and targets, plans replicas and builds
 // one unit per target.
 func (s *Service) prepare(ctx context.Context, spec *pmv1.OClassDeployment, o prepareOpts) (*prepared, error) {
-	pkg, cls, err := s.resolve(ctx, spec)
+	pkg, pkgRev, cls, err := s.resolve(ctx, spec)
 	if err != nil {
 		return nil, err
 	}
@@ -355,7 +356,7 @@ func (s *Service) prepare(ctx context.Context, spec *pmv1.OClassDeployment, o pr
 		}
 		units[c] = u
 	}
-	return &prepared{pkg: pkg, cls: cls, targets: ordered, plan: pl, units: units, sel: sel}, nil
+	return &prepared{pkg: pkg, pkgRev: pkgRev, cls: cls, targets: ordered, plan: pl, units: units, sel: sel}, nil
 }
 
 // targetOf is the availability a deployment asks for, else the default.
@@ -379,17 +380,17 @@ func (s *Service) plan(target float64, clusters []plan.Cluster, strong bool, pre
 	})
 }
 
-// resolve finds a deployment's package and class.
-func (s *Service) resolve(ctx context.Context, spec *pmv1.OClassDeployment) (*pmv1.OPackage, *pmv1.OClass, error) {
+// resolve finds a deployment's package (and its revision) and class.
+func (s *Service) resolve(ctx context.Context, spec *pmv1.OClassDeployment) (*pmv1.OPackage, int64, *pmv1.OClass, error) {
 	rec, err := s.st.GetPackage(ctx, spec.GetPackageName())
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, nil, fault.NotFoundf("package %q not found", spec.GetPackageName())
+		return nil, 0, nil, fault.NotFoundf("package %q not found", spec.GetPackageName())
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, 0, nil, err
 	}
 	cls, err := classOf(rec.Package, spec.GetClassKey())
-	return rec.Package, cls, err
+	return rec.Package, rec.Revision, cls, err
 }
 
 func classOf(pkg *pmv1.OPackage, key string) (*pmv1.OClass, error) {
@@ -485,7 +486,7 @@ func (s *Service) unitsFor(ctx context.Context, op Operation) (map[string]*deplo
 	if err != nil {
 		return nil, fmt.Errorf("deployment %q: %w", op.DeploymentKey, err)
 	}
-	pkg, cls, err := s.resolve(ctx, row.Spec)
+	pkg, _, cls, err := s.resolve(ctx, row.Spec)
 	if err != nil {
 		return nil, err
 	}

@@ -112,8 +112,11 @@ func (s *Service) updateOnce(ctx context.Context, spec *pmv1.OClassDeployment, o
 	if err != nil {
 		return UpdateResult{}, err
 	}
+	if reason == OutcomeUpdated && proto.Equal(spec, cur.Spec) {
+		reason = fmt.Sprintf("updated to package %q revision %d", spec.GetPackageName(), p.pkgRev)
+	}
 	next := cur
-	next.Spec, next.Plan, next.SpecRevision = spec, planOf(p), max(cur.SpecRevision, 1)+1
+	next.Spec, next.Plan, next.SpecRevision, next.PackageRevision = spec, planOf(p), max(cur.SpecRevision, 1)+1, p.pkgRev
 	next.Rollouts = updatedRollouts(cur.Rollouts, p)
 	if opt.DryRun {
 		next.Answer = answerSpec(&next, p.pkg)
@@ -182,8 +185,16 @@ func (s *Service) updateOnce(ctx context.Context, spec *pmv1.OClassDeployment, o
 
 // sameSpec reports whether spec is what cur runs: its stored spec, or
 // the spec as PM answers it (a client that read the deployment and sent it
-// back).
+// back), planned from the package as it is. A package updated since the
+// deployment was planned makes the same spec a change: applying it again
+// rolls the package out, as OaaS's re-POST does.
 func (s *Service) sameSpec(ctx context.Context, spec *pmv1.OClassDeployment, cur *Deployment) bool {
+	if cur.PackageRevision != 0 {
+		rec, err := s.st.GetPackage(ctx, spec.GetPackageName())
+		if err != nil || rec.Revision != cur.PackageRevision {
+			return false
+		}
+	}
 	if proto.Equal(spec, cur.Spec) {
 		return true
 	}

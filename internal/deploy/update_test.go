@@ -376,6 +376,29 @@ func TestApplyCreate(t *testing.T) {
 		res.Outcome != deploy.OutcomeUpdated || w.modeOn("d", "a") != "v2" {
 		t.Errorf("apply of a changed spec: %v, %v; runs %q", res.Outcome, err, w.modeOn("d", "a"))
 	}
+	// The package changes: the same spec applied again rolls it out (as
+	// OaaS's re-POST of a deployment after a package update does), once.
+	rec, err := w.st.GetPackage(ctx, "echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Package.Functions[0].Config = map[string]string{"BUILD": "2"}
+	if _, err := w.st.UpdatePackage(ctx, rec.Package, rec.Revision); err != nil {
+		t.Fatal(err)
+	}
+	if res, err = pm.Create(ctx, depMode("d", "v2", "a"), deploy.CreateOptions{Apply: true}); err != nil || res.Outcome != deploy.OutcomeUpdated {
+		t.Errorf("apply after a package update: %v, %v", res.Outcome, err)
+	}
+	if u := w.sims["a"].LastUnit(deploy.UnitID("d", "a")); u.GetFunctions()[0].GetConfig()["BUILD"] != "2" {
+		t.Errorf("the package update did not reach the unit: %v", u.GetFunctions()[0].GetConfig())
+	}
+	if res, err = pm.Create(ctx, depMode("d", "v2", "a"), deploy.CreateOptions{Apply: true}); err != nil || res.Outcome != deploy.OutcomeUnchanged {
+		t.Errorf("apply again: %v, %v", res.Outcome, err)
+	}
+	revs, _ := pm.Revisions(ctx, "d")
+	if len(revs) != 3 || revs[0].Reason != `updated to package "echo" revision 2` {
+		t.Errorf("revisions %+v", revs)
+	}
 }
 
 func float(v float64) *float64 { return &v }
