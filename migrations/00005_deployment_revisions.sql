@@ -2,15 +2,15 @@
 -- its specs, each with the plan it ran with, so that a client can roll back
 -- to a named revision and a failed rolling update can put the previous spec
 -- back. deployments.spec_revision names the revision the row's spec is;
--- deployments.package_revision the package revision it was last planned
--- from (a re-apply of the same spec after a package update rolls the
--- package out).
+-- deployments.package_digest fingerprints the parts of its package it was
+-- last planned from (its class and the functions it runs): a re-apply of
+-- the same spec after a package change to those rolls the change out.
 -- Rows of the previous schema become revision 1 of their deployment.
 
 -- +goose Up
 ALTER TABLE deployments
     ADD COLUMN spec_revision    bigint NOT NULL DEFAULT 0,
-    ADD COLUMN package_revision bigint NOT NULL DEFAULT 0;
+    ADD COLUMN package_digest bigint NOT NULL DEFAULT 0;
 
 CREATE TABLE deployment_revisions (
     -- A revision means nothing without its deployment: deleting the
@@ -38,4 +38,4 @@ UPDATE deployments SET spec_revision = 1;
 
 -- +goose Down
 DROP TABLE deployment_revisions;
-ALTER TABLE deployments DROP COLUMN spec_revision, DROP COLUMN package_revision;
+ALTER TABLE deployments DROP COLUMN spec_revision, DROP COLUMN package_digest;

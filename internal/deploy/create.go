@@ -64,8 +64,11 @@ type CreateResult struct {
 
 // prepared is a deployment resolved against the registry and the clusters.
 type prepared struct {
-	pkg     *pmv1.OPackage
-	pkgRev  int64
+	pkg    *pmv1.OPackage
+	pkgRev int64
+	// digest fingerprints the class and functions the units were built
+	// from.
+	digest  int64
 	cls     *pmv1.OClass
 	targets []string // ordered healthy first
 	plan    plan.Plan
@@ -108,7 +111,7 @@ func (s *Service) Create(ctx context.Context, spec *pmv1.OClassDeployment, opt C
 	if err != nil {
 		return CreateResult{}, err
 	}
-	d := Deployment{Key: spec.GetKey(), Spec: spec, Plan: planOf(p), Rollouts: plannedRollouts(p), SpecRevision: 1, PackageRevision: p.pkgRev}
+	d := Deployment{Key: spec.GetKey(), Spec: spec, Plan: planOf(p), Rollouts: plannedRollouts(p), SpecRevision: 1, PackageDigest: p.digest}
 	if opt.DryRun {
 		d.Answer = answerSpec(&d, p.pkg)
 		return CreateResult{Deployment: d, Plan: p.plan, Outcome: OutcomeCreated, Selection: p.sel}, nil
@@ -356,7 +359,8 @@ func (s *Service) prepare(ctx context.Context, spec *pmv1.OClassDeployment, o pr
 		}
 		units[c] = u
 	}
-	return &prepared{pkg: pkg, pkgRev: pkgRev, cls: cls, targets: ordered, plan: pl, units: units, sel: sel}, nil
+	return &prepared{pkg: pkg, pkgRev: pkgRev, digest: packageDigest(pkg, cls, spec), cls: cls, targets: ordered, plan: pl,
+		units: units, sel: sel}, nil
 }
 
 // targetOf is the availability a deployment asks for, else the default.

@@ -6,6 +6,7 @@ import (
 	"hash/fnv"
 	"maps"
 	"slices"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -176,4 +177,39 @@ func (s *Service) withAnswers(ctx context.Context, ds []Deployment) {
 		}
 		ds[i].Answer = answerSpec(&ds[i], pkg)
 	}
+}
+
+// packageDigest fingerprints what a deployment's units take from its
+// package: the class, and each function it binds or names, in key order.
+// Other classes, other functions and the package's metadata do not count,
+// so re-applying an unchanged package (OaaS's apply --overwrite) leaves its
+// deployments alone. Never 0, which stands for "unknown".
+func packageDigest(pkg *pmv1.OPackage, cls *pmv1.OClass, spec *pmv1.OClassDeployment) int64 {
+	used := map[string]bool{}
+	for _, b := range cls.GetFunctionBindings() {
+		used[b.GetFunctionKey()] = true
+	}
+	for _, f := range spec.GetFunctions() {
+		used[f.GetFunctionKey()] = true
+	}
+	h := fnv.New64a()
+	opts := proto.MarshalOptions{Deterministic: true}
+	write := func(m proto.Message) {
+		b, _ := opts.Marshal(m) // generated messages always marshal
+		_ = binary.Write(h, binary.BigEndian, uint64(len(b)))
+		_, _ = h.Write(b)
+	}
+	write(cls)
+	fns := slices.Clone(pkg.GetFunctions())
+	slices.SortFunc(fns, func(a, b *pmv1.OFunction) int { return strings.Compare(a.GetKey(), b.GetKey()) })
+	for _, f := range fns {
+		if used[f.GetKey()] {
+			write(f)
+		}
+	}
+	d := int64(h.Sum64() >> 1) //nolint:gosec // 63 bits fit
+	if d == 0 {
+		d = 1
+	}
+	return d
 }

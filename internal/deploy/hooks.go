@@ -210,7 +210,7 @@ func (s *Service) deployRecorded(ctx context.Context, row store.DeploymentRow, k
 		if err != nil {
 			return err
 		}
-		d.Plan, d.PackageRevision = planOf(p), p.pkgRev
+		d.Plan, d.PackageDigest = planOf(p), p.digest
 		d.Rollouts = plannedRollouts(p)
 		if _, err := tx.UpdateDeployment(ctx, deploymentRow(&d), cur.Revision); err != nil {
 			return err

@@ -116,8 +116,9 @@ type Deployment struct {
 	// SpecRevision numbers the spec among the deployment's revisions
 	// (ListRevisions); 0 for a deployment stored before PM kept them.
 	SpecRevision int64
-	// PackageRevision is the package revision it was last planned from.
-	PackageRevision      int64
+	// PackageDigest fingerprints the package parts it was last planned
+	// from (its class and functions; 0: unknown).
+	PackageDigest        int64
 	CreatedAt, UpdatedAt time.Time
 	// Answer is the spec as PM answers it (answerSpec: selected clusters,
 	// ODGM defaults, node ids, derived functions); set by reads.

@@ -269,7 +269,7 @@ func (p *Planner) replan(ctx context.Context, row store.DeploymentRow) bool {
 			return fmt.Errorf("deployment %q changed meanwhile", d.Key)
 		}
 		cur.Replicas, cur.AchievedAvailability, cur.TargetAvailability = pr.plan.Replicas, pr.plan.Achieved, pr.plan.Target
-		cur.PackageRevision = pr.pkgRev
+		cur.PackageDigest = pr.digest
 		if _, err := tx.UpdateDeployment(ctx, cur, cur.Revision); err != nil {
 			return err
 		}

@@ -34,7 +34,7 @@ func deploymentRow(d *Deployment) store.DeploymentRow {
 		Strong:               d.Plan.Strong,
 		LastError:            d.LastError,
 		SpecRevision:         d.SpecRevision,
-		PackageRevision:      d.PackageRevision,
+		PackageDigest:        d.PackageDigest,
 		Revision:             d.Revision,
 	}
 }
@@ -48,12 +48,12 @@ func deploymentOf(row store.DeploymentRow, rollouts []store.RolloutRow) (Deploym
 			Replicas: row.Replicas, Target: row.TargetAvailability, Achieved: row.AchievedAvailability,
 			Algorithm: row.Algorithm, Strong: row.Strong, Clusters: row.Targets,
 		},
-		LastError:       row.LastError,
-		Revision:        row.Revision,
-		SpecRevision:    row.SpecRevision,
-		PackageRevision: row.PackageRevision,
-		CreatedAt:       row.CreatedAt,
-		UpdatedAt:       row.UpdatedAt,
+		LastError:     row.LastError,
+		Revision:      row.Revision,
+		SpecRevision:  row.SpecRevision,
+		PackageDigest: row.PackageDigest,
+		CreatedAt:     row.CreatedAt,
+		UpdatedAt:     row.UpdatedAt,
 	}
 	for _, r := range rollouts {
 		ro, err := rolloutOf(r)

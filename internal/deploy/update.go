@@ -116,7 +116,7 @@ func (s *Service) updateOnce(ctx context.Context, spec *pmv1.OClassDeployment, o
 		reason = fmt.Sprintf("updated to package %q revision %d", spec.GetPackageName(), p.pkgRev)
 	}
 	next := cur
-	next.Spec, next.Plan, next.SpecRevision, next.PackageRevision = spec, planOf(p), max(cur.SpecRevision, 1)+1, p.pkgRev
+	next.Spec, next.Plan, next.SpecRevision, next.PackageDigest = spec, planOf(p), max(cur.SpecRevision, 1)+1, p.digest
 	next.Rollouts = updatedRollouts(cur.Rollouts, p)
 	if opt.DryRun {
 		next.Answer = answerSpec(&next, p.pkg)
@@ -185,13 +185,13 @@ func (s *Service) updateOnce(ctx context.Context, spec *pmv1.OClassDeployment, o
 
 // sameSpec reports whether spec is what cur runs: its stored spec, or
 // the spec as PM answers it (a client that read the deployment and sent it
-// back), planned from the package as it is. A package updated since the
-// deployment was planned makes the same spec a change: applying it again
-// rolls the package out, as OaaS's re-POST does.
+// back), planned from the package as it is. A change to the class or the
+// functions it runs since the deployment was planned makes the same spec a
+// change: applying it again rolls the package out, as OaaS's re-POST does.
 func (s *Service) sameSpec(ctx context.Context, spec *pmv1.OClassDeployment, cur *Deployment) bool {
-	if cur.PackageRevision != 0 {
-		rec, err := s.st.GetPackage(ctx, spec.GetPackageName())
-		if err != nil || rec.Revision != cur.PackageRevision {
+	if cur.PackageDigest != 0 {
+		pkg, _, cls, err := s.resolve(ctx, spec)
+		if err != nil || packageDigest(pkg, cls, spec) != cur.PackageDigest {
 			return false
 		}
 	}

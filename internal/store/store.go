@@ -116,12 +116,12 @@ type DeploymentRow struct {
 	// SpecRevision is the RevisionRow the spec was stored as (0 for a
 	// deployment written before revisions were kept).
 	SpecRevision int64
-	// PackageRevision is the revision of the package the deployment was
-	// last planned from (0: unknown).
-	PackageRevision int64
-	Revision        int64
-	CreatedAt       time.Time
-	UpdatedAt       time.Time
+	// PackageDigest fingerprints the parts of the package the deployment
+	// was last planned from (0: unknown).
+	PackageDigest int64
+	Revision      int64
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
 }
 
 // DeploymentFilter selects deployments for ListDeployments. The zero value
