@@ -41,14 +41,16 @@ func NewDeployments(svc *deploy.Service, idem *Idempotency) *Deployments {
 // CreateDeployment implements DeploymentService. A key that exists is
 // updated to the spec, as OaaS's POST does (its CLI's apply re-posts): the
 // answer is then 200 with status "updated" (or "unchanged" for the same
-// spec), and X-Write-Status says so.
+// spec), and X-Write-Status says so. create_only (If-None-Match: *) makes
+// it a conflict instead.
 func (h *Deployments) CreateDeployment(ctx context.Context, req *pmv1.CreateDeploymentRequest) (*pmv1.CreateDeploymentResponse, error) {
 	dryRun := req.GetDryRun() || callInfo(ctx).RequestHeader().Get("X-Dry-Run") == "true"
 	// A keyed create runs detached and may outlast the client's wait: it
 	// then finishes and stores its result for the retry. Its key and body
 	// also name the request, so that a retry after a crash recognises the
 	// deployment its first attempt made.
-	opt := deploy.CreateOptions{DryRun: dryRun, Apply: true}
+	createOnly := req.GetCreateOnly() || strings.TrimSpace(callInfo(ctx).RequestHeader().Get("If-None-Match")) == "*"
+	opt := deploy.CreateOptions{DryRun: dryRun, Apply: !createOnly}
 	if key := idempotencyKey(ctx, req.GetIdempotencyKey()); key != "" && !dryRun {
 		hash, err := requestHash(req)
 		if err != nil {
@@ -146,9 +148,15 @@ func (h *Deployments) UpdateDeployment(ctx context.Context, req *pmv1.UpdateDepl
 	}
 	d := deploymentPB(&res.Deployment)
 	if dryRun {
+		// A dry run of an update is "planned", or "unchanged" when the
+		// spec is the one the deployment runs.
+		status := "planned"
+		if !res.Changed {
+			status = deploy.OutcomeUnchanged
+		}
 		callInfo(ctx).ResponseHeader().Set("X-Dry-Run", "true")
 		return &pmv1.UpdateDeploymentResponse{
-			Result:     &pmv1.WriteResult{Id: d.GetKey(), Status: "planned", Message: dryRunText(outcome, &res.Deployment, res.Plan, res.Selection)},
+			Result:     &pmv1.WriteResult{Id: d.GetKey(), Status: status, Message: dryRunText(outcome, &res.Deployment, res.Plan, res.Selection)},
 			Deployment: d,
 		}, nil
 	}

@@ -679,8 +679,11 @@ type CreateDeploymentRequest struct {
 	// idempotency_key (REST: Idempotency-Key header) makes a retried create
 	// return the first result.
 	IdempotencyKey string `protobuf:"bytes,3,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// create_only (REST: If-None-Match: *) makes a key that exists a
+	// conflict (409) instead of an update to the spec.
+	CreateOnly    bool `protobuf:"varint,4,opt,name=create_only,json=createOnly,proto3" json:"create_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateDeploymentRequest) Reset() {
@@ -732,6 +735,13 @@ func (x *CreateDeploymentRequest) GetIdempotencyKey() string {
 		return x.IdempotencyKey
 	}
 	return ""
+}
+
+func (x *CreateDeploymentRequest) GetCreateOnly() bool {
+	if x != nil {
+		return x.CreateOnly
+	}
+	return false
 }
 
 // CreateDeploymentResponse acknowledges a create; result.id is the first
@@ -1805,13 +1815,15 @@ const file_oaas_pm_v1_deployment_service_proto_rawDesc = "" +
 	"page_token\x18\x04 \x01(\tR\tpageToken\"m\n" +
 	"\x16ListOperationsResponse\x12+\n" +
 	"\x05items\x18\x01 \x03(\v2\x15.oaas.pm.v1.OperationR\x05items\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x99\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xba\x01\n" +
 	"\x17CreateDeploymentRequest\x12<\n" +
 	"\n" +
 	"deployment\x18\x01 \x01(\v2\x1c.oaas.pm.v1.OClassDeploymentR\n" +
 	"deployment\x12\x17\n" +
 	"\adry_run\x18\x02 \x01(\bR\x06dryRun\x12'\n" +
-	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\"\xaf\x02\n" +
+	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\x12\x1f\n" +
+	"\vcreate_only\x18\x04 \x01(\bR\n" +
+	"createOnly\"\xaf\x02\n" +
 	"\x18CreateDeploymentResponse\x12/\n" +
 	"\x06result\x18\x01 \x01(\v2\x17.oaas.pm.v1.WriteResultR\x06result\x12<\n" +
 	"\n" +
