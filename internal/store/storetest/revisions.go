@@ -158,8 +158,11 @@ func (s suite) testRevisionsInTx(t *testing.T) {
 			return err
 		}
 		got, err := tx.ListRevisions(ctx, "dep")
-		if err != nil || len(got) != 1 {
-			return fmt.Errorf("the transaction does not read its own revision: %v, %v", revisionNumbers(got), err)
+		if err != nil {
+			return err
+		}
+		if len(got) != 1 {
+			return fmt.Errorf("the transaction does not read its own revision: %v", revisionNumbers(got))
 		}
 		return nil
 	})
