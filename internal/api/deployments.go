@@ -517,6 +517,7 @@ var (
 		deploy.KindDelete:   pmv1.OperationKind_OPERATION_KIND_DELETE,
 		deploy.KindRollback: pmv1.OperationKind_OPERATION_KIND_ROLLBACK,
 		deploy.KindHeal:     pmv1.OperationKind_OPERATION_KIND_HEAL,
+		deploy.KindRevert:   pmv1.OperationKind_OPERATION_KIND_REVERT,
 	}
 	operationStates = map[deploy.OpState]pmv1.OperationState{
 		deploy.OpRunning:   pmv1.OperationState_OPERATION_STATE_RUNNING,

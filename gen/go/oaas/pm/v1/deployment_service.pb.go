@@ -39,6 +39,8 @@ const (
 	// Re-sends units of an existing deployment (drift repair, re-plan,
 	// retries); never rolls back.
 	OperationKind_OPERATION_KIND_HEAL OperationKind = 5
+	// Re-sends the previous spec to the clusters a failed update reached.
+	OperationKind_OPERATION_KIND_REVERT OperationKind = 6
 )
 
 // Enum value maps for OperationKind.
@@ -50,6 +52,7 @@ var (
 		3: "OPERATION_KIND_DELETE",
 		4: "OPERATION_KIND_ROLLBACK",
 		5: "OPERATION_KIND_HEAL",
+		6: "OPERATION_KIND_REVERT",
 	}
 	OperationKind_value = map[string]int32{
 		"OPERATION_KIND_UNSPECIFIED": 0,
@@ -58,6 +61,7 @@ var (
 		"OPERATION_KIND_DELETE":      3,
 		"OPERATION_KIND_ROLLBACK":    4,
 		"OPERATION_KIND_HEAL":        5,
+		"OPERATION_KIND_REVERT":      6,
 	}
 )
 
@@ -1924,14 +1928,15 @@ const file_oaas_pm_v1_deployment_service_proto_rawDesc = "" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x18\n" +
 	"\acurrent\x18\x05 \x01(\bR\acurrent\x129\n" +
 	"\n" +
-	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt*\xb6\x01\n" +
+	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt*\xd1\x01\n" +
 	"\rOperationKind\x12\x1e\n" +
 	"\x1aOPERATION_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15OPERATION_KIND_DEPLOY\x10\x01\x12\x19\n" +
 	"\x15OPERATION_KIND_UPDATE\x10\x02\x12\x19\n" +
 	"\x15OPERATION_KIND_DELETE\x10\x03\x12\x1b\n" +
 	"\x17OPERATION_KIND_ROLLBACK\x10\x04\x12\x17\n" +
-	"\x13OPERATION_KIND_HEAL\x10\x05*\xa6\x01\n" +
+	"\x13OPERATION_KIND_HEAL\x10\x05\x12\x19\n" +
+	"\x15OPERATION_KIND_REVERT\x10\x06*\xa6\x01\n" +
 	"\x0eOperationState\x12\x1f\n" +
 	"\x1bOPERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17OPERATION_STATE_RUNNING\x10\x01\x12\x1b\n" +
