@@ -176,7 +176,7 @@ func (h *Deployments) RollbackDeployment(ctx context.Context, req *pmv1.Rollback
 	if err != nil {
 		return nil, err
 	}
-	res, to, err := h.svc.Rollback(ctx, req.GetKey(), req.GetToRevision(), rev)
+	res, to, err := h.svc.Rollback(ctx, req.GetKey(), int64(req.GetToRevision()), rev)
 	if err != nil {
 		return nil, err
 	}
@@ -205,7 +205,7 @@ func (h *Deployments) ListDeploymentRevisions(ctx context.Context, req *pmv1.Lis
 	items := make([]*pmv1.DeploymentRevision, len(revs))
 	for i, r := range revs {
 		items[i] = &pmv1.DeploymentRevision{
-			Revision: r.Number, Deployment: r.Spec, Clusters: r.Clusters, Reason: r.Reason,
+			Revision: int32(min(r.Number, 1<<30)), Deployment: r.Spec, Clusters: r.Clusters, Reason: r.Reason, //nolint:gosec // capped
 			Current: r.Current, CreatedAt: timestamp(r.CreatedAt),
 		}
 	}
@@ -422,7 +422,7 @@ func deploymentPB(d *deploy.Deployment) *pmv1.OClassDeployment {
 		AchievedQuorumAvailability: d.Plan.Achieved,
 		TargetAvailability:         d.Plan.Target,
 		Algorithm:                  d.Plan.Algorithm,
-		SpecRevision:               d.SpecRevision,
+		SpecRevision:               int32(min(d.SpecRevision, 1<<30)), //nolint:gosec // capped
 	}
 	if d.LastError != "" {
 		sum.LastError = proto.String(d.LastError)

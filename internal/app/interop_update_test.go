@@ -41,7 +41,7 @@ func TestRESTDeploymentUpdates(t *testing.T) {
 		}
 		var d map[string]any
 		e.do("GET", "/api/v1/deployments/d", nil).expect(t, http.StatusOK).json(t, &d)
-		if st, _ := d["status"].(map[string]any); fmt.Sprint(st["spec_revision"]) != "2" || fmt.Sprint(d["target_envs"]) != "[east west]" {
+		if st, _ := d["status"].(map[string]any); st["spec_revision"] != float64(2) || fmt.Sprint(d["target_envs"]) != "[east west]" {
 			t.Errorf("after PUT: %v", d)
 		}
 
@@ -60,7 +60,7 @@ func TestRESTDeploymentUpdates(t *testing.T) {
 
 		var revs []map[string]any
 		e.do("GET", "/api/v1/deployments/d/revisions", nil).expect(t, http.StatusOK).json(t, &revs)
-		if len(revs) != 3 || fmt.Sprint(revs[0]["revision"]) != "3" || revs[0]["current"] != true || revs[2]["reason"] != "created" {
+		if len(revs) != 3 || revs[0]["revision"] != float64(3) || revs[0]["current"] != true || revs[2]["reason"] != "created" {
 			t.Fatalf("revisions %v", revs)
 		}
 		if dep, _ := revs[2]["deployment"].(map[string]any); fmt.Sprint(dep["target_envs"]) != "[east]" {

@@ -253,11 +253,11 @@ type rpcRollback struct{ c *conn }
 func (r rpcRollback) Rollback(ctx context.Context, key, toRevision string) (string, error) {
 	req := &pmv1.RollbackDeploymentRequest{Key: key}
 	if toRevision != "" {
-		n, err := strconv.ParseInt(toRevision, 10, 64)
+		n, err := strconv.ParseInt(toRevision, 10, 32)
 		if err != nil || n < 1 {
 			return "", usageErr("--to %q is not a revision number (pmctl get revisions %s lists them)", toRevision, key)
 		}
-		req.ToRevision = n
+		req.ToRevision = int32(n)
 	}
 	res, err := r.c.deployments.RollbackDeployment(ctx, req)
 	if err != nil {

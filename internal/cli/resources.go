@@ -344,7 +344,7 @@ func revisionTable(a *app, items []*pmv1.DeploymentRevision) error {
 		if r.GetCurrent() {
 			cur = "*"
 		}
-		t.row(strconv.FormatInt(r.GetRevision(), 10), cur, dash(strings.Join(r.GetClusters(), ",")), r.GetReason(), age(r.GetCreatedAt()))
+		t.row(strconv.Itoa(int(r.GetRevision())), cur, dash(strings.Join(r.GetClusters(), ",")), r.GetReason(), age(r.GetCreatedAt()))
 	}
 	return t.flush()
 }

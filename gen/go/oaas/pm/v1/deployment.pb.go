@@ -663,7 +663,7 @@ type DeploymentStatusSummary struct {
 	Clusters []*ClusterRollout `protobuf:"bytes,7,rep,name=clusters,proto3" json:"clusters,omitempty"`
 	// spec_revision is the deployment's current spec revision (see
 	// DeploymentService.ListDeploymentRevisions).
-	SpecRevision  int64 `protobuf:"varint,8,opt,name=spec_revision,json=specRevision,proto3" json:"spec_revision,omitempty"`
+	SpecRevision  int32 `protobuf:"varint,8,opt,name=spec_revision,json=specRevision,proto3" json:"spec_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -747,7 +747,7 @@ func (x *DeploymentStatusSummary) GetClusters() []*ClusterRollout {
 	return nil
 }
 
-func (x *DeploymentStatusSummary) GetSpecRevision() int64 {
+func (x *DeploymentStatusSummary) GetSpecRevision() int32 {
 	if x != nil {
 		return x.SpecRevision
 	}
@@ -951,7 +951,7 @@ const file_oaas_pm_v1_deployment_proto_rawDesc = "" +
 	"\x13target_availability\x18\x05 \x01(\x01R\x12targetAvailability\x12\x1c\n" +
 	"\talgorithm\x18\x06 \x01(\tR\talgorithm\x126\n" +
 	"\bclusters\x18\a \x03(\v2\x1a.oaas.pm.v1.ClusterRolloutR\bclusters\x12#\n" +
-	"\rspec_revision\x18\b \x01(\x03R\fspecRevisionB\r\n" +
+	"\rspec_revision\x18\b \x01(\x05R\fspecRevisionB\r\n" +
 	"\v_last_error\"\xce\x02\n" +
 	"\x0eClusterRollout\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\"\n" +

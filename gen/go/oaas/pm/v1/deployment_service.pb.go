@@ -1459,7 +1459,7 @@ type RollbackDeploymentRequest struct {
 	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	// to_revision is a spec revision listed by ListDeploymentRevisions; 0
 	// means the one before the current.
-	ToRevision int64 `protobuf:"varint,2,opt,name=to_revision,json=toRevision,proto3" json:"to_revision,omitempty"`
+	ToRevision int32 `protobuf:"varint,2,opt,name=to_revision,json=toRevision,proto3" json:"to_revision,omitempty"`
 	// expected_revision (REST: If-Match), when set, must equal the stored
 	// revision.
 	ExpectedRevision string `protobuf:"bytes,3,opt,name=expected_revision,json=expectedRevision,proto3" json:"expected_revision,omitempty"`
@@ -1504,7 +1504,7 @@ func (x *RollbackDeploymentRequest) GetKey() string {
 	return ""
 }
 
-func (x *RollbackDeploymentRequest) GetToRevision() int64 {
+func (x *RollbackDeploymentRequest) GetToRevision() int32 {
 	if x != nil {
 		return x.ToRevision
 	}
@@ -1685,7 +1685,7 @@ type DeploymentRevision struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// revision numbers a deployment's specs 1, 2, 3, ... in the order they
 	// were written.
-	Revision int64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	Revision int32 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
 	// deployment is the spec as the client wrote it (server-managed fields
 	// cleared).
 	Deployment *OClassDeployment `protobuf:"bytes,2,opt,name=deployment,proto3" json:"deployment,omitempty"`
@@ -1731,7 +1731,7 @@ func (*DeploymentRevision) Descriptor() ([]byte, []int) {
 	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{23}
 }
 
-func (x *DeploymentRevision) GetRevision() int64 {
+func (x *DeploymentRevision) GetRevision() int32 {
 	if x != nil {
 		return x.Revision
 	}
@@ -1902,7 +1902,7 @@ const file_oaas_pm_v1_deployment_service_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"{\n" +
 	"\x19RollbackDeploymentRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1f\n" +
-	"\vto_revision\x18\x02 \x01(\x03R\n" +
+	"\vto_revision\x18\x02 \x01(\x05R\n" +
 	"toRevision\x12+\n" +
 	"\x11expected_revision\x18\x03 \x01(\tR\x10expectedRevision\"\xb3\x02\n" +
 	"\x1aRollbackDeploymentResponse\x12/\n" +
@@ -1920,7 +1920,7 @@ const file_oaas_pm_v1_deployment_service_proto_rawDesc = "" +
 	"\x1fListDeploymentRevisionsResponse\x124\n" +
 	"\x05items\x18\x01 \x03(\v2\x1e.oaas.pm.v1.DeploymentRevisionR\x05items\"\xf7\x01\n" +
 	"\x12DeploymentRevision\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x03R\brevision\x12<\n" +
+	"\brevision\x18\x01 \x01(\x05R\brevision\x12<\n" +
 	"\n" +
 	"deployment\x18\x02 \x01(\v2\x1c.oaas.pm.v1.OClassDeploymentR\n" +
 	"deployment\x12\x1a\n" +
