@@ -153,6 +153,9 @@ func TestOaaSEndToEndSequence(t *testing.T) {
 	if img := unit.GetFunctions()[0].GetProvisionConfig().GetContainerImage(); img != "registry.local/oaas/echo:v1" {
 		t.Errorf("unit image %q", img)
 	}
+	if c := unit.GetOdgmConfig().GetCollections(); fmt.Sprint(c) != "[e2e-test.E2EClass]" {
+		t.Errorf("unit odgm_config collections %v, want the default PM fills in", c)
+	}
 	// The deployment as OaaS answers it: derived functions, odgm filled.
 	var d struct {
 		TargetEnvs []string `json:"target_envs"`

@@ -156,6 +156,15 @@ func TestRESTAutomaticSelection(t *testing.T) {
 	if fmt.Sprint(d["target_envs"]) != "[oaas-2]" || fmt.Sprint(d["available_envs"]) != "[oaas-3 oaas-2]" {
 		t.Errorf("an automatically placed deployment: %v", d)
 	}
+	// The answer shows the ODGM defaults OaaS fills in; the unit of a
+	// deployment that gave no odgm carries none, as first-generation PMs
+	// sent it.
+	if o, _ := d["odgm"].(map[string]any); o["log"] != "info" || fmt.Sprint(o["collections"]) != "[echo.Echo]" || o["replica_count"] != float64(1) {
+		t.Errorf("odgm answered %v", d["odgm"])
+	}
+	if u := f["oaas-2"].LastUnit(deploy.UnitID("auto", "oaas-2")); u == nil || u.OdgmConfig != nil {
+		t.Errorf("unit %v: want one, without odgm_config", u)
+	}
 	f["oaas-1"].SetNotServing(true)
 	msg := e.do("POST", "/api/v1/deployments", map[string]any{"key": "sick", "package_name": "echo", "class_key": "Echo", "available_envs": []string{"oaas-1"}}).
 		expect(t, http.StatusServiceUnavailable).errorText(t)

@@ -27,12 +27,15 @@ import (
 const defaultODGMLog = "info"
 
 // effectiveSpec is spec as the units of a deployment planned on clusters
-// carry it: target_envs the clusters when the client named none; odgm
-// present, its collections defaulting to "<package>.<class>", its log to
-// "info", replica_count the number of clusters, and a node id for each
-// cluster that has none; and a function spec repeated identically (PM's
-// own answers list derived functions once per binding) kept once. The
-// result shares nothing with spec.
+// carry it: target_envs the clusters when the client named none; a given
+// odgm completed (ODGMDefaults); and a function spec repeated identically
+// (PM's own answers list derived functions once per binding) kept once.
+// The result shares nothing with spec.
+//
+// An absent odgm stays absent here: the first generation sent no
+// odgm_config then, and its CRMs render no data grid without one. The
+// current generation always sends one; BuildUnit gets it from ODGMDefaults
+// for the CRMs that expect it, and answers always show it (answerSpec).
 func effectiveSpec(spec *pmv1.OClassDeployment, clusters []string) *pmv1.OClassDeployment {
 	out := proto.CloneOf(spec)
 	if len(out.GetTargetEnvs()) == 0 {
@@ -47,13 +50,25 @@ func effectiveSpec(spec *pmv1.OClassDeployment, clusters []string) *pmv1.OClassD
 		}
 		out.Functions = kept
 	}
-	o := out.GetOdgm()
-	if o == nil {
-		o = &pmv1.OdgmDataSpec{}
-		out.Odgm = o
+	if out.Odgm != nil {
+		out.Odgm = ODGMDefaults(out, clusters)
+	}
+	return out
+}
+
+// ODGMDefaults is the ODGM spec of a deployment placed on clusters as the
+// current OaaS generation fills it in (upstream-head-delta §3.4, §5): the
+// spec's odgm, or an empty one, with collections defaulting to
+// "<package>.<class>", log to "info", replica_count the number of clusters
+// (overwriting the client's, as OaaS does), and a node id for each cluster
+// that has none. The result shares nothing with spec.
+func ODGMDefaults(spec *pmv1.OClassDeployment, clusters []string) *pmv1.OdgmDataSpec {
+	o := &pmv1.OdgmDataSpec{}
+	if spec.GetOdgm() != nil {
+		o = proto.CloneOf(spec.GetOdgm())
 	}
 	if len(o.GetCollections()) == 0 {
-		o.Collections = []string{out.GetPackageName() + "." + out.GetClassKey()}
+		o.Collections = []string{spec.GetPackageName() + "." + spec.GetClassKey()}
 	}
 	if o.Log == nil {
 		o.Log = proto.String(defaultODGMLog)
@@ -61,8 +76,8 @@ func effectiveSpec(spec *pmv1.OClassDeployment, clusters []string) *pmv1.OClassD
 	if len(clusters) > 0 {
 		o.ReplicaCount = proto.Int32(int32(min(len(clusters), 1<<30))) //nolint:gosec // capped
 	}
-	fillNodeIDs(out.GetKey(), o, clusters)
-	return out
+	fillNodeIDs(spec.GetKey(), o, clusters)
+	return o
 }
 
 // fillNodeIDs gives each cluster without node ids one: a hash of the
@@ -119,6 +134,7 @@ func answerSpec(d *Deployment, pkg *pmv1.OPackage) *pmv1.OClassDeployment {
 		return out
 	}
 	out := effectiveSpec(spec, d.Plan.Clusters)
+	out.Odgm = ODGMDefaults(out, d.Plan.Clusters)
 	out.Functions = derivedFunctions(out, pkg)
 	return out
 }

@@ -29,6 +29,10 @@ func TestEffectiveSpecDefaults(t *testing.T) {
 	if !proto.Equal(spec, sent) {
 		t.Errorf("effectiveSpec changed its argument")
 	}
+	if got.Odgm != nil {
+		t.Errorf("effectiveSpec made up an odgm the client did not give (first-generation units carry none): %v", got.Odgm)
+	}
+	got.Odgm = ODGMDefaults(got, []string{"oaas-1", "oaas-2"})
 	o := got.GetOdgm()
 	if fmt.Sprint(got.GetTargetEnvs()) != "[oaas-1 oaas-2]" || fmt.Sprint(o.GetCollections()) != "[e2e-test.E2EClass]" ||
 		o.GetLog() != "info" || o.GetReplicaCount() != 2 {
@@ -39,7 +43,7 @@ func TestEffectiveSpecDefaults(t *testing.T) {
 		t.Errorf("generated node ids %v %v: want one each, distinct, below 2^32", a, b)
 	}
 	// The same on every call (every PM, every re-plan).
-	if again := effectiveSpec(spec, []string{"oaas-2", "oaas-1"}); !proto.Equal(again.GetOdgm().GetEnvNodeIds()["oaas-1"], o.GetEnvNodeIds()["oaas-1"]) {
+	if again := ODGMDefaults(spec, []string{"oaas-2", "oaas-1"}); !proto.Equal(again.GetEnvNodeIds()["oaas-1"], o.GetEnvNodeIds()["oaas-1"]) {
 		t.Errorf("node ids differ between calls")
 	}
 }
