@@ -130,7 +130,8 @@ func TestTracingExportsSpansAndLogsCarryTraceIDs(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	names := recv.names(traceID)
-	for _, want := range []string{"oaas.pm.v1.PackageService/GetPackage", "oaas.pm.v1.DeploymentService/CreateDeployment", "oaas.deployment.DeploymentService/Deploy"} {
+	for _, want := range []string{"oaas.pm.v1.PackageService/GetPackage", "oaas.pm.v1.DeploymentService/CreateDeployment",
+		"pm.operation deploy", "pm.step default", "oaas.deployment.DeploymentService/Deploy"} {
 		if !strings.Contains(strings.Join(names, ","), want) {
 			t.Errorf("the caller's trace has no %s span: %q", want, names)
 		}

@@ -11,6 +11,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	commonpb "github.com/oaas/pm/gen/go/oaas/common"
 	deploymentpb "github.com/oaas/pm/gen/go/oaas/deployment"
@@ -74,6 +78,9 @@ func startOperation(ctx context.Context, tx store.Tx, op *Operation) error {
 	return err
 }
 
+// tracer makes the operation and step spans (a no-op unless tracing is on).
+var tracer = otel.Tracer("github.com/oaas/pm/internal/deploy")
+
 // run executes op's pending steps and then its transition. units may be
 // nil; deploy steps then rebuild them from the stored deployment (a
 // resumed operation).
@@ -88,6 +95,12 @@ func (e *executor) run(ctx context.Context, op Operation, units map[string]*depl
 	// cancels it, and the operation, still leased, resumes elsewhere.
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
+	// One span per run of an operation: a child of the request's span when a
+	// request started it, a trace of its own when a background service
+	// resumed it.
+	ctx, span := tracer.Start(ctx, "pm.operation "+string(op.Kind), trace.WithAttributes(
+		attribute.String("pm.operation.id", op.ID), attribute.String("pm.deployment.key", op.DeploymentKey)))
+	defer span.End()
 	stopBase := context.AfterFunc(e.base, cancel)
 	defer stopBase()
 	stopRenew := e.renewLease(ctx, cancel, op.ID)
@@ -246,7 +259,15 @@ func (e *executor) renewLease(ctx context.Context, cancel context.CancelFunc, id
 // runStep makes one cluster's CRM calls, with retries, and records the
 // outcome. It returns the kind of the failure (0 on success), and an error
 // only when the operation must be abandoned.
-func (e *executor) runStep(ctx context.Context, rec *recorder, op Operation, rollouts map[string]Rollout, step Step, unit *deploymentpb.DeploymentUnit) (fault.Kind, error) {
+func (e *executor) runStep(ctx context.Context, rec *recorder, op Operation, rollouts map[string]Rollout, step Step, unit *deploymentpb.DeploymentUnit) (failure fault.Kind, err error) {
+	ctx, span := tracer.Start(ctx, "pm.step "+step.Cluster, trace.WithAttributes(
+		attribute.String("pm.cluster", step.Cluster), attribute.String("pm.unit.id", step.UnitID)))
+	defer func() {
+		if failure != 0 || err != nil {
+			span.SetStatus(codes.Error, failure.String())
+		}
+		span.End()
+	}()
 	attempts := 1 + e.s.cfg.Deploy.MaxRetries
 	crm, cerr := e.s.cl.CRM(step.Cluster)
 	var lastKind fault.Kind
