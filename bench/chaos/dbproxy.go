@@ -27,12 +27,13 @@ type dbProxy struct {
 
 // startDBProxy relays to the database of dsn and returns the proxy and dsn
 // rewritten to go through it.
-func startDBProxy(dsn string) (*dbProxy, string, error) {
+func startDBProxy(ctx context.Context, dsn string) (*dbProxy, string, error) {
 	u, err := url.Parse(dsn)
 	if err != nil {
 		return nil, "", err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, "", err
 	}
@@ -56,7 +57,8 @@ func (p *dbProxy) accept() {
 			_ = c.Close() // refused while the database is "away"
 			continue
 		}
-		up, err := net.DialTimeout("tcp", p.target, 5*time.Second)
+		d := net.Dialer{Timeout: 5 * time.Second}
+		up, err := d.DialContext(context.Background(), "tcp", p.target)
 		if err != nil {
 			p.mu.Unlock()
 			_ = c.Close()

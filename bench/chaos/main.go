@@ -4,9 +4,10 @@
 // It builds pm and crmsim into a temp dir, creates a scratch database, starts
 // one crmsim process serving N simulated clusters and 1-2 PM processes on
 // that database (all on loopback), runs a bounded workload of deployment
-// creates and deletes against random live PMs while it kill -9s PMs (and
-// restarts them) and restarts PostgreSQL once, then waits until PM and the
-// clusters agree and prints one line:
+// creates, updates and deletes against random live PMs while it kill -9s
+// PMs (and restarts them) and cuts their database once, then waits until PM
+// and the clusters agree (every acknowledged spec is the one PM stores and
+// the one its clusters run) and prints one line:
 //
 //	faults=<n> deploys=<n> lost_writes=<n> orphans=<n> converge_s=<x>
 //
@@ -52,6 +53,7 @@ type options struct {
 	latency         time.Duration
 	failRate        float64
 	deleteShare     float64
+	updateShare     float64
 	lease           time.Duration
 	reconcile       time.Duration
 	requestTimeout  time.Duration
@@ -80,6 +82,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.DurationVar(&o.latency, "latency", 20*time.Millisecond, "latency every simulated CRM call gets")
 	fs.Float64Var(&o.failRate, "fail-rate", 0, "fraction of CRM calls failing with UNAVAILABLE (acknowledged deploys may then be partial)")
 	fs.Float64Var(&o.deleteShare, "delete-share", 0.35, "share of created deployments the workload deletes again")
+	fs.Float64Var(&o.updateShare, "update-share", 0.5, "share of created deployments the workload updates (once or twice: a new spec, sometimes other clusters; by POST or PUT) before any delete")
 	fs.DurationVar(&o.lease, "lease", 2*time.Second, "OPERATION_LEASE of the PMs")
 	fs.DurationVar(&o.reconcile, "reconcile", 2*time.Second, "RECONCILE_INTERVAL of the PMs")
 	fs.DurationVar(&o.requestTimeout, "request-timeout", 8*time.Second, "deadline of every request the workload sends")
@@ -115,6 +118,9 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	}
 	if o.failRate < 0 || o.failRate > 0.5 {
 		errs = append(errs, "-fail-rate must be in [0,0.5]")
+	}
+	if o.updateShare < 0 || o.updateShare > 1 {
+		errs = append(errs, "-update-share must be in [0,1]")
 	}
 	if o.deleteShare < 0 || o.deleteShare > 1 {
 		errs = append(errs, "-delete-share must be in [0,1]")
@@ -232,7 +238,7 @@ func run(ctx context.Context, o *options) (res result, err error) {
 	if err != nil {
 		return res, err
 	}
-	proxy, proxied, err := startDBProxy(db.URL)
+	proxy, proxied, err := startDBProxy(ctx, db.URL)
 	if err != nil {
 		return res, err
 	}

@@ -44,7 +44,9 @@ func newVerifier(api *client, clusters []cluster, ledger []entry, o *options) *v
 // snapshot is one look at PM and the clusters.
 type snapshot struct {
 	runtimes map[string]map[string]bool   // cluster → unit ids it runs
+	modes    map[string]map[string]string // cluster → unit id → the MODE it runs
 	known    map[string]bool              // deployment keys PM has
+	specs    map[string]spec              // deployment → the spec PM stores
 	mappings map[string]map[string]string // deployment → cluster → unit
 	pending  int                          // PM operations still active
 }
@@ -52,7 +54,8 @@ type snapshot struct {
 // take reads every cluster straight over gRPC, then PM's deployments and
 // their mappings from one PM.
 func (v *verifier) take(ctx context.Context) (*snapshot, error) {
-	s := &snapshot{runtimes: map[string]map[string]bool{}, known: map[string]bool{}, mappings: map[string]map[string]string{}}
+	s := &snapshot{runtimes: map[string]map[string]bool{}, modes: map[string]map[string]string{}, known: map[string]bool{},
+		specs: map[string]spec{}, mappings: map[string]map[string]string{}}
 	for i, c := range v.clusters {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		resp, err := v.crms[i].ListClassRuntimes(cctx, &deploymentpb.ListClassRuntimesRequest{})
@@ -60,9 +63,12 @@ func (v *verifier) take(ctx context.Context) (*snapshot, error) {
 		if err != nil {
 			return nil, fmt.Errorf("cluster %s: ListClassRuntimes: %w", c.name, err)
 		}
-		s.runtimes[c.name] = map[string]bool{}
+		s.runtimes[c.name], s.modes[c.name] = map[string]bool{}, map[string]string{}
 		for _, u := range resp.GetItems() {
 			s.runtimes[c.name][u.GetId()] = true
+			if fns := u.GetFunctions(); len(fns) > 0 {
+				s.modes[c.name][u.GetId()] = fns[0].GetConfig()["MODE"]
+			}
 		}
 	}
 
@@ -102,6 +108,29 @@ func (v *verifier) take(ctx context.Context) (*snapshot, error) {
 			return nil, fmt.Errorf("mappings of %s: %w", key, err)
 		}
 		s.mappings[key] = m.ClusterMappings
+		r = v.api.do(ctx, pm, http.MethodGet, "/api/v1/deployments/"+url.PathEscape(key), nil, nil)
+		if r.err == nil && r.status == http.StatusNotFound {
+			delete(s.known, key)
+			delete(s.mappings, key)
+			continue
+		}
+		if r.err != nil || r.status != http.StatusOK {
+			return nil, fmt.Errorf("get %s: %s", key, r)
+		}
+		var d struct {
+			TargetEnvs []string `json:"target_envs"`
+			Functions  []struct {
+				Config map[string]string `json:"config"`
+			} `json:"functions"`
+		}
+		if err := json.Unmarshal(r.body, &d); err != nil {
+			return nil, fmt.Errorf("get %s: %w", key, err)
+		}
+		sp := spec{targets: d.TargetEnvs}
+		if len(d.Functions) > 0 {
+			sp.mode = d.Functions[0].Config["MODE"]
+		}
+		s.specs[key] = sp
 	}
 	// An acknowledged deployment missing from the list is confirmed with a
 	// GET before it counts as lost.
@@ -162,6 +191,12 @@ func (v *verifier) judge(s *snapshot) verdict {
 				d.problems = append(d.problems, fmt.Sprintf("LOST %s: created with 201, PM answers 404 (%s)", e.key, strings.Join(e.notes, "; ")))
 				continue
 			}
+			if _, ok := v.specOf(s, e); !ok && e.updated {
+				d.lost++
+				d.problems = append(d.problems, fmt.Sprintf("LOST update %s: PM stores %s, acknowledged %s (%s)",
+					e.key, s.specs[e.key], spec{mode: e.mode, targets: e.targets}, strings.Join(e.notes, "; ")))
+				continue
+			}
 			d.problems = append(d.problems, v.complete(s, e, full)...)
 		case mustBeGone:
 			var left []string
@@ -199,20 +234,40 @@ func (v *verifier) judge(s *snapshot) verdict {
 	return d
 }
 
-// complete checks that a deployment PM has is mapped on its targets (all of
-// them unless CRM calls may fail) and that every mapped unit runs.
+// specOf is the spec of e's ledger that PM stores: the acknowledged one,
+// or one an unacknowledged update may have applied.
+func (v *verifier) specOf(s *snapshot, e entry) (spec, bool) {
+	got := s.specs[e.key]
+	for _, sp := range e.acceptable() {
+		if sp.mode == got.mode && slices.Equal(slices.Sorted(slices.Values(sp.targets)), slices.Sorted(slices.Values(got.targets))) {
+			return sp, true
+		}
+	}
+	return spec{}, false
+}
+
+// complete checks that a deployment PM has stores a spec the workload
+// asked for, is mapped on that spec's targets (all of them unless CRM
+// calls may fail), and that every mapped unit runs that spec.
 func (v *verifier) complete(s *snapshot, e entry, full bool) []string {
 	var out []string
+	sp, ok := v.specOf(s, e)
+	if !ok {
+		return []string{fmt.Sprintf("%s: PM stores %s, which the workload never asked for (asked %v)", e.key, s.specs[e.key], e.acceptable())}
+	}
 	ms := s.mappings[e.key]
 	for c, u := range ms {
-		if !slices.Contains(e.targets, c) {
-			out = append(out, fmt.Sprintf("%s: mapped on %s, not one of its targets %v", e.key, c, e.targets))
-		} else if !s.runtimes[c][u] {
+		switch {
+		case !slices.Contains(sp.targets, c):
+			out = append(out, fmt.Sprintf("%s: mapped on %s, not one of its targets %v", e.key, c, sp.targets))
+		case !s.runtimes[c][u]:
 			out = append(out, fmt.Sprintf("%s: mapped to %s on %s, which does not run it", e.key, u, c))
+		case full && s.modes[c][u] != sp.mode:
+			out = append(out, fmt.Sprintf("%s: %s runs %s at %q, PM stores %q", e.key, c, u, s.modes[c][u], sp.mode))
 		}
 	}
 	if full {
-		for _, c := range e.targets {
+		for _, c := range sp.targets {
 			if _, ok := ms[c]; !ok {
 				out = append(out, fmt.Sprintf("%s: no mapping on target %s (has %v)", e.key, c, ms))
 			}

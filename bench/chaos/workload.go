@@ -152,11 +152,28 @@ func (c *client) createPackage(ctx context.Context) error {
 	}
 }
 
+// spec is what the workload asks a deployment to be: the MODE its
+// function's config carries (a change the units show) and its clusters.
+type spec struct {
+	mode    string
+	targets []string
+}
+
+func (s spec) String() string { return fmt.Sprintf("%s on %v", s.mode, s.targets) }
+
 // entry is the ledger of one deployment key: what was asked and what PM
 // acknowledged.
 type entry struct {
-	key     string
+	key string
+	// targets and mode are the spec PM last acknowledged (or, before the
+	// create was acknowledged, the one it was asked for).
 	targets []string
+	mode    string
+	// maybe are specs of updates sent after the last acknowledged one and
+	// not acknowledged: PM may have applied any of them.
+	maybe []spec
+	// updated: an update was acknowledged.
+	updated bool
 
 	createAck   bool // 201
 	createSeen  bool // a retried create got 409: it exists (unacknowledged)
@@ -176,6 +193,12 @@ const (
 	mustBeGone
 	eitherWay // unacknowledged: exists fully or not at all
 )
+
+// acceptable are the specs PM may store: the acknowledged one and those an
+// unacknowledged update may have applied.
+func (e *entry) acceptable() []spec {
+	return append([]spec{{mode: e.mode, targets: e.targets}}, e.maybe...)
+}
 
 func (e *entry) expect() expectation {
 	switch {
@@ -199,6 +222,7 @@ type workload struct {
 	entries []*entry
 
 	creates, createAcks, createFails atomic.Int64
+	updates, updateAcks, updateFails atomic.Int64
 	deletes, deleteAcks, deleteFails atomic.Int64
 	retries                          atomic.Int64
 }
@@ -213,6 +237,25 @@ type plan struct {
 	e           *entry
 	del         bool
 	delFraction float64
+	// updates are the specs the deployment is updated to, in order, each
+	// after its share of the wait before the delete; byPUT says how each
+	// is sent (PUT, or OaaS's re-POST).
+	updates []spec
+	byPUT   []bool
+}
+
+// pickTargets is a random non-empty subset of the clusters.
+func (w *workload) pickTargets() []string {
+	var targets []string
+	for _, c := range w.clusters {
+		if w.rng.Float64() < 0.6 {
+			targets = append(targets, c)
+		}
+	}
+	if len(targets) == 0 {
+		targets = []string{w.clusters[w.rng.IntN(len(w.clusters))]}
+	}
+	return targets
 }
 
 // run sends o.deploys creates evenly over the first 80% of the duration,
@@ -223,21 +266,23 @@ func (w *workload) run(ctx context.Context, start time.Time) {
 	span := w.o.duration * 8 / 10
 	plans := make([]plan, w.o.deploys)
 	for i := range plans {
-		var targets []string
-		for _, c := range w.clusters {
-			if w.rng.Float64() < 0.6 {
-				targets = append(targets, c)
-			}
-		}
-		if len(targets) == 0 {
-			targets = []string{w.clusters[w.rng.IntN(len(w.clusters))]}
-		}
-		e := &entry{key: fmt.Sprintf("dep-%05d", i), targets: targets}
+		e := &entry{key: fmt.Sprintf("dep-%05d", i), targets: w.pickTargets(), mode: "v0"}
 		plans[i] = plan{
 			at:          span * time.Duration(i) / time.Duration(w.o.deploys),
 			e:           e,
 			del:         w.rng.Float64() < w.o.deleteShare,
 			delFraction: w.rng.Float64(),
+		}
+		if w.rng.Float64() < w.o.updateShare {
+			for n := 1; n <= 1+w.rng.IntN(2); n++ {
+				targets := e.targets
+				if w.rng.Float64() < 0.5 {
+					// Sometimes other clusters too: units move.
+					targets = w.pickTargets()
+				}
+				plans[i].updates = append(plans[i].updates, spec{mode: fmt.Sprintf("v%d", n), targets: targets})
+				plans[i].byPUT = append(plans[i].byPUT, w.rng.Float64() < 0.5)
+			}
 		}
 		w.entries = append(w.entries, e)
 	}
@@ -258,6 +303,17 @@ func (w *workload) run(ctx context.Context, start time.Time) {
 		wg.Go(func() {
 			defer func() { <-sem }()
 			acked := w.create(ctx, p.e, end)
+			if acked {
+				for i, u := range p.updates {
+					// Spread over the first half of what is left, so that
+					// updates overlap faults and leave room for a delete.
+					wait := time.Duration(float64(time.Until(end)) * 0.5 / float64(len(p.updates)-i) * w.fraction())
+					if time.Until(end) <= 0 || pace.Sleep(ctx, wait) != nil {
+						break
+					}
+					w.update(ctx, p.e, u, p.byPUT[i], end)
+				}
+			}
 			left := time.Until(end)
 			var wait time.Duration
 			switch {
@@ -284,16 +340,71 @@ func (w *workload) run(ctx context.Context, start time.Time) {
 	wg.Wait()
 }
 
-// create sends a create, retried on other PMs with the same
-// Idempotency-Key while no answer came or the answer was a 5xx, and
-// reports whether it was acknowledged.
-func (w *workload) create(ctx context.Context, e *entry, end time.Time) bool {
+// specBody is a deployment document of key with spec s.
+func specBody(key string, s spec) []byte {
 	body, err := json.Marshal(map[string]any{
-		"key": e.key, "package_name": packageName, "class_key": classKey, "target_envs": e.targets,
+		"key": key, "package_name": packageName, "class_key": classKey, "target_envs": s.targets,
+		"functions": []any{map[string]any{"function_key": "work", "config": map[string]string{"MODE": s.mode}}},
 	})
 	if err != nil {
 		panic(err) // strings only: cannot happen
 	}
+	return body
+}
+
+// update sends an update of e to s, by PUT or by POSTing the key again (as
+// OaaS's deploy apply --overwrite does), retried on other PMs while no
+// answer came, the answer was a 5xx (the update may still be under way, or
+// was reverted) or a 409 (an operation on the deployment is at work).
+func (w *workload) update(ctx context.Context, e *entry, s spec, byPUT bool, end time.Time) {
+	method, path := http.MethodPost, "/api/v1/deployments"
+	if byPUT {
+		method, path = http.MethodPut, "/api/v1/deployments/"+e.key
+	}
+	body := specBody(e.key, s)
+	w.updates.Add(1)
+	w.mu.Lock()
+	e.maybe = append(e.maybe, s) // from now on PM may apply it
+	w.mu.Unlock()
+	for attempt := 1; attempt <= 8 && ctx.Err() == nil; attempt++ {
+		if attempt > 1 {
+			w.retries.Add(1)
+			if time.Now().After(end.Add(10*time.Second)) || pace.Sleep(ctx, time.Duration(200+w.jitter(800))*time.Millisecond) != nil {
+				break
+			}
+		}
+		r := w.api.do(ctx, nil, method, path, body, nil)
+		w.note(e, "update(%s)#%d %s %s", s, attempt, method, r)
+		switch {
+		case r.err != nil || r.status >= 500, r.status == http.StatusConflict:
+			continue
+		case r.status == http.StatusOK:
+			w.mu.Lock()
+			e.mode, e.targets, e.maybe, e.updated = s.mode, s.targets, nil, true
+			w.mu.Unlock()
+			w.updateAcks.Add(1)
+			return
+		default:
+			logf("update %s: unexpected answer %s", e.key, r)
+			w.updateFails.Add(1)
+			return
+		}
+	}
+	w.updateFails.Add(1)
+}
+
+// fraction is a random number in [0,1).
+func (w *workload) fraction() float64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.rng.Float64()
+}
+
+// create sends a create, retried on other PMs with the same
+// Idempotency-Key while no answer came or the answer was a 5xx, and
+// reports whether it was acknowledged.
+func (w *workload) create(ctx context.Context, e *entry, end time.Time) bool {
+	body := specBody(e.key, spec{mode: e.mode, targets: e.targets})
 	w.creates.Add(1)
 	var last response
 	for attempt := 1; attempt <= 3 && ctx.Err() == nil; attempt++ {
@@ -356,7 +467,9 @@ func (w *workload) delete(ctx context.Context, e *entry, end time.Time) {
 			// resuming, or an earlier attempt of this delete) is pending:
 			// PM says try again when it finishes.
 			continue
-		case r.status == http.StatusNoContent:
+		case r.status == http.StatusOK || r.status == http.StatusNoContent:
+			// 200 with what was deleted (OaaS's answer); 204 from a PM
+			// that predates it.
 			w.ack(e, false)
 			return
 		case r.status == http.StatusNotFound && acked:
@@ -409,6 +522,7 @@ func (w *workload) ledger() []entry {
 	for i, e := range w.entries {
 		out[i] = *e
 		out[i].targets = slices.Clone(e.targets)
+		out[i].maybe = slices.Clone(e.maybe)
 		out[i].notes = slices.Clone(e.notes)
 	}
 	return out
@@ -417,7 +531,8 @@ func (w *workload) ledger() []entry {
 func (w *workload) acknowledgedCreates() int { return int(w.createAcks.Load()) }
 
 func (w *workload) summary() string {
-	return fmt.Sprintf("creates %d (acknowledged %d, not %d), deletes %d (acknowledged %d, not %d), retries %d",
+	return fmt.Sprintf("creates %d (acknowledged %d, not %d), updates %d (acknowledged %d, not %d), deletes %d (acknowledged %d, not %d), retries %d",
 		w.creates.Load(), w.createAcks.Load(), w.createFails.Load(),
+		w.updates.Load(), w.updateAcks.Load(), w.updateFails.Load(),
 		w.deletes.Load(), w.deleteAcks.Load(), w.deleteFails.Load(), w.retries.Load())
 }

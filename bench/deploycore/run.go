@@ -367,7 +367,8 @@ func (c *client) create(ctx context.Context, key string, d any, retries *atomic.
 		b, _ := io.ReadAll(resp.Body)
 		_ = resp.Body.Close()
 		switch {
-		case resp.StatusCode == http.StatusCreated:
+		case resp.StatusCode == http.StatusCreated, resp.StatusCode == http.StatusOK && attempt > 0:
+			// 200 to a retry: the key exists and was applied again unchanged.
 			return nil
 		case resp.StatusCode == http.StatusConflict && attempt > 0 && bytes.Contains(b, []byte("already exists")):
 			return nil
@@ -405,7 +406,8 @@ func (c *client) warmUp(ctx context.Context, o options, clusters []string) error
 			// an operation still at work (409, 503) passes.
 			for attempt := 0; ; attempt++ {
 				code, b, err := c.do(ctx, http.MethodDelete, "/api/v1/deployments/"+key, nil)
-				if err == nil && (code == http.StatusNoContent || code == http.StatusNotFound && attempt > 0) {
+				// 200 with what was deleted (204 from a PM before the OaaS bodies).
+				if err == nil && (code == http.StatusOK || code == http.StatusNoContent || code == http.StatusNotFound && attempt > 0) {
 					return // a 404 to a retry: the earlier attempt got through
 				}
 				if attempt == 60 || (err == nil && code != http.StatusConflict && code != http.StatusServiceUnavailable) {

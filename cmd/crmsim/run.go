@@ -51,8 +51,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	return errors.Join(errs...)
 }
 
-// cluster is one --cluster name=addr.
-type cluster struct{ name, addr string }
+// cluster is one --cluster name=addr[@generation]; generation 0 takes
+// --generation.
+type cluster struct {
+	name, addr string
+	generation int
+}
 
 // options are the parsed flags; knobs is shared by every cluster.
 type options struct {
@@ -80,12 +84,16 @@ func (f clusterFlag) String() string {
 	parts := make([]string, len(*f.list))
 	for i, c := range *f.list {
 		parts[i] = c.name + "=" + c.addr
+		if c.generation != 0 {
+			parts[i] += "@" + strconv.Itoa(c.generation)
+		}
 	}
 	return strings.Join(parts, ",")
 }
 
-// Set accepts "name=host:port", or several separated by commas (the form the
-// CRMSIM_CLUSTER variable takes).
+// Set accepts "name=host:port", optionally with "@1" or "@2" for the CRM
+// generation that cluster plays, or several separated by commas (the form
+// the CRMSIM_CLUSTER variable takes).
 func (f clusterFlag) Set(v string) error {
 	for item := range strings.SplitSeq(v, ",") {
 		item = strings.TrimSpace(item)
@@ -94,14 +102,33 @@ func (f clusterFlag) Set(v string) error {
 		}
 		name, addr, ok := strings.Cut(item, "=")
 		if !ok || name == "" || addr == "" {
-			return fmt.Errorf("cluster %q: want name=host:port", item)
+			return fmt.Errorf("cluster %q: want name=host:port[@generation]", item)
 		}
-		if _, _, err := net.SplitHostPort(addr); err != nil {
+		c := cluster{name: name, addr: addr}
+		if a, gen, ok := strings.Cut(addr, "@"); ok {
+			n, err := parseGeneration(gen)
+			if err != nil {
+				return fmt.Errorf("cluster %q: %w", item, err)
+			}
+			c.addr, c.generation = a, n
+		}
+		if _, _, err := net.SplitHostPort(c.addr); err != nil {
 			return fmt.Errorf("cluster %q: %w", item, err)
 		}
-		*f.list = append(*f.list, cluster{name: name, addr: addr})
+		*f.list = append(*f.list, c)
 	}
 	return nil
+}
+
+// parseGeneration reads a CRM generation, 1 or 2.
+func parseGeneration(v string) (int, error) {
+	switch strings.TrimSpace(v) {
+	case "1":
+		return 1, nil
+	case "2":
+		return 2, nil
+	}
+	return 0, fmt.Errorf("generation %q is not 1 or 2", v)
 }
 
 // parseOptions reads flags, falling back to CRMSIM_* variables for flags not
@@ -113,7 +140,12 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 	k := &o.knobs
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:8088", "listen address of the single simulated CRM")
 	fs.StringVar(&o.env, "env", "default", "environment name of the single simulated CRM")
-	fs.Var(clusterFlag{&o.clusters}, "cluster", "serve a simulated CRM named `name=host:port` (repeatable; replaces --listen/--env)")
+	fs.Var(clusterFlag{&o.clusters}, "cluster", "serve a simulated CRM named `name=host:port[@generation]` (repeatable; replaces --listen/--env)")
+	fs.Func("generation", "CRM wire generation to play: 1 (crm-wire-contract.md) or 2 (current upstream: runtime summaries, TopologyService) (default 1)", func(v string) error {
+		n, err := parseGeneration(v)
+		k.Generation = n
+		return err
+	})
 	fs.Func("nodes", "node count of each cluster (default 3)", func(v string) error {
 		n, err := strconv.ParseUint(v, 10, 32)
 		k.NodeCount = uint32(n)
@@ -136,7 +168,8 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 	fs.DurationVar(&k.ProgressDelay, "progress-delay", 2*time.Second, "how long a new runtime stays PENDING")
 	fs.DurationVar(&k.ReadyDelay, "ready-delay", 3*time.Second, "how long it then stays DEPLOYING")
 	fs.StringVar(&k.Namespace, "namespace", "oaas", "namespace of the simulated Kubernetes objects")
-	fs.StringVar(&k.CRMVersion, "crm-version", crmsim.DefaultCRMVersion, "crm_version to report")
+	fs.StringVar(&k.CRMVersion, "crm-version", "", "crm_version to report (default "+crmsim.DefaultCRMVersion+", or "+crmsim.Generation2CRMVersion+" for generation 2)")
+	fs.BoolVar(&k.OmitCRMVersion, "omit-crm-version", false, "report no crm_version, as first-generation field CRMs")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "serve TLS with this PEM certificate")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM private key for --tls-cert")
 	fs.StringVar(&o.clientCA, "client-ca", "", "require client certificates signed by this PEM CA (mTLS)")
@@ -205,6 +238,9 @@ func (o *options) configs(logger *slog.Logger) ([]crmsim.Config, error) {
 		seen[c.name] = true
 		cfg := base
 		cfg.EnvName, cfg.Addr = c.name, c.addr
+		if c.generation != 0 {
+			cfg.Generation = c.generation
+		}
 		cfg.Seed = base.Seed + uint64(i)
 		cfgs = append(cfgs, cfg)
 	}

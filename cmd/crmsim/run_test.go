@@ -15,6 +15,8 @@ import (
 
 	healthpb "github.com/oaas/pm/gen/go/oaas/health"
 	"github.com/oaas/pm/gen/go/oaas/health/healthconnect"
+	topologypb "github.com/oaas/pm/gen/go/oaas/topology"
+	"github.com/oaas/pm/gen/go/oaas/topology/topologyconnect"
 	"github.com/oaas/pm/internal/crmsim"
 )
 
@@ -53,7 +55,7 @@ func TestParseOptions(t *testing.T) {
 				"--fail-deploy-code", "INTERNAL", "--fail-deploy-in-body", "--fail-deploy-after-apply",
 				"--fail-rate", "0.25", "--seed", "9", "--hang", "--not-serving", "--disable-crm-info",
 				"--disable-oaas-health", "--strict-env", "--progress-delay", "1s", "--ready-delay", "2s",
-				"--namespace", "ns", "--crm-version", "v9",
+				"--namespace", "ns", "--crm-version", "v9", "--generation", "2", "--omit-crm-version",
 			},
 			check: func(t *testing.T, cfgs []crmsim.Config) {
 				c := cfgs[0]
@@ -62,7 +64,8 @@ func TestParseOptions(t *testing.T) {
 					c.FailFirstDeploys == 2 && c.FailDeployCode == connect.CodeInternal && c.FailDeployInBody &&
 					c.FailDeployAfterApply && c.FailRate == 0.25 && c.Seed == 9 && c.Hang && c.NotServing &&
 					c.DisableCrmInfo && c.DisableOaasHealth && c.StrictEnv && c.ProgressDelay == time.Second &&
-					c.ReadyDelay == 2*time.Second && c.Namespace == "ns" && c.CRMVersion == "v9"
+					c.ReadyDelay == 2*time.Second && c.Namespace == "ns" && c.CRMVersion == "v9" &&
+					c.Generation == 2 && c.OmitCRMVersion
 				if !ok {
 					t.Errorf("config = %+v", c)
 				}
@@ -92,6 +95,16 @@ func TestParseOptions(t *testing.T) {
 				}
 				if cfgs[0].NodeCount != 7 || cfgs[1].NodeCount != 7 || cfgs[0].Seed != 3 || cfgs[1].Seed != 4 {
 					t.Errorf("shared knobs: %+v", cfgs)
+				}
+			},
+		},
+		{
+			name: "a generation per cluster, the rest from --generation",
+			args: []string{"--cluster", "old=127.0.0.1:8091@1,new=127.0.0.1:8092@2", "--cluster", "dflt=127.0.0.1:8093", "--generation", "2"},
+			check: func(t *testing.T, cfgs []crmsim.Config) {
+				if len(cfgs) != 3 || cfgs[0].Generation != 1 || cfgs[1].Generation != 2 || cfgs[2].Generation != 2 ||
+					cfgs[1].Addr != "127.0.0.1:8092" {
+					t.Errorf("configs = %+v", cfgs)
 				}
 			},
 		},
@@ -140,6 +153,8 @@ func TestParseOptionsRejects(t *testing.T) {
 		{"missing cert file", []string{"--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem"}, nil},
 		{"bad env value", nil, map[string]string{"CRMSIM_LATENCY": "soon"}},
 		{"stray argument", []string{"extra"}, nil},
+		{"bad generation", []string{"--generation", "3"}, nil},
+		{"bad cluster generation", []string{"--cluster", "e=127.0.0.1:1@0"}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -187,7 +202,7 @@ func TestRunServesClustersUntilCanceled(t *testing.T) {
 	logs := &lockedBuffer{}
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"--cluster", "east=127.0.0.1:0", "--cluster", "west=127.0.0.1:0", "--ready-nodes", "1"},
+		done <- run(ctx, []string{"--cluster", "east=127.0.0.1:0", "--cluster", "west=127.0.0.1:0@2", "--ready-nodes", "1"},
 			envOf(nil), logs)
 	}()
 
@@ -202,11 +217,19 @@ func TestRunServesClustersUntilCanceled(t *testing.T) {
 	p.SetUnencryptedHTTP2(true)
 	tr := &http.Transport{Protocols: &p}
 	defer tr.CloseIdleConnections()
+	// east plays the first generation, west the second.
+	wantVersion := map[string]string{"east": crmsim.DefaultCRMVersion, "west": crmsim.Generation2CRMVersion}
+	wantTopology := map[string]connect.Code{"east": connect.CodeUnimplemented, "west": 0}
 	for env, url := range logs.urls() {
 		client := healthconnect.NewCrmInfoServiceClient(&http.Client{Transport: tr}, url, connect.WithGRPC())
 		res, err := client.GetEnvHealth(ctx, &healthpb.CrmEnvRequest{})
-		if err != nil || res.GetEnvName() != env || res.GetStatus() != "Degraded" {
+		if err != nil || res.GetEnvName() != env || res.GetStatus() != "Degraded" || res.GetCrmVersion() != wantVersion[env] {
 			t.Errorf("%s at %s: %v, %v", env, url, res, err)
+		}
+		topo := topologyconnect.NewTopologyServiceClient(&http.Client{Transport: tr}, url, connect.WithGRPC())
+		_, err = topo.GetTopology(ctx, &topologypb.TopologyRequest{})
+		if code := connect.CodeOf(err); err != nil && code != wantTopology[env] || err == nil && wantTopology[env] != 0 {
+			t.Errorf("%s: GetTopology = %v, want code %v", env, err, wantTopology[env])
 		}
 	}
 

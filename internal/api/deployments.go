@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -15,7 +16,9 @@ import (
 	"github.com/oaas/pm/gen/go/oaas/pm/v1/pmv1connect"
 	"github.com/oaas/pm/internal/catalog"
 	"github.com/oaas/pm/internal/deploy"
+	"github.com/oaas/pm/internal/deploy/plan"
 	"github.com/oaas/pm/internal/fault"
+	"github.com/oaas/pm/internal/restmodel"
 )
 
 // Deployments serves oaas.pm.v1.DeploymentService and ClassRuntimeService.
@@ -35,14 +38,19 @@ func NewDeployments(svc *deploy.Service, idem *Idempotency) *Deployments {
 	return &Deployments{svc: svc, idem: idem}
 }
 
-// CreateDeployment implements DeploymentService.
+// CreateDeployment implements DeploymentService. A key that exists is
+// updated to the spec, as OaaS's POST does (its CLI's apply re-posts): the
+// answer is then 200 with status "updated" (or "unchanged" for the same
+// spec), and X-Write-Status says so. create_only (If-None-Match: *) makes
+// it a conflict instead.
 func (h *Deployments) CreateDeployment(ctx context.Context, req *pmv1.CreateDeploymentRequest) (*pmv1.CreateDeploymentResponse, error) {
 	dryRun := req.GetDryRun() || callInfo(ctx).RequestHeader().Get("X-Dry-Run") == "true"
 	// A keyed create runs detached and may outlast the client's wait: it
 	// then finishes and stores its result for the retry. Its key and body
 	// also name the request, so that a retry after a crash recognises the
 	// deployment its first attempt made.
-	opt := deploy.CreateOptions{DryRun: dryRun}
+	createOnly := req.GetCreateOnly() || strings.TrimSpace(callInfo(ctx).RequestHeader().Get("If-None-Match")) == "*"
+	opt := deploy.CreateOptions{DryRun: dryRun, Apply: !createOnly}
 	if key := idempotencyKey(ctx, req.GetIdempotencyKey()); key != "" && !dryRun {
 		hash, err := requestHash(req)
 		if err != nil {
@@ -59,21 +67,12 @@ func (h *Deployments) CreateDeployment(ctx context.Context, req *pmv1.CreateDepl
 		if dryRun {
 			callInfo(ctx).ResponseHeader().Set("X-Dry-Run", "true")
 			return &pmv1.CreateDeploymentResponse{
-				Result: &pmv1.WriteResult{
-					Id: d.GetKey(), Status: "planned",
-					Message: fmt.Sprintf("dry run: %d replica(s) per cluster on %s, availability %.6g (target %.6g)",
-						res.Plan.Replicas, strings.Join(res.Deployment.Plan.Clusters, ", "), res.Plan.Achieved, res.Plan.Target),
-				},
+				Result:     &pmv1.WriteResult{Id: d.GetKey(), Status: "planned", Message: dryRunText(res.Outcome, &res.Deployment, res.Plan, res.Selection)},
 				Deployment: d,
 			}, nil
 		}
 		return &pmv1.CreateDeploymentResponse{
-			Result: &pmv1.WriteResult{
-				Id:     firstUnit(&res.Deployment, res.Units),
-				Status: "created",
-				Message: fmt.Sprintf("deployment %q created: %d replica(s) per cluster on %s", d.GetKey(),
-					res.Deployment.Plan.Replicas, unitList(&res.Deployment, res.Units)),
-			},
+			Result:     writeResult(res.Outcome, &res.Deployment, res.Units),
 			Deployment: d,
 			Revision:   catalog.FormatRevision(res.Deployment.Revision),
 			UnitIds:    res.Units,
@@ -89,7 +88,128 @@ func (h *Deployments) CreateDeployment(ctx context.Context, req *pmv1.CreateDepl
 	if res.Revision != "" {
 		callInfo(ctx).ResponseHeader().Set("ETag", fmt.Sprintf("%q", res.Revision))
 	}
+	if st := res.GetResult().GetStatus(); st != deploy.OutcomeCreated {
+		callInfo(ctx).ResponseHeader().Set(restmodel.WriteStatusHeader, st)
+	}
 	return res, nil
+}
+
+// writeResult is the REST acknowledgement of a create or update: the first
+// unit id, and every cluster's in the message.
+func writeResult(outcome string, d *deploy.Deployment, units map[string]string) *pmv1.WriteResult {
+	var msg string
+	switch outcome {
+	case deploy.OutcomeUnchanged:
+		msg = fmt.Sprintf("deployment %q unchanged: the spec is the one it runs (revision %d)", d.Key, d.SpecRevision)
+	case deploy.OutcomeUpdated:
+		msg = fmt.Sprintf("deployment %q updated to revision %d: %d replica(s) per cluster on %s", d.Key, d.SpecRevision,
+			d.Plan.Replicas, unitList(d, units))
+	default:
+		msg = fmt.Sprintf("deployment %q created: %d replica(s) per cluster on %s", d.Key, d.Plan.Replicas, unitList(d, units))
+	}
+	return &pmv1.WriteResult{Id: firstUnit(d, units), Status: outcome, Message: msg}
+}
+
+// dryRunText says what a create or update would do.
+func dryRunText(outcome string, d *deploy.Deployment, p plan.Plan, sel deploy.Selection) string {
+	if outcome == deploy.OutcomeUnchanged {
+		return fmt.Sprintf("dry run: deployment %q would be unchanged (the spec is the one it runs)", d.Key)
+	}
+	msg := fmt.Sprintf("dry run: %d replica(s) per cluster on %s, availability %.6g (target %.6g)",
+		p.Replicas, strings.Join(d.Plan.Clusters, ", "), p.Achieved, p.Target)
+	if outcome == deploy.OutcomeUpdated {
+		msg = fmt.Sprintf("dry run: deployment %q would be updated to revision %d: ", d.Key, d.SpecRevision) + strings.TrimPrefix(msg, "dry run: ")
+	}
+	if sel.Auto {
+		how := "selected"
+		if sel.Kept {
+			how = "kept (within the hysteresis margin)"
+		}
+		msg += fmt.Sprintf("; clusters %s automatically from %s (eligible, best first: %s)", how,
+			strings.Join(sel.Candidates, ", "), strings.Join(sel.Eligible, ", "))
+	}
+	return msg
+}
+
+// UpdateDeployment implements DeploymentService.
+func (h *Deployments) UpdateDeployment(ctx context.Context, req *pmv1.UpdateDeploymentRequest) (*pmv1.UpdateDeploymentResponse, error) {
+	rev, err := catalog.ParseRevision(ifMatch(ctx, req.GetExpectedRevision()))
+	if err != nil {
+		return nil, err
+	}
+	dryRun := req.GetDryRun() || callInfo(ctx).RequestHeader().Get("X-Dry-Run") == "true"
+	res, err := h.svc.Update(ctx, req.GetKey(), req.GetDeployment(), deploy.UpdateOptions{Expected: rev, DryRun: dryRun})
+	if err != nil {
+		return nil, err
+	}
+	outcome := deploy.OutcomeUpdated
+	if !res.Changed {
+		outcome = deploy.OutcomeUnchanged
+	}
+	d := deploymentPB(&res.Deployment)
+	if dryRun {
+		// A dry run of an update is "planned", or "unchanged" when the
+		// spec is the one the deployment runs.
+		status := "planned"
+		if !res.Changed {
+			status = deploy.OutcomeUnchanged
+		}
+		callInfo(ctx).ResponseHeader().Set("X-Dry-Run", "true")
+		return &pmv1.UpdateDeploymentResponse{
+			Result:     &pmv1.WriteResult{Id: d.GetKey(), Status: status, Message: dryRunText(outcome, &res.Deployment, res.Plan, res.Selection)},
+			Deployment: d,
+		}, nil
+	}
+	setETag(ctx, res.Deployment.Revision)
+	callInfo(ctx).ResponseHeader().Set(restmodel.WriteStatusHeader, outcome)
+	return &pmv1.UpdateDeploymentResponse{
+		Result:     writeResult(outcome, &res.Deployment, res.Units),
+		Deployment: d,
+		Revision:   catalog.FormatRevision(res.Deployment.Revision),
+		UnitIds:    res.Units,
+	}, nil
+}
+
+// RollbackDeployment implements DeploymentService.
+func (h *Deployments) RollbackDeployment(ctx context.Context, req *pmv1.RollbackDeploymentRequest) (*pmv1.RollbackDeploymentResponse, error) {
+	rev, err := catalog.ParseRevision(ifMatch(ctx, req.GetExpectedRevision()))
+	if err != nil {
+		return nil, err
+	}
+	res, to, err := h.svc.Rollback(ctx, req.GetKey(), int64(req.GetToRevision()), rev)
+	if err != nil {
+		return nil, err
+	}
+	result := writeResult(deploy.OutcomeUnchanged, &res.Deployment, res.Units)
+	if res.Changed {
+		result = writeResult(deploy.OutcomeUpdated, &res.Deployment, res.Units)
+		result.Status = "rolled back"
+		result.Message = fmt.Sprintf("deployment %q rolled back to revision %d (now revision %d): %d replica(s) per cluster on %s",
+			res.Deployment.Key, to, res.Deployment.SpecRevision, res.Deployment.Plan.Replicas, unitList(&res.Deployment, res.Units))
+	}
+	setETag(ctx, res.Deployment.Revision)
+	return &pmv1.RollbackDeploymentResponse{
+		Result:     result,
+		Deployment: deploymentPB(&res.Deployment),
+		Revision:   catalog.FormatRevision(res.Deployment.Revision),
+		UnitIds:    res.Units,
+	}, nil
+}
+
+// ListDeploymentRevisions implements DeploymentService.
+func (h *Deployments) ListDeploymentRevisions(ctx context.Context, req *pmv1.ListDeploymentRevisionsRequest) (*pmv1.ListDeploymentRevisionsResponse, error) {
+	revs, err := h.svc.Revisions(ctx, req.GetKey())
+	if err != nil {
+		return nil, err
+	}
+	items := make([]*pmv1.DeploymentRevision, len(revs))
+	for i, r := range revs {
+		items[i] = &pmv1.DeploymentRevision{
+			Revision: int32(min(r.Number, 1<<30)), Deployment: r.Spec, Clusters: r.Clusters, Reason: r.Reason, //nolint:gosec // capped
+			Current: r.Current, CreatedAt: timestamp(r.CreatedAt),
+		}
+	}
+	return &pmv1.ListDeploymentRevisionsResponse{Items: items}, nil
 }
 
 // firstUnit is the unit id a create's result names: the first cluster's in
@@ -143,16 +263,32 @@ func (h *Deployments) GetDeployment(ctx context.Context, req *pmv1.GetDeployment
 	return &pmv1.GetDeploymentResponse{Deployment: deploymentPB(&d), Revision: catalog.FormatRevision(d.Revision)}, nil
 }
 
-// DeleteDeployment implements DeploymentService.
+// DeleteDeployment implements DeploymentService. It answers as OaaS does:
+// what was deleted, and from which clusters.
 func (h *Deployments) DeleteDeployment(ctx context.Context, req *pmv1.DeleteDeploymentRequest) (*pmv1.DeleteDeploymentResponse, error) {
 	rev, err := catalog.ParseRevision(ifMatch(ctx, req.GetExpectedRevision()))
 	if err != nil {
 		return nil, err
 	}
-	if err := h.svc.Delete(ctx, req.GetKey(), req.GetCluster(), rev); err != nil {
+	res, err := h.svc.Delete(ctx, req.GetKey(), req.GetCluster(), rev)
+	if err != nil {
 		return nil, err
 	}
-	return &pmv1.DeleteDeploymentResponse{}, nil
+	out := &pmv1.DeleteDeploymentResponse{Id: req.GetKey(), DeletedEnvs: res.Clusters}
+	switch {
+	case res.UnitID != "":
+		out.Message = fmt.Sprintf("Deployment unit %s of deployment %q deleted from environment %s", res.UnitID, res.Key, res.Cluster)
+	case res.Cluster != "" && len(res.Clusters) == 0:
+		out.Message = fmt.Sprintf("Deployment %q has no unit in environment %s; nothing deleted", res.Key, res.Cluster)
+	case res.Cluster != "":
+		out.Message = fmt.Sprintf("Deployment %q deleted from environment %s", res.Key, res.Cluster)
+	default:
+		out.Message = "Deployment deleted across environments"
+	}
+	if out.DeletedEnvs == nil {
+		out.DeletedEnvs = []string{}
+	}
+	return out, nil
 }
 
 // GetClusterMappings implements DeploymentService.
@@ -161,7 +297,9 @@ func (h *Deployments) GetClusterMappings(ctx context.Context, req *pmv1.GetClust
 	if err != nil {
 		return nil, err
 	}
-	return &pmv1.GetClusterMappingsResponse{DeploymentKey: req.GetKey(), ClusterMappings: m}, nil
+	return &pmv1.GetClusterMappingsResponse{
+		DeploymentKey: req.GetKey(), ClusterMappings: m, ClusterIds: maps.Clone(m), EnvIds: maps.Clone(m),
+	}, nil
 }
 
 // ListClassRuntimes implements ClassRuntimeService.
@@ -265,7 +403,10 @@ func (h *Deployments) ListOperations(ctx context.Context, req *pmv1.ListOperatio
 // server-managed fields (condition, status summary, times).
 func deploymentPB(d *deploy.Deployment) *pmv1.OClassDeployment {
 	out := new(pmv1.OClassDeployment)
-	if d.Spec != nil {
+	switch {
+	case d.Answer != nil:
+		out = proto.CloneOf(d.Answer)
+	case d.Spec != nil:
 		out = proto.CloneOf(d.Spec)
 	}
 	out.Key = d.Key
@@ -281,6 +422,7 @@ func deploymentPB(d *deploy.Deployment) *pmv1.OClassDeployment {
 		AchievedQuorumAvailability: d.Plan.Achieved,
 		TargetAvailability:         d.Plan.Target,
 		Algorithm:                  d.Plan.Algorithm,
+		SpecRevision:               int32(min(d.SpecRevision, 1<<30)), //nolint:gosec // capped
 	}
 	if d.LastError != "" {
 		sum.LastError = proto.String(d.LastError)
@@ -375,6 +517,7 @@ var (
 		deploy.KindDelete:   pmv1.OperationKind_OPERATION_KIND_DELETE,
 		deploy.KindRollback: pmv1.OperationKind_OPERATION_KIND_ROLLBACK,
 		deploy.KindHeal:     pmv1.OperationKind_OPERATION_KIND_HEAL,
+		deploy.KindRevert:   pmv1.OperationKind_OPERATION_KIND_REVERT,
 	}
 	operationStates = map[deploy.OpState]pmv1.OperationState{
 		deploy.OpRunning:   pmv1.OperationState_OPERATION_STATE_RUNNING,

@@ -126,7 +126,7 @@ func (h *Packages) UpdatePackage(ctx context.Context, req *pmv1.UpdatePackageReq
 
 // DeletePackage implements PackageService.
 func (h *Packages) DeletePackage(ctx context.Context, req *pmv1.DeletePackageRequest) (*pmv1.DeletePackageResponse, error) {
-	if err := h.svc.Delete(ctx, req.GetName(), ifMatch(ctx, "")); err != nil {
+	if err := h.svc.Delete(ctx, req.GetName(), ifMatch(ctx, ""), req.GetCascade()); err != nil {
 		return nil, err
 	}
 	return &pmv1.DeletePackageResponse{}, nil

@@ -9,6 +9,7 @@ import (
 	commonpb "github.com/oaas/pm/gen/go/oaas/common"
 	pmv1 "github.com/oaas/pm/gen/go/oaas/pm/v1"
 	"github.com/oaas/pm/gen/go/oaas/pm/v1/pmv1connect"
+	topologypb "github.com/oaas/pm/gen/go/oaas/topology"
 	"github.com/oaas/pm/internal/catalog"
 	"github.com/oaas/pm/internal/deploy"
 	"github.com/oaas/pm/internal/fault"
@@ -32,7 +33,7 @@ func NewTopology(pkgs *catalog.Service, deps *deploy.Service) *Topology {
 // GetTopology implements TopologyService. Like OaaS, any source but
 // "zenoh" (a CRM's live view, which PM does not ask for) is the
 // deployments graph.
-func (h *Topology) GetTopology(ctx context.Context, req *pmv1.GetTopologyRequest) (*pmv1.GetTopologyResponse, error) {
+func (h *Topology) GetTopology(ctx context.Context, req *topologypb.TopologyRequest) (*topologypb.TopologySnapshot, error) {
 	if req.GetSource() == "zenoh" {
 		return nil, fault.Invalidf("source %q is not served: PM builds the graph from its deployments (source=deployments)", req.GetSource())
 	}
@@ -77,17 +78,17 @@ func (h *Topology) GetTopology(ctx context.Context, req *pmv1.GetTopologyRequest
 // edges package→class, class→function, class→env. A deployment without
 // function entries shows its class's bindings from the package (pkg; nil
 // when the package is gone). Deleted deployments are left out.
-func BuildTopology(ds []*pmv1.OClassDeployment, pkg func(name string) (*pmv1.OPackage, error)) (*pmv1.GetTopologyResponse, error) {
-	res := &pmv1.GetTopologyResponse{}
-	nodes := map[string]*pmv1.TopologyNode{}
+func BuildTopology(ds []*pmv1.OClassDeployment, pkg func(name string) (*pmv1.OPackage, error)) (*topologypb.TopologySnapshot, error) {
+	res := &topologypb.TopologySnapshot{}
+	nodes := map[string]*topologypb.TopologyNode{}
 	edges := map[[2]string]bool{}
-	node := func(id, typ string, meta map[string]string) *pmv1.TopologyNode {
+	node := func(id, typ string, meta map[string]string) *topologypb.TopologyNode {
 		n, ok := nodes[id]
 		if !ok {
 			if meta == nil {
 				meta = map[string]string{}
 			}
-			n = &pmv1.TopologyNode{Id: id, NodeType: typ, Status: "healthy", Metadata: meta, DeployedClasses: []string{}}
+			n = &topologypb.TopologyNode{Id: id, NodeType: typ, Status: "healthy", Metadata: meta, DeployedClasses: []string{}}
 			nodes[id] = n
 			res.Nodes = append(res.Nodes, n)
 		}
@@ -96,7 +97,7 @@ func BuildTopology(ds []*pmv1.OClassDeployment, pkg func(name string) (*pmv1.OPa
 	edge := func(from, to string) {
 		if !edges[[2]string{from, to}] {
 			edges[[2]string{from, to}] = true
-			res.Edges = append(res.Edges, &pmv1.TopologyEdge{FromId: from, ToId: to, Metadata: map[string]string{}})
+			res.Edges = append(res.Edges, &topologypb.TopologyEdge{FromId: from, ToId: to, Metadata: map[string]string{}})
 		}
 	}
 	for _, d := range ds {

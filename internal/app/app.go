@@ -157,7 +157,18 @@ func (a *App) build(ctx context.Context) error {
 	a.store = st
 	a.closers = append(a.closers, st.Close)
 
-	clusters, err := openClusters(ctx, cfg.CRM, log, &a.closers)
+	var crmOpts []cluster.Option
+	if cfg.Tracing.Enabled {
+		// Every CRM call is a client span, and the CRM receives the trace
+		// context (traceparent) of the request or operation behind it.
+		crmTracing, err := otelconnect.NewInterceptor(otelconnect.WithTracerProvider(tracing.Provider),
+			otelconnect.WithPropagator(tracing.Propagator), otelconnect.WithoutMetrics())
+		if err != nil {
+			return fmt.Errorf("tracing interceptor: %w", err)
+		}
+		crmOpts = append(crmOpts, cluster.WithInterceptors(crmTracing))
+	}
+	clusters, err := openClusters(ctx, cfg.CRM, log, &a.closers, crmOpts...)
 	if err != nil {
 		return err
 	}
@@ -319,7 +330,7 @@ func docsFS() fs.FS {
 // starts an in-process simulated cluster named "default", so a fresh PM can
 // deploy for real. Closers are appended so the manager closes before the
 // simulator, both after the server.
-func openClusters(ctx context.Context, cfg config.CRM, log *slog.Logger, closers *[]func()) (*cluster.Manager, error) {
+func openClusters(ctx context.Context, cfg config.CRM, log *slog.Logger, closers *[]func(), opts ...cluster.Option) (*cluster.Manager, error) {
 	if cfg.EmbeddedSimulator && len(cfg.Clusters) == 0 {
 		sim, err := crmsim.Start(context.WithoutCancel(ctx), crmsim.Config{
 			Addr: "127.0.0.1:0", EnvName: "default", Logger: log.With("component", "crmsim"),
@@ -335,7 +346,7 @@ func openClusters(ctx context.Context, cfg config.CRM, log *slog.Logger, closers
 		cfg.Clusters = []config.Cluster{{Name: "default", URL: sim.URL()}}
 		log.Info("no CRM configured; started an embedded simulated cluster", "cluster", "default", "addr", sim.Addr())
 	}
-	m, err := cluster.New(cfg, log)
+	m, err := cluster.New(cfg, log, opts...)
 	if err != nil {
 		return nil, err
 	}

@@ -159,7 +159,15 @@ func TestDeploySmoke(t *testing.T) {
 				t.Errorf("deployment status %v", st)
 			}
 
-			e.do("DELETE", "/api/v1/deployments/echo-everywhere", nil).expect(t, 204)
+			var del struct {
+				Message     string   `json:"message"`
+				ID          string   `json:"id"`
+				DeletedEnvs []string `json:"deleted_envs"`
+			}
+			e.do("DELETE", "/api/v1/deployments/echo-everywhere", nil).expect(t, 200).json(t, &del)
+			if del.Message != "Deployment deleted across environments" || del.ID != "echo-everywhere" || fmt.Sprint(del.DeletedEnvs) != "[default]" {
+				t.Errorf("delete answered %+v, want OaaS's body", del)
+			}
 			if n := sim.RuntimeCount(); n != 0 {
 				t.Errorf("%d runtimes left after delete", n)
 			}
@@ -184,7 +192,7 @@ func TestDeployRejectsBadInput(t *testing.T) {
 		{"missing package", deployment("d1", "nope", "east"), 404, `package "nope"`, nil},
 		{"unknown class", map[string]any{"key": "d1", "package_name": "echo", "class_key": "Nope", "target_envs": []string{"east"}}, 400, `class "Nope"`, nil},
 		{"unknown cluster", deployment("d1", "echo", "east", "mars"), 400, `"mars"`, nil},
-		{"no targets and no default", deployment("d1", "echo"), 400, "target_envs", nil},
+		{"no candidate cluster", map[string]any{"key": "d1", "package_name": "echo", "class_key": "Echo", "available_envs": []string{"mars", "venus"}}, 400, `available_envs: none of "mars", "venus" is a configured cluster`, nil},
 		{"unknown field, strict", map[string]any{"key": "d1", "package_name": "echo", "class_key": "Echo", "target_envs": []string{"east"}, "replicas": 3}, 400, `unknown field "replicas"`, []string{"Field-Validation", "Strict"}},
 		{"availability out of range", map[string]any{"key": "d1", "package_name": "echo", "class_key": "Echo", "target_envs": []string{"east"}, "nfr_requirements": map[string]any{"availability": 1.5}}, 400, "availability", nil},
 		{"function not bound", map[string]any{"key": "d1", "package_name": "echo", "class_key": "Echo", "target_envs": []string{"east"}, "functions": []any{map[string]any{"function_key": "ghost"}}}, 400, "ghost", nil},
@@ -307,7 +315,12 @@ func TestDeployDuplicateKey(t *testing.T) {
 	if got := f["default"].LastCorrelationID(); got != "corr-4711" {
 		t.Errorf("CRM saw correlation id %q, want the request's", got)
 	}
-	e.do("POST", "/api/v1/deployments", deployment("d", "echo", "default")).expect(t, 409)
+	// The same key again is an apply, as OaaS's POST: the same spec changes
+	// nothing (200).
+	r := e.do("POST", "/api/v1/deployments", deployment("d", "echo", "default")).expect(t, 200)
+	if r.header.Get("X-Write-Status") != "unchanged" || r.result(t).Status != "unchanged" {
+		t.Errorf("the same spec again: %s %v", r.body, r.header)
+	}
 	if n := f["default"].RuntimeCount(); n != 1 {
 		t.Errorf("runtimes = %d", n)
 	}
@@ -455,12 +468,19 @@ func TestDeleteOneCluster(t *testing.T) {
 	e := setup(t, "memory", withFleet(f))
 	e.do("POST", "/api/v1/packages", echoPackage("echo")).expect(t, 201)
 	e.do("POST", "/api/v1/deployments", deployment("d", "echo", "east", "west")).expect(t, 201)
-	e.do("DELETE", "/api/v1/deployments/d?cluster=west", nil).expect(t, 204)
+	var del map[string]any
+	e.do("DELETE", "/api/v1/deployments/d?cluster=west", nil).expect(t, 200).json(t, &del)
+	if fmt.Sprint(del["deleted_envs"]) != "[west]" || del["id"] != "d" {
+		t.Errorf("delete of one cluster answered %v", del)
+	}
 	if f["west"].RuntimeCount() != 0 || f["east"].RuntimeCount() != 1 {
 		t.Errorf("runtimes east=%d west=%d", f["east"].RuntimeCount(), f["west"].RuntimeCount())
 	}
 	// No mapping left for west: a no-op.
-	e.do("DELETE", "/api/v1/deployments/d?cluster=west", nil).expect(t, 204)
+	e.do("DELETE", "/api/v1/deployments/d?cluster=west", nil).expect(t, 200).json(t, &del)
+	if fmt.Sprint(del["deleted_envs"]) != "[]" {
+		t.Errorf("a no-op delete answered %v", del)
+	}
 	var m struct {
 		ClusterMappings map[string]string `json:"cluster_mappings"`
 	}

@@ -22,7 +22,7 @@ import (
 
 // env is one running PM for a test.
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	base string // http://127.0.0.1:port
 	// h2c speaks HTTP/2 without TLS, as gRPC clients do.
 	h2c *http.Client
@@ -39,14 +39,14 @@ var storages = []string{"memory", "postgres"}
 
 // setup starts PM on a loopback port with the given storage and config tweaks,
 // and stops it (gracefully) when the test ends.
-func setup(t *testing.T, storage string, tweak ...func(*config.Config)) *env {
+func setup(t testing.TB, storage string, tweak ...func(*config.Config)) *env {
 	t.Helper()
 	return setupLogged(t, storage, nil, tweak...)
 }
 
 // setupLogged is setup with PM's log written to logs (debug level) when
 // logs is not nil.
-func setupLogged(t *testing.T, storage string, logs io.Writer, tweak ...func(*config.Config)) *env {
+func setupLogged(t testing.TB, storage string, logs io.Writer, tweak ...func(*config.Config)) *env {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Server.Host, cfg.Server.Port = "127.0.0.1", 0
@@ -188,7 +188,7 @@ func (e *env) send(method, path, contentType string, body []byte, headers ...str
 }
 
 // expect fails the test unless the response has the wanted status.
-func (r response) expect(t *testing.T, want int) response {
+func (r response) expect(t testing.TB, want int) response {
 	t.Helper()
 	if r.status != want {
 		t.Fatalf("status %d, want %d; body %s", r.status, want, r.body)

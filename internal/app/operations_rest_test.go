@@ -33,7 +33,7 @@ func TestDeploymentRevision(t *testing.T) {
 		t.Fatal("a stale delete removed the runtime")
 	}
 	e.do("DELETE", "/api/v1/deployments/d", nil, "If-Match", "not-a-revision").expect(t, 400)
-	e.do("DELETE", "/api/v1/deployments/d", nil, "If-Match", current).expect(t, 204)
+	e.do("DELETE", "/api/v1/deployments/d", nil, "If-Match", current).expect(t, 200)
 }
 
 // TestConcurrentPackageUpdaters has 50 clients each add one tag with

@@ -51,7 +51,7 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-func newToken(t *testing.T) string {
+func newToken(t testing.TB) string {
 	t.Helper()
 	b := make([]byte, 24)
 	if _, err := rand.Read(b); err != nil {
@@ -62,7 +62,7 @@ func newToken(t *testing.T) string {
 
 // tokens writes a tokens file with one principal per role (named after
 // it) and returns the file and the tokens by role.
-func tokens(t *testing.T, clients string) (string, map[string]string) {
+func tokens(t testing.TB, clients string) (string, map[string]string) {
 	t.Helper()
 	byRole := map[string]string{}
 	var b strings.Builder

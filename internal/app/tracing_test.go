@@ -96,6 +96,23 @@ func TestTracingExportsSpansAndLogsCarryTraceIDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	res.Body.Close()
+	// A deployment: its CRM calls are client spans of the caller's trace.
+	for _, body := range []struct{ path, doc string }{
+		{"/api/v1/packages", `{"name":"traced-pkg","functions":[{"key":"f","provision_config":{"container_image":"img"}}],"classes":[{"key":"C","function_bindings":[{"name":"f","function_key":"f"}]}]}`},
+		{"/api/v1/deployments", `{"key":"traced","package_name":"traced-pkg","class_key":"C","target_envs":["default"]}`},
+	} {
+		req, _ = http.NewRequest(http.MethodPost, "http://"+a.Addr()+body.path, bytes.NewReader([]byte(body.doc)))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
+		if res, err = http.DefaultClient.Do(req); err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusCreated {
+			t.Fatalf("POST %s: %d %s", body.path, res.StatusCode, raw)
+		}
+	}
 	// A refused call goes through the connect handler too only when it
 	// passes the REST checks; make one that does.
 	req, _ = http.NewRequest(http.MethodGet, "http://"+a.Addr()+"/api/v1/packages/nope", nil)
@@ -113,8 +130,11 @@ func TestTracingExportsSpansAndLogsCarryTraceIDs(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	names := recv.names(traceID)
-	if !strings.Contains(strings.Join(names, ","), "oaas.pm.v1.PackageService/GetPackage") {
-		t.Errorf("spans of the caller's trace: %q", names)
+	for _, want := range []string{"oaas.pm.v1.PackageService/GetPackage", "oaas.pm.v1.DeploymentService/CreateDeployment",
+		"pm.operation deploy", "pm.step default", "oaas.deployment.DeploymentService/Deploy"} {
+		if !strings.Contains(strings.Join(names, ","), want) {
+			t.Errorf("the caller's trace has no %s span: %q", want, names)
+		}
 	}
 	// The failed call's log line carries the trace.
 	found := false

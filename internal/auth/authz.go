@@ -26,7 +26,7 @@ const (
 // reserved are the rows above; the registry test skips them until their
 // RPCs are registered.
 var reserved = map[string]bool{
-	ProcedureDeleteOrphan: true, ProcedureUpdateDeployment: true,
+	ProcedureDeleteOrphan: true,
 }
 
 // table is the one authorization table: every procedure (and so every REST
@@ -35,26 +35,27 @@ var reserved = map[string]bool{
 // and is denied to everyone at run time.
 var table = map[string]Role{
 	// Reads: viewer.
-	"/oaas.pm.v1.PackageService/GetPackage":               Viewer,
-	"/oaas.pm.v1.PackageService/ListPackages":             Viewer,
-	"/oaas.pm.v1.DeploymentService/ListDeployments":       Viewer,
-	"/oaas.pm.v1.DeploymentService/GetDeployment":         Viewer,
-	"/oaas.pm.v1.DeploymentService/GetClusterMappings":    Viewer,
-	"/oaas.pm.v1.DeploymentService/ListOrphans":           Viewer,
-	"/oaas.pm.v1.DeploymentService/ListOperations":        Viewer,
-	"/oaas.pm.v1.ClusterService/ListClusters":             Viewer,
-	"/oaas.pm.v1.ClusterService/ListClustersHealth":       Viewer,
-	"/oaas.pm.v1.ClusterService/GetClusterHealth":         Viewer,
-	"/oaas.pm.v1.CatalogService/ListClasses":              Viewer,
-	"/oaas.pm.v1.CatalogService/ListFunctions":            Viewer,
-	"/oaas.pm.v1.ClassRuntimeService/ListClassRuntimes":   Viewer,
-	"/oaas.pm.v1.ClassRuntimeService/GetClassRuntime":     Viewer,
-	"/oaas.pm.v1.ClassRuntimeService/GetDeploymentStatus": Viewer,
-	"/oaas.pm.v1.TopologyService/GetTopology":             Viewer,
-	ProcedureWatchDeployments:                             Viewer,
-	ProcedureWatchPackages:                                Viewer,
-	ProcedureWatchOperations:                              Viewer,
-	ProcedureWatchClusters:                                Viewer,
+	"/oaas.pm.v1.PackageService/GetPackage":                 Viewer,
+	"/oaas.pm.v1.PackageService/ListPackages":               Viewer,
+	"/oaas.pm.v1.DeploymentService/ListDeployments":         Viewer,
+	"/oaas.pm.v1.DeploymentService/GetDeployment":           Viewer,
+	"/oaas.pm.v1.DeploymentService/GetClusterMappings":      Viewer,
+	"/oaas.pm.v1.DeploymentService/ListOrphans":             Viewer,
+	"/oaas.pm.v1.DeploymentService/ListOperations":          Viewer,
+	"/oaas.pm.v1.DeploymentService/ListDeploymentRevisions": Viewer,
+	"/oaas.pm.v1.ClusterService/ListClusters":               Viewer,
+	"/oaas.pm.v1.ClusterService/ListClustersHealth":         Viewer,
+	"/oaas.pm.v1.ClusterService/GetClusterHealth":           Viewer,
+	"/oaas.pm.v1.CatalogService/ListClasses":                Viewer,
+	"/oaas.pm.v1.CatalogService/ListFunctions":              Viewer,
+	"/oaas.pm.v1.ClassRuntimeService/ListClassRuntimes":     Viewer,
+	"/oaas.pm.v1.ClassRuntimeService/GetClassRuntime":       Viewer,
+	"/oaas.pm.v1.ClassRuntimeService/GetDeploymentStatus":   Viewer,
+	"/oaas.pm.v1.TopologyService/GetTopology":               Viewer,
+	ProcedureWatchDeployments:                               Viewer,
+	ProcedureWatchPackages:                                  Viewer,
+	ProcedureWatchOperations:                                Viewer,
+	ProcedureWatchClusters:                                  Viewer,
 	// Infrastructure; open anyway when the Policy says so.
 	"/grpc.health.v1.Health/Check":                                   Viewer,
 	"/grpc.health.v1.Health/Watch":                                   Viewer,
@@ -62,9 +63,10 @@ var table = map[string]Role{
 	"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": Viewer,
 
 	// Deployment writes: deployer.
-	"/oaas.pm.v1.DeploymentService/CreateDeployment": Deployer,
-	"/oaas.pm.v1.DeploymentService/DeleteDeployment": Deployer,
-	ProcedureUpdateDeployment:                        Deployer,
+	"/oaas.pm.v1.DeploymentService/CreateDeployment":   Deployer,
+	"/oaas.pm.v1.DeploymentService/DeleteDeployment":   Deployer,
+	ProcedureUpdateDeployment:                          Deployer,
+	"/oaas.pm.v1.DeploymentService/RollbackDeployment": Deployer,
 
 	// Package writes: editor.
 	"/oaas.pm.v1.PackageService/CreatePackage": Editor,

@@ -56,13 +56,13 @@ func CORS(c config.CORS, next http.Handler) http.Handler {
 	}
 	methods := append(connectcors.AllowedMethods(), http.MethodPut, http.MethodPatch, http.MethodDelete)
 	headers := append(connectcors.AllowedHeaders(), "Authorization", "Idempotency-Key", "X-Correlation-Id",
-		"If-Match", "Field-Validation", "X-Dry-Run")
+		"If-Match", "If-None-Match", "Field-Validation", "X-Dry-Run")
 	return cors.New(cors.Options{
 		AllowedOrigins: c.AllowedOrigins,
 		AllowedMethods: methods,
 		AllowedHeaders: headers,
 		ExposedHeaders: append(connectcors.ExposedHeaders(), "Retry-After", "WWW-Authenticate", "X-Correlation-Id",
-			"ETag", "Warning", "X-Next-Page-Token", "X-Cluster-Errors", "Idempotent-Replayed", "X-Dry-Run"),
+			"ETag", "Warning", "X-Next-Page-Token", "X-Cluster-Errors", "Idempotent-Replayed", "X-Dry-Run", "X-Write-Status"),
 		AllowCredentials: c.AllowCredentials,
 		MaxAge:           int((2 * time.Hour).Seconds()),
 	}).Handler(next)

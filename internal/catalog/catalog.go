@@ -47,8 +47,9 @@ type Hooks interface {
 	// schedule its embedded deployments. It must not fail the write.
 	PackageWritten(ctx context.Context, pkg *pmv1.OPackage)
 	// BeforePackageDelete runs before a package is deleted: it cascades to
-	// the package's deployments or refuses with a Conflict.
-	BeforePackageDelete(ctx context.Context, name string) error
+	// the package's deployments (as configured, or when the request asks:
+	// cascade) or refuses with a Conflict.
+	BeforePackageDelete(ctx context.Context, name string, cascade bool) error
 }
 
 // Service is the package registry.
@@ -186,9 +187,9 @@ func (s *Service) Get(ctx context.Context, name string) (store.Package, error) {
 	return s.store.GetPackage(ctx, name)
 }
 
-// Delete removes a package after the deployment side agreed (cascade or no
-// deployments).
-func (s *Service) Delete(ctx context.Context, name, expected string) error {
+// Delete removes a package after the deployment side agreed (cascade, as
+// configured or asked for by this request, or no deployments).
+func (s *Service) Delete(ctx context.Context, name, expected string, cascade bool) error {
 	if err := CheckName(name); err != nil {
 		return fault.Invalidf("name: %v", err)
 	}
@@ -206,7 +207,7 @@ func (s *Service) Delete(ctx context.Context, name, expected string) error {
 		return fmt.Errorf("package %q: %w", name, store.ErrStale)
 	}
 	if s.hooks != nil {
-		if err := s.hooks.BeforePackageDelete(ctx, name); err != nil {
+		if err := s.hooks.BeforePackageDelete(ctx, name, cascade); err != nil {
 			return err
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	commonpb "github.com/oaas/pm/gen/go/oaas/common"
 	pmv1 "github.com/oaas/pm/gen/go/oaas/pm/v1"
@@ -76,8 +77,26 @@ func deployment() *pmv1.OClassDeployment {
 			ProvisionConfig:   provision(),
 			Config:            map[string]string{"A": "b"},
 		}},
-		Odgm: &pmv1.OdgmDataSpec{Collections: []string{"counters"}, ShardType: "raft"},
+		Odgm: &pmv1.OdgmDataSpec{
+			Collections: []string{"counters"}, ShardType: "raft", Log: proto.String("info"),
+			EnvNodeIds: map[string]*structpb.ListValue{"east": nodeIDs(1)},
+		},
+		AvailableEnvs: []string{"east"},
+		EnvTemplates:  map[string]string{"east": "default"},
+		Telemetry: &pmv1.TelemetryConfig{
+			SamplingRate: proto.Float64(0.5), ServiceName: proto.String("svc"),
+			ResourceAttributes: map[string]string{"team": "a"},
+		},
 	}
+}
+
+// nodeIDs is a list of n node ids from first up.
+func nodeIDs(first float64, more ...float64) *structpb.ListValue {
+	l := &structpb.ListValue{Values: []*structpb.Value{structpb.NewNumberValue(first)}}
+	for _, v := range more {
+		l.Values = append(l.Values, structpb.NewNumberValue(v))
+	}
+	return l
 }
 
 // setupDeployment returns a valid standalone deployment.
@@ -354,6 +373,33 @@ func deploymentCases(d *pmv1.OClassDeployment) []limitCase {
 		{"collections", MaxCollections, func(n int) { d.Odgm.Collections = grow(d.Odgm.Collections, n, name("c%d")) }, countMsg("odgm.collections", "collections")},
 		{"collection", MaxTextBytes, func(n int) { d.Odgm.Collections[0] = str(n) }, bytesMsg("odgm.collections[0]")},
 		{"shard type", MaxIdentBytes, func(n int) { d.Odgm.ShardType = str(n) }, bytesMsg("odgm.shard_type")},
+		{"odgm log", MaxLogFilterBytes, func(n int) { d.Odgm.Log = proto.String(str(n)) }, bytesMsg("odgm.log")},
+		{"node id clusters", MaxTargetEnvs, func(n int) {
+			for i := len(d.Odgm.EnvNodeIds); i < n; i++ {
+				d.Odgm.EnvNodeIds[fmt.Sprintf("env-%d", i)] = nodeIDs(float64(1000 + i))
+			}
+		}, countMsg("odgm.env_node_ids", "clusters")},
+		{"node ids per cluster", MaxNodeIDs, func(n int) {
+			for i := len(d.Odgm.EnvNodeIds["east"].Values); i < n; i++ {
+				d.Odgm.EnvNodeIds["east"].Values = append(d.Odgm.EnvNodeIds["east"].Values, structpb.NewNumberValue(float64(1+i)))
+			}
+		}, countMsg(`odgm.env_node_ids["east"]`, "node ids")},
+		{"available envs", MaxTargetEnvs, func(n int) { d.AvailableEnvs = grow(d.AvailableEnvs, n, name("env-%d")) }, countMsg("available_envs", "clusters")},
+		{"available env", MaxIdentBytes, func(n int) { d.AvailableEnvs[0] = str(n) }, bytesMsg("available_envs[0]")},
+		{"env templates", MaxTargetEnvs, func(n int) {
+			for i := len(d.EnvTemplates); i < n; i++ {
+				d.EnvTemplates[fmt.Sprintf("env-%d", i)] = "t"
+			}
+		}, countMsg("env_templates", "clusters")},
+		{"env template", MaxTextBytes, func(n int) { d.EnvTemplates["east"] = str(n) }, bytesMsg(`env_templates["east"]`)},
+		{"telemetry attributes", MaxAttributes, func(n int) {
+			for i := len(d.Telemetry.ResourceAttributes); i < n; i++ {
+				d.Telemetry.ResourceAttributes[fmt.Sprintf("k%d", i)] = "v"
+			}
+		}, countMsg("telemetry.resource_attributes", "attributes")},
+		{"telemetry attribute", MaxAttributeValueBytes, func(n int) { d.Telemetry.ResourceAttributes["team"] = str(n) },
+			bytesMsg(`telemetry.resource_attributes["team"]`)},
+		{"telemetry service name", MaxTextBytes, func(n int) { d.Telemetry.ServiceName = proto.String(str(n)) }, bytesMsg("telemetry.service_name")},
 	}
 	return append(cases, configCases("spec ", "functions[0].config", func() *map[string]string { return &spec.Config })...)
 }

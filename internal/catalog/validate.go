@@ -10,6 +10,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	commonpb "github.com/oaas/pm/gen/go/oaas/common"
@@ -83,6 +85,16 @@ const (
 	MaxCollections = 256
 	// MaxDeployments bounds the deployments embedded in one package.
 	MaxDeployments = 64
+	// MaxNodeIDs bounds the ODGM node ids of one cluster in
+	// odgm.env_node_ids (PM generates one per cluster).
+	MaxNodeIDs = 256
+	// MaxLogFilterBytes bounds odgm.log, an ODGM log filter
+	// ("info,openraft=warn") that becomes an environment variable.
+	MaxLogFilterBytes = 1024
+	// MaxAttributes bounds telemetry.resource_attributes.
+	MaxAttributes = 64
+	// MaxAttributeValueBytes bounds one telemetry resource attribute value.
+	MaxAttributeValueBytes = 1024
 	// MaxProblems bounds the problems listed in one error; the rest are
 	// counted, so a hostile document cannot make the error message large.
 	MaxProblems = 100
@@ -93,6 +105,15 @@ const (
 // nameRule is the naming rule of packages, classes, functions, bindings and
 // deployments: they end up inside Kubernetes object names downstream.
 var nameRule = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// envRule is the rule of environment (cluster) names in documents: OaaS
+// names clusters with [A-Za-z0-9_-] (PM's own configured names are a
+// subset).
+var envRule = regexp.MustCompile(`^[A-Za-z0-9_-]{1,63}$`)
+
+// maxNodeID bounds ODGM node ids: JSON numbers are exact integers only
+// below 2^53, and ids travel as JSON numbers.
+const maxNodeID = 1 << 53
 
 // CheckName reports whether s follows the naming rule, with a message that
 // says why not.
@@ -364,31 +385,32 @@ func checkDeployment(p *Problems, prefix string, d *pmv1.OClassDeployment) int {
 	} else {
 		p.Name(join(prefix, "class_key"), d.GetClassKey())
 	}
-	p.MaxCount(join(prefix, "target_envs"), len(d.GetTargetEnvs()), MaxTargetEnvs, "clusters")
-	envs := map[string]bool{}
-	for i, env := range d.GetTargetEnvs() {
-		path := join(prefix, fmt.Sprintf("target_envs[%d]", i))
-		switch {
-		case env == "":
-			p.Addf(path, "must not be empty")
-		case envs[env]:
-			p.Addf(path, "duplicate cluster %s", quote(env))
-		default:
-			p.MaxLen(path, env, MaxIdentBytes)
+	checkEnvList(p, join(prefix, "target_envs"), d.GetTargetEnvs())
+	checkEnvList(p, join(prefix, "available_envs"), d.GetAvailableEnvs())
+	tpath := join(prefix, "env_templates")
+	p.MaxCount(tpath, len(d.GetEnvTemplates()), MaxTargetEnvs, "clusters")
+	for _, env := range slices.Sorted(maps.Keys(d.GetEnvTemplates())) {
+		epath := fmt.Sprintf("%s[%s]", tpath, quote(env))
+		checkEnvName(p, epath, env)
+		if tpl := d.GetEnvTemplates()[env]; strings.TrimSpace(tpl) == "" {
+			p.Addf(epath, "template name must not be empty")
+		} else {
+			p.MaxLen(epath, tpl, MaxTextBytes)
 		}
-		envs[env] = true
 	}
+	checkTelemetry(p, join(prefix, "telemetry"), d.GetTelemetry())
 	checkNFR(p, join(prefix, "nfr_requirements"), d.GetNfrRequirements())
 	p.MaxCount(join(prefix, "functions"), len(d.GetFunctions()), MaxFunctionSpecs, "function specs")
 	configBytes := 0
 	specs := map[string]bool{}
+	firstSpec := map[string]*pmv1.FunctionDeploymentSpec{}
 	for i, fs := range d.GetFunctions() {
 		path := join(prefix, fmt.Sprintf("functions[%d]", i))
 		switch {
 		case fs.GetFunctionKey() == "":
 			p.Addf(path+".function_key", "is required")
-		case specs[fs.GetFunctionKey()]:
-			p.Addf(path+".function_key", "duplicate function %s", quote(fs.GetFunctionKey()))
+		case specs[fs.GetFunctionKey()] && !proto.Equal(firstSpec[fs.GetFunctionKey()], fs):
+			p.Addf(path+".function_key", "duplicate function %s with different settings", quote(fs.GetFunctionKey()))
 		default:
 			p.MaxLen(path+".function_key", fs.GetFunctionKey(), MaxNameBytes)
 		}
@@ -400,6 +422,14 @@ func checkDeployment(p *Problems, prefix string, d *pmv1.OClassDeployment) int {
 				p.Addf(path+".qos_requirement.throughput", "must not be negative")
 			}
 			checkUnit(p, path+".qos_requirement.availability", q.GetAvailability())
+		}
+		if dup, ok := firstSpec[fs.GetFunctionKey()]; ok && proto.Equal(dup, fs) {
+			// A deployment as PM answers it lists derived functions once
+			// per binding; the same spec twice is that, sent back.
+			configBytes -= envBytes(fs.GetConfig())
+		}
+		if _, ok := firstSpec[fs.GetFunctionKey()]; !ok {
+			firstSpec[fs.GetFunctionKey()] = fs
 		}
 		checkProvision(p, path+".provision_config", fs.GetProvisionConfig())
 		configBytes += checkEnv(p, path+".config", fs.GetConfig())
@@ -422,8 +452,98 @@ func checkDeployment(p *Problems, prefix string, d *pmv1.OClassDeployment) int {
 			p.MaxLen(cpath, c, MaxTextBytes)
 		}
 		p.MaxLen(path+".shard_type", o.GetShardType(), MaxIdentBytes)
+		if o.Log != nil {
+			switch {
+			case strings.TrimSpace(o.GetLog()) == "":
+				p.Addf(path+".log", "must not be empty when set")
+			case strings.ContainsAny(o.GetLog(), "\x00\r\n"):
+				p.Addf(path+".log", "must be one line (it becomes ODGM_LOG)")
+			default:
+				p.MaxLen(path+".log", o.GetLog(), MaxLogFilterBytes)
+			}
+		}
+		checkNodeIDs(p, path+".env_node_ids", o.GetEnvNodeIds())
 	}
 	return configBytes
+}
+
+// checkEnvName records a problem if env is not an environment name.
+func checkEnvName(p *Problems, path, env string) {
+	switch {
+	case env == "":
+		p.Addf(path, "must not be empty")
+	case !p.MaxLen(path, env, MaxIdentBytes):
+	case !envRule.MatchString(env):
+		p.Addf(path, "%s is not a cluster name ([A-Za-z0-9_-])", quote(env))
+	}
+}
+
+// checkEnvList checks a list of environment names: bounded, valid, no
+// duplicates.
+func checkEnvList(p *Problems, path string, envs []string) {
+	p.MaxCount(path, len(envs), MaxTargetEnvs, "clusters")
+	seen := map[string]bool{}
+	for i, env := range envs {
+		epath := fmt.Sprintf("%s[%d]", path, i)
+		if seen[env] && env != "" {
+			p.Addf(epath, "duplicate cluster %s", quote(env))
+			continue
+		}
+		seen[env] = true
+		checkEnvName(p, epath, env)
+	}
+}
+
+// checkTelemetry checks a deployment's telemetry settings.
+func checkTelemetry(p *Problems, path string, t *pmv1.TelemetryConfig) {
+	if t == nil {
+		return
+	}
+	if t.SamplingRate != nil {
+		checkUnit(p, path+".sampling_rate", t.GetSamplingRate())
+	}
+	if t.ServiceName != nil && strings.TrimSpace(t.GetServiceName()) == "" {
+		p.Addf(path+".service_name", "must not be empty when set")
+	}
+	p.MaxLen(path+".service_name", t.GetServiceName(), MaxTextBytes)
+	apath := path + ".resource_attributes"
+	p.MaxCount(apath, len(t.GetResourceAttributes()), MaxAttributes, "attributes")
+	for _, k := range slices.Sorted(maps.Keys(t.GetResourceAttributes())) {
+		kpath := fmt.Sprintf("%s[%s]", apath, quote(k))
+		if strings.TrimSpace(k) == "" {
+			p.Addf(apath, "attribute names must not be empty")
+			continue
+		}
+		p.MaxLen(kpath, k, MaxTextBytes)
+		p.MaxLen(kpath, t.GetResourceAttributes()[k], MaxAttributeValueBytes)
+	}
+}
+
+// checkNodeIDs checks odgm.env_node_ids: cluster names mapped to lists of
+// whole numbers in [0, 2^53), none used twice in the deployment.
+func checkNodeIDs(p *Problems, path string, ids map[string]*structpb.ListValue) {
+	p.MaxCount(path, len(ids), MaxTargetEnvs, "clusters")
+	owner := map[float64]string{}
+	for _, env := range slices.Sorted(maps.Keys(ids)) {
+		epath := fmt.Sprintf("%s[%s]", path, quote(env))
+		checkEnvName(p, epath, env)
+		values := ids[env].GetValues()
+		p.MaxCount(epath, len(values), MaxNodeIDs, "node ids")
+		for i, v := range values {
+			ipath := fmt.Sprintf("%s[%d]", epath, i)
+			n, ok := v.GetKind().(*structpb.Value_NumberValue)
+			switch {
+			case !ok:
+				p.Addf(ipath, "must be a number (a node id)")
+			case n.NumberValue != math.Trunc(n.NumberValue) || n.NumberValue < 0 || n.NumberValue >= maxNodeID:
+				p.Addf(ipath, "%v is not a whole number in [0, 2^53)", n.NumberValue)
+			case owner[n.NumberValue] != "":
+				p.Addf(ipath, "node id %d is also listed for %s", int64(n.NumberValue), quote(owner[n.NumberValue]))
+			default:
+				owner[n.NumberValue] = env
+			}
+		}
+	}
 }
 
 func checkUnit(p *Problems, path string, v float64) {
@@ -540,6 +660,15 @@ func checkEnv(p *Problems, path string, env map[string]string) int {
 		if len(v) > MaxConfigValueBytes {
 			p.Addf(fmt.Sprintf("%s[%s]", path, quote(k)), "value is %d bytes, at most %d", len(v), MaxConfigValueBytes)
 		}
+	}
+	return total
+}
+
+// envBytes is the bytes of a config map's keys and values.
+func envBytes(env map[string]string) int {
+	total := 0
+	for k, v := range env {
+		total += len(k) + len(v)
 	}
 	return total
 }

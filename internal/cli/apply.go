@@ -50,7 +50,9 @@ shell glob works: pmctl apply -f manifests/*.json.
 A package that does not exist is created; one that differs from the stored
 one is updated with the revision that was read (a concurrent change fails
 with exit code 4 instead of being overwritten). A deployment that does not
-exist is created; an existing one is left as it is.
+exist is created; an existing one is updated the same way (PM rolls the
+change out one cluster at a time and reverts it if a cluster fails), or
+left alone when PM says the document is what it runs.
 
 Unknown fields are rejected by default (Field-Validation: Strict);
 --validate=warn accepts them and prints PM's warnings on stderr.`,
@@ -319,26 +321,38 @@ func (ap *applier) existingDeployment(ctx context.Context, d *document, stored *
 		}
 		return result{action: "unchanged"}, nil
 	}
-	res, err := ap.updateDeployment(ctx, d, rev)
-	if err == nil && ap.dryRun && local != nil {
-		res.diff, err = diffText(comparableDeployment(stored, nil), comparableDeployment(local, stored),
-			fmt.Sprintf("%s (stored, revision %s)", d.ref(), rev), fmt.Sprintf("%s (%s)", d.ref(), d.source))
-	}
-	return res, err
+	return ap.updateDeployment(ctx, d, stored, rev)
 }
 
-// updateDeployment changes an existing deployment to match d. PM serves no
-// UpdateDeployment yet (a later issue adds it): until then an existing
-// deployment is reported and left as it is. Adding the RPC means only this
-// function changes: send d.body with expected_revision rev, and wait for
-// the rollout as applyDeployment does.
-func (ap *applier) updateDeployment(_ context.Context, d *document, _ string) (result, error) {
-	const why = "it differs from this document, but this PM cannot update deployments; delete and re-apply it to change it"
-	if ap.dryRun {
-		return result{action: "exists (dry run)", detail: why}, nil
+// updateDeployment changes an existing deployment to match d through
+// UpdateDeployment, conditional on the revision that was read (a
+// concurrent change fails with exit code 4 instead of being overwritten).
+// PM decides whether anything changed: the spec as PM answers it carries
+// what PM fills in (derived functions, ODGM defaults), which a document
+// never spells out. A dry run's diff compares PM's answers before and
+// after, so that only what the document changes shows.
+func (ap *applier) updateDeployment(ctx context.Context, d *document, stored *pmv1.OClassDeployment, rev string) (result, error) {
+	req := &pmv1.UpdateDeploymentRequest{Key: d.name, ExpectedRevision: rev, DryRun: ap.dryRun}
+	done, err := ap.c.withDocument(req, "deployment", d.body)
+	if err != nil {
+		return result{}, err
 	}
-	_, _ = fmt.Fprintf(ap.app.streams.Err, "warning: %s: %s\n", d.ref(), why)
-	return result{action: "exists"}, nil
+	res, err := ap.c.deployments.UpdateDeployment(ctx, req)
+	done()
+	if err != nil {
+		return result{}, ap.plainError(err)
+	}
+	switch {
+	case res.GetResult().GetStatus() == "unchanged" && ap.dryRun:
+		return result{action: "unchanged (dry run)"}, nil
+	case res.GetResult().GetStatus() == "unchanged":
+		return result{action: "unchanged"}, nil
+	case ap.dryRun:
+		diff, err := diffText(comparableDeployment(stored, nil), comparableDeployment(res.GetDeployment(), nil),
+			fmt.Sprintf("%s (stored, revision %s)", d.ref(), rev), fmt.Sprintf("%s (%s)", d.ref(), d.source))
+		return result{action: "would be updated (dry run)", detail: planText(res.GetDeployment()), diff: diff}, err
+	}
+	return result{action: "updated", detail: planText(res.GetDeployment()), waits: []string{d.name}}, nil
 }
 
 // planText summarises a deployment's plan on one line.

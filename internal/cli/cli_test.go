@@ -441,7 +441,8 @@ func TestExitCodes(t *testing.T) {
 		{"unreachable", []string{"get", "packages", "--server", down}, cli.ExitUnavailable, "cannot reach PM at " + down + ": connection refused"},
 		{"unreachable version", []string{"version", "--server", down}, cli.ExitUnavailable, "cannot reach PM"},
 		{"not a URL", []string{"get", "packages", "--server", "localhost:8080"}, cli.ExitUsage, "not an http:// or https:// URL"},
-		{"rollback unsupported", []string{"rollback", "anything", "--to", "3"}, cli.ExitError, "rollback is not supported by this server"},
+		{"rollback unknown deployment", []string{"rollback", "anything", "--to", "3"}, cli.ExitNotFound, `deployment "anything" not found`},
+		{"rollback bad revision", []string{"rollback", "anything", "--to", "three"}, cli.ExitUsage, `--to "three" is not a revision number`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := e.run(tc.args...)
@@ -741,4 +742,49 @@ func TestWaitTimesOut(t *testing.T) {
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("interrupt took %s", d)
 	}
+}
+
+// TestApplyUpdatesDeploymentsAndRollback: apply updates an existing
+// deployment through UpdateDeployment (a dry run shows only what the
+// document changes), rollback goes back to a kept revision, and get
+// revisions lists them.
+func TestApplyUpdatesDeploymentsAndRollback(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	e.ok("apply", "-f", fixture("valid", "echo.json"))
+	doc := func(mode string) string {
+		return writeFile(t, "dep-"+mode+".yaml", `kind: Deployment
+key: upd
+package_name: echo-pkg
+class_key: Echo
+target_envs: [east]
+functions:
+- function_key: Echo.echo
+  config: {MODE: `+mode+`}
+`)
+	}
+	e.ok("apply", "-f", doc("v1")).expect(t, 0, "deployment/upd created")
+	e.ok("apply", "-f", doc("v2")).expect(t, 0, "deployment/upd updated: 1 replica(s) on east")
+	e.ok("apply", "-f", doc("v2")).expect(t, 0, "deployment/upd unchanged")
+	r := e.ok("apply", "-f", doc("v3"), "--dry-run")
+	r.expect(t, 0, "deployment/upd would be updated (dry run)", "-    MODE: v2", "+    MODE: v3")
+	// Only the document's change shows, not what PM fills in.
+	if n := strings.Count(r.stdout, "\n-") + strings.Count(r.stdout, "\n+"); n != 4 {
+		t.Errorf("dry-run diff has %d changed lines, want only MODE:\n%s", n-2, r.stdout)
+	}
+	e.ok("apply", "-f", doc("v2"), "--dry-run").expect(t, 0, "deployment/upd unchanged (dry run)")
+
+	e.ok("get", "revisions", "upd").expect(t, 0, "REVISION", "2         *", "created")
+	e.ok("rollback", "upd").expect(t, 0, `deployment "upd" rolled back to revision 1 (now revision 3)`)
+	got, err := e.deployments.GetDeployment(context.Background(), &pmv1.GetDeploymentRequest{Key: "upd"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := got.GetDeployment().GetFunctions()[0].GetConfig()["MODE"]; m != "v1" || got.GetDeployment().GetStatus().GetSpecRevision() != 3 {
+		t.Errorf("after rollback: MODE %q, spec revision %d", m, got.GetDeployment().GetStatus().GetSpecRevision())
+	}
+	e.ok("rollback", "upd", "--to", "2").expect(t, 0, "rolled back to revision 2 (now revision 4)")
+	e.run("rollback", "upd", "--to", "9").expect(t, cli.ExitNotFound, "has no revision 9")
+	// The same key through deploy (create only) is still a conflict.
+	e.run("deploy", "echo-pkg", "Echo", "--key", "upd", "--env", "east").expect(t, cli.ExitConflict, `"upd" already exists`)
 }

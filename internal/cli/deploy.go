@@ -9,10 +9,10 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/oaas/pm/gen/go/oaas/common"
 	pmv1 "github.com/oaas/pm/gen/go/oaas/pm/v1"
+	"github.com/oaas/pm/gen/go/oaas/pm/v1/pmv1connect"
 )
 
 func (a *app) deployCommand() *cobra.Command {
@@ -40,7 +40,7 @@ Without --env, PM deploys to its cluster named "default".`,
 			if err != nil {
 				return err
 			}
-			res, err := c.deployments.CreateDeployment(cmd.Context(), &pmv1.CreateDeploymentRequest{Deployment: d, DryRun: dryRun})
+			res, err := c.deployments.CreateDeployment(cmd.Context(), &pmv1.CreateDeploymentRequest{Deployment: d, DryRun: dryRun, CreateOnly: true})
 			if err != nil {
 				return c.apiError(fmt.Sprintf("deploying %s/%s as %q", args[0], args[1], key), err)
 			}
@@ -236,42 +236,34 @@ func (a *app) deleteCommand() *cobra.Command {
 	return cmd
 }
 
-// rollbacker rolls a deployment back to an earlier revision. PM serves no
-// rollback RPC yet (a later issue adds DeploymentService.RollbackDeployment);
-// when it does, the generated client's method replaces rpcRollback and
-// nothing else changes.
+// rollbacker rolls a deployment back to an earlier revision; rpcRollback
+// is DeploymentService.RollbackDeployment, the tests' fake another.
 type rollbacker interface {
 	// Rollback returns PM's message about what it did.
 	Rollback(ctx context.Context, key, toRevision string) (string, error)
 }
 
-// rollbackProcedure is the RPC a rollback will be; calling it on a PM that
-// does not serve it is answered 404 (Connect: unimplemented).
-const rollbackProcedure = "/oaas.pm.v1.DeploymentService/RollbackDeployment"
+// rollbackProcedure is the rollback RPC; a PM that predates it answers
+// 404 (Connect: unimplemented).
+const rollbackProcedure = pmv1connect.DeploymentServiceRollbackDeploymentProcedure
 
-// rpcRollback calls the rollback procedure with a JSON request
-// ({"key", "to_revision"}) through the same codec and headers as every
-// other call.
+// rpcRollback calls DeploymentService.RollbackDeployment.
 type rpcRollback struct{ c *conn }
 
 func (r rpcRollback) Rollback(ctx context.Context, key, toRevision string) (string, error) {
-	client := connect.NewClient[structpb.Struct, structpb.Struct](r.c.http, r.c.base+rollbackProcedure, r.c.options...)
-	fields := map[string]any{"key": key}
+	req := &pmv1.RollbackDeploymentRequest{Key: key}
 	if toRevision != "" {
-		fields["to_revision"] = toRevision
+		n, err := strconv.ParseInt(toRevision, 10, 32)
+		if err != nil || n < 1 {
+			return "", usageErr("--to %q is not a revision number (pmctl get revisions %s lists them)", toRevision, key)
+		}
+		req.ToRevision = int32(n)
 	}
-	req, err := structpb.NewStruct(fields)
+	res, err := r.c.deployments.RollbackDeployment(ctx, req)
 	if err != nil {
 		return "", err
 	}
-	res, err := client.CallUnary(ctx, connect.NewRequest(req))
-	if err != nil {
-		return "", err
-	}
-	if m, ok := res.Msg.GetFields()["result"].GetStructValue().GetFields()["message"]; ok {
-		return m.GetStringValue(), nil
-	}
-	return fmt.Sprintf("deployment %q rolled back", key), nil
+	return res.GetResult().GetMessage(), nil
 }
 
 func (a *app) rollbackCommand() *cobra.Command {

@@ -21,9 +21,10 @@ var resourceNames = map[string]string{
 	"runtimes": "runtimes", "runtime": "runtimes", "rt": "runtimes", "class-runtimes": "runtimes",
 	"operations": "operations", "operation": "operations", "ops": "operations", "op": "operations",
 	"orphans": "orphans", "orphan": "orphans",
+	"revisions": "revisions", "revision": "revisions", "rev": "revisions", "history": "revisions",
 }
 
-var resourceList = []string{"packages", "deployments", "clusters", "runtimes", "operations", "orphans"}
+var resourceList = []string{"packages", "deployments", "clusters", "runtimes", "operations", "orphans", "revisions"}
 
 func resourceOf(s string) (string, error) {
 	if r, ok := resourceNames[strings.ToLower(s)]; ok {
@@ -41,12 +42,12 @@ func (a *app) getCommand() *cobra.Command {
 	var f getFlags
 	cmd := &cobra.Command{
 		Use:   "get TYPE [NAME]",
-		Short: "List packages, deployments, clusters, runtimes, operations or orphans, or show one",
+		Short: "List packages, deployments, clusters, runtimes, operations, orphans or revisions, or show one",
 		Long: `List objects of a type, or show one by name:
 
   packages [NAME]          deployments [KEY]       clusters [NAME]
   runtimes [UNIT_ID]       operations [DEPLOYMENT|OPERATION_ID]
-  orphans [UNIT_ID]
+  orphans [UNIT_ID]        revisions DEPLOYMENT (the specs pmctl rollback --to names)
 
 -o json and -o yaml print PM's JSON model (a list as an array, which
 pmctl apply -f accepts back).`,
@@ -108,6 +109,15 @@ func (a *app) get(ctx context.Context, c *conn, res, name string, f getFlags) er
 			return err
 		}
 		return show(a, items, false, operationTable)
+	case "revisions":
+		if name == "" {
+			return usageErr("get revisions needs a deployment key")
+		}
+		res, err := c.deployments.ListDeploymentRevisions(ctx, &pmv1.ListDeploymentRevisionsRequest{Key: name})
+		if err != nil {
+			return c.apiError(fmt.Sprintf("listing the revisions of deployment %q", name), err)
+		}
+		return show(a, res.GetItems(), false, revisionTable)
 	default:
 		items, err := a.orphanList(ctx, c, name)
 		if err != nil {
@@ -327,6 +337,18 @@ func operationTable(a *app, items []*pmv1.Operation) error {
 	return t.flush()
 }
 
+func revisionTable(a *app, items []*pmv1.DeploymentRevision) error {
+	t := newTable(a.streams.Out, "REVISION", "CURRENT", "CLUSTERS", "REASON", "AGE")
+	for _, r := range items {
+		cur := ""
+		if r.GetCurrent() {
+			cur = "*"
+		}
+		t.row(strconv.Itoa(int(r.GetRevision())), cur, dash(strings.Join(r.GetClusters(), ",")), r.GetReason(), age(r.GetCreatedAt()))
+	}
+	return t.flush()
+}
+
 func (a *app) orphanList(ctx context.Context, c *conn, unit string) ([]*pmv1.Orphan, error) {
 	res, err := c.deployments.ListOrphans(ctx, &pmv1.ListOrphansRequest{})
 	if err != nil {
@@ -387,7 +409,7 @@ func (a *app) completeNames(res string) func(*cobra.Command, []string, string) (
 			for _, p := range items {
 				names = append(names, p.GetName())
 			}
-		case "deployments":
+		case "deployments", "revisions", "operations":
 			items, _ := a.deploymentList(ctx, c, "", getFlags{})
 			for _, d := range items {
 				names = append(names, d.GetKey())

@@ -12,10 +12,14 @@ import (
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
 	"github.com/sony/gobreaker/v2"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	deploymentpb "github.com/oaas/pm/gen/go/oaas/deployment"
 	"github.com/oaas/pm/gen/go/oaas/deployment/deploymentconnect"
 	"github.com/oaas/pm/gen/go/oaas/health/healthconnect"
+	runtimepb "github.com/oaas/pm/gen/go/oaas/runtime"
+	"github.com/oaas/pm/gen/go/oaas/topology/topologyconnect"
 	"github.com/oaas/pm/internal/config"
 	"github.com/oaas/pm/internal/correlation"
 	"github.com/oaas/pm/internal/fault"
@@ -45,11 +49,19 @@ type Client struct {
 	crmInfo    healthconnect.CrmInfoServiceClient
 	oaasHealth healthconnect.HealthServiceClient
 	grpcHealth *grpchealth.Client
+	topology   topologyconnect.TopologyServiceClient
+	// rawList and rawGet read ListClassRuntimes and GetClassRuntime answers
+	// undecoded (an Empty keeps every field as unknown bytes), because the
+	// generations put different messages at the same field (readList).
+	rawList *connect.Client[deploymentpb.ListClassRuntimesRequest, emptypb.Empty]
+	rawGet  *connect.Client[deploymentpb.GetClassRuntimeRequest, emptypb.Empty]
+
+	gen genState
 }
 
 // newClient builds the connect clients of one cluster over its own transport,
 // so one cluster's connections, breaker and failures never affect another.
-func newClient(cl config.Cluster, cfg config.CRM, log *slog.Logger) (*Client, error) {
+func newClient(cl config.Cluster, cfg config.CRM, log *slog.Logger, extra ...connect.Interceptor) (*Client, error) {
 	t, err := newTransport(cl)
 	if err != nil {
 		return nil, err
@@ -61,6 +73,9 @@ func newClient(cl config.Cluster, cfg config.CRM, log *slog.Logger) (*Client, er
 		retries:   cfg.RetryAttempts,
 		log:       log.With(slog.String("cluster", cl.Name)),
 		transport: t,
+	}
+	if cl.Generation != 0 {
+		c.gen = genState{gen: Generation(cl.Generation), source: GenerationPinned, pinned: true}
 	}
 	threshold := uint32(cfg.BreakerFailureThreshold) //nolint:gosec // validated ≥ 1 by New
 	c.breaker = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
@@ -83,13 +98,18 @@ func newClient(cl config.Cluster, cfg config.CRM, log *slog.Logger) (*Client, er
 	httpClient := &http.Client{Transport: t}
 	opts := []connect.ClientOption{
 		connect.WithGRPC(),
-		connect.WithInterceptors(correlationInterceptor()),
+		connect.WithInterceptors(append([]connect.Interceptor{correlationInterceptor()}, extra...)...),
 	}
 	base := cl.URL
 	c.deploy = deploymentconnect.NewDeploymentServiceClient(httpClient, base, opts...)
 	c.crmInfo = healthconnect.NewCrmInfoServiceClient(httpClient, base, opts...)
 	c.oaasHealth = healthconnect.NewHealthServiceClient(httpClient, base, opts...)
 	c.grpcHealth = grpchealth.NewClient(httpClient, base, opts...)
+	c.topology = topologyconnect.NewTopologyServiceClient(httpClient, base, opts...)
+	c.rawList = connect.NewClient[deploymentpb.ListClassRuntimesRequest, emptypb.Empty](
+		httpClient, base+deploymentconnect.DeploymentServiceListClassRuntimesProcedure, opts...)
+	c.rawGet = connect.NewClient[deploymentpb.GetClassRuntimeRequest, emptypb.Empty](
+		httpClient, base+deploymentconnect.DeploymentServiceGetClassRuntimeProcedure, opts...)
 	return c, nil
 }
 
@@ -146,9 +166,11 @@ func (c *Client) URL() string { return c.url }
 // "open"), for logs, metrics and tests.
 func (c *Client) BreakerState() string { return c.breaker.State().String() }
 
-// Deploy sends one deployment unit. It is not retried here: the deploy
-// policy retries with the same unit id, which the CRM treats idempotently.
+// Deploy sends one deployment unit, shaped for the CRM's generation
+// (UnitFor). It is not retried here: the deploy policy retries with the same
+// unit id, which the CRM treats idempotently.
 func (c *Client) Deploy(ctx context.Context, unit *deploymentpb.DeploymentUnit) (*deploymentpb.DeployResponse, error) {
+	unit = UnitFor(c.generationForDeploy(ctx), unit)
 	return call(ctx, c, "deploy", false, func(ctx context.Context) (*deploymentpb.DeployResponse, error) {
 		return c.deploy.Deploy(ctx, &deploymentpb.DeployRequest{DeploymentUnit: unit})
 	})
@@ -163,30 +185,226 @@ func (c *Client) Delete(ctx context.Context, id string) (*deploymentpb.DeleteDep
 }
 
 // Status reads a unit's deployment status, retrying transient failures
-// (unavailable, timed out) up to CRM_DEFAULT_RETRY_ATTEMPTS times.
+// (unavailable, timed out) up to CRM_DEFAULT_RETRY_ATTEMPTS times. Both
+// generations answer it alike.
 func (c *Client) Status(ctx context.Context, id string) (*deploymentpb.GetDeploymentStatusResponse, error) {
 	return call(ctx, c, "status", true, func(ctx context.Context) (*deploymentpb.GetDeploymentStatusResponse, error) {
 		return c.deploy.GetDeploymentStatus(ctx, &deploymentpb.GetDeploymentStatusRequest{DeploymentId: id})
 	})
 }
 
-// List lists the class runtimes the CRM runs (nil req: all of them),
-// retrying transient failures like Status.
+// List lists the class runtimes the CRM runs (nil req: all of them) as the
+// first generation answers, whichever generation the CRM speaks: a
+// second-generation summary becomes a unit with its id, package, class,
+// environment and creation time (Runtime.Unit). Transient failures are
+// retried like Status.
 func (c *Client) List(ctx context.Context, req *deploymentpb.ListClassRuntimesRequest) (*deploymentpb.ListClassRuntimesResponse, error) {
+	rs, err := c.Runtimes(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	out := &deploymentpb.ListClassRuntimesResponse{Items: make([]*deploymentpb.DeploymentUnit, len(rs))}
+	for i, r := range rs {
+		out.Items[i] = r.Unit
+	}
+	return out, nil
+}
+
+// Get reads one class runtime as the first generation answers (see List),
+// retrying transient failures like Status; an unknown id is fault.NotFound.
+func (c *Client) Get(ctx context.Context, id string) (*deploymentpb.GetClassRuntimeResponse, error) {
+	r, err := c.runtime(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	out := &deploymentpb.GetClassRuntimeResponse{}
+	if r != nil {
+		out.Deployment = r.Unit
+	}
+	return out, nil
+}
+
+// Runtimes lists the class runtimes the CRM runs (nil req: all of them) in
+// PM's vocabulary, whichever generation the CRM speaks. A second-generation
+// CRM ignores the package, class and environment filters, so with any of
+// them the list is filtered (and paged) here.
+func (c *Client) Runtimes(ctx context.Context, req *deploymentpb.ListClassRuntimesRequest) ([]Runtime, error) {
 	if req == nil {
 		req = &deploymentpb.ListClassRuntimesRequest{}
 	}
-	return call(ctx, c, "list", true, func(ctx context.Context) (*deploymentpb.ListClassRuntimesResponse, error) {
-		return c.deploy.ListClassRuntimes(ctx, req)
-	})
+	gen, _ := c.Generation()
+	rs, got, err := c.readList(ctx, shapeList(gen, req))
+	if err != nil {
+		return nil, err
+	}
+	if got == Generation2 && gen != Generation2 && identityFiltered(req) {
+		// The generation showed only in this answer, which the CRM made
+		// without the filters and paged before them: ask again, as the
+		// second generation must be asked.
+		if rs, got, err = c.readList(ctx, shapeList(got, req)); err != nil {
+			return nil, err
+		}
+	}
+	if got == Generation2 && identityFiltered(req) {
+		rs = filterPage(rs, req)
+	}
+	return rs, nil
 }
 
-// Get reads one class runtime, retrying transient failures like Status; an
-// unknown id is fault.NotFound.
-func (c *Client) Get(ctx context.Context, id string) (*deploymentpb.GetClassRuntimeResponse, error) {
-	return call(ctx, c, "get", true, func(ctx context.Context) (*deploymentpb.GetClassRuntimeResponse, error) {
-		return c.deploy.GetClassRuntime(ctx, &deploymentpb.GetClassRuntimeRequest{DeploymentId: id})
+// Runtime reads one class runtime in PM's vocabulary (see Runtimes),
+// retrying transient failures like Status; an unknown id, or an answer
+// without a runtime, is fault.NotFound.
+func (c *Client) Runtime(ctx context.Context, id string) (Runtime, error) {
+	r, err := c.runtime(ctx, id)
+	if err != nil {
+		return Runtime{}, err
+	}
+	if r == nil {
+		return Runtime{}, fault.NotFoundf("cluster %q: class runtime %q not found", c.name, id)
+	}
+	return *r, nil
+}
+
+// runtime reads one runtime; nil when the CRM answered without one.
+func (c *Client) runtime(ctx context.Context, id string) (*Runtime, error) {
+	raw, err := call(ctx, c, "get", true, func(ctx context.Context) (*emptypb.Empty, error) {
+		res, err := c.rawGet.CallUnary(ctx, connect.NewRequest(&deploymentpb.GetClassRuntimeRequest{DeploymentId: id}))
+		if err != nil {
+			return nil, err
+		}
+		return res.Msg, nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	b := raw.ProtoReflect().GetUnknown()
+	gen := c.decodeAs(ctx, "get", b)
+	if gen == Generation2 {
+		var m runtimepb.GetClassRuntimeResponseV2
+		if err := proto.Unmarshal(b, &m); err != nil {
+			return nil, c.undecodable(ctx, "get", gen, err)
+		}
+		if m.Deployment == nil {
+			return nil, nil
+		}
+		r := runtimeFromSummary(c.name, m.GetDeployment())
+		return &r, nil
+	}
+	var m deploymentpb.GetClassRuntimeResponse
+	if err := proto.Unmarshal(b, &m); err != nil {
+		return nil, c.undecodable(ctx, "get", gen, err)
+	}
+	if m.Deployment == nil {
+		return nil, nil
+	}
+	r := runtimeFromUnit(c.name, m.GetDeployment())
+	return &r, nil
+}
+
+// readList makes one ListClassRuntimes call and decodes its answer with the
+// generation's schema; it returns the generation it decoded with.
+func (c *Client) readList(ctx context.Context, req *deploymentpb.ListClassRuntimesRequest) ([]Runtime, Generation, error) {
+	raw, err := call(ctx, c, "list", true, func(ctx context.Context) (*emptypb.Empty, error) {
+		res, err := c.rawList.CallUnary(ctx, connect.NewRequest(req))
+		if err != nil {
+			return nil, err
+		}
+		return res.Msg, nil
+	})
+	if err != nil {
+		return nil, GenerationUnknown, err
+	}
+	b := raw.ProtoReflect().GetUnknown()
+	gen := c.decodeAs(ctx, "list", b)
+	if gen == Generation2 {
+		var m runtimepb.ListClassRuntimesResponseV2
+		if err := proto.Unmarshal(b, &m); err != nil {
+			return nil, gen, c.undecodable(ctx, "list", gen, err)
+		}
+		out := make([]Runtime, len(m.GetItems()))
+		for i, s := range m.GetItems() {
+			out[i] = runtimeFromSummary(c.name, s)
+		}
+		return out, gen, nil
+	}
+	var m deploymentpb.ListClassRuntimesResponse
+	if err := proto.Unmarshal(b, &m); err != nil {
+		return nil, gen, c.undecodable(ctx, "list", gen, err)
+	}
+	out := make([]Runtime, len(m.GetItems()))
+	for i, u := range m.GetItems() {
+		out[i] = runtimeFromUnit(c.name, u)
+	}
+	return out, Generation1, nil
+}
+
+// decodeAs picks the schema for an encoded list or get answer: the pinned
+// generation; otherwise what the answer's items show when they show it
+// (recorded for the cluster: the items are the wire's own evidence, and
+// beat an inference), else the generation detected before; unknown reads as
+// the first generation, the contract PM was built on.
+func (c *Client) decodeAs(ctx context.Context, op string, b []byte) Generation {
+	c.gen.mu.Lock()
+	gen, pinned := c.gen.gen, c.gen.pinned
+	c.gen.mu.Unlock()
+	if pinned {
+		return gen
+	}
+	if seen := classifyResponse(b); seen != GenerationUnknown {
+		if seen != gen {
+			c.gen.learn(seen, GenerationFromListItems)
+			c.log.InfoContext(ctx, "CRM generation taken from its answer", slog.String("op", op),
+				slog.String("generation", seen.String()), slog.String("was", gen.String()))
+		}
+		return seen
+	}
+	if gen == GenerationUnknown {
+		return Generation1
+	}
+	return gen
+}
+
+// undecodable is the error for an answer the generation's schema rejects.
+func (c *Client) undecodable(ctx context.Context, op string, gen Generation, err error) error {
+	c.log.WarnContext(ctx, "CRM answer does not decode", slog.String("op", op),
+		slog.String("generation", gen.String()), slog.String("error", err.Error()),
+		slog.String("correlation_id", correlation.From(ctx)))
+	return fault.Wrap(fault.Unavailable, err, "cluster %q: the CRM's %s answer does not decode as generation %s", c.name, op, gen)
+}
+
+// identityFiltered reports whether req filters by package, class or
+// environment, the filters second-generation CRMs ignore.
+func identityFiltered(req *deploymentpb.ListClassRuntimesRequest) bool {
+	return req.PackageName != nil || req.ClassKey != nil || req.TargetEnv != nil
+}
+
+// shapeList is req as generation gen should be asked: a second-generation
+// CRM, which ignores the identity filters, is asked for everything the
+// status filter matches, unpaged, so that filterPage can filter and page.
+func shapeList(gen Generation, req *deploymentpb.ListClassRuntimesRequest) *deploymentpb.ListClassRuntimesRequest {
+	if gen != Generation2 || !identityFiltered(req) {
+		return req
+	}
+	return &deploymentpb.ListClassRuntimesRequest{Status: req.Status}
+}
+
+// filterPage applies req's identity filters, offset and limit to rs. The
+// class filter matches PM's class key or the qualified one.
+func filterPage(rs []Runtime, req *deploymentpb.ListClassRuntimesRequest) []Runtime {
+	out := rs[:0:0]
+	for _, r := range rs {
+		if req.PackageName != nil && r.PackageName != req.GetPackageName() ||
+			req.ClassKey != nil && r.ClassKey != req.GetClassKey() && r.PackageName+"."+r.ClassKey != req.GetClassKey() ||
+			req.TargetEnv != nil && r.TargetEnvironment != req.GetTargetEnv() {
+			continue
+		}
+		out = append(out, r)
+	}
+	out = out[min(int(req.GetOffset()), len(out)):]
+	if req.Limit != nil && req.GetLimit() > 0 && int(req.GetLimit()) < len(out) {
+		out = out[:req.GetLimit()]
+	}
+	return out
 }
 
 // call runs fn with the client's policy: a correlation id, the breaker, and

@@ -62,6 +62,11 @@ type Health struct {
 	// Source is the health service that answered (a Source constant); empty
 	// when none did.
 	Source string
+	// Generation is the CRM wire generation PM reads the cluster with, as
+	// known after this check; GenerationSource says how it was learned (a
+	// Generation* constant, "" while unknown).
+	Generation       Generation
+	GenerationSource string
 }
 
 // Proto is the API view of h.
@@ -118,9 +123,15 @@ func normalizeStatus(s string) string {
 // probe asks the CRM for its health down the fallback chain: GetEnvHealth,
 // then oaas.health.HealthService/Check, then grpc.health.v1.Health/Check,
 // each tried only when the previous one is unimplemented. A failure is not an
-// error: the cluster is Unhealthy and Message says why.
+// error: the cluster is Unhealthy and Message says why. The CRM's generation
+// is (re)detected along with it when needed (observeHealth).
 func (c *Client) probe(ctx context.Context) Health {
 	ctx, _ = correlation.Ensure(ctx)
+	return c.observeHealth(ctx, c.check(ctx))
+}
+
+// check runs the fallback chain of probe.
+func (c *Client) check(ctx context.Context) Health {
 	h, err := c.envHealth(ctx)
 	if unimplemented(err) {
 		h, err = c.oaasCheck(ctx)

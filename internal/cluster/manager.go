@@ -2,8 +2,10 @@
 // client per configured cluster (deadlines, correlation ids, read retries, a
 // circuit breaker), a health cache with single-flight so request storms
 // become one CRM call per cluster per TTL, a background refresh, and the
-// health ordering placement uses. It is the only package that imports the
-// CRM stubs.
+// health ordering placement uses. Each client knows which of the two CRM
+// wire generations its cluster speaks (generation.go) and reads runtimes
+// accordingly (runtime.go). It is the only package that calls the CRM
+// services.
 package cluster
 
 import (
@@ -17,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"connectrpc.com/connect"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/oaas/pm/internal/config"
@@ -54,9 +57,26 @@ type cached struct {
 	expires time.Time
 }
 
+// Option tunes New.
+type Option func(*options)
+
+type options struct {
+	interceptors []connect.Interceptor
+}
+
+// WithInterceptors adds client interceptors to every CRM call (tracing:
+// the span of each call, and the trace context sent to the CRM).
+func WithInterceptors(i ...connect.Interceptor) Option {
+	return func(o *options) { o.interceptors = append(o.interceptors, i...) }
+}
+
 // New builds one CRM client per configured cluster. It makes no call; a
 // cluster that is down shows up in its health, not here.
-func New(cfg config.CRM, log *slog.Logger) (*Manager, error) {
+func New(cfg config.CRM, log *slog.Logger, opts ...Option) (*Manager, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -73,7 +93,7 @@ func New(cfg config.CRM, log *slog.Logger) (*Manager, error) {
 	}
 	var errs []error
 	for _, cl := range cfg.Clusters {
-		c, err := newClient(cl, cfg, log)
+		c, err := newClient(cl, cfg, log, o.interceptors...)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -124,6 +144,18 @@ func (m *Manager) Health(ctx context.Context, name string) (Health, error) {
 		return h, nil
 	}
 	return m.check(ctx, c, false), nil
+}
+
+// Generation returns the CRM wire generation PM reads the named cluster
+// with and how it learned it ("" while unknown), without asking the CRM.
+// An unknown name is fault.NotFound.
+func (m *Manager) Generation(name string) (Generation, string, error) {
+	c, err := m.Client(name)
+	if err != nil {
+		return GenerationUnknown, "", err
+	}
+	g, source := c.Generation()
+	return g, source, nil
 }
 
 // LastHealth returns the named cluster's last known health, however old,

@@ -18,13 +18,18 @@ import (
 	"github.com/oaas/pm/gen/go/oaas/deployment/deploymentconnect"
 	healthpb "github.com/oaas/pm/gen/go/oaas/health"
 	"github.com/oaas/pm/gen/go/oaas/health/healthconnect"
+	runtimepb "github.com/oaas/pm/gen/go/oaas/runtime"
+	topologypb "github.com/oaas/pm/gen/go/oaas/topology"
+	"github.com/oaas/pm/gen/go/oaas/topology/topologyconnect"
 )
 
-// The CRM wire contract (docs: crm-wire-contract.md), transcribed row by row.
-// Field types use the spec's notation: "optional" is proto3 optional
-// (explicit presence through a synthetic oneof), "repeated", "map<K, V>", and
-// message and enum types by full name. Field CRMs are already deployed, so
-// this table changes only when the spec page does.
+// The CRM wire contracts of both generations, transcribed row by row: the
+// first from crm-wire-contract.md (wireContract), the second from
+// upstream-head-delta.md §2.2-§2.4 (wireContractV2). Field types use the
+// spec's notation: "optional" is proto3 optional (explicit presence through a
+// synthetic oneof), "repeated", "map<K, V>", and message and enum types by
+// full name. Field CRMs of both generations are deployed, so these tables
+// change only when the spec pages do.
 
 type fieldSpec struct {
 	name string
@@ -246,20 +251,292 @@ var wireContract = []packageSpec{
 	},
 }
 
+// wireContractV2 is the second generation: the first with the changes of
+// upstream-head-delta.md §2.2, the complete rows of §2.3 for every message
+// that changed or is new, and §2.4's TopologyService.
+var wireContractV2 = secondGeneration()
+
+func secondGeneration() []packageSpec {
+	changed := map[protoreflect.FullName]messageSpec{
+		// §2.2: max_latency_ms deleted (number 1 not reserved).
+		"oaas.common.NfrRequirements": {name: "oaas.common.NfrRequirements", fields: []fieldSpec{
+			{"min_throughput_rps", 2, "optional uint32"},
+			{"availability", 3, "optional double"},
+			{"cpu_utilization_target", 4, "optional double"},
+		}},
+		"oaas.deployment.DeploymentUnit": {name: "oaas.deployment.DeploymentUnit", reserved: []protoreflect.FieldNumber{4}, fields: []fieldSpec{
+			{"id", 1, "string"},
+			{"package_name", 2, "string"},
+			{"class_key", 3, "string"},
+			{"functions", 5, "repeated oaas.deployment.FunctionDeploymentSpec"},
+			{"target_env", 6, "string"},
+			{"function_bindings", 7, "repeated oaas.deployment.ClassFunctionBinding"},
+			{"created_at", 8, "oaas.common.Timestamp"},
+			{"odgm_config", 9, "oaas.deployment.OdgmConfig"},
+			{"selected_template", 11, "optional string"},
+			{"telemetry", 12, "optional oaas.common.TelemetrySpec"},
+		}},
+		"oaas.deployment.OdgmConfig": {name: "oaas.deployment.OdgmConfig", fields: []fieldSpec{
+			{"collections", 1, "repeated string"},
+			{"partition_count", 2, "optional uint32"},
+			{"replica_count", 3, "optional uint32"},
+			{"shard_type", 4, "optional string"},
+			{"invocations", 5, "oaas.deployment.InvocationRoutes"},
+			{"options", 6, "map<string, string>"},
+			{"log", 7, "optional string"},
+			{"env_node_ids", 8, "map<string, oaas.deployment.OdgmNodeIds>"},
+			{"odgm_node_id", 9, "optional uint64"},
+			{"collection_assignments", 10, "map<string, oaas.deployment.CollectionShardAssignments>"},
+		}},
+		"oaas.deployment.FunctionRoute": {name: "oaas.deployment.FunctionRoute", fields: []fieldSpec{
+			{"url", 1, "string"},
+			{"stateless", 2, "optional bool"},
+			{"standby", 3, "optional bool"},
+			{"active_group", 4, "repeated uint64"},
+			{"function_key", 5, "optional string"},
+		}},
+		"oaas.deployment.ListClassRuntimesResponse": {name: "oaas.deployment.ListClassRuntimesResponse", fields: []fieldSpec{
+			{"items", 1, "repeated oaas.runtime.ClassRuntimeSummary"},
+		}},
+		"oaas.deployment.GetClassRuntimeResponse": {name: "oaas.deployment.GetClassRuntimeResponse", fields: []fieldSpec{
+			{"deployment", 1, "optional oaas.runtime.ClassRuntimeSummary"},
+		}},
+	}
+	added := map[protoreflect.FullName][]messageSpec{
+		"oaas.common": {
+			{name: "oaas.common.TelemetrySpec", fields: []fieldSpec{
+				{"enabled", 1, "bool"},
+				{"traces", 2, "optional bool"},
+				{"metrics", 3, "optional bool"},
+				{"logs", 4, "optional bool"},
+				{"sampling_rate", 5, "optional double"},
+				{"service_name", 6, "optional string"},
+				{"resource_attributes", 7, "map<string, string>"},
+			}},
+		},
+		"oaas.deployment": {
+			{name: "oaas.deployment.OdgmNodeIds", fields: []fieldSpec{
+				{"ids", 1, "repeated uint64"},
+			}},
+			{name: "oaas.deployment.ShardAssignmentSpec", fields: []fieldSpec{
+				{"primary", 1, "optional uint64"},
+				{"replica", 2, "repeated uint64"},
+				{"shard_ids", 3, "repeated uint64"},
+			}},
+			{name: "oaas.deployment.CollectionShardAssignments", fields: []fieldSpec{
+				{"assignments", 1, "repeated oaas.deployment.ShardAssignmentSpec"},
+			}},
+		},
+	}
+	var out []packageSpec
+	for _, pkg := range wireContract {
+		next := packageSpec{name: pkg.name, services: pkg.services}
+		for _, e := range pkg.enums {
+			if e.name != "oaas.deployment.SummarizedStatus" { // §2.1: deleted
+				next.enums = append(next.enums, e)
+			}
+		}
+		for _, m := range pkg.messages {
+			if c, ok := changed[m.name]; ok {
+				m = c
+			}
+			next.messages = append(next.messages, m)
+		}
+		next.messages = append(next.messages, added[pkg.name]...)
+		out = append(out, next)
+	}
+	return append(out,
+		packageSpec{
+			name: "oaas.runtime",
+			enums: []enumSpec{
+				{"oaas.runtime.DeploymentCondition", []string{
+					"DEPLOYMENT_CONDITION_UNKNOWN=0", "PENDING=1", "DEPLOYING=2", "RUNNING=3", "DOWN=4", "DELETED=5",
+				}},
+				{"oaas.runtime.DeploymentPhase", []string{
+					"DEPLOYMENT_PHASE_UNKNOWN=0", "RESOURCE_PROVISIONING=1", "PHASE_RUNNING=2", "FAILED=3",
+				}},
+			},
+			messages: []messageSpec{
+				{name: "oaas.runtime.ClassRuntimeSummary", fields: []fieldSpec{
+					{"id", 1, "string"},
+					{"deployment_unit_id", 2, "string"},
+					{"package_name", 3, "string"},
+					{"class_key", 4, "string"},
+					{"target_environment", 5, "string"},
+					{"cluster_name", 6, "optional string"},
+					{"status", 7, "oaas.runtime.ClassRuntimeStatus"},
+					{"nfr_compliance", 8, "optional oaas.runtime.NfrCompliance"},
+					{"resource_refs", 9, "repeated oaas.deployment.ResourceReference"},
+					{"created_at", 10, "string"},
+					{"updated_at", 11, "string"},
+					{"partition_count", 12, "uint32"},
+				}},
+				{name: "oaas.runtime.ClassRuntimeStatus", fields: []fieldSpec{
+					{"condition", 1, "oaas.runtime.DeploymentCondition"},
+					{"phase", 2, "oaas.runtime.DeploymentPhase"},
+					{"message", 3, "optional string"},
+					{"last_updated", 4, "string"},
+					{"functions", 5, "repeated oaas.runtime.FunctionStatus"},
+				}},
+				{name: "oaas.runtime.FunctionStatus", fields: []fieldSpec{
+					{"function_key", 1, "string"},
+					{"service", 2, "string"},
+					{"port", 3, "uint32"},
+					{"predicted_url", 4, "string"},
+					{"observed_url", 5, "optional string"},
+					{"template", 6, "string"},
+					{"ready", 7, "optional bool"},
+					{"reason", 8, "optional string"},
+					{"message", 9, "optional string"},
+					{"last_transition_time", 10, "optional string"},
+				}},
+				{name: "oaas.runtime.NfrCompliance", fields: []fieldSpec{
+					{"overall_status", 1, "string"},
+					{"throughput_status", 2, "optional string"},
+					{"latency_status", 3, "optional string"},
+					{"availability_status", 4, "optional string"},
+					{"last_checked", 5, "string"},
+				}},
+			},
+		},
+		packageSpec{
+			name: "oaas.topology",
+			messages: []messageSpec{
+				{name: "oaas.topology.TopologyRequest", fields: []fieldSpec{
+					{"source", 1, "string"},
+				}},
+				{name: "oaas.topology.TopologySnapshot", fields: []fieldSpec{
+					{"nodes", 1, "repeated oaas.topology.TopologyNode"},
+					{"edges", 2, "repeated oaas.topology.TopologyEdge"},
+					{"timestamp", 3, "oaas.common.Timestamp"},
+				}},
+				{name: "oaas.topology.TopologyNode", fields: []fieldSpec{
+					{"id", 1, "string"},
+					{"node_type", 2, "string"},
+					{"status", 3, "string"},
+					{"metadata", 4, "map<string, string>"},
+					{"deployed_classes", 5, "repeated string"},
+				}},
+				{name: "oaas.topology.TopologyEdge", fields: []fieldSpec{
+					{"from_id", 1, "string"},
+					{"to_id", 2, "string"},
+					{"metadata", 3, "map<string, string>"},
+				}},
+			},
+			services: []serviceSpec{
+				{"oaas.topology.TopologyService", []methodSpec{
+					{"GetTopology", "oaas.topology.TopologyRequest", "oaas.topology.TopologySnapshot", false},
+				}},
+			},
+		},
+	)
+}
+
+// generationSpec is one generation's contract and how PM's protos, which
+// serve both, are held to it.
+type generationSpec struct {
+	name     string
+	packages []packageSpec
+	// decodedAs names, for a contract message whose shape differs between
+	// the generations under one name, PM's message with this generation's
+	// shape: the method still declares the first generation's message (the
+	// path on the wire is the same), and PM decodes the answer with the
+	// other (cluster.Client.readList).
+	decodedAs map[protoreflect.FullName]protoreflect.FullName
+	// differences are the problems expected because PM's protos carry both
+	// generations: elements of the other generation that this one does not
+	// have. Anything else, and any of these not found, fails the check.
+	differences []string
+}
+
+var generations = []generationSpec{
+	{
+		name:     "first (crm-wire-contract.md)",
+		packages: wireContract,
+		// Second-generation additions; a first-generation CRM skips them
+		// as unknown fields.
+		differences: []string{
+			"oaas.common.TelemetrySpec: message is not in the contract",
+			"oaas.deployment.CollectionShardAssignments: message is not in the contract",
+			"oaas.deployment.DeploymentUnit.telemetry: field 12 is not in the contract (optional oaas.common.TelemetrySpec)",
+			"oaas.deployment.FunctionRoute.function_key: field 5 is not in the contract (optional string)",
+			"oaas.deployment.OdgmConfig.collection_assignments: field 10 is not in the contract (map<string, oaas.deployment.CollectionShardAssignments>)",
+			"oaas.deployment.OdgmConfig.env_node_ids: field 8 is not in the contract (map<string, oaas.deployment.OdgmNodeIds>)",
+			"oaas.deployment.OdgmConfig.log: field 7 is not in the contract (optional string)",
+			"oaas.deployment.OdgmConfig.odgm_node_id: field 9 is not in the contract (optional uint64)",
+			"oaas.deployment.OdgmNodeIds: message is not in the contract",
+			"oaas.deployment.ShardAssignmentSpec: message is not in the contract",
+		},
+	},
+	{
+		name:     "second (upstream-head-delta.md §2)",
+		packages: wireContractV2,
+		decodedAs: map[protoreflect.FullName]protoreflect.FullName{
+			"oaas.deployment.ListClassRuntimesResponse": "oaas.runtime.ListClassRuntimesResponseV2",
+			"oaas.deployment.GetClassRuntimeResponse":   "oaas.runtime.GetClassRuntimeResponseV2",
+		},
+		// First-generation elements the second deleted. max_latency_ms keeps
+		// number 1, which the second generation left unreserved: it skips
+		// the field as unknown today. SummarizedStatus is used by no message.
+		differences: []string{
+			"oaas.common.NfrRequirements.max_latency_ms: field 1 is not in the contract (optional uint32)",
+			"oaas.deployment.SummarizedStatus: enum is not in the contract",
+		},
+	},
+}
+
 // contractFiles are the compiled descriptors PM's binaries put on the wire.
 var contractFiles = []protoreflect.FileDescriptor{
 	commonpb.File_oaas_common_common_proto,
 	deploymentpb.File_oaas_deployment_deployment_proto,
 	healthpb.File_oaas_health_health_proto,
+	runtimepb.File_oaas_runtime_runtime_proto,
+	topologypb.File_oaas_topology_topology_proto,
 }
 
+// TestWireContract holds PM's protos to each generation's contract: nothing
+// missing or different, and exactly the expected differences (the other
+// generation's elements).
 func TestWireContract(t *testing.T) {
 	t.Parallel()
-	// The global registry also catches a contract type added in another
-	// .proto file of the same package.
-	for _, problem := range contractDiff(protoregistry.GlobalFiles) {
-		t.Error(problem)
+	for _, gen := range generations {
+		t.Run(gen.name, func(t *testing.T) {
+			t.Parallel()
+			// The global registry also catches a contract type added in
+			// another .proto file of the same package.
+			problems := contractDiff(protoregistry.GlobalFiles, gen)
+			for _, p := range problems {
+				if !slices.Contains(gen.differences, p) {
+					t.Error(p)
+				}
+			}
+			for _, d := range gen.differences {
+				if !slices.Contains(problems, d) {
+					t.Errorf("expected difference no longer found (update the table): %s", d)
+				}
+			}
+			t.Logf("%d contract elements checked, %d expected differences (the other generation's elements)",
+				countElements(gen.packages), len(gen.differences))
+		})
 	}
+}
+
+// countElements counts a contract's rows: packages' messages, fields and
+// reserved numbers, enums and their values, services and their methods.
+func countElements(pkgs []packageSpec) int {
+	n := 0
+	for _, p := range pkgs {
+		for _, m := range p.messages {
+			n += 1 + len(m.fields) + len(m.reserved)
+		}
+		for _, e := range p.enums {
+			n += 1 + len(e.values)
+		}
+		for _, s := range p.services {
+			n += 1 + len(s.methods)
+		}
+	}
+	return n
 }
 
 // TestWireContractProcedures pins the HTTP/2 paths the generated clients use.
@@ -274,13 +551,14 @@ func TestWireContractProcedures(t *testing.T) {
 		healthconnect.HealthServiceCheckProcedure:                       "/oaas.health.HealthService/Check",
 		healthconnect.HealthServiceWatchProcedure:                       "/oaas.health.HealthService/Watch",
 		healthconnect.CrmInfoServiceGetEnvHealthProcedure:               "/oaas.health.CrmInfoService/GetEnvHealth",
+		topologyconnect.TopologyServiceGetTopologyProcedure:             "/oaas.topology.TopologyService/GetTopology",
 	}
 	for procedure, want := range got {
 		if procedure != want {
 			t.Errorf("generated procedure %q, want %q", procedure, want)
 		}
 	}
-	if len(got) != 8 {
+	if len(got) != 9 {
 		t.Errorf("two generated procedures share a path: %v", slices.Sorted(maps.Keys(got)))
 	}
 }
@@ -313,8 +591,8 @@ func TestWireContractCatchesDrift(t *testing.T) {
 		want string
 	}{
 		{"renumbered field", func(f *descriptorpb.FileDescriptorProto) {
-			field(msg(f, "DeploymentUnit"), "functions").Number = proto.Int32(12)
-		}, "oaas.deployment.DeploymentUnit.functions: number 12, want 5"},
+			field(msg(f, "DeploymentUnit"), "functions").Number = proto.Int32(13)
+		}, "oaas.deployment.DeploymentUnit.functions: number 13, want 5"},
 		{"extra field", func(f *descriptorpb.FileDescriptorProto) {
 			m := msg(f, "ListClassRuntimesRequest")
 			m.Field = append(m.Field, &descriptorpb.FieldDescriptorProto{
@@ -392,7 +670,7 @@ func TestWireContractCatchesDrift(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			problems := contractDiff(files)
+			problems := contractDiff(files, generations[0])
 			if !slices.ContainsFunc(problems, func(p string) bool { return strings.Contains(p, tt.want) }) {
 				t.Errorf("drift not reported as %q; problems:\n%s", tt.want, strings.Join(problems, "\n"))
 			}
@@ -400,16 +678,85 @@ func TestWireContractCatchesDrift(t *testing.T) {
 	}
 }
 
-// contractDiff compares every contract package in files with wireContract
-// and describes each difference, in both directions.
-func contractDiff(files *protoregistry.Files) []string {
+// TestWireContractV2CatchesDrift proves the second generation's check is
+// not vacuous either, on the files only it has.
+func TestWireContractV2CatchesDrift(t *testing.T) {
+	t.Parallel()
+	find := func(f *descriptorpb.FileDescriptorProto, name string) *descriptorpb.DescriptorProto {
+		for _, m := range f.GetMessageType() {
+			if m.GetName() == name {
+				return m
+			}
+		}
+		t.Fatalf("no message %s", name)
+		return nil
+	}
+	tests := []struct {
+		name string
+		file protoreflect.FileDescriptor
+		edit func(f *descriptorpb.FileDescriptorProto)
+		want string
+	}{
+		{"summary field renumbered", runtimepb.File_oaas_runtime_runtime_proto, func(f *descriptorpb.FileDescriptorProto) {
+			for _, fd := range find(f, "ClassRuntimeSummary").GetField() {
+				if fd.GetName() == "partition_count" {
+					fd.Number = proto.Int32(13)
+				}
+			}
+		}, "oaas.runtime.ClassRuntimeSummary.partition_count: number 13, want 12"},
+		{"decoding message with the first generation's items", runtimepb.File_oaas_runtime_runtime_proto, func(f *descriptorpb.FileDescriptorProto) {
+			find(f, "ListClassRuntimesResponseV2").GetField()[0].TypeName = proto.String(".oaas.deployment.DeploymentUnit")
+		}, `oaas.deployment.ListClassRuntimesResponse.items: type "repeated oaas.deployment.DeploymentUnit", want "repeated oaas.runtime.ClassRuntimeSummary"`},
+		{"enum value renamed", runtimepb.File_oaas_runtime_runtime_proto, func(f *descriptorpb.FileDescriptorProto) {
+			for _, e := range f.GetEnumType() {
+				if e.GetName() == "DeploymentPhase" {
+					e.GetValue()[2].Name = proto.String("RUNNING_PHASE")
+				}
+			}
+		}, "oaas.runtime.DeploymentPhase: values"},
+		{"topology method missing", topologypb.File_oaas_topology_topology_proto, func(f *descriptorpb.FileDescriptorProto) {
+			f.GetService()[0].Method = nil
+		}, "oaas.topology.TopologyService.GetTopology: method missing"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			files := new(protoregistry.Files)
+			for _, f := range contractFiles {
+				if f.Path() == tt.file.Path() {
+					continue
+				}
+				if err := files.RegisterFile(f); err != nil {
+					t.Fatal(err)
+				}
+			}
+			fdp := protodesc.ToFileDescriptorProto(tt.file)
+			tt.edit(fdp)
+			edited, err := protodesc.NewFile(fdp, files)
+			if err != nil {
+				t.Fatalf("edited descriptor does not build: %v", err)
+			}
+			if err := files.RegisterFile(edited); err != nil {
+				t.Fatal(err)
+			}
+			problems := contractDiff(files, generations[1])
+			if !slices.ContainsFunc(problems, func(p string) bool { return strings.Contains(p, tt.want) }) {
+				t.Errorf("drift not reported as %q; problems:\n%s", tt.want, strings.Join(problems, "\n"))
+			}
+		})
+	}
+}
+
+// contractDiff compares every package of gen's contract in files with the
+// contract and describes each difference, in both directions.
+func contractDiff(files *protoregistry.Files, gen generationSpec) []string {
 	var problems []string
 	report := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 
-	for _, pkg := range wireContract {
-		messages := map[protoreflect.FullName]protoreflect.MessageDescriptor{}
-		enums := map[protoreflect.FullName]protoreflect.EnumDescriptor{}
-		services := map[protoreflect.FullName]protoreflect.ServiceDescriptor{}
+	messages := map[protoreflect.FullName]protoreflect.MessageDescriptor{}
+	enums := map[protoreflect.FullName]protoreflect.EnumDescriptor{}
+	services := map[protoreflect.FullName]protoreflect.ServiceDescriptor{}
+	for _, pkg := range gen.packages {
 		nFiles := 0
 		files.RangeFilesByPackage(pkg.name, func(f protoreflect.FileDescriptor) bool {
 			nFiles++
@@ -425,22 +772,35 @@ func contractDiff(files *protoregistry.Files) []string {
 		})
 		if nFiles == 0 {
 			report("%s: package not found", pkg.name)
-			continue
 		}
+	}
+	for name, as := range gen.decodedAs {
+		// The declared message stays (its name is the method's); the
+		// decoding one is what the contract's row describes.
+		delete(messages, name)
+		if _, ok := messages[as]; !ok {
+			if md, err := files.FindDescriptorByName(as); err == nil {
+				if m, ok := md.(protoreflect.MessageDescriptor); ok {
+					messages[as] = m
+				}
+			}
+		}
+	}
 
+	for _, pkg := range gen.packages {
 		for _, want := range pkg.messages {
-			md, ok := messages[want.name]
+			name := want.name
+			if as, ok := gen.decodedAs[name]; ok {
+				name = as
+			}
+			md, ok := messages[name]
 			if !ok {
 				report("%s: message missing", want.name)
 				continue
 			}
-			delete(messages, want.name)
+			delete(messages, name)
 			problems = append(problems, messageDiff(md, want)...)
 		}
-		for _, name := range slices.Sorted(maps.Keys(messages)) {
-			report("%s: message is not in the contract", name)
-		}
-
 		for _, want := range pkg.enums {
 			ed, ok := enums[want.name]
 			if !ok {
@@ -460,10 +820,6 @@ func contractDiff(files *protoregistry.Files) []string {
 				report("%s: has reserved values, the contract has none", want.name)
 			}
 		}
-		for _, name := range slices.Sorted(maps.Keys(enums)) {
-			report("%s: enum is not in the contract", name)
-		}
-
 		for _, want := range pkg.services {
 			sd, ok := services[want.name]
 			if !ok {
@@ -473,11 +829,33 @@ func contractDiff(files *protoregistry.Files) []string {
 			delete(services, want.name)
 			problems = append(problems, serviceDiff(sd, want)...)
 		}
-		for _, name := range slices.Sorted(maps.Keys(services)) {
-			report("%s: service is not in the contract", name)
+	}
+	for _, name := range slices.Sorted(maps.Keys(messages)) {
+		if !decodingOnly(name) {
+			report("%s: message is not in the contract", name)
 		}
 	}
+	for _, name := range slices.Sorted(maps.Keys(enums)) {
+		report("%s: enum is not in the contract", name)
+	}
+	for _, name := range slices.Sorted(maps.Keys(services)) {
+		report("%s: service is not in the contract", name)
+	}
 	return problems
+}
+
+// decodingOnly reports whether name is a message PM decodes some
+// generation's answers with (a decodedAs target of any generation): never
+// declared by a method, so it is nothing a CRM sees.
+func decodingOnly(name protoreflect.FullName) bool {
+	for _, g := range generations {
+		for _, as := range g.decodedAs {
+			if as == name {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // collectTypes gathers messages and enums at every nesting level, leaving out

@@ -102,6 +102,9 @@ type Cluster struct {
 	// URL is http://host:port (h2c) or https://host:port (TLS).
 	URL string
 	TLS ClusterTLS
+	// Generation pins the CRM wire generation the cluster speaks (1 or 2);
+	// 0 lets PM detect it.
+	Generation int
 }
 
 // CRM configures the clusters and how PM talks to their CRMs.
@@ -528,7 +531,8 @@ func rustLevel(v string) string {
 // clusters reads CRM_DEFAULT_URL, CRM_CLUSTERS and each cluster's TLS
 // variables (CRM_<NAME>_TLS_CA, ..._TLS_CERT, ..._TLS_KEY,
 // ..._TLS_INSECURE_SKIP_VERIFY, ..._TLS_SERVER_NAME; NAME upper-cased with
-// '-' as '_'). CRM_TLS_* without a name apply to every https cluster.
+// '-' as '_') and CRM_<NAME>_GENERATION. CRM_TLS_* without a name apply to
+// every https cluster.
 func (r *reader) clusters(crm *CRM) {
 	var list []Cluster
 	if v, ok := r.get("CRM_DEFAULT_URL"); ok {
@@ -565,11 +569,31 @@ func (r *reader) clusters(crm *CRM) {
 	r.tls("CRM_TLS_", &shared)
 	for i := range list {
 		list[i].TLS = shared
-		prefix := "CRM_" + strings.ToUpper(strings.ReplaceAll(list[i].Name, "-", "_")) + "_TLS_"
-		r.tls(prefix, &list[i].TLS)
+		prefix := "CRM_" + strings.ToUpper(strings.ReplaceAll(list[i].Name, "-", "_")) + "_"
+		r.tls(prefix+"TLS_", &list[i].TLS)
+		r.generation(prefix+"GENERATION", &list[i].Generation)
 	}
 	crm.Clusters = list
 	crm.EmbeddedSimulator = len(list) == 0
+}
+
+// generation reads a CRM wire generation pin: "1" or "2", or "auto" (the
+// default, 0) for detection.
+func (r *reader) generation(key string, dst *int) {
+	v, ok := r.get(key)
+	if !ok {
+		return
+	}
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "auto", "":
+		*dst = 0
+	case "1":
+		*dst = 1
+	case "2":
+		*dst = 2
+	default:
+		r.fail(key, v, "1, 2 or auto")
+	}
 }
 
 func (r *reader) tls(prefix string, t *ClusterTLS) {

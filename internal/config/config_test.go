@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"log/slog"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -102,6 +103,49 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q does not name %s", err, w)
 				}
+			}
+		})
+	}
+}
+
+func TestClusterGenerationPin(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		env     map[string]string
+		want    map[string]int
+		wantErr string
+	}{
+		{"detected by default", map[string]string{"CRM_CLUSTERS": "east=http://e:1,west=http://w:1"},
+			map[string]int{"east": 0, "west": 0}, ""},
+		{"pinned per cluster", map[string]string{
+			"CRM_DEFAULT_URL": "http://d:1", "CRM_CLUSTERS": "east=http://e:1,us-west=http://w:1",
+			"CRM_DEFAULT_GENERATION": "1", "CRM_EAST_GENERATION": "auto", "CRM_US_WEST_GENERATION": "2",
+		}, map[string]int{"default": 1, "east": 0, "us-west": 2}, ""},
+		{"a pin for an unknown cluster is not read", map[string]string{"CRM_CLUSTERS": "east=http://e:1", "CRM_WEST_GENERATION": "7"},
+			map[string]int{"east": 0}, ""},
+		{"bad value names the variable", map[string]string{"CRM_CLUSTERS": "east=http://e:1", "CRM_EAST_GENERATION": "3"},
+			nil, `CRM_EAST_GENERATION: "3" is not 1, 2 or auto`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := load(tt.env)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]int{}
+			for _, cl := range c.CRM.Clusters {
+				got[cl.Name] = cl.Generation
+			}
+			if !maps.Equal(got, tt.want) {
+				t.Errorf("generations = %v, want %v", got, tt.want)
 			}
 		})
 	}

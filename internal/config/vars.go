@@ -104,6 +104,7 @@ func Vars() []Var {
 		Var{Name: "CRM_TLS_INSECURE_SKIP_VERIFY", Default: "false", Help: "do not verify CRM certificates (tests only)"},
 		Var{Name: "CRM_TLS_SERVER_NAME", Help: "expected CRM certificate name"},
 		Var{Name: "CRM_<NAME>_TLS_CA, _CERT, _KEY, _INSECURE_SKIP_VERIFY, _SERVER_NAME", Pattern: true, Help: "the same per cluster (NAME upper-cased, - as _)"},
+		Var{Name: "CRM_<NAME>_GENERATION", Default: "auto", Pattern: true, Help: "CRM wire generation of a cluster: 1 (lists answer deployment units), 2 (lists answer runtime summaries) or auto (detected from the services the CRM serves, kept with its health)"},
 		Var{Name: "CRM_DEFAULT_TIMEOUT", Default: "30s", Help: "deadline of one CRM call"},
 		Var{Name: "CRM_DEFAULT_RETRY_ATTEMPTS", Default: "3", Help: "retries of idempotent CRM reads"},
 		Var{Name: "CRM_HEALTH_CHECK_INTERVAL", Default: "1m0s", Help: "background health refresh (0 off)"},

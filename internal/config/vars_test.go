@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"slices"
 	"strings"
 	"testing"
 )
@@ -66,19 +65,36 @@ func TestVarsClusterPattern(t *testing.T) {
 		}
 		return "", false
 	})
-	var pattern string
+	var patterns []string
 	for _, v := range Vars() {
 		if v.Pattern {
-			pattern = v.Name
+			patterns = append(patterns, v.Name)
 		}
 	}
-	for k := range read {
-		if strings.HasPrefix(k, "CRM_EAST_1_") {
-			suffix := strings.TrimPrefix(k, "CRM_EAST_1_TLS_")
-			if !strings.Contains(pattern, "_"+suffix) && !slices.Contains([]string{"CA"}, suffix) {
-				t.Errorf("%s is not covered by the documented pattern %q", k, pattern)
+	covered := func(k string) bool {
+		for _, pattern := range patterns {
+			// "CRM_<NAME>_TLS_CA, _CERT, ..." documents CRM_<NAME>_TLS_CERT too.
+			stem, rest, _ := strings.Cut(pattern, ",")
+			name := strings.Replace(stem, "<NAME>", "EAST_1", 1)
+			if k == name {
+				return true
+			}
+			base := name[:strings.LastIndex(name, "_")+1]
+			for alt := range strings.SplitSeq(rest, ",") {
+				if alt = strings.TrimSpace(alt); alt != "" && k == base+strings.TrimPrefix(alt, "_") {
+					return true
+				}
 			}
 		}
+		return false
+	}
+	for k := range read {
+		if strings.HasPrefix(k, "CRM_EAST_1_") && !covered(k) {
+			t.Errorf("%s is not covered by the documented patterns %q", k, patterns)
+		}
+	}
+	if !read["CRM_EAST_1_GENERATION"] {
+		t.Error("the per-cluster generation pin is not read as documented")
 	}
 	if !read["CRM_EAST_1_TLS_CA"] {
 		t.Error("per-cluster TLS variables are not read as documented")

@@ -24,8 +24,21 @@ type Config struct {
 	// than EnvName. Off by default because field CRMs only know their own env
 	// and PM may address it by a cluster name that differs from the env name.
 	StrictEnv bool
-	// CRMVersion is reported as crm_version. Default DefaultCRMVersion.
+	// Generation is the CRM wire generation the simulator plays: 1 (the
+	// default; crm-wire-contract.md) or 2 (the current upstream CRM,
+	// upstream-head-delta.md §2.6): ListClassRuntimes and GetClassRuntime
+	// answer oaas.runtime.ClassRuntimeSummary messages and ignore the
+	// package, class and environment filters, TopologyService is served and
+	// the oaas.package.PackageService stub is not, GetDeploymentStatus
+	// answers a partly filled unit, and crm_version defaults to
+	// Generation2CRMVersion. Fixed at Start.
+	Generation int
+	// CRMVersion is reported as crm_version. Default DefaultCRMVersion, or
+	// Generation2CRMVersion for generation 2.
 	CRMVersion string
+	// OmitCRMVersion leaves crm_version out of GetEnvHealth, as
+	// first-generation field CRMs do.
+	OmitCRMVersion bool
 	// Namespace is the Kubernetes namespace of the simulated resources. Default "oaas".
 	Namespace string
 
@@ -94,8 +107,13 @@ type TLSConfig struct {
 	ClientCAPEM []byte
 }
 
-// DefaultCRMVersion is the crm_version a simulator reports unless told otherwise.
+// DefaultCRMVersion is the crm_version a first-generation simulator reports
+// unless told otherwise.
 const DefaultCRMVersion = "crmsim-0.1.0"
+
+// Generation2CRMVersion is the crm_version a second-generation simulator
+// reports unless told otherwise: the upstream crate version.
+const Generation2CRMVersion = "0.1.0"
 
 // withDefaults returns cfg with its zero values replaced by the documented defaults.
 func (cfg Config) withDefaults() Config {
@@ -105,8 +123,14 @@ func (cfg Config) withDefaults() Config {
 	if cfg.EnvName == "" {
 		cfg.EnvName = "default"
 	}
+	if cfg.Generation == 0 {
+		cfg.Generation = 1
+	}
 	if cfg.CRMVersion == "" {
 		cfg.CRMVersion = DefaultCRMVersion
+		if cfg.Generation == 2 {
+			cfg.CRMVersion = Generation2CRMVersion
+		}
 	}
 	if cfg.Namespace == "" {
 		cfg.Namespace = "oaas"
@@ -134,6 +158,9 @@ func (cfg Config) withDefaults() Config {
 // validate rejects knob values that cannot describe a cluster.
 func (cfg Config) validate() error {
 	var errs []error
+	if cfg.Generation != 1 && cfg.Generation != 2 {
+		errs = append(errs, fmt.Errorf("generation %d is not 1 or 2", cfg.Generation))
+	}
 	if cfg.FailRate < 0 || cfg.FailRate > 1 {
 		errs = append(errs, fmt.Errorf("fail rate %v is outside [0,1]", cfg.FailRate))
 	}

@@ -1,7 +1,9 @@
 // Package crmsim simulates a Class Runtime Manager (CRM): a real gRPC server
-// that speaks the CRM wire contract (docs: crm-wire-contract.md) the way a
-// field CRM does, with knobs that make it slow, flaky, hung, unhealthy or
-// old, and counters that let tests see what PM sent.
+// that speaks the CRM wire contract the way a field CRM does, of either
+// generation (Config.Generation: crm-wire-contract.md, or the current
+// upstream CRM of upstream-head-delta.md §2), with knobs that make it slow,
+// flaky, hung, unhealthy or old, and counters that let tests see what PM
+// sent.
 //
 // PM's tests start one per simulated cluster on a loopback port; the crmsim
 // command serves them for demos. Runtimes live in memory only.
@@ -31,6 +33,7 @@ import (
 	deploymentpb "github.com/oaas/pm/gen/go/oaas/deployment"
 	"github.com/oaas/pm/gen/go/oaas/deployment/deploymentconnect"
 	"github.com/oaas/pm/gen/go/oaas/health/healthconnect"
+	"github.com/oaas/pm/gen/go/oaas/topology/topologyconnect"
 )
 
 // CorrelationHeader is the request metadata key a CRM echoes back in its
@@ -49,6 +52,8 @@ type Sim struct {
 	env  string
 	url  string
 	addr string
+	// wire is the CRM wire generation (Config.Generation), fixed at Start.
+	wire int
 	srv  *http.Server
 	log  *slog.Logger
 	// closingCtx ends when Close starts, to release hung and streaming calls.
@@ -107,6 +112,7 @@ func Start(ctx context.Context, cfg Config) (*Sim, error) {
 
 	s := &Sim{
 		env:       cfg.EnvName,
+		wire:      cfg.Generation,
 		addr:      ln.Addr().String(),
 		ln:        ln,
 		log:       cfg.Logger.With(slog.String("env", cfg.EnvName)),
@@ -179,14 +185,21 @@ func (s *Sim) routes() http.Handler {
 	mux.Handle(healthconnect.NewHealthServiceHandler(&healthServer{s: s}, opts))
 	mux.Handle(healthconnect.NewCrmInfoServiceHandler(&crmInfoServer{s: s}, opts))
 	mux.Handle(grpchealth.NewHandler(&grpcHealthChecker{s: s}, opts))
-	reflector := grpcreflect.NewStaticReflector(
+	services := []string{
 		deploymentconnect.DeploymentServiceName,
 		healthconnect.HealthServiceName,
 		healthconnect.CrmInfoServiceName,
 		grpchealth.HealthV1ServiceName,
 		grpcreflect.ReflectV1ServiceName,
 		grpcreflect.ReflectV1AlphaServiceName,
-	)
+	}
+	if s.wire == 2 {
+		s.mountGeneration2(mux, opts)
+		services = append(services, topologyconnect.TopologyServiceName)
+	} else {
+		s.mountPackageStub(mux, opts)
+	}
+	reflector := grpcreflect.NewStaticReflector(services...)
 	passive := connect.WithInterceptors(&interceptor{s: s, passive: true})
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, passive))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, passive))
@@ -261,15 +274,15 @@ func (s *Sim) Config() Config {
 }
 
 // Update changes knobs in one step under the simulator's lock, for the knobs
-// without a dedicated setter. Addr, EnvName, Namespace, TLS and Logger are
-// fixed at Start; changes to them are ignored. Changing Seed reseeds the
+// without a dedicated setter. Addr, EnvName, Namespace, Generation, TLS and
+// Logger are fixed at Start; changes to them are ignored. Changing Seed reseeds the
 // FailRate RNG; changing FailFirstDeploys restarts its count.
 func (s *Sim) Update(change func(*Config)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	next := s.cfg
 	change(&next)
-	next.Addr, next.EnvName, next.Namespace = s.cfg.Addr, s.cfg.EnvName, s.cfg.Namespace
+	next.Addr, next.EnvName, next.Namespace, next.Generation = s.cfg.Addr, s.cfg.EnvName, s.cfg.Namespace, s.cfg.Generation
 	next.TLS, next.Logger = s.cfg.TLS, s.cfg.Logger
 	next = next.withDefaults()
 	if err := next.validate(); err != nil {

@@ -87,7 +87,8 @@ func (s *Sim) deployFailureLocked(name string) (*deploymentpb.DeployResponse, er
 	return nil, connect.NewError(s.cfg.FailDeployCode, errors.New(text))
 }
 
-// GetDeploymentStatus returns the unit, its summary and the objects it owns.
+// GetDeploymentStatus returns the unit (the second generation only partly
+// fills it), its summary and the objects it owns.
 func (d *deploymentServer) GetDeploymentStatus(_ context.Context, req *deploymentpb.GetDeploymentStatusRequest) (*deploymentpb.GetDeploymentStatusResponse, error) {
 	s := d.s
 	s.mu.Lock()
@@ -97,9 +98,13 @@ func (d *deploymentServer) GetDeploymentStatus(_ context.Context, req *deploymen
 		return nil, err
 	}
 	summary := s.summaryLocked(rt, time.Now())
+	unit := proto.CloneOf(rt.unit)
+	if s.wire == 2 {
+		unit = s.partialUnitLocked(rt)
+	}
 	return &deploymentpb.GetDeploymentStatusResponse{
 		Status:             commonpb.StatusCode_OK,
-		Deployment:         proto.CloneOf(rt.unit),
+		Deployment:         unit,
 		Message:            &summary,
 		StatusResourceRefs: s.resourceRefsLocked(rt),
 	}, nil
@@ -120,7 +125,8 @@ func (d *deploymentServer) DeleteDeployment(_ context.Context, req *deploymentpb
 	return &deploymentpb.DeleteDeploymentResponse{Status: commonpb.StatusCode_OK, Message: &msg}, nil
 }
 
-// ListClassRuntimes filters by exact package, class and env; status matches
+// ListClassRuntimes (first generation; generation.go has the second's)
+// filters by exact package, class and env; status matches
 // the summary, where a bare "Degraded" matches every "Degraded (reason): text".
 // The order is by id, like a Kubernetes list, so offset paging is stable.
 func (d *deploymentServer) ListClassRuntimes(_ context.Context, req *deploymentpb.ListClassRuntimesRequest) (*deploymentpb.ListClassRuntimesResponse, error) {

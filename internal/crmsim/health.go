@@ -12,15 +12,20 @@ import (
 	"github.com/oaas/pm/gen/go/oaas/deployment/deploymentconnect"
 	healthpb "github.com/oaas/pm/gen/go/oaas/health"
 	"github.com/oaas/pm/gen/go/oaas/health/healthconnect"
+	"github.com/oaas/pm/gen/go/oaas/topology/topologyconnect"
 )
 
 // knownService reports whether a health check names a service the CRM
 // serves; the empty name asks about the whole server.
-func knownService(name string) bool {
+func (s *Sim) knownService(name string) bool {
 	switch name {
 	case "", deploymentconnect.DeploymentServiceName, healthconnect.HealthServiceName,
 		healthconnect.CrmInfoServiceName, grpchealth.HealthV1ServiceName:
 		return true
+	case topologyconnect.TopologyServiceName:
+		return s.wire == 2
+	case packageServiceName:
+		return s.wire != 2
 	}
 	return false
 }
@@ -40,7 +45,7 @@ var _ healthconnect.HealthServiceHandler = (*healthServer)(nil)
 func (h *healthServer) status(service string) *healthpb.HealthCheckResponse {
 	st := healthpb.HealthCheckResponse_SERVING
 	switch {
-	case !knownService(service):
+	case !h.s.knownService(service):
 		st = healthpb.HealthCheckResponse_SERVICE_UNKNOWN
 	case !h.s.serving():
 		st = healthpb.HealthCheckResponse_NOT_SERVING
@@ -113,12 +118,15 @@ func (c *crmInfoServer) GetEnvHealth(_ context.Context, req *healthpb.CrmEnvRequ
 	}
 	now := time.Now()
 	res := &healthpb.CrmEnvHealth{
-		EnvName:    cfg.EnvName,
-		Status:     status,
-		CrmVersion: &cfg.CRMVersion,
+		EnvName: cfg.EnvName,
+		Status:  status,
+
 		LastSeen:   &commonpb.Timestamp{Seconds: now.Unix(), Nanos: int32(now.Nanosecond())},
 		NodeCount:  &nodes,
 		ReadyNodes: &ready,
+	}
+	if !cfg.OmitCRMVersion {
+		res.CrmVersion = &cfg.CRMVersion
 	}
 	if cfg.Availability != nil {
 		a := *cfg.Availability
@@ -135,7 +143,7 @@ var _ grpchealth.Watcher = (*grpcHealthChecker)(nil)
 
 // Check implements grpchealth.Checker.
 func (g *grpcHealthChecker) Check(_ context.Context, req *grpchealth.CheckRequest) (*grpchealth.CheckResponse, error) {
-	if !knownService(req.Service) {
+	if !g.s.knownService(req.Service) {
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown service %q", req.Service))
 	}
 	if !g.s.serving() {
@@ -146,7 +154,7 @@ func (g *grpcHealthChecker) Check(_ context.Context, req *grpchealth.CheckReques
 
 // Watch implements grpchealth.Watcher.
 func (g *grpcHealthChecker) Watch(_ context.Context, req *grpchealth.CheckRequest, onChange func()) (func(), error) {
-	if !knownService(req.Service) {
+	if !g.s.knownService(req.Service) {
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown service %q", req.Service))
 	}
 	return g.s.watch(onChange), nil

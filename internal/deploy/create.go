@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -20,7 +19,8 @@ import (
 	"github.com/oaas/pm/internal/store"
 )
 
-// DefaultCluster is the cluster a deployment without target_envs goes to.
+// DefaultCluster is the cluster runtime reads ask when a request names
+// none and a cluster of that name is configured.
 const DefaultCluster = "default"
 
 // CreateOptions tune Create.
@@ -36,7 +36,17 @@ type CreateOptions struct {
 	// (its first attempt, cut short by a crash) waits for that attempt's
 	// operation and answers with its result instead of a conflict.
 	RequestKey string
+	// Apply makes a create of a key that exists (made by another request)
+	// an update to the spec, as OaaS's POST does, instead of a conflict.
+	Apply bool
 }
+
+// Outcome words of CreateResult and UpdateResult.
+const (
+	OutcomeCreated   = "created"
+	OutcomeUpdated   = "updated"
+	OutcomeUnchanged = "unchanged"
+)
 
 // CreateResult is what Create did.
 type CreateResult struct {
@@ -45,16 +55,41 @@ type CreateResult struct {
 	// (empty on a dry run).
 	Units map[string]string
 	Plan  plan.Plan
+	// Outcome is OutcomeCreated, or with Apply OutcomeUpdated or
+	// OutcomeUnchanged.
+	Outcome string
+	// Selection says how the clusters were chosen.
+	Selection Selection
 }
 
 // prepared is a deployment resolved against the registry and the clusters.
 type prepared struct {
-	pkg     *pmv1.OPackage
+	pkg    *pmv1.OPackage
+	pkgRev int64
+	// digest fingerprints the class and functions the units were built
+	// from.
+	digest  int64
 	cls     *pmv1.OClass
 	targets []string // ordered healthy first
 	plan    plan.Plan
 	units   map[string]*deploymentpb.DeploymentUnit
+	sel     Selection
 }
+
+// prepareOpts say where a deployment is placed and what it ran before.
+type prepareOpts struct {
+	// targets, when set, are the clusters (a re-plan keeps its own);
+	// otherwise the spec's target_envs, or automatic selection.
+	targets []string
+	// current are the clusters an earlier plan selected automatically: a
+	// new selection keeps them within the hysteresis margin.
+	current []string
+	// previous is the replica count of an existing plan.
+	previous int
+}
+
+// maxRevisions is how many spec revisions PM keeps of each deployment.
+const maxRevisions = 10
 
 // Create validates, plans and deploys a class deployment.
 func (s *Service) Create(ctx context.Context, spec *pmv1.OClassDeployment, opt CreateOptions) (CreateResult, error) {
@@ -63,14 +98,23 @@ func (s *Service) Create(ctx context.Context, spec *pmv1.OClassDeployment, opt C
 	}
 	spec = proto.CloneOf(spec)
 	catalog.ClearServerFields(spec)
-	p, err := s.prepare(ctx, spec, 0)
+	if opt.Apply {
+		row, err := s.st.GetDeployment(ctx, spec.GetKey())
+		switch {
+		case err == nil && (opt.RequestKey == "" || row.RequestKey != opt.RequestKey):
+			return s.applyExisting(ctx, spec, opt)
+		case err != nil && !errors.Is(err, store.ErrNotFound):
+			return CreateResult{}, err
+		}
+	}
+	p, err := s.prepare(ctx, spec, prepareOpts{})
 	if err != nil {
 		return CreateResult{}, err
 	}
-	spec.TargetEnvs = p.targets
-	d := Deployment{Key: spec.GetKey(), Spec: spec, Plan: planOf(p), Rollouts: plannedRollouts(p)}
+	d := Deployment{Key: spec.GetKey(), Spec: spec, Plan: planOf(p), Rollouts: plannedRollouts(p), SpecRevision: 1, PackageDigest: p.digest}
 	if opt.DryRun {
-		return CreateResult{Deployment: d, Plan: p.plan}, nil
+		d.Answer = answerSpec(&d, p.pkg)
+		return CreateResult{Deployment: d, Plan: p.plan, Outcome: OutcomeCreated, Selection: p.sel}, nil
 	}
 
 	// A client's create that fails everywhere leaves nothing behind.
@@ -81,11 +125,22 @@ func (s *Service) Create(ctx context.Context, spec *pmv1.OClassDeployment, opt C
 		if _, err := tx.CreateDeployment(ctx, row, rolloutRows(&d)...); err != nil {
 			return err
 		}
+		if err := tx.PutRevision(ctx, revisionRow(&d, "created"), maxRevisions); err != nil {
+			return err
+		}
 		return startOperation(ctx, tx, &op)
 	})
 	if errors.Is(err, store.ErrAlreadyExists) {
 		if opt.RequestKey != "" {
-			return s.replay(ctx, d.Key, opt)
+			res, rerr := s.replay(ctx, d.Key, opt)
+			if opt.Apply && fault.KindOf(rerr) == fault.AlreadyExists {
+				// Made by another request meanwhile: apply over it.
+				return s.applyExisting(ctx, spec, opt)
+			}
+			return res, rerr
+		}
+		if opt.Apply {
+			return s.applyExisting(ctx, spec, opt)
 		}
 		return CreateResult{}, fault.New(fault.AlreadyExists, "deployment %q already exists", d.Key)
 	}
@@ -94,7 +149,7 @@ func (s *Service) Create(ctx context.Context, spec *pmv1.OClassDeployment, opt C
 	}
 	s.log.InfoContext(ctx, "deployment planned", "deployment", d.Key, "clusters", p.targets,
 		"replicas", p.plan.Replicas, "achieved_availability", p.plan.Achieved, "target_availability", p.plan.Target,
-		"operation", op.ID)
+		"operation", op.ID, "selected", p.sel.Auto)
 
 	out, err := s.run(ctx, op, p.units, !opt.Detached)
 	if err != nil {
@@ -107,7 +162,30 @@ func (s *Service) Create(ctx context.Context, spec *pmv1.OClassDeployment, opt C
 	if err != nil {
 		return CreateResult{}, err
 	}
-	return CreateResult{Deployment: got, Units: out.Units, Plan: p.plan}, nil
+	got = s.answered(ctx, got)
+	return CreateResult{Deployment: got, Units: out.Units, Plan: p.plan, Outcome: OutcomeCreated, Selection: p.sel}, nil
+}
+
+// applyExisting is a create (with Apply) of a key that exists: an update.
+func (s *Service) applyExisting(ctx context.Context, spec *pmv1.OClassDeployment, opt CreateOptions) (CreateResult, error) {
+	res, err := s.update(ctx, spec, UpdateOptions{Expected: store.AnyRevision, DryRun: opt.DryRun, Detached: opt.Detached}, "updated")
+	if err != nil {
+		return CreateResult{}, err
+	}
+	out := OutcomeUpdated
+	if !res.Changed {
+		out = OutcomeUnchanged
+	}
+	return CreateResult{Deployment: res.Deployment, Units: res.Units, Plan: res.Plan, Outcome: out, Selection: res.Selection}, nil
+}
+
+// revisionRow is the revision row of d's spec and plan.
+func revisionRow(d *Deployment, reason string) store.RevisionRow {
+	return store.RevisionRow{
+		DeploymentKey: d.Key, Revision: d.SpecRevision, Spec: d.Spec, Targets: d.Plan.Clusters,
+		Replicas: d.Plan.Replicas, TargetAvailability: d.Plan.Target, AchievedAvailability: d.Plan.Achieved,
+		Algorithm: d.Plan.Algorithm, Strong: d.Plan.Strong, Reason: reason,
+	}
 }
 
 // replay answers a create whose deployment an earlier attempt of the same
@@ -146,7 +224,8 @@ func (s *Service) replay(ctx context.Context, key string, opt CreateOptions) (Cr
 		return CreateResult{}, err
 	}
 	s.log.InfoContext(ctx, "create retried after its first attempt was cut short; answering with its result", "deployment", key)
-	return CreateResult{Deployment: d, Units: d.Mapped(), Plan: plan.Plan{
+	d = s.answered(ctx, d)
+	return CreateResult{Deployment: d, Units: d.Mapped(), Outcome: OutcomeCreated, Plan: plan.Plan{
 		Replicas: d.Plan.Replicas, Achieved: d.Plan.Achieved, Target: d.Plan.Target, Algorithm: plan.Algorithm(d.Plan.Algorithm),
 	}}, nil
 }
@@ -234,9 +313,9 @@ func (s *Service) deployOperation(kind Kind, key string, drop bool, p *prepared)
 }
 
 // prepare resolves package, class and targets, plans replicas and builds
-// one unit per target. previous is the replica count of an existing plan.
-func (s *Service) prepare(ctx context.Context, spec *pmv1.OClassDeployment, previous int) (*prepared, error) {
-	pkg, cls, err := s.resolve(ctx, spec)
+// one unit per target.
+func (s *Service) prepare(ctx context.Context, spec *pmv1.OClassDeployment, o prepareOpts) (*prepared, error) {
+	pkg, pkgRev, cls, err := s.resolve(ctx, spec)
 	if err != nil {
 		return nil, err
 	}
@@ -245,29 +324,43 @@ func (s *Service) prepare(ctx context.Context, spec *pmv1.OClassDeployment, prev
 	if err := problems.Err("deployment"); err != nil {
 		return nil, err
 	}
-	targets, err := s.targets(spec.GetTargetEnvs())
+	strong := cls.GetStateSpec().GetConsistencyModel() == pmv1.ConsistencyModel_STRONG
+	var (
+		inputs  []plan.Cluster
+		ordered []string
+		sel     Selection
+	)
+	switch {
+	case len(o.targets) > 0 || len(spec.GetTargetEnvs()) > 0:
+		targets := o.targets
+		if len(targets) == 0 {
+			if targets, err = s.targets(spec.GetTargetEnvs()); err != nil {
+				return nil, err
+			}
+		}
+		inputs, ordered, err = s.availabilities(ctx, targets)
+	default:
+		inputs, ordered, sel, err = s.selectClusters(ctx, spec, strong, o.current)
+	}
 	if err != nil {
 		return nil, err
 	}
-	inputs, ordered, err := s.availabilities(ctx, targets)
-	if err != nil {
-		return nil, err
-	}
-	pl, err := s.plan(targetOf(spec, s.cfg.Deploy.DefaultAvailability), inputs,
-		cls.GetStateSpec().GetConsistencyModel() == pmv1.ConsistencyModel_STRONG, previous)
+	pl, err := s.plan(targetOf(spec, s.cfg.Deploy.DefaultAvailability), inputs, strong, o.previous)
 	if err != nil {
 		return nil, err
 	}
 	units := make(map[string]*deploymentpb.DeploymentUnit, len(ordered))
 	now := s.now()
+	eff := effectiveSpec(spec, ordered)
 	for _, c := range ordered {
-		u, err := BuildUnit(pkg, cls, spec, c, pl.Replicas, now)
+		u, err := BuildUnit(pkg, cls, eff, c, pl.Replicas, now)
 		if err != nil {
 			return nil, err
 		}
 		units[c] = u
 	}
-	return &prepared{pkg: pkg, cls: cls, targets: ordered, plan: pl, units: units}, nil
+	return &prepared{pkg: pkg, pkgRev: pkgRev, digest: packageDigest(pkg, cls, spec), cls: cls, targets: ordered, plan: pl,
+		units: units, sel: sel}, nil
 }
 
 // targetOf is the availability a deployment asks for, else the default.
@@ -291,17 +384,17 @@ func (s *Service) plan(target float64, clusters []plan.Cluster, strong bool, pre
 	})
 }
 
-// resolve finds a deployment's package and class.
-func (s *Service) resolve(ctx context.Context, spec *pmv1.OClassDeployment) (*pmv1.OPackage, *pmv1.OClass, error) {
+// resolve finds a deployment's package (and its revision) and class.
+func (s *Service) resolve(ctx context.Context, spec *pmv1.OClassDeployment) (*pmv1.OPackage, int64, *pmv1.OClass, error) {
 	rec, err := s.st.GetPackage(ctx, spec.GetPackageName())
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, nil, fault.NotFoundf("package %q not found", spec.GetPackageName())
+		return nil, 0, nil, fault.NotFoundf("package %q not found", spec.GetPackageName())
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, 0, nil, err
 	}
 	cls, err := classOf(rec.Package, spec.GetClassKey())
-	return rec.Package, cls, err
+	return rec.Package, rec.Revision, cls, err
 }
 
 func classOf(pkg *pmv1.OPackage, key string) (*pmv1.OClass, error) {
@@ -313,15 +406,8 @@ func classOf(pkg *pmv1.OPackage, key string) (*pmv1.OClass, error) {
 	return nil, fault.Invalidf("class_key: class %q not found in package %q", key, pkg.GetName())
 }
 
-// targets validates and deduplicates target clusters.
+// targets validates and deduplicates explicit target clusters.
 func (s *Service) targets(envs []string) ([]string, error) {
-	if len(envs) == 0 {
-		if s.cl.Has(DefaultCluster) {
-			return []string{DefaultCluster}, nil
-		}
-		return nil, fault.Invalidf("target_envs: is empty and no cluster named %q is configured (known: %s)",
-			DefaultCluster, strings.Join(s.cl.Names(), ", "))
-	}
 	var out, unknown []string
 	for _, e := range envs {
 		if slices.Contains(out, e) {
@@ -340,46 +426,45 @@ func (s *Service) targets(envs []string) ([]string, error) {
 	return out, nil
 }
 
+// checkPlacement checks what can be checked of a deployment's placement
+// without asking the clusters: explicit targets are configured, or
+// automatic selection has candidates.
+func (s *Service) checkPlacement(spec *pmv1.OClassDeployment) error {
+	if len(spec.GetTargetEnvs()) > 0 {
+		_, err := s.targets(spec.GetTargetEnvs())
+		return err
+	}
+	_, err := s.candidates(spec)
+	return err
+}
+
 // availabilities asks every target for its availability in parallel and
 // returns them with the targets in placement order (healthy first, then
 // degraded, ties by name).
 func (s *Service) availabilities(ctx context.Context, targets []string) ([]plan.Cluster, []string, error) {
+	probes := s.probeAll(ctx, targets)
 	out := make([]plan.Cluster, len(targets))
-	ranks := make([]int, len(targets))
-	errs := make([]error, len(targets))
-	var wg sync.WaitGroup
-	for i, name := range targets {
-		wg.Go(func() {
-			sig, err := s.cl.Signals(ctx, name)
-			if err != nil {
-				errs[i] = fault.Wrap(fault.Unavailable, err, "cannot read its availability: %v", err)
-				return
+	var errs []error
+	unreachable := 0
+	var names []string
+	rank := map[string]int{}
+	for i, p := range probes {
+		out[i], rank[p.name] = p.in, p.rank
+		if p.err != nil {
+			errs = append(errs, p.err)
+			names = append(names, fmt.Sprintf("%q (%v)", p.name, p.err))
+			if fault.KindOf(p.err) == fault.Unavailable {
+				unreachable++
 			}
-			out[i], ranks[i], errs[i] = clusterInput(name, sig)
-		})
+		}
 	}
-	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		// Every target unreachable is an outage (503); some targets without
 		// a usable availability is a bad target list (400, naming them).
-		unreachable := 0
-		var names []string
-		for i, e := range errs {
-			if e != nil {
-				names = append(names, fmt.Sprintf("%q (%v)", targets[i], e))
-				if fault.KindOf(e) == fault.Unavailable {
-					unreachable++
-				}
-			}
-		}
 		if unreachable == len(targets) {
 			return nil, nil, fault.Wrap(fault.Unavailable, err, "no target cluster can be reached: %s", strings.Join(names, "; "))
 		}
 		return nil, nil, fault.Invalidf("target_envs: no usable availability for %s", strings.Join(names, "; "))
-	}
-	rank := map[string]int{}
-	for i, t := range targets {
-		rank[t] = ranks[i]
 	}
 	ordered := slices.Clone(targets)
 	slices.SortStableFunc(ordered, func(a, b string) int {
@@ -405,15 +490,16 @@ func (s *Service) unitsFor(ctx context.Context, op Operation) (map[string]*deplo
 	if err != nil {
 		return nil, fmt.Errorf("deployment %q: %w", op.DeploymentKey, err)
 	}
-	pkg, cls, err := s.resolve(ctx, row.Spec)
+	pkg, _, cls, err := s.resolve(ctx, row.Spec)
 	if err != nil {
 		return nil, err
 	}
 	replicas := max(row.Replicas, 1)
 	units := map[string]*deploymentpb.DeploymentUnit{}
 	now := s.now()
+	eff := effectiveSpec(row.Spec, row.Targets)
 	for _, st := range op.Steps {
-		u, err := BuildUnit(pkg, cls, row.Spec, st.Cluster, replicas, now)
+		u, err := BuildUnit(pkg, cls, eff, st.Cluster, replicas, now)
 		if err != nil {
 			return nil, err
 		}

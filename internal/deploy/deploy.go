@@ -8,8 +8,11 @@
 //     event → action and next state; executor.go runs operations through
 //     it, one transaction per step outcome and per transition, and survives
 //     a crash at any boundary (leases, resume).
-//   - create.go, lifecycle.go: the requests (plan and create, delete, reads)
-//     and the hooks the package registry calls (hooks.go).
+//   - create.go, update.go, lifecycle.go: the requests (plan and create,
+//     apply and update with spec revisions and rollback, delete, reads)
+//     and the hooks the package registry calls (hooks.go); select.go
+//     places a deployment that names no clusters; effective.go is what PM
+//     fills into a spec (ODGM defaults, node ids, derived functions).
 //   - runtime.go: runtime views, asked of the clusters on demand.
 //   - services.go and the files it names: the background services (resume,
 //     re-plan, cluster observation feeding drift repair, condition refresh

@@ -285,7 +285,7 @@ func TestResumeDeleteAfterCrash(t *testing.T) {
 					t.Fatal(err)
 				}
 				crashed := w.pm("pm-a", lease, crashAt(boundary, 1))
-				if err := crashed.Delete(context.Background(), "d", "", store.AnyRevision); fault.KindOf(err) != fault.Unavailable {
+				if _, err := crashed.Delete(context.Background(), "d", "", store.AnyRevision); fault.KindOf(err) != fault.Unavailable {
 					t.Fatalf("delete across a crash: %v", err)
 				}
 				w.resume(lease)
@@ -567,14 +567,14 @@ func TestOneOperationAtATime(t *testing.T) {
 	}()
 	<-entered
 	other := w.pm("pm-b", 5*time.Second, deploy.Hooks{})
-	if err := other.Delete(context.Background(), "d", "", store.AnyRevision); fault.KindOf(err) != fault.Conflict {
+	if _, err := other.Delete(context.Background(), "d", "", store.AnyRevision); fault.KindOf(err) != fault.Conflict {
 		t.Errorf("delete during a deploy: %v, want Conflict", err)
 	}
 	close(release)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if err := other.Delete(context.Background(), "d", "", store.AnyRevision); err != nil {
+	if _, err := other.Delete(context.Background(), "d", "", store.AnyRevision); err != nil {
 		t.Fatalf("delete after the deploy: %v", err)
 	}
 	if n := w.sims["a"].RuntimeCount(); n != 0 {
@@ -687,7 +687,7 @@ func TestPartialDeployUnitIsAdopted(t *testing.T) {
 	if ms := w.mapped("d"); len(ms) != 2 {
 		t.Errorf("mapped after adoption: %v", ms)
 	}
-	if err := pm.Delete(context.Background(), "d", "", store.AnyRevision); err != nil {
+	if _, err := pm.Delete(context.Background(), "d", "", store.AnyRevision); err != nil {
 		t.Fatal(err)
 	}
 	for n, c := range w.runtimes() {

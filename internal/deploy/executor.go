@@ -11,6 +11,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	commonpb "github.com/oaas/pm/gen/go/oaas/common"
 	deploymentpb "github.com/oaas/pm/gen/go/oaas/deployment"
@@ -74,6 +78,9 @@ func startOperation(ctx context.Context, tx store.Tx, op *Operation) error {
 	return err
 }
 
+// tracer makes the operation and step spans (a no-op unless tracing is on).
+var tracer = otel.Tracer("github.com/oaas/pm/internal/deploy")
+
 // run executes op's pending steps and then its transition. units may be
 // nil; deploy steps then rebuild them from the stored deployment (a
 // resumed operation).
@@ -88,6 +95,12 @@ func (e *executor) run(ctx context.Context, op Operation, units map[string]*depl
 	// cancels it, and the operation, still leased, resumes elsewhere.
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
+	// One span per run of an operation: a child of the request's span when a
+	// request started it, a trace of its own when a background service
+	// resumed it.
+	ctx, span := tracer.Start(ctx, "pm.operation "+string(op.Kind), trace.WithAttributes(
+		attribute.String("pm.operation.id", op.ID), attribute.String("pm.deployment.key", op.DeploymentKey)))
+	defer span.End()
 	stopBase := context.AfterFunc(e.base, cancel)
 	defer stopBase()
 	stopRenew := e.renewLease(ctx, cancel, op.ID)
@@ -246,7 +259,15 @@ func (e *executor) renewLease(ctx context.Context, cancel context.CancelFunc, id
 // runStep makes one cluster's CRM calls, with retries, and records the
 // outcome. It returns the kind of the failure (0 on success), and an error
 // only when the operation must be abandoned.
-func (e *executor) runStep(ctx context.Context, rec *recorder, op Operation, rollouts map[string]Rollout, step Step, unit *deploymentpb.DeploymentUnit) (fault.Kind, error) {
+func (e *executor) runStep(ctx context.Context, rec *recorder, op Operation, rollouts map[string]Rollout, step Step, unit *deploymentpb.DeploymentUnit) (failure fault.Kind, err error) {
+	ctx, span := tracer.Start(ctx, "pm.step "+step.Cluster, trace.WithAttributes(
+		attribute.String("pm.cluster", step.Cluster), attribute.String("pm.unit.id", step.UnitID)))
+	defer func() {
+		if failure != 0 || err != nil {
+			span.SetStatus(codes.Error, failure.String())
+		}
+		span.End()
+	}()
 	attempts := 1 + e.s.cfg.Deploy.MaxRetries
 	crm, cerr := e.s.cl.CRM(step.Cluster)
 	var lastKind fault.Kind
@@ -430,7 +451,7 @@ func (e *executor) finish(ctx context.Context, id string, kinds map[string]fault
 		return Outcome{}, fault.Wrap(fault.Internal, err, "%s: %v", op.String(), err)
 	}
 	msg := failureText(&op, ev)
-	var rb *Operation
+	var follow *Operation
 	var until time.Time
 	owner := e.s.cfg.Owner
 	text, changes := lastErrorAfter(&op, msg, lastError)
@@ -439,7 +460,7 @@ func (e *executor) finish(ctx context.Context, id string, kinds map[string]fault
 		// cannot conflict with the many other operations finishing).
 		err = e.s.st.SetOperationState(ctx, op.ID, owner, string(tr.Next), msg, until)
 	} else {
-		err = e.applyTransition(ctx, &op, tr, msg, text, changes, &rb, &until)
+		err = e.applyTransition(ctx, &op, tr, msg, text, changes, &follow, &until)
 	}
 	if err != nil {
 		// The transition did not land (the lease is lost, or the database
@@ -447,18 +468,19 @@ func (e *executor) finish(ctx context.Context, id string, kinds map[string]fault
 		// next applies it.
 		return Outcome{}, e.abandon(ctx, op, err)
 	}
-	return e.outcome(ctx, &op, ev, tr, msg, kinds, rb), nil
+	return e.outcome(ctx, &op, ev, tr, msg, kinds, follow), nil
 }
 
 // applyTransition applies a transition that writes more than the
-// operation's state, in one transaction.
+// operation's state, in one transaction, and returns the operation it
+// started (a rollback, revert or prune) in followOut.
 func (e *executor) applyTransition(ctx context.Context, op *Operation, tr Transition, msg, text string, changes bool,
-	rbOut **Operation, untilOut *time.Time) error {
+	followOut **Operation, untilOut *time.Time) error {
 	owner := e.s.cfg.Owner
 	return e.retryConflicts(ctx, func(ctx context.Context, tx store.Tx) error {
-		var rb *Operation
+		var follow *Operation
 		var until time.Time
-		defer func() { *rbOut, *untilOut = rb, until }()
+		defer func() { *followOut, *untilOut = follow, until }()
 		settle := func() error {
 			if !changes {
 				return nil
@@ -466,11 +488,11 @@ func (e *executor) applyTransition(ctx context.Context, op *Operation, tr Transi
 			return setLastError(ctx, tx, op.DeploymentKey, text)
 		}
 		switch tr.Action {
-		case ActSettle, ActComplete, ActRollBack:
+		case ActSettle, ActComplete, ActRollBack, ActPrune:
 			if err := settle(); err != nil {
 				return err
 			}
-		case ActHalt:
+		case ActHalt, ActRevert:
 			var skipped []store.StepRow
 			for _, st := range op.Steps {
 				if st.State == StepPending {
@@ -510,7 +532,9 @@ func (e *executor) applyTransition(ctx context.Context, op *Operation, tr Transi
 		if err := tx.SetOperationState(ctx, op.ID, owner, string(tr.Next), msg, until); err != nil {
 			return err
 		}
-		if tr.Action == ActRollBack {
+		var err error
+		switch tr.Action {
+		case ActRollBack:
 			// Undo every step, failed ones included: a Deploy that timed out
 			// (or whose answer was lost) may well have been applied.
 			r := e.s.newOperation(KindRollback, op.DeploymentKey, op.Drop)
@@ -518,16 +542,110 @@ func (e *executor) applyTransition(ctx context.Context, op *Operation, tr Transi
 			for _, st := range op.Steps {
 				r.Steps = append(r.Steps, Step{Cluster: st.Cluster, UnitID: st.UnitID, State: StepPending})
 			}
-			rb = &r
-			return startOperation(ctx, tx, rb)
+			follow = &r
+		case ActPrune:
+			follow, err = e.pruneOperation(ctx, tx, op.DeploymentKey)
+		case ActRevert:
+			follow, err = e.revertOperation(ctx, tx, op, msg)
 		}
-		return nil
+		if err != nil || follow == nil {
+			return err
+		}
+		return startOperation(ctx, tx, follow)
 	})
 }
 
-// outcome is what a finished transition means to a waiting client; a
-// rollback it started is run first.
-func (e *executor) outcome(ctx context.Context, op *Operation, ev Event, tr Transition, msg string, kinds map[string]fault.Kind, rb *Operation) Outcome {
+// pruneOperation is the delete of the units a deployment has on clusters
+// it no longer targets (an update or revert moved it); nil when there are
+// none.
+func (e *executor) pruneOperation(ctx context.Context, tx store.Tx, key string) (*Operation, error) {
+	row, err := tx.GetDeployment(ctx, key)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	rs, err := tx.ListRollouts(ctx, store.RolloutFilter{DeploymentKeys: []string{key}})
+	if err != nil {
+		return nil, err
+	}
+	del := e.s.newOperation(KindDelete, key, false)
+	for _, x := range rs {
+		r, err := rolloutOf(x)
+		if err != nil {
+			return nil, err
+		}
+		if r.State.known() && !slices.Contains(row.Targets, r.Cluster) {
+			del.Steps = append(del.Steps, Step{Cluster: r.Cluster, UnitID: r.UnitID, State: StepPending})
+		}
+	}
+	if len(del.Steps) == 0 {
+		return nil, nil
+	}
+	return &del, nil
+}
+
+// revertOperation puts back the spec revision before the one a failed
+// update wrote, as a new revision, and returns the operation that
+// re-sends it to the clusters the update reached (the prune when none of
+// them is one of the previous spec's); nil when there is no previous
+// revision to go back to.
+func (e *executor) revertOperation(ctx context.Context, tx store.Tx, op *Operation, msg string) (*Operation, error) {
+	key := op.DeploymentKey
+	row, err := tx.GetDeployment(ctx, key)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	revs, err := tx.ListRevisions(ctx, key) // newest first
+	if err != nil {
+		return nil, err
+	}
+	var prev *store.RevisionRow
+	for i := range revs {
+		if revs[i].Revision < row.SpecRevision {
+			prev = &revs[i]
+			break
+		}
+	}
+	if prev == nil || len(revs) == 0 {
+		e.s.log.WarnContext(ctx, "update failed and no earlier revision is kept; the clusters it reached keep it",
+			"deployment", key, "operation", op.ID)
+		return nil, nil
+	}
+	next := *prev
+	next.Revision = max(revs[0].Revision, row.SpecRevision) + 1
+	next.Reason = fmt.Sprintf("reverted to revision %d: %s", prev.Revision, msg)
+	row.Spec, row.Targets, row.SpecRevision = prev.Spec, prev.Targets, next.Revision
+	row.Replicas, row.TargetAvailability, row.AchievedAvailability = prev.Replicas, prev.TargetAvailability, prev.AchievedAvailability
+	row.Algorithm, row.Strong = prev.Algorithm, prev.Strong
+	if _, err := tx.UpdateDeployment(ctx, row, store.AnyRevision); err != nil {
+		return nil, err
+	}
+	if err := tx.PutRevision(ctx, next, maxRevisions); err != nil {
+		return nil, err
+	}
+	rv := e.s.newOperation(KindRevert, key, false)
+	rv.Error = msg
+	for _, st := range op.Steps {
+		if (st.State == StepSucceeded || st.State == StepFailed) && slices.Contains(prev.Targets, st.Cluster) {
+			rv.Steps = append(rv.Steps, Step{Cluster: st.Cluster, UnitID: st.UnitID, State: StepPending})
+		}
+	}
+	e.s.log.WarnContext(ctx, "update failed; reverting to the previous revision", "deployment", key,
+		"to_revision", prev.Revision, "as_revision", next.Revision, "clusters", len(rv.Steps), "failure", msg)
+	if len(rv.Steps) == 0 {
+		return e.pruneOperation(ctx, tx, key)
+	}
+	return &rv, nil
+}
+
+// outcome is what a finished transition means to a waiting client; an
+// operation it started (rollback, revert, prune) is run first.
+func (e *executor) outcome(ctx context.Context, op *Operation, ev Event, tr Transition, msg string, kinds map[string]fault.Kind, follow *Operation) Outcome {
 	e.s.log.InfoContext(ctx, "operation finished", "operation", op.ID, "kind", op.Kind, "deployment", op.DeploymentKey,
 		"event", ev, "action", tr.Action, "state", tr.Next)
 
@@ -539,19 +657,41 @@ func (e *executor) outcome(ctx context.Context, op *Operation, ev Event, tr Tran
 	}
 	failKind := clientKind(op, kinds)
 	switch {
-	case rb != nil:
+	case follow != nil && tr.Action == ActRollBack:
 		e.s.stats.rollbacks.Add(1)
 		e.s.log.WarnContext(ctx, "deploy failed; rolling back", "deployment", op.DeploymentKey, "failure", msg)
-		rbOut, rbErr := e.run(ctx, *rb, nil)
+		rbOut, rbErr := e.run(ctx, *follow, nil)
 		switch {
 		case rbErr != nil:
-			out.Failure = fault.New(failKind, "%s; rolling back (operation %s) goes on in the background", msg, rb.ID)
+			out.Failure = fault.New(failKind, "%s; rolling back (operation %s) goes on in the background", msg, follow.ID)
 		case rbOut.Failure != nil:
 			out.Failure = fault.New(failKind, "%s; rollback incomplete, PM keeps trying: %v", msg, rbOut.Failure)
 		default:
 			out.Failure = fault.New(failKind, "%s; rolled back", msg)
 		}
 		out.Units = nil
+	case follow != nil && tr.Action == ActRevert:
+		e.s.stats.rollbacks.Add(1)
+		what := "reverted to the previous revision"
+		if follow.Kind == KindDelete {
+			what = "reverted to the previous revision (removing the unit from the clusters it added)"
+		}
+		fOut, fErr := e.run(ctx, *follow, nil)
+		switch {
+		case fErr != nil:
+			out.Failure = fault.New(failKind, "%s; reverting (operation %s) goes on in the background", msg, follow.ID)
+		case fOut.Failure != nil:
+			out.Failure = fault.New(failKind, "%s; reverting to the previous revision failed too: %v", msg, fOut.Failure)
+		default:
+			out.Failure = fault.New(failKind, "%s; %s", msg, what)
+		}
+	case follow != nil:
+		// A prune: the deployment moved off some clusters. Its failure is
+		// not the update's; the delete keeps retrying.
+		if fOut, fErr := e.run(ctx, *follow, nil); fErr != nil || fOut.Failure != nil {
+			e.s.log.WarnContext(ctx, "removing units from clusters a deployment left did not finish; PM keeps trying",
+				"deployment", op.DeploymentKey, "operation", follow.ID)
+		}
 	case tr.Action == ActRetryLater:
 		out.Failure = fault.New(failKind, "%s; PM keeps retrying", msg)
 	case tr.Next == OpFailed && tr.Action == ActComplete:
@@ -575,7 +715,7 @@ func lastErrorAfter(op *Operation, msg, known string) (text string, changes bool
 	text = msg
 	switch {
 	case msg != "":
-	case op.Kind == KindRollback:
+	case op.Kind == KindRollback || op.Kind == KindRevert:
 		text = op.Error
 	case !op.Kind.sendsUnits():
 		return known, false
@@ -623,7 +763,9 @@ func failureText(op *Operation, ev Event) string {
 	case op.Kind == KindHeal:
 		return "re-deploy failed in " + where
 	case op.Kind == KindUpdate:
-		return "update halted: it failed in " + where
+		return "update failed in " + where
+	case op.Kind == KindRevert:
+		return "revert failed in " + where
 	default:
 		return fmt.Sprintf("%s of deployment %q failed in %s", op.Kind, op.DeploymentKey, where)
 	}

@@ -50,7 +50,7 @@ func (s *Service) CheckPackageWrite(ctx context.Context, r store.Tx, pkg *pmv1.O
 		} else {
 			catalog.CheckFunctionSpecs(&problems, path, d, pkg, cls)
 		}
-		if _, err := s.targets(d.GetTargetEnvs()); err != nil {
+		if err := s.checkPlacement(d); err != nil {
 			problems.Addf(path, "%s", err.Error())
 		}
 		cur, err := r.GetDeployment(ctx, d.GetKey())
@@ -142,8 +142,11 @@ func (s *Service) StagePackage(ctx context.Context, tx store.Tx, pkg *pmv1.OPack
 		} else if !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
-		staged := Deployment{Key: d.GetKey(), Spec: d, Plan: Plan{Clusters: d.GetTargetEnvs()}}
+		staged := Deployment{Key: d.GetKey(), Spec: d, Plan: Plan{Clusters: d.GetTargetEnvs()}, SpecRevision: 1}
 		if _, err := tx.CreateDeployment(ctx, deploymentRow(&staged)); err != nil {
+			return err
+		}
+		if err := tx.PutRevision(ctx, revisionRow(&staged, "created (embedded in package "+pkg.GetName()+")"), maxRevisions); err != nil {
 			return err
 		}
 	}
@@ -184,7 +187,7 @@ func (s *Service) PackageWritten(ctx context.Context, pkg *pmv1.OPackage) {
 // meanwhile; a planning failure is recorded on it. It reports whether the
 // deployment now runs.
 func (s *Service) deployRecorded(ctx context.Context, row store.DeploymentRow, kind Kind) bool {
-	p, err := s.prepare(ctx, row.Spec, 0)
+	p, err := s.prepare(ctx, row.Spec, prepareOpts{})
 	if err != nil {
 		s.log.WarnContext(ctx, "auto-deploy cannot plan yet; the planner retries", "deployment", row.Key, "error", err)
 		if row.LastError != err.Error() {
@@ -207,7 +210,7 @@ func (s *Service) deployRecorded(ctx context.Context, row store.DeploymentRow, k
 		if err != nil {
 			return err
 		}
-		d.Spec.TargetEnvs, d.Plan = p.targets, planOf(p)
+		d.Plan, d.PackageDigest = planOf(p), p.digest
 		d.Rollouts = plannedRollouts(p)
 		if _, err := tx.UpdateDeployment(ctx, deploymentRow(&d), cur.Revision); err != nil {
 			return err
@@ -227,8 +230,9 @@ func (s *Service) deployRecorded(ctx context.Context, row store.DeploymentRow, k
 }
 
 // BeforePackageDelete cascades a package delete to its deployments when the
-// policy says so, and otherwise refuses while deployments exist.
-func (s *Service) BeforePackageDelete(ctx context.Context, name string) error {
+// policy (PACKAGE_DELETE_CASCADE) or the request (cascade) says so, and
+// otherwise refuses while deployments exist.
+func (s *Service) BeforePackageDelete(ctx context.Context, name string, cascade bool) error {
 	var keys []string
 	after := ""
 	for {
@@ -247,13 +251,13 @@ func (s *Service) BeforePackageDelete(ctx context.Context, name string) error {
 	if len(keys) == 0 {
 		return nil
 	}
-	if !s.cfg.Cascade {
-		return fault.New(fault.Conflict, "package %q has deployments (%s); delete them first, or configure package deletes to cascade",
+	if !s.cfg.Cascade && !cascade {
+		return fault.New(fault.Conflict, "package %q has deployments (%s); delete them first, or delete the package with cascade (?cascade=true)",
 			name, strings.Join(keys, ", "))
 	}
 	var busy []string
 	for _, k := range keys {
-		err := s.Delete(ctx, k, "", store.AnyRevision)
+		_, err := s.Delete(ctx, k, "", store.AnyRevision)
 		switch {
 		case err == nil, fault.KindOf(err) == fault.NotFound:
 		case fault.KindOf(err) == fault.Conflict:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,7 +18,11 @@ import (
 // background observation of the clusters (or a just-finished operation);
 // a read never calls a CRM.
 func (s *Service) Get(ctx context.Context, key string) (Deployment, error) {
-	return s.read(ctx, key)
+	d, err := s.read(ctx, key)
+	if err != nil {
+		return Deployment{}, err
+	}
+	return s.answered(ctx, d), nil
 }
 
 // read loads a deployment with its rollouts.
@@ -78,7 +83,11 @@ func (s *Service) List(ctx context.Context, q ListQuery) ([]Deployment, string, 
 		next = catalog.EncodePageToken(rows[len(rows)-1].Key)
 	}
 	ds, err := s.withRollouts(ctx, rows)
-	return ds, next, err
+	if err != nil {
+		return nil, "", err
+	}
+	s.withAnswers(ctx, ds)
+	return ds, next, nil
 }
 
 // withRollouts joins a page of deployment rows with their rollouts, in one
@@ -118,16 +127,49 @@ func (s *Service) Mappings(ctx context.Context, key string) (map[string]string, 
 	return d.Mapped(), nil
 }
 
+// DeleteResult is what a delete removed.
+type DeleteResult struct {
+	// Key is the deployment the delete acted on.
+	Key string
+	// UnitID is set when the request named a unit id, not a deployment.
+	UnitID string
+	// Cluster is the one cluster a delete was limited to ("" for all).
+	Cluster string
+	// Clusters are the clusters whose units were removed (for a whole
+	// deployment: every cluster it was placed on), in placement order.
+	Clusters []string
+}
+
 // Delete removes a deployment's unit from one cluster (cluster != "") or
 // every unit and then the deployment. A cluster without a unit is a no-op.
-// expected is the caller's revision (store.AnyRevision: any).
-func (s *Service) Delete(ctx context.Context, key, cluster string, expected int64) error {
+// expected is the caller's revision (store.AnyRevision: any). With a
+// cluster, a key no deployment has may be the id of a unit on that cluster
+// (first-generation OaaS clients delete units by id): that unit goes.
+func (s *Service) Delete(ctx context.Context, key, cluster string, expected int64) (DeleteResult, error) {
+	res, err := s.delete(ctx, key, cluster, expected)
+	if fault.KindOf(err) != fault.NotFound || cluster == "" || expected != store.AnyRevision {
+		return res, err
+	}
+	rows, lerr := s.st.ListRollouts(ctx, store.RolloutFilter{Cluster: cluster, UnitIDs: []string{key}})
+	if lerr != nil || len(rows) != 1 {
+		return res, err
+	}
+	res, err = s.delete(ctx, rows[0].DeploymentKey, cluster, store.AnyRevision)
+	if fault.KindOf(err) == fault.NotFound {
+		return res, fault.NotFoundf("deployment or unit %q not found", key)
+	}
+	res.UnitID = key
+	return res, err
+}
+
+func (s *Service) delete(ctx context.Context, key, cluster string, expected int64) (DeleteResult, error) {
+	res := DeleteResult{Key: key, Cluster: cluster}
 	if cluster != "" && !s.cl.Has(cluster) {
-		return fault.Invalidf("cluster: unknown cluster %q (known: %s)", cluster, strings.Join(s.cl.Names(), ", "))
+		return res, fault.Invalidf("cluster: unknown cluster %q (known: %s)", cluster, strings.Join(s.cl.Names(), ", "))
 	}
 	op := s.newOperation(KindDelete, key, cluster == "")
 	err := s.exec.retryConflicts(ctx, func(ctx context.Context, tx store.Tx) error {
-		op.Steps = nil
+		op.Steps, res.Clusters = nil, nil
 		row, err := tx.GetDeployment(ctx, key)
 		if err != nil {
 			return err
@@ -142,6 +184,7 @@ func (s *Service) Delete(ctx context.Context, key, cluster string, expected int6
 		if op.Steps, err = deleteSteps(rs, cluster); err != nil {
 			return err
 		}
+		res.Clusters = deletedClusters(row.Targets, op.Steps, cluster)
 		if len(op.Steps) == 0 {
 			if cluster != "" {
 				return nil
@@ -160,19 +203,37 @@ func (s *Service) Delete(ctx context.Context, key, cluster string, expected int6
 		return startOperation(ctx, tx, &op)
 	})
 	if errors.Is(err, store.ErrNotFound) {
-		return fault.NotFoundf("deployment %q not found", key)
+		return res, fault.NotFoundf("deployment %q not found", key)
 	}
 	if err != nil || len(op.Steps) == 0 {
-		return err
+		return res, err
 	}
 	out, err := s.run(ctx, op, nil, true)
 	if err != nil {
-		return err
+		return res, err
 	}
 	if out.Failure == nil {
 		s.log.InfoContext(ctx, "deployment deleted", "deployment", key, "cluster", cluster)
 	}
-	return out.Failure
+	return res, out.Failure
+}
+
+// deletedClusters names what a delete removes: for a whole deployment, the
+// clusters it was placed on and any other with a unit; for one cluster,
+// that cluster if it had a unit.
+func deletedClusters(targets []string, steps []Step, cluster string) []string {
+	var out []string
+	if cluster == "" {
+		out = slices.Clone(targets)
+	}
+	var more []string
+	for _, st := range steps {
+		if !slices.Contains(out, st.Cluster) && !slices.Contains(more, st.Cluster) {
+			more = append(more, st.Cluster)
+		}
+	}
+	slices.Sort(more)
+	return append(out, more...)
 }
 
 // deleteSteps are the units to remove: every one PM knows may run there

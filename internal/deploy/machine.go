@@ -48,6 +48,15 @@ const (
 	ActRetryLater Action = "retry later"
 	// ActResume takes a waiting operation up again (claiming does it).
 	ActResume Action = "resume"
+	// ActPrune settles and starts a delete of the units on clusters the
+	// deployment no longer targets (an update that moved it), in the same
+	// transaction.
+	ActPrune Action = "prune"
+	// ActRevert halts (skips the steps not run, settles) and puts the
+	// previous spec revision back as a new one, starting a revert
+	// operation that re-sends it to the clusters the update reached, in
+	// the same transaction. Without a previous revision it only halts.
+	ActRevert Action = "revert"
 )
 
 // Transition is one row of a machine.
@@ -69,8 +78,15 @@ var machines = map[Kind]map[OpState]map[Event]Transition{
 	},
 	KindUpdate: {
 		OpRunning: {
-			EvDone:    {ActSettle, OpSucceeded},
-			EvPartial: {ActHalt, OpFailed}, // updated clusters keep the new units
+			EvDone:    {ActPrune, OpSucceeded},
+			EvPartial: {ActRevert, OpFailed},
+			EvFailed:  {ActRevert, OpFailed}, // the failed cluster may have taken it
+		},
+	},
+	KindRevert: {
+		OpRunning: {
+			EvDone:    {ActPrune, OpSucceeded},
+			EvPartial: {ActHalt, OpFailed}, // a revert is not reverted
 			EvFailed:  {ActHalt, OpFailed},
 		},
 	},

@@ -33,9 +33,12 @@ func TestMachines(t *testing.T) {
 		{KindHeal, OpRunning, EvDone, Transition{ActSettle, OpSucceeded}},
 		{KindHeal, OpRunning, EvPartial, Transition{ActSettle, OpFailed}},
 		{KindHeal, OpRunning, EvFailed, Transition{ActSettle, OpFailed}},
-		{KindUpdate, OpRunning, EvDone, Transition{ActSettle, OpSucceeded}},
-		{KindUpdate, OpRunning, EvPartial, Transition{ActHalt, OpFailed}},
-		{KindUpdate, OpRunning, EvFailed, Transition{ActHalt, OpFailed}},
+		{KindUpdate, OpRunning, EvDone, Transition{ActPrune, OpSucceeded}},
+		{KindUpdate, OpRunning, EvPartial, Transition{ActRevert, OpFailed}},
+		{KindUpdate, OpRunning, EvFailed, Transition{ActRevert, OpFailed}},
+		{KindRevert, OpRunning, EvDone, Transition{ActPrune, OpSucceeded}},
+		{KindRevert, OpRunning, EvPartial, Transition{ActHalt, OpFailed}},
+		{KindRevert, OpRunning, EvFailed, Transition{ActHalt, OpFailed}},
 		{KindDelete, OpRunning, EvDone, Transition{ActComplete, OpSucceeded}},
 		{KindDelete, OpRunning, EvPartial, Transition{ActRetryLater, OpWaiting}},
 		{KindDelete, OpRunning, EvFailed, Transition{ActRetryLater, OpWaiting}},
@@ -62,6 +65,7 @@ func TestMachines(t *testing.T) {
 		{KindDeploy, OpRunning, EvExhausted},    // deploys are not capped
 		{KindHeal, OpWaiting, EvRetryDue},       // repairs never wait
 		{KindUpdate, OpWaiting, EvRetryDue},     // nor do updates
+		{KindRevert, OpRunning, EvExhausted},    // nor reverts
 		{KindDelete, OpSucceeded, EvDone},       // finished is final
 		{KindRollback, OpFailed, EvRetryDue},    // so is failed
 		{KindDelete, OpWaiting, EvPartial},      // a waiting operation runs no steps

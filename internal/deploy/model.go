@@ -112,8 +112,17 @@ type Deployment struct {
 	LastError string
 	// Revision grows by one on every change of spec or plan (not on
 	// condition changes, which come from the clusters).
-	Revision             int64
+	Revision int64
+	// SpecRevision numbers the spec among the deployment's revisions
+	// (ListRevisions); 0 for a deployment stored before PM kept them.
+	SpecRevision int64
+	// PackageDigest fingerprints the package parts it was last planned
+	// from (its class and functions; 0: unknown).
+	PackageDigest        int64
 	CreatedAt, UpdatedAt time.Time
+	// Answer is the spec as PM answers it (answerSpec: selected clusters,
+	// ODGM defaults, node ids, derived functions); set by reads.
+	Answer *pmv1.OClassDeployment
 }
 
 // Rollout returns the rollout on cluster.
@@ -194,11 +203,19 @@ const (
 	// KindHeal re-sends units of an existing deployment (drift repair,
 	// re-plan, retries); it never rolls back what runs.
 	KindHeal Kind = "heal"
+	// KindRevert re-sends the previous spec's units to the clusters a
+	// failed update reached (the deployment's spec was put back with it).
+	KindRevert Kind = "revert"
 )
+
+// kinds are every operation kind, for parsing stored ones.
+var kinds = []Kind{KindDeploy, KindUpdate, KindDelete, KindRollback, KindHeal, KindRevert}
 
 // sendsUnits reports whether the kind's steps deploy units (rather than
 // remove them).
-func (k Kind) sendsUnits() bool { return k == KindDeploy || k == KindUpdate || k == KindHeal }
+func (k Kind) sendsUnits() bool {
+	return k == KindDeploy || k == KindUpdate || k == KindHeal || k == KindRevert
+}
 
 // OpState is where an operation is.
 type OpState string

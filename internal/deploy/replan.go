@@ -244,7 +244,7 @@ func (p *Planner) replan(ctx context.Context, row store.DeploymentRow) bool {
 		return false
 	}
 	prev := d.Plan.Replicas
-	pr, err := s.prepare(ctx, d.Spec, prev)
+	pr, err := s.prepare(ctx, d.Spec, prepareOpts{targets: d.Plan.Clusters, previous: prev})
 	if err != nil || pr.plan.Replicas == prev {
 		if err != nil {
 			s.log.DebugContext(ctx, "re-plan skipped", "deployment", row.Key, "error", err)
@@ -269,6 +269,7 @@ func (p *Planner) replan(ctx context.Context, row store.DeploymentRow) bool {
 			return fmt.Errorf("deployment %q changed meanwhile", d.Key)
 		}
 		cur.Replicas, cur.AchievedAvailability, cur.TargetAvailability = pr.plan.Replicas, pr.plan.Achieved, pr.plan.Target
+		cur.PackageDigest = pr.digest
 		if _, err := tx.UpdateDeployment(ctx, cur, cur.Revision); err != nil {
 			return err
 		}

@@ -33,6 +33,8 @@ func deploymentRow(d *Deployment) store.DeploymentRow {
 		Algorithm:            d.Plan.Algorithm,
 		Strong:               d.Plan.Strong,
 		LastError:            d.LastError,
+		SpecRevision:         d.SpecRevision,
+		PackageDigest:        d.PackageDigest,
 		Revision:             d.Revision,
 	}
 }
@@ -46,10 +48,12 @@ func deploymentOf(row store.DeploymentRow, rollouts []store.RolloutRow) (Deploym
 			Replicas: row.Replicas, Target: row.TargetAvailability, Achieved: row.AchievedAvailability,
 			Algorithm: row.Algorithm, Strong: row.Strong, Clusters: row.Targets,
 		},
-		LastError: row.LastError,
-		Revision:  row.Revision,
-		CreatedAt: row.CreatedAt,
-		UpdatedAt: row.UpdatedAt,
+		LastError:     row.LastError,
+		Revision:      row.Revision,
+		SpecRevision:  row.SpecRevision,
+		PackageDigest: row.PackageDigest,
+		CreatedAt:     row.CreatedAt,
+		UpdatedAt:     row.UpdatedAt,
 	}
 	for _, r := range rollouts {
 		ro, err := rolloutOf(r)
@@ -109,7 +113,7 @@ func stepRow(s Step) store.StepRow {
 }
 
 func operationOf(row store.OperationRow) (Operation, error) {
-	kind, err := parseState("operation kind", row.Kind, KindDeploy, KindUpdate, KindDelete, KindRollback, KindHeal)
+	kind, err := parseState("operation kind", row.Kind, kinds...)
 	if err != nil {
 		return Operation{}, err
 	}

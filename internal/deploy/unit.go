@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	commonpb "github.com/oaas/pm/gen/go/oaas/common"
 	deploymentpb "github.com/oaas/pm/gen/go/oaas/deployment"
@@ -256,19 +257,30 @@ func mergeMaps(base, top map[string]string) map[string]string {
 	return out
 }
 
-// BuildUnit builds the DeploymentUnit sent to one cluster: id UnitID(d.Key,
-// cluster), package_name, class_key, target_env = cluster, functions
-// converted from EffectiveFunctions output with provision_config.min_scale =
-// replicas (and max_scale raised to replicas when set and lower),
-// nfr_requirements, config; function_bindings from the class (access_modifier
-// as the upper-case enum string, stateless, parameters); odgm_config from
-// d.Odgm (collections, partition_count, shard_type) with replica_count =
-// replicas; created_at = now.
+// BuildUnit builds the DeploymentUnit sent to one cluster, in the shape the
+// current (second) CRM generation reads; the cluster client narrows it for a
+// first-generation CRM (cluster.UnitFor). The unit has:
+//   - id UnitID(d.Key, cluster), package_name, class_key, target_env =
+//     cluster, created_at = now;
+//   - functions converted from EffectiveFunctions with
+//     provision_config.min_scale = replicas (max_scale raised to replicas
+//     when set and lower), nfr_requirements and config;
+//   - function_bindings from the class, access_modifier spelled as upstream
+//     does ("Public", "Internal", "Private"), stateless always set;
+//   - selected_template = d.env_templates[cluster] when present;
+//   - telemetry when d.telemetry is given, enabled defaulting to true;
+//   - odgm_config when d.odgm is given: collections, partition_count,
+//     shard_type and log copied, replica_count = replicas, env_node_ids for
+//     every environment and odgm_node_id = this cluster's first id,
+//     collection_assignments (shardAssignments), and, when the class has
+//     bindings, invocations with one route per binding whose function is
+//     deployed, keyed by binding name, url left to the CRM (function_key
+//     set, stateless as bound, standby false).
 //
 // min_scale carries the replica count because CRM templates render a
 // Deployment's spec.replicas from it. odgm_config is sent only when the
 // deployment gives ODGM hints: without them the class has no data grid for
-// CRM to render.
+// CRM to render. A malformed node id is fault.Invalid naming it.
 func BuildUnit(pkg *pmv1.OPackage, cls *pmv1.OClass, d *pmv1.OClassDeployment, cluster string, replicas int, now time.Time) (*deploymentpb.DeploymentUnit, error) {
 	if pkg == nil || cls == nil || d == nil {
 		return nil, fault.New(fault.Internal, "building a deployment unit without a package, class or deployment")
@@ -293,8 +305,14 @@ func BuildUnit(pkg *pmv1.OPackage, cls *pmv1.OClass, d *pmv1.OClassDeployment, c
 		ClassKey:    cls.GetKey(),
 		TargetEnv:   cluster,
 		CreatedAt:   &commonpb.Timestamp{Seconds: now.Unix(), Nanos: int32(now.Nanosecond())},
+		Telemetry:   telemetrySpec(d.GetTelemetry()),
 	}
+	if tpl, ok := d.GetEnvTemplates()[cluster]; ok && tpl != "" {
+		u.SelectedTemplate = proto.String(tpl)
+	}
+	deployed := make(map[string]bool, len(specs))
 	for _, s := range specs {
+		deployed[s.GetFunctionKey()] = true
 		pc := s.GetProvisionConfig()
 		if pc == nil {
 			pc = &commonpb.ProvisionConfig{}
@@ -316,7 +334,7 @@ func BuildUnit(pkg *pmv1.OPackage, cls *pmv1.OClass, d *pmv1.OClassDeployment, c
 		u.FunctionBindings = append(u.FunctionBindings, &deploymentpb.ClassFunctionBinding{
 			Name:           b.GetName(),
 			FunctionKey:    b.GetFunctionKey(),
-			AccessModifier: proto.String(b.GetAccessModifier().String()),
+			AccessModifier: proto.String(accessModifierWord(b.GetAccessModifier())),
 			Stateless:      proto.Bool(b.GetStateless()),
 			Parameters:     slices.Clone(b.GetParameters()),
 		})
@@ -326,13 +344,165 @@ func BuildUnit(pkg *pmv1.OPackage, cls *pmv1.OClass, d *pmv1.OClassDeployment, c
 			Collections:  slices.Clone(o.GetCollections()),
 			ReplicaCount: proto.Uint32(r),
 		}
+		partitions := uint32(1)
 		if o.PartitionCount != nil && o.GetPartitionCount() > 0 {
-			oc.PartitionCount = proto.Uint32(uint32(o.GetPartitionCount()))
+			partitions = uint32(o.GetPartitionCount())
+			oc.PartitionCount = proto.Uint32(partitions)
 		}
 		if o.GetShardType() != "" {
 			oc.ShardType = proto.String(o.GetShardType())
 		}
+		if o.Log != nil {
+			oc.Log = proto.String(o.GetLog())
+		}
+		nodeIDs, err := envNodeIDs(o)
+		if err != nil {
+			return nil, err
+		}
+		if len(nodeIDs) > 0 {
+			oc.EnvNodeIds = make(map[string]*deploymentpb.OdgmNodeIds, len(nodeIDs))
+			for env, ids := range nodeIDs {
+				oc.EnvNodeIds[env] = &deploymentpb.OdgmNodeIds{Ids: ids}
+			}
+			if ids := nodeIDs[cluster]; len(ids) > 0 {
+				oc.OdgmNodeId = proto.Uint64(ids[0])
+			}
+		}
+		if assign := shardAssignments(int(partitions), replicas, nodeIDs); len(oc.Collections) > 0 && assign != nil {
+			oc.CollectionAssignments = make(map[string]*deploymentpb.CollectionShardAssignments, len(oc.Collections))
+			for _, c := range oc.Collections {
+				oc.CollectionAssignments[c] = &deploymentpb.CollectionShardAssignments{Assignments: cloneAll(assign)}
+			}
+		}
+		if len(cls.GetFunctionBindings()) > 0 {
+			routes := map[string]*deploymentpb.FunctionRoute{}
+			for _, b := range cls.GetFunctionBindings() {
+				if !deployed[b.GetFunctionKey()] {
+					continue
+				}
+				routes[b.GetName()] = &deploymentpb.FunctionRoute{
+					Stateless:   proto.Bool(b.GetStateless()),
+					Standby:     proto.Bool(false),
+					FunctionKey: proto.String(b.GetFunctionKey()),
+				}
+			}
+			oc.Invocations = &deploymentpb.InvocationRoutes{FnRoutes: routes}
+		}
 		u.OdgmConfig = oc
 	}
 	return u, nil
+}
+
+// accessModifierWord spells an access modifier as upstream CRMs read it
+// (Rust's debug spelling: "Public", "Internal", "Private").
+func accessModifierWord(m pmv1.AccessModifier) string {
+	name := m.String()
+	return name[:1] + strings.ToLower(name[1:])
+}
+
+// telemetrySpec maps a deployment's telemetry to the CRM's; nil when not
+// configured. Giving telemetry at all turns it on unless enabled says off.
+func telemetrySpec(t *pmv1.TelemetryConfig) *commonpb.TelemetrySpec {
+	if t == nil {
+		return nil
+	}
+	out := &commonpb.TelemetrySpec{
+		Enabled:            t.Enabled == nil || t.GetEnabled(),
+		ResourceAttributes: maps.Clone(t.GetResourceAttributes()),
+	}
+	if t.Traces != nil {
+		out.Traces = proto.Bool(t.GetTraces())
+	}
+	if t.Metrics != nil {
+		out.Metrics = proto.Bool(t.GetMetrics())
+	}
+	if t.Logs != nil {
+		out.Logs = proto.Bool(t.GetLogs())
+	}
+	if t.SamplingRate != nil {
+		out.SamplingRate = proto.Float64(t.GetSamplingRate())
+	}
+	if t.ServiceName != nil {
+		out.ServiceName = proto.String(t.GetServiceName())
+	}
+	return out
+}
+
+// maxNodeID bounds node ids: JSON carries them as numbers, exact up to 2^53.
+const maxNodeID = 1 << 53
+
+// envNodeIDs reads odgm.env_node_ids (environment → bare JSON array of
+// ids); a value that is not a non-negative integer is fault.Invalid.
+func envNodeIDs(o *pmv1.OdgmDataSpec) (map[string][]uint64, error) {
+	if len(o.GetEnvNodeIds()) == 0 {
+		return nil, nil
+	}
+	out := make(map[string][]uint64, len(o.GetEnvNodeIds()))
+	for env, list := range o.GetEnvNodeIds() {
+		ids := make([]uint64, 0, len(list.GetValues()))
+		for i, v := range list.GetValues() {
+			n, isNum := v.GetKind().(*structpb.Value_NumberValue)
+			if !isNum || n.NumberValue < 0 || n.NumberValue >= maxNodeID || n.NumberValue != math.Trunc(n.NumberValue) {
+				return nil, fault.Invalidf("odgm.env_node_ids[%q][%d]: a node id is an integer in [0, 2^53)", env, i)
+			}
+			ids = append(ids, uint64(n.NumberValue))
+		}
+		out[env] = ids
+	}
+	return out, nil
+}
+
+// shardAssignments places the shards of one collection (every collection
+// gets the same list), as upstream PM does: members are every environment's
+// node ids, sorted and de-duplicated; for each partition the primary is the
+// member with the fewest primaries so far (lowest index on ties), its
+// replicas are the next replicas members from there (wrapping around), and
+// shard ids count 1, 2, ... across the collection, the partition's first
+// being its primary. Nil when there is no node id.
+//
+// One departure: the replica count is capped at the number of members.
+// Upstream would list a node more than once, putting two replicas of a
+// partition on one node, which only its own plan (one replica per
+// environment) never asks for; PM's replica count can exceed the
+// environments (a STRONG class on one cluster has 3).
+func shardAssignments(partitions, replicas int, nodeIDs map[string][]uint64) []*deploymentpb.ShardAssignmentSpec {
+	var members []uint64
+	for _, ids := range nodeIDs {
+		members = append(members, ids...)
+	}
+	slices.Sort(members)
+	members = slices.Compact(members)
+	if len(members) == 0 || partitions < 1 || replicas < 1 {
+		return nil
+	}
+	replicas = min(replicas, len(members))
+	primaries := make([]int, len(members))
+	next := uint64(1)
+	out := make([]*deploymentpb.ShardAssignmentSpec, 0, partitions)
+	for range partitions {
+		p := 0
+		for i := range primaries {
+			if primaries[i] < primaries[p] {
+				p = i
+			}
+		}
+		primaries[p]++
+		spec := &deploymentpb.ShardAssignmentSpec{Primary: proto.Uint64(next)}
+		for i := range replicas {
+			spec.Replica = append(spec.Replica, members[(p+i)%len(members)])
+			spec.ShardIds = append(spec.ShardIds, next)
+			next++
+		}
+		out = append(out, spec)
+	}
+	return out
+}
+
+// cloneAll deep-copies a list of messages.
+func cloneAll[M proto.Message](in []M) []M {
+	out := make([]M, len(in))
+	for i, m := range in {
+		out[i] = proto.CloneOf(m)
+	}
+	return out
 }

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	commonpb "github.com/oaas/pm/gen/go/oaas/common"
 	deploymentpb "github.com/oaas/pm/gen/go/oaas/deployment"
@@ -381,7 +382,7 @@ func TestBuildUnitEcho(t *testing.T) {
 			Config: map[string]string{"LOG_LEVEL": "info"},
 		}},
 		FunctionBindings: []*deploymentpb.ClassFunctionBinding{{
-			Name: "echo", FunctionKey: "Echo.echo", AccessModifier: proto.String("PUBLIC"), Stateless: proto.Bool(true),
+			Name: "echo", FunctionKey: "Echo.echo", AccessModifier: proto.String("Public"), Stateless: proto.Bool(true),
 		}},
 		CreatedAt: &commonpb.Timestamp{Seconds: now.Unix(), Nanos: 600},
 	}
@@ -417,6 +418,7 @@ func TestBuildUnitCounterStrong(t *testing.T) {
 	}
 	wantOdgm := &deploymentpb.OdgmConfig{
 		Collections: []string{"counters"}, PartitionCount: proto.Uint32(4), ReplicaCount: proto.Uint32(3), ShardType: proto.String("raft"),
+		Invocations: counterRoutes(),
 	}
 	if df := diffMsg(wantOdgm, u.OdgmConfig); df != "" {
 		t.Fatalf("odgm (-want +got):\n%s", df)
@@ -434,9 +436,9 @@ func TestBuildUnitCounterStrong(t *testing.T) {
 		t.Errorf("incr lost its package settings: %v", u.Functions[0])
 	}
 	wantBindings := []*deploymentpb.ClassFunctionBinding{
-		{Name: "incr", FunctionKey: "Counter.incr", AccessModifier: proto.String("PUBLIC"), Stateless: proto.Bool(false)},
-		{Name: "read", FunctionKey: "Counter.read", AccessModifier: proto.String("PUBLIC"), Stateless: proto.Bool(true)},
-		{Name: "read2", FunctionKey: "Counter.read", AccessModifier: proto.String("PRIVATE"), Stateless: proto.Bool(false), Parameters: []string{"x"}},
+		{Name: "incr", FunctionKey: "Counter.incr", AccessModifier: proto.String("Public"), Stateless: proto.Bool(false)},
+		{Name: "read", FunctionKey: "Counter.read", AccessModifier: proto.String("Public"), Stateless: proto.Bool(true)},
+		{Name: "read2", FunctionKey: "Counter.read", AccessModifier: proto.String("Private"), Stateless: proto.Bool(false), Parameters: []string{"x"}},
 	}
 	if df := diffMsgs(wantBindings, u.FunctionBindings); df != "" {
 		t.Fatalf("bindings (-want +got):\n%s", df)
@@ -447,6 +449,17 @@ func TestBuildUnitCounterStrong(t *testing.T) {
 	}
 }
 
+// counterRoutes are the invocation routes of counterPackage's class: one
+// per binding, keyed by binding name, the URL left to the CRM.
+func counterRoutes() *deploymentpb.InvocationRoutes {
+	route := func(fn string, stateless bool) *deploymentpb.FunctionRoute {
+		return &deploymentpb.FunctionRoute{Stateless: proto.Bool(stateless), Standby: proto.Bool(false), FunctionKey: proto.String(fn)}
+	}
+	return &deploymentpb.InvocationRoutes{FnRoutes: map[string]*deploymentpb.FunctionRoute{
+		"incr": route("Counter.incr", false), "read": route("Counter.read", true), "read2": route("Counter.read", false),
+	}}
+}
+
 func TestBuildUnitOdgmPartial(t *testing.T) {
 	pkg := counterPackage()
 	d := proto.CloneOf(pkg.Deployments[0])
@@ -455,7 +468,7 @@ func TestBuildUnitOdgmPartial(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := &deploymentpb.OdgmConfig{ReplicaCount: proto.Uint32(5)}
+	want := &deploymentpb.OdgmConfig{ReplicaCount: proto.Uint32(5), Invocations: counterRoutes()}
 	if df := diffMsg(want, u.OdgmConfig); df != "" {
 		t.Fatalf("odgm (-want +got):\n%s", df)
 	}
@@ -496,5 +509,241 @@ func TestBuildUnitErrors(t *testing.T) {
 	bad.Functions = []*pmv1.FunctionDeploymentSpec{{FunctionKey: "nope"}}
 	if _, err := BuildUnit(pkg, cls, bad, "c", 1, now); fault.KindOf(err) != fault.Invalid {
 		t.Errorf("unknown function: %v", err)
+	}
+}
+
+// nodeIDs builds odgm.env_node_ids as JSON carries it (bare arrays).
+func nodeIDs(t *testing.T, m map[string][]any) map[string]*structpb.ListValue {
+	t.Helper()
+	out := map[string]*structpb.ListValue{}
+	for env, ids := range m {
+		l, err := structpb.NewList(ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[env] = l
+	}
+	return out
+}
+
+// TestBuildUnitCurrentGeneration covers the fields the current CRM
+// generation reads: template, telemetry, ODGM log, node ids, shard
+// assignments, invocation routes and the access modifier spelling.
+func TestBuildUnitCurrentGeneration(t *testing.T) {
+	t.Parallel()
+	base := func() (*pmv1.OPackage, *pmv1.OClassDeployment) {
+		pkg := counterPackage()
+		d := proto.CloneOf(pkg.Deployments[0])
+		d.Odgm = nil
+		return pkg, d
+	}
+	tests := []struct {
+		name     string
+		edit     func(t *testing.T, pkg *pmv1.OPackage, d *pmv1.OClassDeployment)
+		cluster  string
+		replicas int
+		check    func(t *testing.T, u *deploymentpb.DeploymentUnit)
+	}{
+		{"template for this cluster", func(_ *testing.T, _ *pmv1.OPackage, d *pmv1.OClassDeployment) {
+			d.EnvTemplates = map[string]string{"east": "knative", "west": "k8s-deployment"}
+		}, "east", 1, func(t *testing.T, u *deploymentpb.DeploymentUnit) {
+			if u.SelectedTemplate == nil || u.GetSelectedTemplate() != "knative" {
+				t.Errorf("selected_template = %v", u.SelectedTemplate)
+			}
+		}},
+		{"no template for another cluster", func(_ *testing.T, _ *pmv1.OPackage, d *pmv1.OClassDeployment) {
+			d.EnvTemplates = map[string]string{"west": "knative", "east": ""}
+		}, "east", 1, func(t *testing.T, u *deploymentpb.DeploymentUnit) {
+			if u.SelectedTemplate != nil {
+				t.Errorf("selected_template = %q", u.GetSelectedTemplate())
+			}
+		}},
+		{"no telemetry, no ODGM", nil, "east", 1, func(t *testing.T, u *deploymentpb.DeploymentUnit) {
+			if u.Telemetry != nil || u.OdgmConfig != nil {
+				t.Errorf("telemetry %v odgm %v", u.Telemetry, u.OdgmConfig)
+			}
+		}},
+		{"telemetry given is on", func(_ *testing.T, _ *pmv1.OPackage, d *pmv1.OClassDeployment) {
+			d.Telemetry = &pmv1.TelemetryConfig{}
+		}, "east", 1, func(t *testing.T, u *deploymentpb.DeploymentUnit) {
+			if diff := diffMsg(&commonpb.TelemetrySpec{Enabled: true}, u.Telemetry); diff != "" {
+				t.Error(diff)
+			}
+		}},
+		{"telemetry copied, switched off", func(_ *testing.T, _ *pmv1.OPackage, d *pmv1.OClassDeployment) {
+			d.Telemetry = &pmv1.TelemetryConfig{Enabled: proto.Bool(false), Traces: proto.Bool(true), Metrics: proto.Bool(false),
+				Logs: proto.Bool(true), SamplingRate: proto.Float64(0.25), ServiceName: proto.String("counter"),
+				ResourceAttributes: map[string]string{"team": "a"}}
+		}, "east", 1, func(t *testing.T, u *deploymentpb.DeploymentUnit) {
+			want := &commonpb.TelemetrySpec{Enabled: false, Traces: proto.Bool(true), Metrics: proto.Bool(false), Logs: proto.Bool(true),
+				SamplingRate: proto.Float64(0.25), ServiceName: proto.String("counter"), ResourceAttributes: map[string]string{"team": "a"}}
+			if diff := diffMsg(want, u.Telemetry); diff != "" {
+				t.Error(diff)
+			}
+		}},
+		{"access modifiers as upstream spells them", func(_ *testing.T, pkg *pmv1.OPackage, _ *pmv1.OClassDeployment) {
+			pkg.Classes[0].FunctionBindings[1].AccessModifier = pmv1.AccessModifier_INTERNAL
+		}, "east", 1, func(t *testing.T, u *deploymentpb.DeploymentUnit) {
+			var got []string
+			for _, b := range u.GetFunctionBindings() {
+				got = append(got, b.GetAccessModifier())
+			}
+			if strings.Join(got, ",") != "Public,Internal,Private" {
+				t.Errorf("access modifiers %v", got)
+			}
+		}},
+		{"log, node ids and this cluster's node", func(t *testing.T, _ *pmv1.OPackage, d *pmv1.OClassDeployment) {
+			d.Odgm = &pmv1.OdgmDataSpec{Log: proto.String("debug,openraft=info"),
+				EnvNodeIds: nodeIDs(t, map[string][]any{"east": {12.0, 11.0}, "west": {21.0}, "north": {}})}
+		}, "east", 2, func(t *testing.T, u *deploymentpb.DeploymentUnit) {
+			oc := u.GetOdgmConfig()
+			want := map[string]*deploymentpb.OdgmNodeIds{"east": {Ids: []uint64{12, 11}}, "west": {Ids: []uint64{21}}, "north": {Ids: []uint64{}}}
+			if oc.GetLog() != "debug,openraft=info" || oc.GetOdgmNodeId() != 12 || len(oc.GetEnvNodeIds()) != 3 {
+				t.Fatalf("odgm %v", oc)
+			}
+			for env, ids := range want {
+				if diff := diffMsg(ids, oc.GetEnvNodeIds()[env]); diff != "" {
+					t.Errorf("%s: %s", env, diff)
+				}
+			}
+			if len(oc.GetCollectionAssignments()) != 0 {
+				t.Errorf("assignments without collections: %v", oc.GetCollectionAssignments())
+			}
+		}},
+		{"no node of its own", func(t *testing.T, _ *pmv1.OPackage, d *pmv1.OClassDeployment) {
+			d.Odgm = &pmv1.OdgmDataSpec{EnvNodeIds: nodeIDs(t, map[string][]any{"west": {21.0}})}
+		}, "east", 1, func(t *testing.T, u *deploymentpb.DeploymentUnit) {
+			if u.GetOdgmConfig().OdgmNodeId != nil || len(u.GetOdgmConfig().GetEnvNodeIds()) != 1 {
+				t.Errorf("odgm %v", u.GetOdgmConfig())
+			}
+		}},
+		{"shard assignments for every collection", func(t *testing.T, _ *pmv1.OPackage, d *pmv1.OClassDeployment) {
+			d.Odgm = &pmv1.OdgmDataSpec{Collections: []string{"a", "b"}, PartitionCount: proto.Int32(3),
+				EnvNodeIds: nodeIDs(t, map[string][]any{"west": {21.0}, "east": {12.0, 11.0, 21.0}})}
+		}, "east", 2, func(t *testing.T, u *deploymentpb.DeploymentUnit) {
+			want := []*deploymentpb.ShardAssignmentSpec{
+				{Primary: proto.Uint64(1), Replica: []uint64{11, 12}, ShardIds: []uint64{1, 2}},
+				{Primary: proto.Uint64(3), Replica: []uint64{12, 21}, ShardIds: []uint64{3, 4}},
+				{Primary: proto.Uint64(5), Replica: []uint64{21, 11}, ShardIds: []uint64{5, 6}},
+			}
+			got := u.GetOdgmConfig().GetCollectionAssignments()
+			if len(got) != 2 {
+				t.Fatalf("assignments %v", got)
+			}
+			for _, c := range []string{"a", "b"} {
+				if diff := diffMsgs(want, got[c].GetAssignments()); diff != "" {
+					t.Errorf("%s:\n%s", c, diff)
+				}
+			}
+			if got["a"].GetAssignments()[0] == got["b"].GetAssignments()[0] {
+				t.Error("collections share assignment messages")
+			}
+		}},
+		{"no node ids, no assignments", func(_ *testing.T, _ *pmv1.OPackage, d *pmv1.OClassDeployment) {
+			d.Odgm = &pmv1.OdgmDataSpec{Collections: []string{"a"}}
+		}, "east", 2, func(t *testing.T, u *deploymentpb.DeploymentUnit) {
+			if u.GetOdgmConfig().GetCollectionAssignments() != nil || u.GetOdgmConfig().GetEnvNodeIds() != nil {
+				t.Errorf("odgm %v", u.GetOdgmConfig())
+			}
+		}},
+		{"routes only for deployed functions", func(_ *testing.T, _ *pmv1.OPackage, d *pmv1.OClassDeployment) {
+			d.Odgm = &pmv1.OdgmDataSpec{}
+			d.Functions = []*pmv1.FunctionDeploymentSpec{{FunctionKey: "Counter.read"}}
+		}, "east", 1, func(t *testing.T, u *deploymentpb.DeploymentUnit) {
+			routes := u.GetOdgmConfig().GetInvocations().GetFnRoutes()
+			if len(routes) != 2 || routes["read"].GetFunctionKey() != "Counter.read" || routes["read2"] == nil || routes["incr"] != nil {
+				t.Errorf("routes %v", routes)
+			}
+			for name, r := range routes {
+				if r.GetUrl() != "" || r.Standby == nil || r.GetStandby() || r.Stateless == nil || len(r.GetActiveGroup()) != 0 {
+					t.Errorf("route %s: %v", name, r)
+				}
+			}
+		}},
+		{"a class without bindings has no routes", func(_ *testing.T, pkg *pmv1.OPackage, d *pmv1.OClassDeployment) {
+			d.Odgm = &pmv1.OdgmDataSpec{}
+			d.Functions = []*pmv1.FunctionDeploymentSpec{{FunctionKey: "Counter.read"}}
+			pkg.Classes[0].FunctionBindings = nil
+		}, "east", 1, func(t *testing.T, u *deploymentpb.DeploymentUnit) {
+			if u.GetOdgmConfig().GetInvocations() != nil {
+				t.Errorf("invocations %v", u.GetOdgmConfig().GetInvocations())
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			pkg, d := base()
+			if tt.edit != nil {
+				tt.edit(t, pkg, d)
+			}
+			before := proto.CloneOf(d)
+			u, err := BuildUnit(pkg, pkg.Classes[0], d, tt.cluster, tt.replicas, time.Unix(0, 0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, u)
+			if !proto.Equal(before, d) {
+				t.Error("BuildUnit changed the deployment")
+			}
+			if _, err := proto.Marshal(u); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestBuildUnitBadNodeIDs(t *testing.T) {
+	t.Parallel()
+	for name, ids := range map[string][]any{
+		"fraction": {1.5}, "negative": {-1.0}, "too large": {float64(1 << 53)}, "text": {"7"}, "null": {nil},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			pkg := counterPackage()
+			d := proto.CloneOf(pkg.Deployments[0])
+			d.Odgm = &pmv1.OdgmDataSpec{EnvNodeIds: nodeIDs(t, map[string][]any{"east": append([]any{3.0}, ids...)})}
+			_, err := BuildUnit(pkg, pkg.Classes[0], d, "east", 1, time.Unix(0, 0))
+			if fault.KindOf(err) != fault.Invalid || !strings.Contains(err.Error(), `odgm.env_node_ids["east"][1]`) {
+				t.Errorf("err = %v", err)
+			}
+		})
+	}
+}
+
+func TestShardAssignments(t *testing.T) {
+	t.Parallel()
+	a := func(primary uint64, replica, shards []uint64) *deploymentpb.ShardAssignmentSpec {
+		return &deploymentpb.ShardAssignmentSpec{Primary: proto.Uint64(primary), Replica: replica, ShardIds: shards}
+	}
+	tests := []struct {
+		name                 string
+		partitions, replicas int
+		nodes                map[string][]uint64
+		want                 []*deploymentpb.ShardAssignmentSpec
+	}{
+		{"one node, one partition", 1, 1, map[string][]uint64{"e": {9}}, []*deploymentpb.ShardAssignmentSpec{a(1, []uint64{9}, []uint64{1})}},
+		{"primaries rotate, ties to the lowest index", 4, 1, map[string][]uint64{"e": {30, 10}, "w": {20}},
+			[]*deploymentpb.ShardAssignmentSpec{
+				a(1, []uint64{10}, []uint64{1}), a(2, []uint64{20}, []uint64{2}),
+				a(3, []uint64{30}, []uint64{3}), a(4, []uint64{10}, []uint64{4}),
+			}},
+		{"replicas wrap around", 2, 3, map[string][]uint64{"e": {1, 2, 3}},
+			[]*deploymentpb.ShardAssignmentSpec{a(1, []uint64{1, 2, 3}, []uint64{1, 2, 3}), a(4, []uint64{2, 3, 1}, []uint64{4, 5, 6})}},
+		{"duplicates across environments count once", 1, 2, map[string][]uint64{"e": {5}, "w": {5, 6}},
+			[]*deploymentpb.ShardAssignmentSpec{a(1, []uint64{5, 6}, []uint64{1, 2})}},
+		{"more replicas than nodes: one per node", 2, 3, map[string][]uint64{"e": {7}},
+			[]*deploymentpb.ShardAssignmentSpec{a(1, []uint64{7}, []uint64{1}), a(2, []uint64{7}, []uint64{2})}},
+		{"no nodes", 2, 1, map[string][]uint64{"e": {}}, nil},
+		{"nothing at all", 2, 1, nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got := shardAssignments(tt.partitions, tt.replicas, tt.nodes)
+			if diff := diffMsgs(tt.want, got); diff != "" || (tt.want == nil) != (got == nil) {
+				t.Errorf("assignments (-want +got):\n%s (got %v)", diff, got)
+			}
+		})
 	}
 }

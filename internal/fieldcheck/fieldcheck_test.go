@@ -48,8 +48,8 @@ func TestCheckJSON(t *testing.T) {
 		},
 		{
 			name:    "unknown fields at every depth are reported and removed",
-			in:      `{"name":"p","foo":1,"metadata":{"bar":{"x":[1,2]},"tags":["a"]},"deployments":[{"key":"d","odgm":{"log":"debug","shard_type":"raft"}}]}`,
-			unknown: []string{"foo", "metadata.bar", "deployments[0].odgm.log"},
+			in:      `{"name":"p","foo":1,"metadata":{"bar":{"x":[1,2]},"tags":["a"]},"deployments":[{"key":"d","odgm":{"features":"wasm","shard_type":"raft"}}]}`,
+			unknown: []string{"foo", "metadata.bar", "deployments[0].odgm.features"},
 			want: &pmv1.OPackage{Name: "p", Metadata: &pmv1.PackageMetadata{Tags: []string{"a"}},
 				Deployments: []*pmv1.OClassDeployment{{Key: "d", Odgm: &pmv1.OdgmDataSpec{ShardType: "raft"}}}},
 		},

@@ -245,7 +245,8 @@ func (g *gen) route(r *restmodel.Route) {
 	op.Responses.Set(fmt.Sprint(status), &openapi3.ResponseRef{Value: ok})
 	if r.Creates() && in.ByName("dry_run") != nil {
 		dry := *ok
-		dry.Description = ptr("Dry run (?dry_run=true): the plan; nothing was created.")
+		dry.Description = ptr("Nothing was created: a dry run (?dry_run=true) answers with the plan, and a create that " +
+			"found the object and updated it (or left it unchanged) says so in the X-Write-Status header.")
 		op.Responses.Set("200", &openapi3.ResponseRef{Value: &dry})
 	}
 	errs := []int{400, 401, 403, 429, 503, 504}

@@ -185,15 +185,37 @@ func (r *Route) Creates() bool {
 	return r.Verb == http.MethodPost && strings.HasPrefix(string(r.Method.Name()), "Create")
 }
 
-// SuccessStatus is the status of a successful call.
+// WriteStatusHeader is set by a create RPC that created nothing (an
+// existing deployment updated, or left unchanged): "updated" or
+// "unchanged". REST then answers 200, not 201.
+const WriteStatusHeader = "X-Write-Status"
+
+// SuccessStatus is the status of a successful call: 201 for a create
+// (200 when WriteStatusHeader or a dry run says nothing was created), 204
+// for a delete whose answer carries nothing, 200 otherwise (a delete that
+// says what it removed, as OaaS deletes of deployments do, included).
 func (r *Route) SuccessStatus() int {
 	switch {
 	case r.Creates():
 		return http.StatusCreated
-	case r.Verb == http.MethodDelete:
+	case r.Verb == http.MethodDelete && r.EmptyResponse():
 		return http.StatusNoContent
 	}
 	return http.StatusOK
+}
+
+// EmptyResponse reports whether the REST body has nothing to carry: the
+// message it would hold (the response_body field's, or the whole
+// response) has no fields.
+func (r *Route) EmptyResponse() bool {
+	md := r.Method.Output()
+	if f := r.ResponseField(); f != nil {
+		if f.Message() == nil || f.IsList() || f.IsMap() {
+			return false
+		}
+		md = f.Message()
+	}
+	return md.Fields().Len() == 0
 }
 
 // ResponseField is the response field the REST body carries (a repeated

@@ -31,7 +31,7 @@ const DryRunHeader = "X-Dry-Run"
 // ones warned about or refused, path fields never re-targeted by the query,
 // YAML turned into JSON, aliases renamed, enums checked, bodies bounded
 // after decompression). After it: the REST JSON model's statuses (201 for
-// creates, 204 for deletes) and {"error": "..."} bodies.
+// creates, 204 for deletes that answer nothing) and {"error": "..."} bodies.
 type rest struct {
 	next    http.Handler
 	routes  restmodel.Table
@@ -113,11 +113,12 @@ func (p *rest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // forward runs the transcoder and shapes its answer for REST on the way
-// out: a success streams through with its REST status (201 for a create
-// that was not a dry run, 204 for a delete), an error is buffered and
+// out: a success streams through with its REST status (restmodel's
+// SuccessStatus: 201 for a create that created, 204 for a delete whose
+// answer is empty), an error is buffered and
 // rewritten as {"error": "..."}. also sets headers of the final response.
 func (p *rest) forward(w http.ResponseWriter, r *http.Request, rt *restmodel.Route, also func(http.Header)) {
-	rw := &restWriter{w: w, method: r.Method, created: rt != nil && rt.Creates(), also: also}
+	rw := &restWriter{w: w, created: rt != nil && rt.Creates(), noContent: rt != nil && rt.SuccessStatus() == http.StatusNoContent, also: also}
 	p.next.ServeHTTP(rw, r)
 	rw.finish(p.log)
 }
@@ -204,10 +205,11 @@ func cleanYAMLError(err error) string {
 // restWriter decides at WriteHeader whether the response streams through
 // (success) or is held to be rewritten (an error).
 type restWriter struct {
-	w       http.ResponseWriter
-	method  string
-	created bool
-	also    func(http.Header)
+	w http.ResponseWriter
+	// created: the route creates (201); noContent: its success carries no
+	// body (204). Both come from restmodel's SuccessStatus rule.
+	created, noContent bool
+	also               func(http.Header)
 
 	status  int
 	decided bool
@@ -232,15 +234,22 @@ func (rw *restWriter) WriteHeader(status int) {
 		rw.also(h)
 	}
 	switch {
-	case rw.method == http.MethodDelete && status == http.StatusOK:
+	case rw.noContent && status == http.StatusOK:
 		h.Del("Content-Length")
 		h.Del("Content-Type")
 		status, rw.discard = http.StatusNoContent, true
-	case rw.created && status == http.StatusOK && h.Get(DryRunHeader) == "":
-		// A dry run created nothing: it stays 200.
+	case rw.created && status == http.StatusOK && h.Get(DryRunHeader) == "" && createdSomething(h):
+		// A dry run, or a create that updated what existed, created
+		// nothing: it stays 200.
 		status = http.StatusCreated
 	}
 	rw.w.WriteHeader(status)
+}
+
+// createdSomething reads restmodel.WriteStatusHeader off a create's answer.
+func createdSomething(h http.Header) bool {
+	ws := h.Get(restmodel.WriteStatusHeader)
+	return ws == "" || ws == "created"
 }
 
 func (rw *restWriter) Write(p []byte) (int, error) {

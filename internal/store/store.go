@@ -113,9 +113,15 @@ type DeploymentRow struct {
 	// RequestKey identifies the client request (idempotency key and body)
 	// that created the deployment, so that its retry is recognised.
 	RequestKey string
-	Revision   int64
-	CreatedAt  time.Time
-	UpdatedAt  time.Time
+	// SpecRevision is the RevisionRow the spec was stored as (0 for a
+	// deployment written before revisions were kept).
+	SpecRevision int64
+	// PackageDigest fingerprints the parts of the package the deployment
+	// was last planned from (0: unknown).
+	PackageDigest int64
+	Revision      int64
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
 }
 
 // DeploymentFilter selects deployments for ListDeployments. The zero value
@@ -179,6 +185,27 @@ type ConditionUpdate struct {
 	DeploymentKey, Cluster, UnitID, Condition string
 }
 
+// RevisionRow is one spec revision of a deployment, kept for rollbacks and
+// for reverting a failed update: the spec and the plan it ran with.
+// Revisions of a deployment are numbered 1, 2, 3, ... in write order.
+type RevisionRow struct {
+	DeploymentKey string
+	Revision      int64
+	Spec          *pmv1.OClassDeployment
+	// Targets, Replicas, TargetAvailability, AchievedAvailability,
+	// Algorithm and Strong are the plan of the revision (as on
+	// DeploymentRow).
+	Targets              []string
+	Replicas             int
+	TargetAvailability   float64
+	AchievedAvailability float64
+	Algorithm            string
+	Strong               bool
+	// Reason says what wrote it ("created", "updated", ...).
+	Reason    string
+	CreatedAt time.Time
+}
+
 // Deployments stores class deployments and their rollouts.
 //
 // Implementations stamp CreatedAt and UpdatedAt and store copies.
@@ -210,6 +237,16 @@ type Deployments interface {
 	// skipping any whose rollout no longer has that unit or state (a delete
 	// or re-deploy finished meanwhile), and returns how many changed.
 	UpdateConditions(ctx context.Context, us ...ConditionUpdate) (int, error)
+
+	// PutRevision stores a spec revision of an existing deployment
+	// (ErrNotFound if it does not exist, ErrAlreadyExists if it has that
+	// revision number) and, when keep > 0, drops the deployment's
+	// revisions numbered keep or more below it, in one write. The store
+	// stamps CreatedAt. A deployment's revisions go with it.
+	PutRevision(ctx context.Context, r RevisionRow, keep int) error
+	// ListRevisions returns a deployment's revisions, newest first (none
+	// for an unknown deployment).
+	ListRevisions(ctx context.Context, key string) ([]RevisionRow, error)
 }
 
 // Operation states the store interprets: running and waiting operations are

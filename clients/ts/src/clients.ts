@@ -6,6 +6,7 @@ import { ClusterService } from "./gen/oaas/pm/v1/cluster_service_pb.js";
 import { DeploymentService } from "./gen/oaas/pm/v1/deployment_service_pb.js";
 import { PackageService } from "./gen/oaas/pm/v1/package_service_pb.js";
 import { ClassRuntimeService } from "./gen/oaas/pm/v1/runtime_service_pb.js";
+import { WatchService } from "./gen/oaas/pm/v1/watch_service_pb.js";
 
 /**
  * pmServices is every service PM serves (package oaas.pm.v1), under the name
@@ -18,6 +19,7 @@ export const pmServices = {
   deployments: DeploymentService,
   runtimes: ClassRuntimeService,
   audit: AuditService,
+  watch: WatchService,
 } as const;
 
 /** PmClients holds a typed client for every PM service, all on one transport. */
@@ -38,6 +40,7 @@ export function createPmClients(transport: Transport): PmClients {
     clusters: createClient(ClusterService, transport),
     deployments: createClient(DeploymentService, transport),
     runtimes: createClient(ClassRuntimeService, transport),
+    watch: createClient(WatchService, transport),
     audit: createClient(AuditService, transport),
   };
 }

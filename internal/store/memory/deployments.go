@@ -28,6 +28,8 @@ type deploymentTables struct {
 	ops   map[string]store.OperationRow
 	// active is deployment key → its active operation's id.
 	active map[string]string
+	// revs is deployment key → revision → spec revision.
+	revs map[string]map[int64]store.RevisionRow
 }
 
 func newDeploymentTables() deploymentTables {
@@ -37,6 +39,7 @@ func newDeploymentTables() deploymentTables {
 		units:    map[string]map[string]string{},
 		ops:      map[string]store.OperationRow{},
 		active:   map[string]string{},
+		revs:     map[string]map[int64]store.RevisionRow{},
 	}
 }
 
@@ -258,6 +261,9 @@ func (s *Store) deleteDeployment(key string, expected int64, u *tx) error {
 	}
 	keep(u, s.dep.rollouts, key)
 	delete(s.dep.rollouts, key)
+	// And its revisions, as the foreign key's ON DELETE CASCADE.
+	keep(u, s.dep.revs, key)
+	delete(s.dep.revs, key)
 	return nil
 }
 

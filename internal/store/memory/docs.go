@@ -2,8 +2,6 @@ package memory
 
 import (
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -173,23 +171,6 @@ func (d docs[M, R]) checkRev(key string, rev int64, ok bool, expected int64) err
 	return nil
 }
 
-// list returns the entries of m that match accepts and come after the key
-// after (when set), in key order (bytewise, as Go compares strings and as
-// the Postgres store's "C" collation does), then skips offset and caps at
-// limit as the store.*Filter types say. It reads every entry, which suits
-// tables without indexes.
-func (d docs[M, R]) list(m docMap[M], match func(M) bool, after string, offset, limit int) []docEntry[M] {
-	var out []docEntry[M]
-	for key, e := range m {
-		if (after != "" && key <= after) || !match(e.doc) {
-			continue
-		}
-		out = append(out, e)
-	}
-	slices.SortFunc(out, func(a, b docEntry[M]) int { return strings.Compare(d.key(a.doc), d.key(b.doc)) })
-	return page(out, offset, limit)
-}
-
 // page skips offset items and caps the rest at limit (0: no cap).
 func page[T any](items []T, offset, limit int) []T {
 	if offset > 0 {
@@ -207,19 +188,6 @@ func (d docs[M, R]) out(e docEntry[M]) R {
 		return d.result(e.doc, e.rev)
 	}
 	return d.result(proto.Clone(e.doc).(M), e.rev)
-}
-
-// outAll copies entries for a caller; it may run outside the lock, since
-// entries are immutable.
-func (d docs[M, R]) outAll(es []docEntry[M]) []R {
-	if len(es) == 0 {
-		return nil
-	}
-	out := make([]R, len(es))
-	for i, e := range es {
-		out[i] = d.out(e)
-	}
-	return out
 }
 
 func (d docs[M, R]) notFound(key string) error {

@@ -18,18 +18,19 @@ import (
 // A deployment is one row of deployments: the spec as a jsonb document
 // (protojson, as the REST API writes it), the plan and the filter columns
 // beside it. Its rollouts are rows of rollouts, one per cluster, indexed by
-// unit id. The schema is migrations/00004_deployment_core.sql.
+// unit id; its spec revisions are rows of deployment_revisions. The schema
+// is migrations/00004_deployment_core.sql and 00005_deployment_revisions.sql.
 
 // depColumns is what every query returning deployments selects, in the
 // order scanDeployment reads; the spec comes last so that a read without
 // it (SkipSpec) selects NULL there.
 const depColumns = `key, package_name, class_key, target_envs, replicas, target_availability,
-achieved_availability, algorithm, strong, last_error, request_key, revision, created_at, updated_at`
+achieved_availability, algorithm, strong, last_error, request_key, spec_revision, package_digest, revision, created_at, updated_at`
 
 const sqlInsertDeployment = `
 INSERT INTO deployments (key, package_name, class_key, target_envs, replicas, target_availability,
-    achieved_availability, algorithm, strong, last_error, request_key, revision, created_at, updated_at, spec)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12, $13)`
+    achieved_availability, algorithm, strong, last_error, request_key, spec_revision, package_digest, revision, created_at, updated_at, spec)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $14, $15, 1, $12, $12, $13)`
 
 // CreateDeployment implements store.Deployments. Outside a transaction
 // the deployment and its rollouts are two statements; callers that need
@@ -47,7 +48,7 @@ func (r *repo) CreateDeployment(ctx context.Context, d store.DeploymentRow, rs .
 	now := r.now()
 	if _, err := r.exec(ctx, "deployment", d.Key, sqlInsertDeployment,
 		d.Key, d.PackageName, d.ClassKey, targets(d), d.Replicas, d.TargetAvailability,
-		d.AchievedAvailability, d.Algorithm, d.Strong, d.LastError, d.RequestKey, now, spec); err != nil {
+		d.AchievedAvailability, d.Algorithm, d.Strong, d.LastError, d.RequestKey, now, spec, d.SpecRevision, d.PackageDigest); err != nil {
 		return store.DeploymentRow{}, err
 	}
 	if err := r.writeRollouts(ctx, sqlInsertRollouts, rs); err != nil {
@@ -99,12 +100,12 @@ func (r *repo) ListDeployments(ctx context.Context, f store.DeploymentFilter) ([
 	return queryAll(ctx, r, "list deployments", sql, args, scanDeployment)
 }
 
-// sqlUpdateDeployment keeps created_at and request_key; $14 is the
+// sqlUpdateDeployment keeps created_at and request_key; $13 is the
 // expected revision (0: any).
 const sqlUpdateDeployment = `
 UPDATE deployments SET package_name = $2, class_key = $3, target_envs = $4, replicas = $5,
     target_availability = $6, achieved_availability = $7, algorithm = $8, strong = $9,
-    last_error = $10, spec = $11, revision = revision + 1, updated_at = $12
+    last_error = $10, spec = $11, spec_revision = $14, package_digest = $15, revision = revision + 1, updated_at = $12
 WHERE key = $1 AND ($13 = 0 OR revision = $13)
 RETURNING revision, created_at, request_key`
 
@@ -118,7 +119,7 @@ func (r *repo) UpdateDeployment(ctx context.Context, d store.DeploymentRow, expe
 	out := copyRow(d)
 	err = r.queryRow(ctx, "deployment", d.Key, sqlUpdateDeployment, []any{
 		d.Key, d.PackageName, d.ClassKey, targets(d), d.Replicas, d.TargetAvailability,
-		d.AchievedAvailability, d.Algorithm, d.Strong, d.LastError, spec, now, expected,
+		d.AchievedAvailability, d.Algorithm, d.Strong, d.LastError, spec, now, expected, d.SpecRevision, d.PackageDigest,
 	}, &out.Revision, &out.CreatedAt, &out.RequestKey)
 	if isNotFound(err) {
 		return store.DeploymentRow{}, r.revisionMiss(ctx, d.Key, expected)
@@ -305,7 +306,7 @@ func scanDeployment(row pgx.Row) (store.DeploymentRow, error) {
 		spec     []byte
 	)
 	err := row.Scan(&d.Key, &d.PackageName, &d.ClassKey, &d.Targets, &replicas, &d.TargetAvailability,
-		&d.AchievedAvailability, &d.Algorithm, &d.Strong, &d.LastError, &d.RequestKey, &d.Revision,
+		&d.AchievedAvailability, &d.Algorithm, &d.Strong, &d.LastError, &d.RequestKey, &d.SpecRevision, &d.PackageDigest, &d.Revision,
 		&d.CreatedAt, &d.UpdatedAt, &spec)
 	if err != nil {
 		return store.DeploymentRow{}, err

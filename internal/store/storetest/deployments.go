@@ -30,6 +30,8 @@ func (s suite) deploymentTests() []namedTest {
 		{"DeploymentCreateWithRollouts", s.testDeploymentCreateWithRollouts},
 		{"RolloutQueries", s.testRolloutQueries},
 		{"UpdateConditions", s.testUpdateConditions},
+		{"Revisions", s.testRevisions},
+		{"RevisionsInTx", s.testRevisionsInTx},
 		{"OperationCreateGet", s.testOperationCreateGet},
 		{"OperationLease", s.testOperationLease},
 		{"RecordSteps", s.testRecordSteps},
@@ -58,8 +60,9 @@ func FullDeploymentRow(key, pkg, class string) store.DeploymentRow {
 		Targets:  []string{"eu-2", "eu-1"},
 		Spec:     FullDeployment(key, pkg, class),
 		Replicas: 3, TargetAvailability: 0.999, AchievedAvailability: 0.9975, Algorithm: "quorum", Strong: true,
-		LastError:  `eu-3: "unreachable" ünïcode`,
-		RequestKey: "idem:k1:abc",
+		LastError:    `eu-3: "unreachable" ünïcode`,
+		RequestKey:   "idem:k1:abc",
+		SpecRevision: 4, PackageDigest: 9,
 		// Client-sent values the store replaces.
 		Revision:  7,
 		CreatedAt: time.Unix(1, 0), UpdatedAt: time.Unix(2, 0),
@@ -129,7 +132,7 @@ func (s suite) testDeploymentUpdate(t *testing.T) {
 	} {
 		in := copyDep(prev)
 		in.PackageName, in.ClassKey, in.Targets = "pkg2", fmt.Sprintf("Other%d", i), []string{"us-1"}
-		in.Spec.Odgm, in.Replicas, in.Strong, in.LastError = nil, 5, false, ""
+		in.Spec.Odgm, in.Replicas, in.Strong, in.LastError, in.SpecRevision, in.PackageDigest = nil, 5, false, "", in.SpecRevision+1, in.PackageDigest+2
 		// Clients cannot move these.
 		in.CreatedAt, in.RequestKey = time.Unix(3, 0), "forged"
 		sent := copyDep(in)
@@ -509,9 +512,9 @@ func copyDep(d store.DeploymentRow) store.DeploymentRow {
 // depString shows every field of d but the spec (only whether there is
 // one; assertDep compares specs), times as instants.
 func depString(d store.DeploymentRow) string {
-	return fmt.Sprintf("%s pkg=%s class=%s targets=%q replicas=%d target=%v achieved=%v alg=%s strong=%t err=%q req=%q rev=%d created=%s updated=%s spec=%t",
+	return fmt.Sprintf("%s pkg=%s class=%s targets=%q replicas=%d target=%v achieved=%v alg=%s strong=%t err=%q req=%q specrev=%d pkgdigest=%d rev=%d created=%s updated=%s spec=%t",
 		d.Key, d.PackageName, d.ClassKey, d.Targets, d.Replicas, d.TargetAvailability, d.AchievedAvailability,
-		d.Algorithm, d.Strong, d.LastError, d.RequestKey, d.Revision,
+		d.Algorithm, d.Strong, d.LastError, d.RequestKey, d.SpecRevision, d.PackageDigest, d.Revision,
 		d.CreatedAt.UTC().Format(time.RFC3339Nano), d.UpdatedAt.UTC().Format(time.RFC3339Nano), d.Spec != nil)
 }
 

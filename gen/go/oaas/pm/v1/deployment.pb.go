@@ -660,7 +660,10 @@ type DeploymentStatusSummary struct {
 	// algorithm is "quorum" or "independent".
 	Algorithm string `protobuf:"bytes,6,opt,name=algorithm,proto3" json:"algorithm,omitempty"`
 	// clusters holds the per-cluster inputs and rollout outcome.
-	Clusters      []*ClusterRollout `protobuf:"bytes,7,rep,name=clusters,proto3" json:"clusters,omitempty"`
+	Clusters []*ClusterRollout `protobuf:"bytes,7,rep,name=clusters,proto3" json:"clusters,omitempty"`
+	// spec_revision is the deployment's current spec revision (see
+	// DeploymentService.ListDeploymentRevisions).
+	SpecRevision  int32 `protobuf:"varint,8,opt,name=spec_revision,json=specRevision,proto3" json:"spec_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -742,6 +745,13 @@ func (x *DeploymentStatusSummary) GetClusters() []*ClusterRollout {
 		return x.Clusters
 	}
 	return nil
+}
+
+func (x *DeploymentStatusSummary) GetSpecRevision() int32 {
+	if x != nil {
+		return x.SpecRevision
+	}
+	return 0
 }
 
 // ClusterRollout is one cluster's part of a deployment.
@@ -931,7 +941,7 @@ const file_oaas_pm_v1_deployment_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\v2\x1a.google.protobuf.ListValueR\x05value:\x028\x01B\x12\n" +
 	"\x10_partition_countB\x10\n" +
 	"\x0e_replica_countB\x06\n" +
-	"\x04_log\"\xe9\x02\n" +
+	"\x04_log\"\x8e\x03\n" +
 	"\x17DeploymentStatusSummary\x12-\n" +
 	"\x12replication_factor\x18\x01 \x01(\x05R\x11replicationFactor\x12#\n" +
 	"\rselected_envs\x18\x02 \x03(\tR\fselectedEnvs\x12@\n" +
@@ -940,7 +950,8 @@ const file_oaas_pm_v1_deployment_proto_rawDesc = "" +
 	"last_error\x18\x04 \x01(\tH\x00R\tlastError\x88\x01\x01\x12/\n" +
 	"\x13target_availability\x18\x05 \x01(\x01R\x12targetAvailability\x12\x1c\n" +
 	"\talgorithm\x18\x06 \x01(\tR\talgorithm\x126\n" +
-	"\bclusters\x18\a \x03(\v2\x1a.oaas.pm.v1.ClusterRolloutR\bclustersB\r\n" +
+	"\bclusters\x18\a \x03(\v2\x1a.oaas.pm.v1.ClusterRolloutR\bclusters\x12#\n" +
+	"\rspec_revision\x18\b \x01(\x05R\fspecRevisionB\r\n" +
 	"\v_last_error\"\xce\x02\n" +
 	"\x0eClusterRollout\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\"\n" +

@@ -39,6 +39,8 @@ const (
 	// Re-sends units of an existing deployment (drift repair, re-plan,
 	// retries); never rolls back.
 	OperationKind_OPERATION_KIND_HEAL OperationKind = 5
+	// Re-sends the previous spec to the clusters a failed update reached.
+	OperationKind_OPERATION_KIND_REVERT OperationKind = 6
 )
 
 // Enum value maps for OperationKind.
@@ -50,6 +52,7 @@ var (
 		3: "OPERATION_KIND_DELETE",
 		4: "OPERATION_KIND_ROLLBACK",
 		5: "OPERATION_KIND_HEAL",
+		6: "OPERATION_KIND_REVERT",
 	}
 	OperationKind_value = map[string]int32{
 		"OPERATION_KIND_UNSPECIFIED": 0,
@@ -58,6 +61,7 @@ var (
 		"OPERATION_KIND_DELETE":      3,
 		"OPERATION_KIND_ROLLBACK":    4,
 		"OPERATION_KIND_HEAL":        5,
+		"OPERATION_KIND_REVERT":      6,
 	}
 )
 
@@ -679,8 +683,11 @@ type CreateDeploymentRequest struct {
 	// idempotency_key (REST: Idempotency-Key header) makes a retried create
 	// return the first result.
 	IdempotencyKey string `protobuf:"bytes,3,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// create_only (REST: If-None-Match: *) makes a key that exists a
+	// conflict (409) instead of an update to the spec.
+	CreateOnly    bool `protobuf:"varint,4,opt,name=create_only,json=createOnly,proto3" json:"create_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateDeploymentRequest) Reset() {
@@ -732,6 +739,13 @@ func (x *CreateDeploymentRequest) GetIdempotencyKey() string {
 		return x.IdempotencyKey
 	}
 	return ""
+}
+
+func (x *CreateDeploymentRequest) GetCreateOnly() bool {
+	if x != nil {
+		return x.CreateOnly
+	}
+	return false
 }
 
 // CreateDeploymentResponse acknowledges a create; result.id is the first
@@ -1112,9 +1126,17 @@ func (x *DeleteDeploymentRequest) GetExpectedRevision() string {
 	return ""
 }
 
-// DeleteDeploymentResponse is empty.
+// DeleteDeploymentResponse says what a delete removed, in the shape the
+// current OaaS generation answers with.
 type DeleteDeploymentResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// message is "Deployment deleted across environments", or says which
+	// cluster's unit was deleted.
+	Message string `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	// id is the deployment key, or the unit id the request named.
+	Id string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	// deleted_envs are the clusters whose units were removed.
+	DeletedEnvs   []string `protobuf:"bytes,3,rep,name=deleted_envs,json=deletedEnvs,proto3" json:"deleted_envs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1147,6 +1169,27 @@ func (x *DeleteDeploymentResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use DeleteDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*DeleteDeploymentResponse) Descriptor() ([]byte, []int) {
 	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *DeleteDeploymentResponse) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *DeleteDeploymentResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DeleteDeploymentResponse) GetDeletedEnvs() []string {
+	if x != nil {
+		return x.DeletedEnvs
+	}
+	return nil
 }
 
 // GetClusterMappingsRequest names a deployment.
@@ -1194,13 +1237,17 @@ func (x *GetClusterMappingsRequest) GetKey() string {
 	return ""
 }
 
-// GetClusterMappingsResponse maps cluster names to deployment unit ids.
+// GetClusterMappingsResponse maps cluster names to deployment unit ids; the
+// three maps are the same.
 type GetClusterMappingsResponse struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	DeploymentKey   string                 `protobuf:"bytes,1,opt,name=deployment_key,json=deploymentKey,proto3" json:"deployment_key,omitempty"`
 	ClusterMappings map[string]string      `protobuf:"bytes,2,rep,name=cluster_mappings,json=clusterMappings,proto3" json:"cluster_mappings,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// cluster_ids and env_ids are the names the OaaS env-mappings route uses.
+	ClusterIds    map[string]string `protobuf:"bytes,3,rep,name=cluster_ids,json=clusterIds,proto3" json:"cluster_ids,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	EnvIds        map[string]string `protobuf:"bytes,4,rep,name=env_ids,json=envIds,proto3" json:"env_ids,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetClusterMappingsResponse) Reset() {
@@ -1243,6 +1290,485 @@ func (x *GetClusterMappingsResponse) GetDeploymentKey() string {
 func (x *GetClusterMappingsResponse) GetClusterMappings() map[string]string {
 	if x != nil {
 		return x.ClusterMappings
+	}
+	return nil
+}
+
+func (x *GetClusterMappingsResponse) GetClusterIds() map[string]string {
+	if x != nil {
+		return x.ClusterIds
+	}
+	return nil
+}
+
+func (x *GetClusterMappingsResponse) GetEnvIds() map[string]string {
+	if x != nil {
+		return x.EnvIds
+	}
+	return nil
+}
+
+// UpdateDeploymentRequest replaces the spec of the deployment called key.
+type UpdateDeploymentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key must equal deployment.key (an empty deployment.key takes it).
+	Key        string            `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Deployment *OClassDeployment `protobuf:"bytes,2,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	// expected_revision (REST: If-Match), when set, must equal the stored
+	// revision.
+	ExpectedRevision string `protobuf:"bytes,3,opt,name=expected_revision,json=expectedRevision,proto3" json:"expected_revision,omitempty"`
+	// dry_run returns the plan without storing or deploying anything.
+	DryRun        bool `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateDeploymentRequest) Reset() {
+	*x = UpdateDeploymentRequest{}
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateDeploymentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateDeploymentRequest) ProtoMessage() {}
+
+func (x *UpdateDeploymentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateDeploymentRequest.ProtoReflect.Descriptor instead.
+func (*UpdateDeploymentRequest) Descriptor() ([]byte, []int) {
+	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *UpdateDeploymentRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *UpdateDeploymentRequest) GetDeployment() *OClassDeployment {
+	if x != nil {
+		return x.Deployment
+	}
+	return nil
+}
+
+func (x *UpdateDeploymentRequest) GetExpectedRevision() string {
+	if x != nil {
+		return x.ExpectedRevision
+	}
+	return ""
+}
+
+func (x *UpdateDeploymentRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+// UpdateDeploymentResponse acknowledges an update; result.status is
+// "updated", or "unchanged" when the spec was the stored one.
+type UpdateDeploymentResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Result     *WriteResult           `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	Deployment *OClassDeployment      `protobuf:"bytes,2,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	Revision   string                 `protobuf:"bytes,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	// unit_ids maps every cluster the deployment runs on to its unit id.
+	UnitIds       map[string]string `protobuf:"bytes,4,rep,name=unit_ids,json=unitIds,proto3" json:"unit_ids,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateDeploymentResponse) Reset() {
+	*x = UpdateDeploymentResponse{}
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateDeploymentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateDeploymentResponse) ProtoMessage() {}
+
+func (x *UpdateDeploymentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateDeploymentResponse.ProtoReflect.Descriptor instead.
+func (*UpdateDeploymentResponse) Descriptor() ([]byte, []int) {
+	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *UpdateDeploymentResponse) GetResult() *WriteResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *UpdateDeploymentResponse) GetDeployment() *OClassDeployment {
+	if x != nil {
+		return x.Deployment
+	}
+	return nil
+}
+
+func (x *UpdateDeploymentResponse) GetRevision() string {
+	if x != nil {
+		return x.Revision
+	}
+	return ""
+}
+
+func (x *UpdateDeploymentResponse) GetUnitIds() map[string]string {
+	if x != nil {
+		return x.UnitIds
+	}
+	return nil
+}
+
+// RollbackDeploymentRequest names a deployment and the spec revision to
+// return to.
+type RollbackDeploymentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// to_revision is a spec revision listed by ListDeploymentRevisions; 0
+	// means the one before the current.
+	ToRevision int32 `protobuf:"varint,2,opt,name=to_revision,json=toRevision,proto3" json:"to_revision,omitempty"`
+	// expected_revision (REST: If-Match), when set, must equal the stored
+	// revision.
+	ExpectedRevision string `protobuf:"bytes,3,opt,name=expected_revision,json=expectedRevision,proto3" json:"expected_revision,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *RollbackDeploymentRequest) Reset() {
+	*x = RollbackDeploymentRequest{}
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackDeploymentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackDeploymentRequest) ProtoMessage() {}
+
+func (x *RollbackDeploymentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackDeploymentRequest.ProtoReflect.Descriptor instead.
+func (*RollbackDeploymentRequest) Descriptor() ([]byte, []int) {
+	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *RollbackDeploymentRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *RollbackDeploymentRequest) GetToRevision() int32 {
+	if x != nil {
+		return x.ToRevision
+	}
+	return 0
+}
+
+func (x *RollbackDeploymentRequest) GetExpectedRevision() string {
+	if x != nil {
+		return x.ExpectedRevision
+	}
+	return ""
+}
+
+// RollbackDeploymentResponse acknowledges a rollback; result.status is
+// "rolled back", or "unchanged" when that revision's spec is the current
+// one.
+type RollbackDeploymentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Result        *WriteResult           `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	Deployment    *OClassDeployment      `protobuf:"bytes,2,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	Revision      string                 `protobuf:"bytes,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	UnitIds       map[string]string      `protobuf:"bytes,4,rep,name=unit_ids,json=unitIds,proto3" json:"unit_ids,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackDeploymentResponse) Reset() {
+	*x = RollbackDeploymentResponse{}
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackDeploymentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackDeploymentResponse) ProtoMessage() {}
+
+func (x *RollbackDeploymentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackDeploymentResponse.ProtoReflect.Descriptor instead.
+func (*RollbackDeploymentResponse) Descriptor() ([]byte, []int) {
+	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *RollbackDeploymentResponse) GetResult() *WriteResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *RollbackDeploymentResponse) GetDeployment() *OClassDeployment {
+	if x != nil {
+		return x.Deployment
+	}
+	return nil
+}
+
+func (x *RollbackDeploymentResponse) GetRevision() string {
+	if x != nil {
+		return x.Revision
+	}
+	return ""
+}
+
+func (x *RollbackDeploymentResponse) GetUnitIds() map[string]string {
+	if x != nil {
+		return x.UnitIds
+	}
+	return nil
+}
+
+// ListDeploymentRevisionsRequest names a deployment.
+type ListDeploymentRevisionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeploymentRevisionsRequest) Reset() {
+	*x = ListDeploymentRevisionsRequest{}
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeploymentRevisionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeploymentRevisionsRequest) ProtoMessage() {}
+
+func (x *ListDeploymentRevisionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeploymentRevisionsRequest.ProtoReflect.Descriptor instead.
+func (*ListDeploymentRevisionsRequest) Descriptor() ([]byte, []int) {
+	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListDeploymentRevisionsRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+// ListDeploymentRevisionsResponse lists spec revisions, newest first.
+type ListDeploymentRevisionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Items         []*DeploymentRevision  `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeploymentRevisionsResponse) Reset() {
+	*x = ListDeploymentRevisionsResponse{}
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeploymentRevisionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeploymentRevisionsResponse) ProtoMessage() {}
+
+func (x *ListDeploymentRevisionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeploymentRevisionsResponse.ProtoReflect.Descriptor instead.
+func (*ListDeploymentRevisionsResponse) Descriptor() ([]byte, []int) {
+	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ListDeploymentRevisionsResponse) GetItems() []*DeploymentRevision {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+// DeploymentRevision is one spec of a deployment as PM stored it. PM keeps
+// the latest few of each deployment.
+type DeploymentRevision struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// revision numbers a deployment's specs 1, 2, 3, ... in the order they
+	// were written.
+	Revision int32 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// deployment is the spec as the client wrote it (server-managed fields
+	// cleared).
+	Deployment *OClassDeployment `protobuf:"bytes,2,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	// clusters are the clusters the revision was planned on.
+	Clusters []string `protobuf:"bytes,3,rep,name=clusters,proto3" json:"clusters,omitempty"`
+	// reason says what wrote it: "created", "updated", "rolled back to
+	// revision 2", or "reverted to revision 1: <failure>".
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// current is set on the revision the deployment runs.
+	Current       bool                   `protobuf:"varint,5,opt,name=current,proto3" json:"current,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeploymentRevision) Reset() {
+	*x = DeploymentRevision{}
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeploymentRevision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeploymentRevision) ProtoMessage() {}
+
+func (x *DeploymentRevision) ProtoReflect() protoreflect.Message {
+	mi := &file_oaas_pm_v1_deployment_service_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeploymentRevision.ProtoReflect.Descriptor instead.
+func (*DeploymentRevision) Descriptor() ([]byte, []int) {
+	return file_oaas_pm_v1_deployment_service_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *DeploymentRevision) GetRevision() int32 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *DeploymentRevision) GetDeployment() *OClassDeployment {
+	if x != nil {
+		return x.Deployment
+	}
+	return nil
+}
+
+func (x *DeploymentRevision) GetClusters() []string {
+	if x != nil {
+		return x.Clusters
+	}
+	return nil
+}
+
+func (x *DeploymentRevision) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *DeploymentRevision) GetCurrent() bool {
+	if x != nil {
+		return x.Current
+	}
+	return false
+}
+
+func (x *DeploymentRevision) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
 	}
 	return nil
 }
@@ -1293,13 +1819,15 @@ const file_oaas_pm_v1_deployment_service_proto_rawDesc = "" +
 	"page_token\x18\x04 \x01(\tR\tpageToken\"m\n" +
 	"\x16ListOperationsResponse\x12+\n" +
 	"\x05items\x18\x01 \x03(\v2\x15.oaas.pm.v1.OperationR\x05items\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x99\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xba\x01\n" +
 	"\x17CreateDeploymentRequest\x12<\n" +
 	"\n" +
 	"deployment\x18\x01 \x01(\v2\x1c.oaas.pm.v1.OClassDeploymentR\n" +
 	"deployment\x12\x17\n" +
 	"\adry_run\x18\x02 \x01(\bR\x06dryRun\x12'\n" +
-	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\"\xaf\x02\n" +
+	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\x12\x1f\n" +
+	"\vcreate_only\x18\x04 \x01(\bR\n" +
+	"createOnly\"\xaf\x02\n" +
 	"\x18CreateDeploymentResponse\x12/\n" +
 	"\x06result\x18\x01 \x01(\v2\x17.oaas.pm.v1.WriteResultR\x06result\x12<\n" +
 	"\n" +
@@ -1333,23 +1861,82 @@ const file_oaas_pm_v1_deployment_service_proto_rawDesc = "" +
 	"\x17DeleteDeploymentRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12+\n" +
-	"\x11expected_revision\x18\x03 \x01(\tR\x10expectedRevision\"\x1a\n" +
-	"\x18DeleteDeploymentResponse\"-\n" +
+	"\x11expected_revision\x18\x03 \x01(\tR\x10expectedRevision\"g\n" +
+	"\x18DeleteDeploymentResponse\x12\x18\n" +
+	"\amessage\x18\x01 \x01(\tR\amessage\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12!\n" +
+	"\fdeleted_envs\x18\x03 \x03(\tR\vdeletedEnvs\"-\n" +
 	"\x19GetClusterMappingsRequest\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\"\xef\x01\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\"\x8f\x04\n" +
 	"\x1aGetClusterMappingsResponse\x12%\n" +
 	"\x0edeployment_key\x18\x01 \x01(\tR\rdeploymentKey\x12f\n" +
-	"\x10cluster_mappings\x18\x02 \x03(\v2;.oaas.pm.v1.GetClusterMappingsResponse.ClusterMappingsEntryR\x0fclusterMappings\x1aB\n" +
+	"\x10cluster_mappings\x18\x02 \x03(\v2;.oaas.pm.v1.GetClusterMappingsResponse.ClusterMappingsEntryR\x0fclusterMappings\x12W\n" +
+	"\vcluster_ids\x18\x03 \x03(\v26.oaas.pm.v1.GetClusterMappingsResponse.ClusterIdsEntryR\n" +
+	"clusterIds\x12K\n" +
+	"\aenv_ids\x18\x04 \x03(\v22.oaas.pm.v1.GetClusterMappingsResponse.EnvIdsEntryR\x06envIds\x1aB\n" +
 	"\x14ClusterMappingsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xb6\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a=\n" +
+	"\x0fClusterIdsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
+	"\vEnvIdsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xaf\x01\n" +
+	"\x17UpdateDeploymentRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12<\n" +
+	"\n" +
+	"deployment\x18\x02 \x01(\v2\x1c.oaas.pm.v1.OClassDeploymentR\n" +
+	"deployment\x12+\n" +
+	"\x11expected_revision\x18\x03 \x01(\tR\x10expectedRevision\x12\x17\n" +
+	"\adry_run\x18\x04 \x01(\bR\x06dryRun\"\xaf\x02\n" +
+	"\x18UpdateDeploymentResponse\x12/\n" +
+	"\x06result\x18\x01 \x01(\v2\x17.oaas.pm.v1.WriteResultR\x06result\x12<\n" +
+	"\n" +
+	"deployment\x18\x02 \x01(\v2\x1c.oaas.pm.v1.OClassDeploymentR\n" +
+	"deployment\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\tR\brevision\x12L\n" +
+	"\bunit_ids\x18\x04 \x03(\v21.oaas.pm.v1.UpdateDeploymentResponse.UnitIdsEntryR\aunitIds\x1a:\n" +
+	"\fUnitIdsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"{\n" +
+	"\x19RollbackDeploymentRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1f\n" +
+	"\vto_revision\x18\x02 \x01(\x05R\n" +
+	"toRevision\x12+\n" +
+	"\x11expected_revision\x18\x03 \x01(\tR\x10expectedRevision\"\xb3\x02\n" +
+	"\x1aRollbackDeploymentResponse\x12/\n" +
+	"\x06result\x18\x01 \x01(\v2\x17.oaas.pm.v1.WriteResultR\x06result\x12<\n" +
+	"\n" +
+	"deployment\x18\x02 \x01(\v2\x1c.oaas.pm.v1.OClassDeploymentR\n" +
+	"deployment\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\tR\brevision\x12N\n" +
+	"\bunit_ids\x18\x04 \x03(\v23.oaas.pm.v1.RollbackDeploymentResponse.UnitIdsEntryR\aunitIds\x1a:\n" +
+	"\fUnitIdsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"2\n" +
+	"\x1eListDeploymentRevisionsRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\"W\n" +
+	"\x1fListDeploymentRevisionsResponse\x124\n" +
+	"\x05items\x18\x01 \x03(\v2\x1e.oaas.pm.v1.DeploymentRevisionR\x05items\"\xf7\x01\n" +
+	"\x12DeploymentRevision\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x05R\brevision\x12<\n" +
+	"\n" +
+	"deployment\x18\x02 \x01(\v2\x1c.oaas.pm.v1.OClassDeploymentR\n" +
+	"deployment\x12\x1a\n" +
+	"\bclusters\x18\x03 \x03(\tR\bclusters\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x18\n" +
+	"\acurrent\x18\x05 \x01(\bR\acurrent\x129\n" +
+	"\n" +
+	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt*\xd1\x01\n" +
 	"\rOperationKind\x12\x1e\n" +
 	"\x1aOPERATION_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15OPERATION_KIND_DEPLOY\x10\x01\x12\x19\n" +
 	"\x15OPERATION_KIND_UPDATE\x10\x02\x12\x19\n" +
 	"\x15OPERATION_KIND_DELETE\x10\x03\x12\x1b\n" +
 	"\x17OPERATION_KIND_ROLLBACK\x10\x04\x12\x17\n" +
-	"\x13OPERATION_KIND_HEAL\x10\x05*\xa6\x01\n" +
+	"\x13OPERATION_KIND_HEAL\x10\x05\x12\x19\n" +
+	"\x15OPERATION_KIND_REVERT\x10\x06*\xa6\x01\n" +
 	"\x0eOperationState\x12\x1f\n" +
 	"\x1bOPERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17OPERATION_STATE_RUNNING\x10\x01\x12\x1b\n" +
@@ -1361,15 +1948,19 @@ const file_oaas_pm_v1_deployment_service_proto_rawDesc = "" +
 	"\x12STEP_STATE_PENDING\x10\x01\x12\x18\n" +
 	"\x14STEP_STATE_SUCCEEDED\x10\x02\x12\x15\n" +
 	"\x11STEP_STATE_FAILED\x10\x03\x12\x16\n" +
-	"\x12STEP_STATE_SKIPPED\x10\x042\xc3\a\n" +
+	"\x12STEP_STATE_SKIPPED\x10\x042\xca\v\n" +
 	"\x11DeploymentService\x12\x8e\x01\n" +
 	"\x10CreateDeployment\x12#.oaas.pm.v1.CreateDeploymentRequest\x1a$.oaas.pm.v1.CreateDeploymentResponse\"/\x82\xd3\xe4\x93\x02):\n" +
 	"deploymentb\x06result\"\x13/api/v1/deployments\x12\x81\x01\n" +
 	"\x0fListDeployments\x12\".oaas.pm.v1.ListDeploymentsRequest\x1a#.oaas.pm.v1.ListDeploymentsResponse\"%\x82\xd3\xe4\x93\x02\x1cb\x05items\x12\x13/api/v1/deployments\x90\x02\x01\x12\x86\x01\n" +
 	"\rGetDeployment\x12 .oaas.pm.v1.GetDeploymentRequest\x1a!.oaas.pm.v1.GetDeploymentResponse\"0\x82\xd3\xe4\x93\x02'b\n" +
-	"deployment\x12\x19/api/v1/deployments/{key}\x90\x02\x01\x12\x80\x01\n" +
-	"\x10DeleteDeployment\x12#.oaas.pm.v1.DeleteDeploymentRequest\x1a$.oaas.pm.v1.DeleteDeploymentResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/api/v1/deployments/{key}\x12\x9a\x01\n" +
-	"\x12GetClusterMappings\x12%.oaas.pm.v1.GetClusterMappingsRequest\x1a&.oaas.pm.v1.GetClusterMappingsResponse\"5\x82\xd3\xe4\x93\x02,\x12*/api/v1/deployments/{key}/cluster-mappings\x90\x02\x01\x12q\n" +
+	"deployment\x12\x19/api/v1/deployments/{key}\x90\x02\x01\x12\x94\x01\n" +
+	"\x10UpdateDeployment\x12#.oaas.pm.v1.UpdateDeploymentRequest\x1a$.oaas.pm.v1.UpdateDeploymentResponse\"5\x82\xd3\xe4\x93\x02/:\n" +
+	"deploymentb\x06result\x1a\x19/api/v1/deployments/{key}\x12\x97\x01\n" +
+	"\x12RollbackDeployment\x12%.oaas.pm.v1.RollbackDeploymentRequest\x1a&.oaas.pm.v1.RollbackDeploymentResponse\"2\x82\xd3\xe4\x93\x02,b\x06result\"\"/api/v1/deployments/{key}/rollback\x12\xa9\x01\n" +
+	"\x17ListDeploymentRevisions\x12*.oaas.pm.v1.ListDeploymentRevisionsRequest\x1a+.oaas.pm.v1.ListDeploymentRevisionsResponse\"5\x82\xd3\xe4\x93\x02,b\x05items\x12#/api/v1/deployments/{key}/revisions\x90\x02\x01\x12\x80\x01\n" +
+	"\x10DeleteDeployment\x12#.oaas.pm.v1.DeleteDeploymentRequest\x1a$.oaas.pm.v1.DeleteDeploymentResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/api/v1/deployments/{key}\x12\xc4\x01\n" +
+	"\x12GetClusterMappings\x12%.oaas.pm.v1.GetClusterMappingsRequest\x1a&.oaas.pm.v1.GetClusterMappingsResponse\"_\x82\xd3\xe4\x93\x02VZ(\x12&/api/v1/deployments/{key}/env-mappings\x12*/api/v1/deployments/{key}/cluster-mappings\x90\x02\x01\x12q\n" +
 	"\vListOrphans\x12\x1e.oaas.pm.v1.ListOrphansRequest\x1a\x1f.oaas.pm.v1.ListOrphansResponse\"!\x82\xd3\xe4\x93\x02\x18b\x05items\x12\x0f/api/v1/orphans\x90\x02\x01\x12}\n" +
 	"\x0eListOperations\x12!.oaas.pm.v1.ListOperationsRequest\x1a\".oaas.pm.v1.ListOperationsResponse\"$\x82\xd3\xe4\x93\x02\x1bb\x05items\x12\x12/api/v1/operations\x90\x02\x01B\x9d\x01\n" +
 	"\x0ecom.oaas.pm.v1B\x16DeploymentServiceProtoP\x01Z)github.com/oaas/pm/gen/go/oaas/pm/v1;pmv1\xa2\x02\x03OPX\xaa\x02\n" +
@@ -1389,70 +1980,99 @@ func file_oaas_pm_v1_deployment_service_proto_rawDescGZIP() []byte {
 }
 
 var file_oaas_pm_v1_deployment_service_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_oaas_pm_v1_deployment_service_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_oaas_pm_v1_deployment_service_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_oaas_pm_v1_deployment_service_proto_goTypes = []any{
-	(OperationKind)(0),                 // 0: oaas.pm.v1.OperationKind
-	(OperationState)(0),                // 1: oaas.pm.v1.OperationState
-	(StepState)(0),                     // 2: oaas.pm.v1.StepState
-	(*Orphan)(nil),                     // 3: oaas.pm.v1.Orphan
-	(*ListOrphansRequest)(nil),         // 4: oaas.pm.v1.ListOrphansRequest
-	(*ListOrphansResponse)(nil),        // 5: oaas.pm.v1.ListOrphansResponse
-	(*Operation)(nil),                  // 6: oaas.pm.v1.Operation
-	(*OperationStep)(nil),              // 7: oaas.pm.v1.OperationStep
-	(*ListOperationsRequest)(nil),      // 8: oaas.pm.v1.ListOperationsRequest
-	(*ListOperationsResponse)(nil),     // 9: oaas.pm.v1.ListOperationsResponse
-	(*CreateDeploymentRequest)(nil),    // 10: oaas.pm.v1.CreateDeploymentRequest
-	(*CreateDeploymentResponse)(nil),   // 11: oaas.pm.v1.CreateDeploymentResponse
-	(*ListDeploymentsRequest)(nil),     // 12: oaas.pm.v1.ListDeploymentsRequest
-	(*ListDeploymentsResponse)(nil),    // 13: oaas.pm.v1.ListDeploymentsResponse
-	(*GetDeploymentRequest)(nil),       // 14: oaas.pm.v1.GetDeploymentRequest
-	(*GetDeploymentResponse)(nil),      // 15: oaas.pm.v1.GetDeploymentResponse
-	(*DeleteDeploymentRequest)(nil),    // 16: oaas.pm.v1.DeleteDeploymentRequest
-	(*DeleteDeploymentResponse)(nil),   // 17: oaas.pm.v1.DeleteDeploymentResponse
-	(*GetClusterMappingsRequest)(nil),  // 18: oaas.pm.v1.GetClusterMappingsRequest
-	(*GetClusterMappingsResponse)(nil), // 19: oaas.pm.v1.GetClusterMappingsResponse
-	nil,                                // 20: oaas.pm.v1.CreateDeploymentResponse.UnitIdsEntry
-	nil,                                // 21: oaas.pm.v1.GetClusterMappingsResponse.ClusterMappingsEntry
-	(*timestamppb.Timestamp)(nil),      // 22: google.protobuf.Timestamp
-	(*OClassDeployment)(nil),           // 23: oaas.pm.v1.OClassDeployment
-	(*WriteResult)(nil),                // 24: oaas.pm.v1.WriteResult
+	(OperationKind)(0),                      // 0: oaas.pm.v1.OperationKind
+	(OperationState)(0),                     // 1: oaas.pm.v1.OperationState
+	(StepState)(0),                          // 2: oaas.pm.v1.StepState
+	(*Orphan)(nil),                          // 3: oaas.pm.v1.Orphan
+	(*ListOrphansRequest)(nil),              // 4: oaas.pm.v1.ListOrphansRequest
+	(*ListOrphansResponse)(nil),             // 5: oaas.pm.v1.ListOrphansResponse
+	(*Operation)(nil),                       // 6: oaas.pm.v1.Operation
+	(*OperationStep)(nil),                   // 7: oaas.pm.v1.OperationStep
+	(*ListOperationsRequest)(nil),           // 8: oaas.pm.v1.ListOperationsRequest
+	(*ListOperationsResponse)(nil),          // 9: oaas.pm.v1.ListOperationsResponse
+	(*CreateDeploymentRequest)(nil),         // 10: oaas.pm.v1.CreateDeploymentRequest
+	(*CreateDeploymentResponse)(nil),        // 11: oaas.pm.v1.CreateDeploymentResponse
+	(*ListDeploymentsRequest)(nil),          // 12: oaas.pm.v1.ListDeploymentsRequest
+	(*ListDeploymentsResponse)(nil),         // 13: oaas.pm.v1.ListDeploymentsResponse
+	(*GetDeploymentRequest)(nil),            // 14: oaas.pm.v1.GetDeploymentRequest
+	(*GetDeploymentResponse)(nil),           // 15: oaas.pm.v1.GetDeploymentResponse
+	(*DeleteDeploymentRequest)(nil),         // 16: oaas.pm.v1.DeleteDeploymentRequest
+	(*DeleteDeploymentResponse)(nil),        // 17: oaas.pm.v1.DeleteDeploymentResponse
+	(*GetClusterMappingsRequest)(nil),       // 18: oaas.pm.v1.GetClusterMappingsRequest
+	(*GetClusterMappingsResponse)(nil),      // 19: oaas.pm.v1.GetClusterMappingsResponse
+	(*UpdateDeploymentRequest)(nil),         // 20: oaas.pm.v1.UpdateDeploymentRequest
+	(*UpdateDeploymentResponse)(nil),        // 21: oaas.pm.v1.UpdateDeploymentResponse
+	(*RollbackDeploymentRequest)(nil),       // 22: oaas.pm.v1.RollbackDeploymentRequest
+	(*RollbackDeploymentResponse)(nil),      // 23: oaas.pm.v1.RollbackDeploymentResponse
+	(*ListDeploymentRevisionsRequest)(nil),  // 24: oaas.pm.v1.ListDeploymentRevisionsRequest
+	(*ListDeploymentRevisionsResponse)(nil), // 25: oaas.pm.v1.ListDeploymentRevisionsResponse
+	(*DeploymentRevision)(nil),              // 26: oaas.pm.v1.DeploymentRevision
+	nil,                                     // 27: oaas.pm.v1.CreateDeploymentResponse.UnitIdsEntry
+	nil,                                     // 28: oaas.pm.v1.GetClusterMappingsResponse.ClusterMappingsEntry
+	nil,                                     // 29: oaas.pm.v1.GetClusterMappingsResponse.ClusterIdsEntry
+	nil,                                     // 30: oaas.pm.v1.GetClusterMappingsResponse.EnvIdsEntry
+	nil,                                     // 31: oaas.pm.v1.UpdateDeploymentResponse.UnitIdsEntry
+	nil,                                     // 32: oaas.pm.v1.RollbackDeploymentResponse.UnitIdsEntry
+	(*timestamppb.Timestamp)(nil),           // 33: google.protobuf.Timestamp
+	(*OClassDeployment)(nil),                // 34: oaas.pm.v1.OClassDeployment
+	(*WriteResult)(nil),                     // 35: oaas.pm.v1.WriteResult
 }
 var file_oaas_pm_v1_deployment_service_proto_depIdxs = []int32{
-	22, // 0: oaas.pm.v1.Orphan.first_seen:type_name -> google.protobuf.Timestamp
+	33, // 0: oaas.pm.v1.Orphan.first_seen:type_name -> google.protobuf.Timestamp
 	3,  // 1: oaas.pm.v1.ListOrphansResponse.items:type_name -> oaas.pm.v1.Orphan
 	0,  // 2: oaas.pm.v1.Operation.kind:type_name -> oaas.pm.v1.OperationKind
 	1,  // 3: oaas.pm.v1.Operation.state:type_name -> oaas.pm.v1.OperationState
 	7,  // 4: oaas.pm.v1.Operation.steps:type_name -> oaas.pm.v1.OperationStep
-	22, // 5: oaas.pm.v1.Operation.created_at:type_name -> google.protobuf.Timestamp
-	22, // 6: oaas.pm.v1.Operation.updated_at:type_name -> google.protobuf.Timestamp
+	33, // 5: oaas.pm.v1.Operation.created_at:type_name -> google.protobuf.Timestamp
+	33, // 6: oaas.pm.v1.Operation.updated_at:type_name -> google.protobuf.Timestamp
 	2,  // 7: oaas.pm.v1.OperationStep.state:type_name -> oaas.pm.v1.StepState
 	6,  // 8: oaas.pm.v1.ListOperationsResponse.items:type_name -> oaas.pm.v1.Operation
-	23, // 9: oaas.pm.v1.CreateDeploymentRequest.deployment:type_name -> oaas.pm.v1.OClassDeployment
-	24, // 10: oaas.pm.v1.CreateDeploymentResponse.result:type_name -> oaas.pm.v1.WriteResult
-	23, // 11: oaas.pm.v1.CreateDeploymentResponse.deployment:type_name -> oaas.pm.v1.OClassDeployment
-	20, // 12: oaas.pm.v1.CreateDeploymentResponse.unit_ids:type_name -> oaas.pm.v1.CreateDeploymentResponse.UnitIdsEntry
-	23, // 13: oaas.pm.v1.ListDeploymentsResponse.items:type_name -> oaas.pm.v1.OClassDeployment
-	23, // 14: oaas.pm.v1.GetDeploymentResponse.deployment:type_name -> oaas.pm.v1.OClassDeployment
-	21, // 15: oaas.pm.v1.GetClusterMappingsResponse.cluster_mappings:type_name -> oaas.pm.v1.GetClusterMappingsResponse.ClusterMappingsEntry
-	10, // 16: oaas.pm.v1.DeploymentService.CreateDeployment:input_type -> oaas.pm.v1.CreateDeploymentRequest
-	12, // 17: oaas.pm.v1.DeploymentService.ListDeployments:input_type -> oaas.pm.v1.ListDeploymentsRequest
-	14, // 18: oaas.pm.v1.DeploymentService.GetDeployment:input_type -> oaas.pm.v1.GetDeploymentRequest
-	16, // 19: oaas.pm.v1.DeploymentService.DeleteDeployment:input_type -> oaas.pm.v1.DeleteDeploymentRequest
-	18, // 20: oaas.pm.v1.DeploymentService.GetClusterMappings:input_type -> oaas.pm.v1.GetClusterMappingsRequest
-	4,  // 21: oaas.pm.v1.DeploymentService.ListOrphans:input_type -> oaas.pm.v1.ListOrphansRequest
-	8,  // 22: oaas.pm.v1.DeploymentService.ListOperations:input_type -> oaas.pm.v1.ListOperationsRequest
-	11, // 23: oaas.pm.v1.DeploymentService.CreateDeployment:output_type -> oaas.pm.v1.CreateDeploymentResponse
-	13, // 24: oaas.pm.v1.DeploymentService.ListDeployments:output_type -> oaas.pm.v1.ListDeploymentsResponse
-	15, // 25: oaas.pm.v1.DeploymentService.GetDeployment:output_type -> oaas.pm.v1.GetDeploymentResponse
-	17, // 26: oaas.pm.v1.DeploymentService.DeleteDeployment:output_type -> oaas.pm.v1.DeleteDeploymentResponse
-	19, // 27: oaas.pm.v1.DeploymentService.GetClusterMappings:output_type -> oaas.pm.v1.GetClusterMappingsResponse
-	5,  // 28: oaas.pm.v1.DeploymentService.ListOrphans:output_type -> oaas.pm.v1.ListOrphansResponse
-	9,  // 29: oaas.pm.v1.DeploymentService.ListOperations:output_type -> oaas.pm.v1.ListOperationsResponse
-	23, // [23:30] is the sub-list for method output_type
-	16, // [16:23] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	34, // 9: oaas.pm.v1.CreateDeploymentRequest.deployment:type_name -> oaas.pm.v1.OClassDeployment
+	35, // 10: oaas.pm.v1.CreateDeploymentResponse.result:type_name -> oaas.pm.v1.WriteResult
+	34, // 11: oaas.pm.v1.CreateDeploymentResponse.deployment:type_name -> oaas.pm.v1.OClassDeployment
+	27, // 12: oaas.pm.v1.CreateDeploymentResponse.unit_ids:type_name -> oaas.pm.v1.CreateDeploymentResponse.UnitIdsEntry
+	34, // 13: oaas.pm.v1.ListDeploymentsResponse.items:type_name -> oaas.pm.v1.OClassDeployment
+	34, // 14: oaas.pm.v1.GetDeploymentResponse.deployment:type_name -> oaas.pm.v1.OClassDeployment
+	28, // 15: oaas.pm.v1.GetClusterMappingsResponse.cluster_mappings:type_name -> oaas.pm.v1.GetClusterMappingsResponse.ClusterMappingsEntry
+	29, // 16: oaas.pm.v1.GetClusterMappingsResponse.cluster_ids:type_name -> oaas.pm.v1.GetClusterMappingsResponse.ClusterIdsEntry
+	30, // 17: oaas.pm.v1.GetClusterMappingsResponse.env_ids:type_name -> oaas.pm.v1.GetClusterMappingsResponse.EnvIdsEntry
+	34, // 18: oaas.pm.v1.UpdateDeploymentRequest.deployment:type_name -> oaas.pm.v1.OClassDeployment
+	35, // 19: oaas.pm.v1.UpdateDeploymentResponse.result:type_name -> oaas.pm.v1.WriteResult
+	34, // 20: oaas.pm.v1.UpdateDeploymentResponse.deployment:type_name -> oaas.pm.v1.OClassDeployment
+	31, // 21: oaas.pm.v1.UpdateDeploymentResponse.unit_ids:type_name -> oaas.pm.v1.UpdateDeploymentResponse.UnitIdsEntry
+	35, // 22: oaas.pm.v1.RollbackDeploymentResponse.result:type_name -> oaas.pm.v1.WriteResult
+	34, // 23: oaas.pm.v1.RollbackDeploymentResponse.deployment:type_name -> oaas.pm.v1.OClassDeployment
+	32, // 24: oaas.pm.v1.RollbackDeploymentResponse.unit_ids:type_name -> oaas.pm.v1.RollbackDeploymentResponse.UnitIdsEntry
+	26, // 25: oaas.pm.v1.ListDeploymentRevisionsResponse.items:type_name -> oaas.pm.v1.DeploymentRevision
+	34, // 26: oaas.pm.v1.DeploymentRevision.deployment:type_name -> oaas.pm.v1.OClassDeployment
+	33, // 27: oaas.pm.v1.DeploymentRevision.created_at:type_name -> google.protobuf.Timestamp
+	10, // 28: oaas.pm.v1.DeploymentService.CreateDeployment:input_type -> oaas.pm.v1.CreateDeploymentRequest
+	12, // 29: oaas.pm.v1.DeploymentService.ListDeployments:input_type -> oaas.pm.v1.ListDeploymentsRequest
+	14, // 30: oaas.pm.v1.DeploymentService.GetDeployment:input_type -> oaas.pm.v1.GetDeploymentRequest
+	20, // 31: oaas.pm.v1.DeploymentService.UpdateDeployment:input_type -> oaas.pm.v1.UpdateDeploymentRequest
+	22, // 32: oaas.pm.v1.DeploymentService.RollbackDeployment:input_type -> oaas.pm.v1.RollbackDeploymentRequest
+	24, // 33: oaas.pm.v1.DeploymentService.ListDeploymentRevisions:input_type -> oaas.pm.v1.ListDeploymentRevisionsRequest
+	16, // 34: oaas.pm.v1.DeploymentService.DeleteDeployment:input_type -> oaas.pm.v1.DeleteDeploymentRequest
+	18, // 35: oaas.pm.v1.DeploymentService.GetClusterMappings:input_type -> oaas.pm.v1.GetClusterMappingsRequest
+	4,  // 36: oaas.pm.v1.DeploymentService.ListOrphans:input_type -> oaas.pm.v1.ListOrphansRequest
+	8,  // 37: oaas.pm.v1.DeploymentService.ListOperations:input_type -> oaas.pm.v1.ListOperationsRequest
+	11, // 38: oaas.pm.v1.DeploymentService.CreateDeployment:output_type -> oaas.pm.v1.CreateDeploymentResponse
+	13, // 39: oaas.pm.v1.DeploymentService.ListDeployments:output_type -> oaas.pm.v1.ListDeploymentsResponse
+	15, // 40: oaas.pm.v1.DeploymentService.GetDeployment:output_type -> oaas.pm.v1.GetDeploymentResponse
+	21, // 41: oaas.pm.v1.DeploymentService.UpdateDeployment:output_type -> oaas.pm.v1.UpdateDeploymentResponse
+	23, // 42: oaas.pm.v1.DeploymentService.RollbackDeployment:output_type -> oaas.pm.v1.RollbackDeploymentResponse
+	25, // 43: oaas.pm.v1.DeploymentService.ListDeploymentRevisions:output_type -> oaas.pm.v1.ListDeploymentRevisionsResponse
+	17, // 44: oaas.pm.v1.DeploymentService.DeleteDeployment:output_type -> oaas.pm.v1.DeleteDeploymentResponse
+	19, // 45: oaas.pm.v1.DeploymentService.GetClusterMappings:output_type -> oaas.pm.v1.GetClusterMappingsResponse
+	5,  // 46: oaas.pm.v1.DeploymentService.ListOrphans:output_type -> oaas.pm.v1.ListOrphansResponse
+	9,  // 47: oaas.pm.v1.DeploymentService.ListOperations:output_type -> oaas.pm.v1.ListOperationsResponse
+	38, // [38:48] is the sub-list for method output_type
+	28, // [28:38] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_oaas_pm_v1_deployment_service_proto_init() }
@@ -1470,7 +2090,7 @@ func file_oaas_pm_v1_deployment_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oaas_pm_v1_deployment_service_proto_rawDesc), len(file_oaas_pm_v1_deployment_service_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   19,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

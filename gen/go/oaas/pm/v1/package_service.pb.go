@@ -570,8 +570,12 @@ func (x *UpdatePackageResponse) GetRevision() string {
 
 // DeletePackageRequest names a package.
 type DeletePackageRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// cascade deletes the package's deployments first; without it (and
+	// without PACKAGE_DELETE_CASCADE) a package that has deployments is not
+	// deleted (409).
+	Cascade       bool `protobuf:"varint,2,opt,name=cascade,proto3" json:"cascade,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -611,6 +615,13 @@ func (x *DeletePackageRequest) GetName() string {
 		return x.Name
 	}
 	return ""
+}
+
+func (x *DeletePackageRequest) GetCascade() bool {
+	if x != nil {
+		return x.Cascade
+	}
+	return false
 }
 
 // DeletePackageResponse is empty.
@@ -691,9 +702,10 @@ const file_oaas_pm_v1_package_service_proto_rawDesc = "" +
 	"\x15UpdatePackageResponse\x12/\n" +
 	"\x06result\x18\x01 \x01(\v2\x17.oaas.pm.v1.WriteResultR\x06result\x12.\n" +
 	"\apackage\x18\x02 \x01(\v2\x14.oaas.pm.v1.OPackageR\apackage\x12\x1a\n" +
-	"\brevision\x18\x03 \x01(\tR\brevision\"*\n" +
+	"\brevision\x18\x03 \x01(\tR\brevision\"D\n" +
 	"\x14DeletePackageRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\x17\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\acascade\x18\x02 \x01(\bR\acascade\"\x17\n" +
 	"\x15DeletePackageResponse2\x82\x05\n" +
 	"\x0ePackageService\x12\x7f\n" +
 	"\rCreatePackage\x12 .oaas.pm.v1.CreatePackageRequest\x1a!.oaas.pm.v1.CreatePackageResponse\")\x82\xd3\xe4\x93\x02#:\apackageb\x06result\"\x10/api/v1/packages\x12x\n" +

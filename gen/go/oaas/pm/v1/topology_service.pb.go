@@ -7,12 +7,11 @@
 package pmv1
 
 import (
-	common "github.com/oaas/pm/gen/go/oaas/common"
+	topology "github.com/oaas/pm/gen/go/oaas/topology"
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
-	sync "sync"
 	unsafe "unsafe"
 )
 
@@ -23,328 +22,30 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// GetTopologyRequest is OaaS's TopologyRequest.
-type GetTopologyRequest struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// source selects the view: "deployments" (the default, also when empty)
-	// is the graph of PM's stored deployments. "zenoh" (OaaS asks a CRM's
-	// live view) is not served.
-	Source        string `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *GetTopologyRequest) Reset() {
-	*x = GetTopologyRequest{}
-	mi := &file_oaas_pm_v1_topology_service_proto_msgTypes[0]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *GetTopologyRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*GetTopologyRequest) ProtoMessage() {}
-
-func (x *GetTopologyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oaas_pm_v1_topology_service_proto_msgTypes[0]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use GetTopologyRequest.ProtoReflect.Descriptor instead.
-func (*GetTopologyRequest) Descriptor() ([]byte, []int) {
-	return file_oaas_pm_v1_topology_service_proto_rawDescGZIP(), []int{0}
-}
-
-func (x *GetTopologyRequest) GetSource() string {
-	if x != nil {
-		return x.Source
-	}
-	return ""
-}
-
-// GetTopologyResponse is OaaS's TopologySnapshot, field for field.
-type GetTopologyResponse struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	Nodes []*TopologyNode        `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
-	Edges []*TopologyEdge        `protobuf:"bytes,2,rep,name=edges,proto3" json:"edges,omitempty"`
-	// timestamp is when the graph was built.
-	Timestamp     *common.Timestamp `protobuf:"bytes,3,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *GetTopologyResponse) Reset() {
-	*x = GetTopologyResponse{}
-	mi := &file_oaas_pm_v1_topology_service_proto_msgTypes[1]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *GetTopologyResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*GetTopologyResponse) ProtoMessage() {}
-
-func (x *GetTopologyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oaas_pm_v1_topology_service_proto_msgTypes[1]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use GetTopologyResponse.ProtoReflect.Descriptor instead.
-func (*GetTopologyResponse) Descriptor() ([]byte, []int) {
-	return file_oaas_pm_v1_topology_service_proto_rawDescGZIP(), []int{1}
-}
-
-func (x *GetTopologyResponse) GetNodes() []*TopologyNode {
-	if x != nil {
-		return x.Nodes
-	}
-	return nil
-}
-
-func (x *GetTopologyResponse) GetEdges() []*TopologyEdge {
-	if x != nil {
-		return x.Edges
-	}
-	return nil
-}
-
-func (x *GetTopologyResponse) GetTimestamp() *common.Timestamp {
-	if x != nil {
-		return x.Timestamp
-	}
-	return nil
-}
-
-// TopologyNode is one node of the graph.
-type TopologyNode struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// id is package::P, class::C, function::C::F or env::E.
-	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// node_type is package, class, function or environment.
-	NodeType string `protobuf:"bytes,2,opt,name=node_type,json=nodeType,proto3" json:"node_type,omitempty"`
-	// status is healthy, degraded or down.
-	Status string `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
-	// metadata: a class node carries package and, when set, partitions.
-	Metadata map[string]string `protobuf:"bytes,4,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// deployed_classes: an environment node lists the classes deployed there.
-	DeployedClasses []string `protobuf:"bytes,5,rep,name=deployed_classes,json=deployedClasses,proto3" json:"deployed_classes,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
-}
-
-func (x *TopologyNode) Reset() {
-	*x = TopologyNode{}
-	mi := &file_oaas_pm_v1_topology_service_proto_msgTypes[2]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *TopologyNode) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*TopologyNode) ProtoMessage() {}
-
-func (x *TopologyNode) ProtoReflect() protoreflect.Message {
-	mi := &file_oaas_pm_v1_topology_service_proto_msgTypes[2]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use TopologyNode.ProtoReflect.Descriptor instead.
-func (*TopologyNode) Descriptor() ([]byte, []int) {
-	return file_oaas_pm_v1_topology_service_proto_rawDescGZIP(), []int{2}
-}
-
-func (x *TopologyNode) GetId() string {
-	if x != nil {
-		return x.Id
-	}
-	return ""
-}
-
-func (x *TopologyNode) GetNodeType() string {
-	if x != nil {
-		return x.NodeType
-	}
-	return ""
-}
-
-func (x *TopologyNode) GetStatus() string {
-	if x != nil {
-		return x.Status
-	}
-	return ""
-}
-
-func (x *TopologyNode) GetMetadata() map[string]string {
-	if x != nil {
-		return x.Metadata
-	}
-	return nil
-}
-
-func (x *TopologyNode) GetDeployedClasses() []string {
-	if x != nil {
-		return x.DeployedClasses
-	}
-	return nil
-}
-
-// TopologyEdge connects two nodes by id.
-type TopologyEdge struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	FromId        string                 `protobuf:"bytes,1,opt,name=from_id,json=fromId,proto3" json:"from_id,omitempty"`
-	ToId          string                 `protobuf:"bytes,2,opt,name=to_id,json=toId,proto3" json:"to_id,omitempty"`
-	Metadata      map[string]string      `protobuf:"bytes,3,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *TopologyEdge) Reset() {
-	*x = TopologyEdge{}
-	mi := &file_oaas_pm_v1_topology_service_proto_msgTypes[3]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *TopologyEdge) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*TopologyEdge) ProtoMessage() {}
-
-func (x *TopologyEdge) ProtoReflect() protoreflect.Message {
-	mi := &file_oaas_pm_v1_topology_service_proto_msgTypes[3]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use TopologyEdge.ProtoReflect.Descriptor instead.
-func (*TopologyEdge) Descriptor() ([]byte, []int) {
-	return file_oaas_pm_v1_topology_service_proto_rawDescGZIP(), []int{3}
-}
-
-func (x *TopologyEdge) GetFromId() string {
-	if x != nil {
-		return x.FromId
-	}
-	return ""
-}
-
-func (x *TopologyEdge) GetToId() string {
-	if x != nil {
-		return x.ToId
-	}
-	return ""
-}
-
-func (x *TopologyEdge) GetMetadata() map[string]string {
-	if x != nil {
-		return x.Metadata
-	}
-	return nil
-}
-
 var File_oaas_pm_v1_topology_service_proto protoreflect.FileDescriptor
 
 const file_oaas_pm_v1_topology_service_proto_rawDesc = "" +
 	"\n" +
 	"!oaas/pm/v1/topology_service.proto\x12\n" +
-	"oaas.pm.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x18oaas/common/common.proto\",\n" +
-	"\x12GetTopologyRequest\x12\x16\n" +
-	"\x06source\x18\x01 \x01(\tR\x06source\"\xab\x01\n" +
-	"\x13GetTopologyResponse\x12.\n" +
-	"\x05nodes\x18\x01 \x03(\v2\x18.oaas.pm.v1.TopologyNodeR\x05nodes\x12.\n" +
-	"\x05edges\x18\x02 \x03(\v2\x18.oaas.pm.v1.TopologyEdgeR\x05edges\x124\n" +
-	"\ttimestamp\x18\x03 \x01(\v2\x16.oaas.common.TimestampR\ttimestamp\"\xff\x01\n" +
-	"\fTopologyNode\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
-	"\tnode_type\x18\x02 \x01(\tR\bnodeType\x12\x16\n" +
-	"\x06status\x18\x03 \x01(\tR\x06status\x12B\n" +
-	"\bmetadata\x18\x04 \x03(\v2&.oaas.pm.v1.TopologyNode.MetadataEntryR\bmetadata\x12)\n" +
-	"\x10deployed_classes\x18\x05 \x03(\tR\x0fdeployedClasses\x1a;\n" +
-	"\rMetadataEntry\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbd\x01\n" +
-	"\fTopologyEdge\x12\x17\n" +
-	"\afrom_id\x18\x01 \x01(\tR\x06fromId\x12\x13\n" +
-	"\x05to_id\x18\x02 \x01(\tR\x04toId\x12B\n" +
-	"\bmetadata\x18\x03 \x03(\v2&.oaas.pm.v1.TopologyEdge.MetadataEntryR\bmetadata\x1a;\n" +
-	"\rMetadataEntry\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012~\n" +
+	"oaas.pm.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1coaas/topology/topology.proto2~\n" +
 	"\x0fTopologyService\x12k\n" +
-	"\vGetTopology\x12\x1e.oaas.pm.v1.GetTopologyRequest\x1a\x1f.oaas.pm.v1.GetTopologyResponse\"\x1b\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/topology\x90\x02\x01B\x9b\x01\n" +
+	"\vGetTopology\x12\x1e.oaas.topology.TopologyRequest\x1a\x1f.oaas.topology.TopologySnapshot\"\x1b\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/topology\x90\x02\x01B\x9b\x01\n" +
 	"\x0ecom.oaas.pm.v1B\x14TopologyServiceProtoP\x01Z)github.com/oaas/pm/gen/go/oaas/pm/v1;pmv1\xa2\x02\x03OPX\xaa\x02\n" +
 	"Oaas.Pm.V1\xca\x02\n" +
 	"Oaas\\Pm\\V1\xe2\x02\x16Oaas\\Pm\\V1\\GPBMetadata\xea\x02\fOaas::Pm::V1b\x06proto3"
 
-var (
-	file_oaas_pm_v1_topology_service_proto_rawDescOnce sync.Once
-	file_oaas_pm_v1_topology_service_proto_rawDescData []byte
-)
-
-func file_oaas_pm_v1_topology_service_proto_rawDescGZIP() []byte {
-	file_oaas_pm_v1_topology_service_proto_rawDescOnce.Do(func() {
-		file_oaas_pm_v1_topology_service_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_oaas_pm_v1_topology_service_proto_rawDesc), len(file_oaas_pm_v1_topology_service_proto_rawDesc)))
-	})
-	return file_oaas_pm_v1_topology_service_proto_rawDescData
-}
-
-var file_oaas_pm_v1_topology_service_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_oaas_pm_v1_topology_service_proto_goTypes = []any{
-	(*GetTopologyRequest)(nil),  // 0: oaas.pm.v1.GetTopologyRequest
-	(*GetTopologyResponse)(nil), // 1: oaas.pm.v1.GetTopologyResponse
-	(*TopologyNode)(nil),        // 2: oaas.pm.v1.TopologyNode
-	(*TopologyEdge)(nil),        // 3: oaas.pm.v1.TopologyEdge
-	nil,                         // 4: oaas.pm.v1.TopologyNode.MetadataEntry
-	nil,                         // 5: oaas.pm.v1.TopologyEdge.MetadataEntry
-	(*common.Timestamp)(nil),    // 6: oaas.common.Timestamp
+	(*topology.TopologyRequest)(nil),  // 0: oaas.topology.TopologyRequest
+	(*topology.TopologySnapshot)(nil), // 1: oaas.topology.TopologySnapshot
 }
 var file_oaas_pm_v1_topology_service_proto_depIdxs = []int32{
-	2, // 0: oaas.pm.v1.GetTopologyResponse.nodes:type_name -> oaas.pm.v1.TopologyNode
-	3, // 1: oaas.pm.v1.GetTopologyResponse.edges:type_name -> oaas.pm.v1.TopologyEdge
-	6, // 2: oaas.pm.v1.GetTopologyResponse.timestamp:type_name -> oaas.common.Timestamp
-	4, // 3: oaas.pm.v1.TopologyNode.metadata:type_name -> oaas.pm.v1.TopologyNode.MetadataEntry
-	5, // 4: oaas.pm.v1.TopologyEdge.metadata:type_name -> oaas.pm.v1.TopologyEdge.MetadataEntry
-	0, // 5: oaas.pm.v1.TopologyService.GetTopology:input_type -> oaas.pm.v1.GetTopologyRequest
-	1, // 6: oaas.pm.v1.TopologyService.GetTopology:output_type -> oaas.pm.v1.GetTopologyResponse
-	6, // [6:7] is the sub-list for method output_type
-	5, // [5:6] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	0, // 0: oaas.pm.v1.TopologyService.GetTopology:input_type -> oaas.topology.TopologyRequest
+	1, // 1: oaas.pm.v1.TopologyService.GetTopology:output_type -> oaas.topology.TopologySnapshot
+	1, // [1:2] is the sub-list for method output_type
+	0, // [0:1] is the sub-list for method input_type
+	0, // [0:0] is the sub-list for extension type_name
+	0, // [0:0] is the sub-list for extension extendee
+	0, // [0:0] is the sub-list for field type_name
 }
 
 func init() { file_oaas_pm_v1_topology_service_proto_init() }
@@ -358,13 +59,12 @@ func file_oaas_pm_v1_topology_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oaas_pm_v1_topology_service_proto_rawDesc), len(file_oaas_pm_v1_topology_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   0,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_oaas_pm_v1_topology_service_proto_goTypes,
 		DependencyIndexes: file_oaas_pm_v1_topology_service_proto_depIdxs,
-		MessageInfos:      file_oaas_pm_v1_topology_service_proto_msgTypes,
 	}.Build()
 	File_oaas_pm_v1_topology_service_proto = out.File
 	file_oaas_pm_v1_topology_service_proto_goTypes = nil

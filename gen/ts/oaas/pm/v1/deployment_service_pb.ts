@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file oaas/pm/v1/deployment_service.proto.
  */
 export const file_oaas_pm_v1_deployment_service: GenFile = /*@__PURE__*/
-  fileDesc("CiNvYWFzL3BtL3YxL2RlcGxveW1lbnRfc2VydmljZS5wcm90bxIKb2Fhcy5wbS52MSKDAQoGT3JwaGFuEg8KB2NsdXN0ZXIYASABKAkSDwoHdW5pdF9pZBgCIAEoCRIUCgxwYWNrYWdlX25hbWUYAyABKAkSEQoJY2xhc3Nfa2V5GAQgASgJEi4KCmZpcnN0X3NlZW4YBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIhQKEkxpc3RPcnBoYW5zUmVxdWVzdCI4ChNMaXN0T3JwaGFuc1Jlc3BvbnNlEiEKBWl0ZW1zGAEgAygLMhIub2Fhcy5wbS52MS5PcnBoYW4i1QIKCU9wZXJhdGlvbhIKCgJpZBgBIAEoCRInCgRraW5kGAogASgOMhkub2Fhcy5wbS52MS5PcGVyYXRpb25LaW5kEhYKDmRlcGxveW1lbnRfa2V5GAMgASgJEikKBXN0YXRlGAsgASgOMhoub2Fhcy5wbS52MS5PcGVyYXRpb25TdGF0ZRISCgVlcnJvchgFIAEoCUgAiAEBEigKBXN0ZXBzGAYgAygLMhkub2Fhcy5wbS52MS5PcGVyYXRpb25TdGVwEhIKBW93bmVyGAcgASgJSAGIAQESLgoKY3JlYXRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCCAoGX2Vycm9yQggKBl9vd25lckoECAIQA0oECAQQBSKNAQoNT3BlcmF0aW9uU3RlcBIPCgdjbHVzdGVyGAEgASgJEg8KB3VuaXRfaWQYAiABKAkSJAoFc3RhdGUYBiABKA4yFS5vYWFzLnBtLnYxLlN0ZXBTdGF0ZRIQCghhdHRlbXB0cxgEIAEoBRISCgVlcnJvchgFIAEoCUgAiAEBQggKBl9lcnJvckoECAMQBCJiChVMaXN0T3BlcmF0aW9uc1JlcXVlc3QSFgoOZGVwbG95bWVudF9rZXkYASABKAkSDgoGYWN0aXZlGAIgASgIEg0KBWxpbWl0GAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiVwoWTGlzdE9wZXJhdGlvbnNSZXNwb25zZRIkCgVpdGVtcxgBIAMoCzIVLm9hYXMucG0udjEuT3BlcmF0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJ1ChdDcmVhdGVEZXBsb3ltZW50UmVxdWVzdBIwCgpkZXBsb3ltZW50GAEgASgLMhwub2Fhcy5wbS52MS5PQ2xhc3NEZXBsb3ltZW50Eg8KB2RyeV9ydW4YAiABKAgSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJIvwBChhDcmVhdGVEZXBsb3ltZW50UmVzcG9uc2USJwoGcmVzdWx0GAEgASgLMhcub2Fhcy5wbS52MS5Xcml0ZVJlc3VsdBIwCgpkZXBsb3ltZW50GAIgASgLMhwub2Fhcy5wbS52MS5PQ2xhc3NEZXBsb3ltZW50EhAKCHJldmlzaW9uGAMgASgJEkMKCHVuaXRfaWRzGAQgAygLMjEub2Fhcy5wbS52MS5DcmVhdGVEZXBsb3ltZW50UmVzcG9uc2UuVW5pdElkc0VudHJ5Gi4KDFVuaXRJZHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIqABChZMaXN0RGVwbG95bWVudHNSZXF1ZXN0EhQKDHBhY2thZ2VfbmFtZRgBIAEoCRIRCgljbGFzc19rZXkYAiABKAkSEgoKdGFyZ2V0X2VudhgDIAEoCRIWCg50YXJnZXRfY2x1c3RlchgEIAEoCRINCgVsaW1pdBgFIAEoBRIOCgZvZmZzZXQYBiABKAUSEgoKcGFnZV90b2tlbhgHIAEoCSJfChdMaXN0RGVwbG95bWVudHNSZXNwb25zZRIrCgVpdGVtcxgBIAMoCzIcLm9hYXMucG0udjEuT0NsYXNzRGVwbG95bWVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIwoUR2V0RGVwbG95bWVudFJlcXVlc3QSCwoDa2V5GAEgASgJIlsKFUdldERlcGxveW1lbnRSZXNwb25zZRIwCgpkZXBsb3ltZW50GAEgASgLMhwub2Fhcy5wbS52MS5PQ2xhc3NEZXBsb3ltZW50EhAKCHJldmlzaW9uGAIgASgJIlIKF0RlbGV0ZURlcGxveW1lbnRSZXF1ZXN0EgsKA2tleRgBIAEoCRIPCgdjbHVzdGVyGAIgASgJEhkKEWV4cGVjdGVkX3JldmlzaW9uGAMgASgJIhoKGERlbGV0ZURlcGxveW1lbnRSZXNwb25zZSIoChlHZXRDbHVzdGVyTWFwcGluZ3NSZXF1ZXN0EgsKA2tleRgBIAEoCSLDAQoaR2V0Q2x1c3Rlck1hcHBpbmdzUmVzcG9uc2USFgoOZGVwbG95bWVudF9rZXkYASABKAkSVQoQY2x1c3Rlcl9tYXBwaW5ncxgCIAMoCzI7Lm9hYXMucG0udjEuR2V0Q2x1c3Rlck1hcHBpbmdzUmVzcG9uc2UuQ2x1c3Rlck1hcHBpbmdzRW50cnkaNgoUQ2x1c3Rlck1hcHBpbmdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASq2AQoNT3BlcmF0aW9uS2luZBIeChpPUEVSQVRJT05fS0lORF9VTlNQRUNJRklFRBAAEhkKFU9QRVJBVElPTl9LSU5EX0RFUExPWRABEhkKFU9QRVJBVElPTl9LSU5EX1VQREFURRACEhkKFU9QRVJBVElPTl9LSU5EX0RFTEVURRADEhsKF09QRVJBVElPTl9LSU5EX1JPTExCQUNLEAQSFwoTT1BFUkFUSU9OX0tJTkRfSEVBTBAFKqYBCg5PcGVyYXRpb25TdGF0ZRIfChtPUEVSQVRJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIbChdPUEVSQVRJT05fU1RBVEVfUlVOTklORxABEhsKF09QRVJBVElPTl9TVEFURV9XQUlUSU5HEAISHQoZT1BFUkFUSU9OX1NUQVRFX1NVQ0NFRURFRBADEhoKFk9QRVJBVElPTl9TVEFURV9GQUlMRUQQBCqIAQoJU3RlcFN0YXRlEhoKFlNURVBfU1RBVEVfVU5TUEVDSUZJRUQQABIWChJTVEVQX1NUQVRFX1BFTkRJTkcQARIYChRTVEVQX1NUQVRFX1NVQ0NFRURFRBACEhUKEVNURVBfU1RBVEVfRkFJTEVEEAMSFgoSU1RFUF9TVEFURV9TS0lQUEVEEAQywwcKEURlcGxveW1lbnRTZXJ2aWNlEo4BChBDcmVhdGVEZXBsb3ltZW50EiMub2Fhcy5wbS52MS5DcmVhdGVEZXBsb3ltZW50UmVxdWVzdBokLm9hYXMucG0udjEuQ3JlYXRlRGVwbG95bWVudFJlc3BvbnNlIi+C0+STAik6CmRlcGxveW1lbnRiBnJlc3VsdCITL2FwaS92MS9kZXBsb3ltZW50cxKBAQoPTGlzdERlcGxveW1lbnRzEiIub2Fhcy5wbS52MS5MaXN0RGVwbG95bWVudHNSZXF1ZXN0GiMub2Fhcy5wbS52MS5MaXN0RGVwbG95bWVudHNSZXNwb25zZSIlkAIBgtPkkwIcYgVpdGVtcxITL2FwaS92MS9kZXBsb3ltZW50cxKGAQoNR2V0RGVwbG95bWVudBIgLm9hYXMucG0udjEuR2V0RGVwbG95bWVudFJlcXVlc3QaIS5vYWFzLnBtLnYxLkdldERlcGxveW1lbnRSZXNwb25zZSIwkAIBgtPkkwInYgpkZXBsb3ltZW50EhkvYXBpL3YxL2RlcGxveW1lbnRzL3trZXl9EoABChBEZWxldGVEZXBsb3ltZW50EiMub2Fhcy5wbS52MS5EZWxldGVEZXBsb3ltZW50UmVxdWVzdBokLm9hYXMucG0udjEuRGVsZXRlRGVwbG95bWVudFJlc3BvbnNlIiGC0+STAhsqGS9hcGkvdjEvZGVwbG95bWVudHMve2tleX0SmgEKEkdldENsdXN0ZXJNYXBwaW5ncxIlLm9hYXMucG0udjEuR2V0Q2x1c3Rlck1hcHBpbmdzUmVxdWVzdBomLm9hYXMucG0udjEuR2V0Q2x1c3Rlck1hcHBpbmdzUmVzcG9uc2UiNZACAYLT5JMCLBIqL2FwaS92MS9kZXBsb3ltZW50cy97a2V5fS9jbHVzdGVyLW1hcHBpbmdzEnEKC0xpc3RPcnBoYW5zEh4ub2Fhcy5wbS52MS5MaXN0T3JwaGFuc1JlcXVlc3QaHy5vYWFzLnBtLnYxLkxpc3RPcnBoYW5zUmVzcG9uc2UiIZACAYLT5JMCGGIFaXRlbXMSDy9hcGkvdjEvb3JwaGFucxJ9Cg5MaXN0T3BlcmF0aW9ucxIhLm9hYXMucG0udjEuTGlzdE9wZXJhdGlvbnNSZXF1ZXN0GiIub2Fhcy5wbS52MS5MaXN0T3BlcmF0aW9uc1Jlc3BvbnNlIiSQAgGC0+STAhtiBWl0ZW1zEhIvYXBpL3YxL29wZXJhdGlvbnNCnQEKDmNvbS5vYWFzLnBtLnYxQhZEZXBsb3ltZW50U2VydmljZVByb3RvUAFaKWdpdGh1Yi5jb20vb2Fhcy9wbS9nZW4vZ28vb2Fhcy9wbS92MTtwbXYxogIDT1BYqgIKT2Fhcy5QbS5WMcoCCk9hYXNcUG1cVjHiAhZPYWFzXFBtXFYxXEdQQk1ldGFkYXRh6gIMT2Fhczo6UG06OlYxYgZwcm90bzM", [file_google_api_annotations, file_google_protobuf_timestamp, file_oaas_pm_v1_deployment, file_oaas_pm_v1_package_service]);
+  fileDesc("CiNvYWFzL3BtL3YxL2RlcGxveW1lbnRfc2VydmljZS5wcm90bxIKb2Fhcy5wbS52MSKDAQoGT3JwaGFuEg8KB2NsdXN0ZXIYASABKAkSDwoHdW5pdF9pZBgCIAEoCRIUCgxwYWNrYWdlX25hbWUYAyABKAkSEQoJY2xhc3Nfa2V5GAQgASgJEi4KCmZpcnN0X3NlZW4YBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIhQKEkxpc3RPcnBoYW5zUmVxdWVzdCI4ChNMaXN0T3JwaGFuc1Jlc3BvbnNlEiEKBWl0ZW1zGAEgAygLMhIub2Fhcy5wbS52MS5PcnBoYW4i1QIKCU9wZXJhdGlvbhIKCgJpZBgBIAEoCRInCgRraW5kGAogASgOMhkub2Fhcy5wbS52MS5PcGVyYXRpb25LaW5kEhYKDmRlcGxveW1lbnRfa2V5GAMgASgJEikKBXN0YXRlGAsgASgOMhoub2Fhcy5wbS52MS5PcGVyYXRpb25TdGF0ZRISCgVlcnJvchgFIAEoCUgAiAEBEigKBXN0ZXBzGAYgAygLMhkub2Fhcy5wbS52MS5PcGVyYXRpb25TdGVwEhIKBW93bmVyGAcgASgJSAGIAQESLgoKY3JlYXRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCCAoGX2Vycm9yQggKBl9vd25lckoECAIQA0oECAQQBSKNAQoNT3BlcmF0aW9uU3RlcBIPCgdjbHVzdGVyGAEgASgJEg8KB3VuaXRfaWQYAiABKAkSJAoFc3RhdGUYBiABKA4yFS5vYWFzLnBtLnYxLlN0ZXBTdGF0ZRIQCghhdHRlbXB0cxgEIAEoBRISCgVlcnJvchgFIAEoCUgAiAEBQggKBl9lcnJvckoECAMQBCJiChVMaXN0T3BlcmF0aW9uc1JlcXVlc3QSFgoOZGVwbG95bWVudF9rZXkYASABKAkSDgoGYWN0aXZlGAIgASgIEg0KBWxpbWl0GAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiVwoWTGlzdE9wZXJhdGlvbnNSZXNwb25zZRIkCgVpdGVtcxgBIAMoCzIVLm9hYXMucG0udjEuT3BlcmF0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKKAQoXQ3JlYXRlRGVwbG95bWVudFJlcXVlc3QSMAoKZGVwbG95bWVudBgBIAEoCzIcLm9hYXMucG0udjEuT0NsYXNzRGVwbG95bWVudBIPCgdkcnlfcnVuGAIgASgIEhcKD2lkZW1wb3RlbmN5X2tleRgDIAEoCRITCgtjcmVhdGVfb25seRgEIAEoCCL8AQoYQ3JlYXRlRGVwbG95bWVudFJlc3BvbnNlEicKBnJlc3VsdBgBIAEoCzIXLm9hYXMucG0udjEuV3JpdGVSZXN1bHQSMAoKZGVwbG95bWVudBgCIAEoCzIcLm9hYXMucG0udjEuT0NsYXNzRGVwbG95bWVudBIQCghyZXZpc2lvbhgDIAEoCRJDCgh1bml0X2lkcxgEIAMoCzIxLm9hYXMucG0udjEuQ3JlYXRlRGVwbG95bWVudFJlc3BvbnNlLlVuaXRJZHNFbnRyeRouCgxVbml0SWRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKgAQoWTGlzdERlcGxveW1lbnRzUmVxdWVzdBIUCgxwYWNrYWdlX25hbWUYASABKAkSEQoJY2xhc3Nfa2V5GAIgASgJEhIKCnRhcmdldF9lbnYYAyABKAkSFgoOdGFyZ2V0X2NsdXN0ZXIYBCABKAkSDQoFbGltaXQYBSABKAUSDgoGb2Zmc2V0GAYgASgFEhIKCnBhZ2VfdG9rZW4YByABKAkiXwoXTGlzdERlcGxveW1lbnRzUmVzcG9uc2USKwoFaXRlbXMYASADKAsyHC5vYWFzLnBtLnYxLk9DbGFzc0RlcGxveW1lbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiMKFEdldERlcGxveW1lbnRSZXF1ZXN0EgsKA2tleRgBIAEoCSJbChVHZXREZXBsb3ltZW50UmVzcG9uc2USMAoKZGVwbG95bWVudBgBIAEoCzIcLm9hYXMucG0udjEuT0NsYXNzRGVwbG95bWVudBIQCghyZXZpc2lvbhgCIAEoCSJSChdEZWxldGVEZXBsb3ltZW50UmVxdWVzdBILCgNrZXkYASABKAkSDwoHY2x1c3RlchgCIAEoCRIZChFleHBlY3RlZF9yZXZpc2lvbhgDIAEoCSJNChhEZWxldGVEZXBsb3ltZW50UmVzcG9uc2USDwoHbWVzc2FnZRgBIAEoCRIKCgJpZBgCIAEoCRIUCgxkZWxldGVkX2VudnMYAyADKAkiKAoZR2V0Q2x1c3Rlck1hcHBpbmdzUmVxdWVzdBILCgNrZXkYASABKAkitwMKGkdldENsdXN0ZXJNYXBwaW5nc1Jlc3BvbnNlEhYKDmRlcGxveW1lbnRfa2V5GAEgASgJElUKEGNsdXN0ZXJfbWFwcGluZ3MYAiADKAsyOy5vYWFzLnBtLnYxLkdldENsdXN0ZXJNYXBwaW5nc1Jlc3BvbnNlLkNsdXN0ZXJNYXBwaW5nc0VudHJ5EksKC2NsdXN0ZXJfaWRzGAMgAygLMjYub2Fhcy5wbS52MS5HZXRDbHVzdGVyTWFwcGluZ3NSZXNwb25zZS5DbHVzdGVySWRzRW50cnkSQwoHZW52X2lkcxgEIAMoCzIyLm9hYXMucG0udjEuR2V0Q2x1c3Rlck1hcHBpbmdzUmVzcG9uc2UuRW52SWRzRW50cnkaNgoUQ2x1c3Rlck1hcHBpbmdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARoxCg9DbHVzdGVySWRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARotCgtFbnZJZHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIoQBChdVcGRhdGVEZXBsb3ltZW50UmVxdWVzdBILCgNrZXkYASABKAkSMAoKZGVwbG95bWVudBgCIAEoCzIcLm9hYXMucG0udjEuT0NsYXNzRGVwbG95bWVudBIZChFleHBlY3RlZF9yZXZpc2lvbhgDIAEoCRIPCgdkcnlfcnVuGAQgASgIIvwBChhVcGRhdGVEZXBsb3ltZW50UmVzcG9uc2USJwoGcmVzdWx0GAEgASgLMhcub2Fhcy5wbS52MS5Xcml0ZVJlc3VsdBIwCgpkZXBsb3ltZW50GAIgASgLMhwub2Fhcy5wbS52MS5PQ2xhc3NEZXBsb3ltZW50EhAKCHJldmlzaW9uGAMgASgJEkMKCHVuaXRfaWRzGAQgAygLMjEub2Fhcy5wbS52MS5VcGRhdGVEZXBsb3ltZW50UmVzcG9uc2UuVW5pdElkc0VudHJ5Gi4KDFVuaXRJZHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIlgKGVJvbGxiYWNrRGVwbG95bWVudFJlcXVlc3QSCwoDa2V5GAEgASgJEhMKC3RvX3JldmlzaW9uGAIgASgFEhkKEWV4cGVjdGVkX3JldmlzaW9uGAMgASgJIoACChpSb2xsYmFja0RlcGxveW1lbnRSZXNwb25zZRInCgZyZXN1bHQYASABKAsyFy5vYWFzLnBtLnYxLldyaXRlUmVzdWx0EjAKCmRlcGxveW1lbnQYAiABKAsyHC5vYWFzLnBtLnYxLk9DbGFzc0RlcGxveW1lbnQSEAoIcmV2aXNpb24YAyABKAkSRQoIdW5pdF9pZHMYBCADKAsyMy5vYWFzLnBtLnYxLlJvbGxiYWNrRGVwbG95bWVudFJlc3BvbnNlLlVuaXRJZHNFbnRyeRouCgxVbml0SWRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASItCh5MaXN0RGVwbG95bWVudFJldmlzaW9uc1JlcXVlc3QSCwoDa2V5GAEgASgJIlAKH0xpc3REZXBsb3ltZW50UmV2aXNpb25zUmVzcG9uc2USLQoFaXRlbXMYASADKAsyHi5vYWFzLnBtLnYxLkRlcGxveW1lbnRSZXZpc2lvbiK7AQoSRGVwbG95bWVudFJldmlzaW9uEhAKCHJldmlzaW9uGAEgASgFEjAKCmRlcGxveW1lbnQYAiABKAsyHC5vYWFzLnBtLnYxLk9DbGFzc0RlcGxveW1lbnQSEAoIY2x1c3RlcnMYAyADKAkSDgoGcmVhc29uGAQgASgJEg8KB2N1cnJlbnQYBSABKAgSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAq0QEKDU9wZXJhdGlvbktpbmQSHgoaT1BFUkFUSU9OX0tJTkRfVU5TUEVDSUZJRUQQABIZChVPUEVSQVRJT05fS0lORF9ERVBMT1kQARIZChVPUEVSQVRJT05fS0lORF9VUERBVEUQAhIZChVPUEVSQVRJT05fS0lORF9ERUxFVEUQAxIbChdPUEVSQVRJT05fS0lORF9ST0xMQkFDSxAEEhcKE09QRVJBVElPTl9LSU5EX0hFQUwQBRIZChVPUEVSQVRJT05fS0lORF9SRVZFUlQQBiqmAQoOT3BlcmF0aW9uU3RhdGUSHwobT1BFUkFUSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASGwoXT1BFUkFUSU9OX1NUQVRFX1JVTk5JTkcQARIbChdPUEVSQVRJT05fU1RBVEVfV0FJVElORxACEh0KGU9QRVJBVElPTl9TVEFURV9TVUNDRUVERUQQAxIaChZPUEVSQVRJT05fU1RBVEVfRkFJTEVEEAQqiAEKCVN0ZXBTdGF0ZRIaChZTVEVQX1NUQVRFX1VOU1BFQ0lGSUVEEAASFgoSU1RFUF9TVEFURV9QRU5ESU5HEAESGAoUU1RFUF9TVEFURV9TVUNDRUVERUQQAhIVChFTVEVQX1NUQVRFX0ZBSUxFRBADEhYKElNURVBfU1RBVEVfU0tJUFBFRBAEMsoLChFEZXBsb3ltZW50U2VydmljZRKOAQoQQ3JlYXRlRGVwbG95bWVudBIjLm9hYXMucG0udjEuQ3JlYXRlRGVwbG95bWVudFJlcXVlc3QaJC5vYWFzLnBtLnYxLkNyZWF0ZURlcGxveW1lbnRSZXNwb25zZSIvgtPkkwIpOgpkZXBsb3ltZW50YgZyZXN1bHQiEy9hcGkvdjEvZGVwbG95bWVudHMSgQEKD0xpc3REZXBsb3ltZW50cxIiLm9hYXMucG0udjEuTGlzdERlcGxveW1lbnRzUmVxdWVzdBojLm9hYXMucG0udjEuTGlzdERlcGxveW1lbnRzUmVzcG9uc2UiJZACAYLT5JMCHGIFaXRlbXMSEy9hcGkvdjEvZGVwbG95bWVudHMShgEKDUdldERlcGxveW1lbnQSIC5vYWFzLnBtLnYxLkdldERlcGxveW1lbnRSZXF1ZXN0GiEub2Fhcy5wbS52MS5HZXREZXBsb3ltZW50UmVzcG9uc2UiMJACAYLT5JMCJ2IKZGVwbG95bWVudBIZL2FwaS92MS9kZXBsb3ltZW50cy97a2V5fRKUAQoQVXBkYXRlRGVwbG95bWVudBIjLm9hYXMucG0udjEuVXBkYXRlRGVwbG95bWVudFJlcXVlc3QaJC5vYWFzLnBtLnYxLlVwZGF0ZURlcGxveW1lbnRSZXNwb25zZSI1gtPkkwIvOgpkZXBsb3ltZW50YgZyZXN1bHQaGS9hcGkvdjEvZGVwbG95bWVudHMve2tleX0SlwEKElJvbGxiYWNrRGVwbG95bWVudBIlLm9hYXMucG0udjEuUm9sbGJhY2tEZXBsb3ltZW50UmVxdWVzdBomLm9hYXMucG0udjEuUm9sbGJhY2tEZXBsb3ltZW50UmVzcG9uc2UiMoLT5JMCLGIGcmVzdWx0IiIvYXBpL3YxL2RlcGxveW1lbnRzL3trZXl9L3JvbGxiYWNrEqkBChdMaXN0RGVwbG95bWVudFJldmlzaW9ucxIqLm9hYXMucG0udjEuTGlzdERlcGxveW1lbnRSZXZpc2lvbnNSZXF1ZXN0Gisub2Fhcy5wbS52MS5MaXN0RGVwbG95bWVudFJldmlzaW9uc1Jlc3BvbnNlIjWQAgGC0+STAixiBWl0ZW1zEiMvYXBpL3YxL2RlcGxveW1lbnRzL3trZXl9L3JldmlzaW9ucxKAAQoQRGVsZXRlRGVwbG95bWVudBIjLm9hYXMucG0udjEuRGVsZXRlRGVwbG95bWVudFJlcXVlc3QaJC5vYWFzLnBtLnYxLkRlbGV0ZURlcGxveW1lbnRSZXNwb25zZSIhgtPkkwIbKhkvYXBpL3YxL2RlcGxveW1lbnRzL3trZXl9EsQBChJHZXRDbHVzdGVyTWFwcGluZ3MSJS5vYWFzLnBtLnYxLkdldENsdXN0ZXJNYXBwaW5nc1JlcXVlc3QaJi5vYWFzLnBtLnYxLkdldENsdXN0ZXJNYXBwaW5nc1Jlc3BvbnNlIl+QAgGC0+STAlZaKBImL2FwaS92MS9kZXBsb3ltZW50cy97a2V5fS9lbnYtbWFwcGluZ3MSKi9hcGkvdjEvZGVwbG95bWVudHMve2tleX0vY2x1c3Rlci1tYXBwaW5ncxJxCgtMaXN0T3JwaGFucxIeLm9hYXMucG0udjEuTGlzdE9ycGhhbnNSZXF1ZXN0Gh8ub2Fhcy5wbS52MS5MaXN0T3JwaGFuc1Jlc3BvbnNlIiGQAgGC0+STAhhiBWl0ZW1zEg8vYXBpL3YxL29ycGhhbnMSfQoOTGlzdE9wZXJhdGlvbnMSIS5vYWFzLnBtLnYxLkxpc3RPcGVyYXRpb25zUmVxdWVzdBoiLm9hYXMucG0udjEuTGlzdE9wZXJhdGlvbnNSZXNwb25zZSIkkAIBgtPkkwIbYgVpdGVtcxISL2FwaS92MS9vcGVyYXRpb25zQp0BCg5jb20ub2Fhcy5wbS52MUIWRGVwbG95bWVudFNlcnZpY2VQcm90b1ABWilnaXRodWIuY29tL29hYXMvcG0vZ2VuL2dvL29hYXMvcG0vdjE7cG12MaICA09QWKoCCk9hYXMuUG0uVjHKAgpPYWFzXFBtXFYx4gIWT2Fhc1xQbVxWMVxHUEJNZXRhZGF0YeoCDE9hYXM6OlBtOjpWMWIGcHJvdG8z", [file_google_api_annotations, file_google_protobuf_timestamp, file_oaas_pm_v1_deployment, file_oaas_pm_v1_package_service]);
 
 /**
  * Orphan is a unit found in a cluster with PM's id scheme and no owner.
@@ -273,6 +273,14 @@ export type CreateDeploymentRequest = Message<"oaas.pm.v1.CreateDeploymentReques
    * @generated from field: string idempotency_key = 3;
    */
   idempotencyKey: string;
+
+  /**
+   * create_only (REST: If-None-Match: *) makes a key that exists a
+   * conflict (409) instead of an update to the spec.
+   *
+   * @generated from field: bool create_only = 4;
+   */
+  createOnly: boolean;
 };
 
 /**
@@ -469,11 +477,33 @@ export const DeleteDeploymentRequestSchema: GenMessage<DeleteDeploymentRequest> 
   messageDesc(file_oaas_pm_v1_deployment_service, 13);
 
 /**
- * DeleteDeploymentResponse is empty.
+ * DeleteDeploymentResponse says what a delete removed, in the shape the
+ * current OaaS generation answers with.
  *
  * @generated from message oaas.pm.v1.DeleteDeploymentResponse
  */
 export type DeleteDeploymentResponse = Message<"oaas.pm.v1.DeleteDeploymentResponse"> & {
+  /**
+   * message is "Deployment deleted across environments", or says which
+   * cluster's unit was deleted.
+   *
+   * @generated from field: string message = 1;
+   */
+  message: string;
+
+  /**
+   * id is the deployment key, or the unit id the request named.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * deleted_envs are the clusters whose units were removed.
+   *
+   * @generated from field: repeated string deleted_envs = 3;
+   */
+  deletedEnvs: string[];
 };
 
 /**
@@ -503,7 +533,8 @@ export const GetClusterMappingsRequestSchema: GenMessage<GetClusterMappingsReque
   messageDesc(file_oaas_pm_v1_deployment_service, 15);
 
 /**
- * GetClusterMappingsResponse maps cluster names to deployment unit ids.
+ * GetClusterMappingsResponse maps cluster names to deployment unit ids; the
+ * three maps are the same.
  *
  * @generated from message oaas.pm.v1.GetClusterMappingsResponse
  */
@@ -517,6 +548,18 @@ export type GetClusterMappingsResponse = Message<"oaas.pm.v1.GetClusterMappingsR
    * @generated from field: map<string, string> cluster_mappings = 2;
    */
   clusterMappings: { [key: string]: string };
+
+  /**
+   * cluster_ids and env_ids are the names the OaaS env-mappings route uses.
+   *
+   * @generated from field: map<string, string> cluster_ids = 3;
+   */
+  clusterIds: { [key: string]: string };
+
+  /**
+   * @generated from field: map<string, string> env_ids = 4;
+   */
+  envIds: { [key: string]: string };
 };
 
 /**
@@ -525,6 +568,252 @@ export type GetClusterMappingsResponse = Message<"oaas.pm.v1.GetClusterMappingsR
  */
 export const GetClusterMappingsResponseSchema: GenMessage<GetClusterMappingsResponse> = /*@__PURE__*/
   messageDesc(file_oaas_pm_v1_deployment_service, 16);
+
+/**
+ * UpdateDeploymentRequest replaces the spec of the deployment called key.
+ *
+ * @generated from message oaas.pm.v1.UpdateDeploymentRequest
+ */
+export type UpdateDeploymentRequest = Message<"oaas.pm.v1.UpdateDeploymentRequest"> & {
+  /**
+   * key must equal deployment.key (an empty deployment.key takes it).
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * @generated from field: oaas.pm.v1.OClassDeployment deployment = 2;
+   */
+  deployment?: OClassDeployment | undefined;
+
+  /**
+   * expected_revision (REST: If-Match), when set, must equal the stored
+   * revision.
+   *
+   * @generated from field: string expected_revision = 3;
+   */
+  expectedRevision: string;
+
+  /**
+   * dry_run returns the plan without storing or deploying anything.
+   *
+   * @generated from field: bool dry_run = 4;
+   */
+  dryRun: boolean;
+};
+
+/**
+ * Describes the message oaas.pm.v1.UpdateDeploymentRequest.
+ * Use `create(UpdateDeploymentRequestSchema)` to create a new message.
+ */
+export const UpdateDeploymentRequestSchema: GenMessage<UpdateDeploymentRequest> = /*@__PURE__*/
+  messageDesc(file_oaas_pm_v1_deployment_service, 17);
+
+/**
+ * UpdateDeploymentResponse acknowledges an update; result.status is
+ * "updated", or "unchanged" when the spec was the stored one.
+ *
+ * @generated from message oaas.pm.v1.UpdateDeploymentResponse
+ */
+export type UpdateDeploymentResponse = Message<"oaas.pm.v1.UpdateDeploymentResponse"> & {
+  /**
+   * @generated from field: oaas.pm.v1.WriteResult result = 1;
+   */
+  result?: WriteResult | undefined;
+
+  /**
+   * @generated from field: oaas.pm.v1.OClassDeployment deployment = 2;
+   */
+  deployment?: OClassDeployment | undefined;
+
+  /**
+   * @generated from field: string revision = 3;
+   */
+  revision: string;
+
+  /**
+   * unit_ids maps every cluster the deployment runs on to its unit id.
+   *
+   * @generated from field: map<string, string> unit_ids = 4;
+   */
+  unitIds: { [key: string]: string };
+};
+
+/**
+ * Describes the message oaas.pm.v1.UpdateDeploymentResponse.
+ * Use `create(UpdateDeploymentResponseSchema)` to create a new message.
+ */
+export const UpdateDeploymentResponseSchema: GenMessage<UpdateDeploymentResponse> = /*@__PURE__*/
+  messageDesc(file_oaas_pm_v1_deployment_service, 18);
+
+/**
+ * RollbackDeploymentRequest names a deployment and the spec revision to
+ * return to.
+ *
+ * @generated from message oaas.pm.v1.RollbackDeploymentRequest
+ */
+export type RollbackDeploymentRequest = Message<"oaas.pm.v1.RollbackDeploymentRequest"> & {
+  /**
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * to_revision is a spec revision listed by ListDeploymentRevisions; 0
+   * means the one before the current.
+   *
+   * @generated from field: int32 to_revision = 2;
+   */
+  toRevision: number;
+
+  /**
+   * expected_revision (REST: If-Match), when set, must equal the stored
+   * revision.
+   *
+   * @generated from field: string expected_revision = 3;
+   */
+  expectedRevision: string;
+};
+
+/**
+ * Describes the message oaas.pm.v1.RollbackDeploymentRequest.
+ * Use `create(RollbackDeploymentRequestSchema)` to create a new message.
+ */
+export const RollbackDeploymentRequestSchema: GenMessage<RollbackDeploymentRequest> = /*@__PURE__*/
+  messageDesc(file_oaas_pm_v1_deployment_service, 19);
+
+/**
+ * RollbackDeploymentResponse acknowledges a rollback; result.status is
+ * "rolled back", or "unchanged" when that revision's spec is the current
+ * one.
+ *
+ * @generated from message oaas.pm.v1.RollbackDeploymentResponse
+ */
+export type RollbackDeploymentResponse = Message<"oaas.pm.v1.RollbackDeploymentResponse"> & {
+  /**
+   * @generated from field: oaas.pm.v1.WriteResult result = 1;
+   */
+  result?: WriteResult | undefined;
+
+  /**
+   * @generated from field: oaas.pm.v1.OClassDeployment deployment = 2;
+   */
+  deployment?: OClassDeployment | undefined;
+
+  /**
+   * @generated from field: string revision = 3;
+   */
+  revision: string;
+
+  /**
+   * @generated from field: map<string, string> unit_ids = 4;
+   */
+  unitIds: { [key: string]: string };
+};
+
+/**
+ * Describes the message oaas.pm.v1.RollbackDeploymentResponse.
+ * Use `create(RollbackDeploymentResponseSchema)` to create a new message.
+ */
+export const RollbackDeploymentResponseSchema: GenMessage<RollbackDeploymentResponse> = /*@__PURE__*/
+  messageDesc(file_oaas_pm_v1_deployment_service, 20);
+
+/**
+ * ListDeploymentRevisionsRequest names a deployment.
+ *
+ * @generated from message oaas.pm.v1.ListDeploymentRevisionsRequest
+ */
+export type ListDeploymentRevisionsRequest = Message<"oaas.pm.v1.ListDeploymentRevisionsRequest"> & {
+  /**
+   * @generated from field: string key = 1;
+   */
+  key: string;
+};
+
+/**
+ * Describes the message oaas.pm.v1.ListDeploymentRevisionsRequest.
+ * Use `create(ListDeploymentRevisionsRequestSchema)` to create a new message.
+ */
+export const ListDeploymentRevisionsRequestSchema: GenMessage<ListDeploymentRevisionsRequest> = /*@__PURE__*/
+  messageDesc(file_oaas_pm_v1_deployment_service, 21);
+
+/**
+ * ListDeploymentRevisionsResponse lists spec revisions, newest first.
+ *
+ * @generated from message oaas.pm.v1.ListDeploymentRevisionsResponse
+ */
+export type ListDeploymentRevisionsResponse = Message<"oaas.pm.v1.ListDeploymentRevisionsResponse"> & {
+  /**
+   * @generated from field: repeated oaas.pm.v1.DeploymentRevision items = 1;
+   */
+  items: DeploymentRevision[];
+};
+
+/**
+ * Describes the message oaas.pm.v1.ListDeploymentRevisionsResponse.
+ * Use `create(ListDeploymentRevisionsResponseSchema)` to create a new message.
+ */
+export const ListDeploymentRevisionsResponseSchema: GenMessage<ListDeploymentRevisionsResponse> = /*@__PURE__*/
+  messageDesc(file_oaas_pm_v1_deployment_service, 22);
+
+/**
+ * DeploymentRevision is one spec of a deployment as PM stored it. PM keeps
+ * the latest few of each deployment.
+ *
+ * @generated from message oaas.pm.v1.DeploymentRevision
+ */
+export type DeploymentRevision = Message<"oaas.pm.v1.DeploymentRevision"> & {
+  /**
+   * revision numbers a deployment's specs 1, 2, 3, ... in the order they
+   * were written.
+   *
+   * @generated from field: int32 revision = 1;
+   */
+  revision: number;
+
+  /**
+   * deployment is the spec as the client wrote it (server-managed fields
+   * cleared).
+   *
+   * @generated from field: oaas.pm.v1.OClassDeployment deployment = 2;
+   */
+  deployment?: OClassDeployment | undefined;
+
+  /**
+   * clusters are the clusters the revision was planned on.
+   *
+   * @generated from field: repeated string clusters = 3;
+   */
+  clusters: string[];
+
+  /**
+   * reason says what wrote it: "created", "updated", "rolled back to
+   * revision 2", or "reverted to revision 1: <failure>".
+   *
+   * @generated from field: string reason = 4;
+   */
+  reason: string;
+
+  /**
+   * current is set on the revision the deployment runs.
+   *
+   * @generated from field: bool current = 5;
+   */
+  current: boolean;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_at = 6;
+   */
+  createdAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message oaas.pm.v1.DeploymentRevision.
+ * Use `create(DeploymentRevisionSchema)` to create a new message.
+ */
+export const DeploymentRevisionSchema: GenMessage<DeploymentRevision> = /*@__PURE__*/
+  messageDesc(file_oaas_pm_v1_deployment_service, 23);
 
 /**
  * OperationKind says what an operation does to a deployment.
@@ -572,6 +861,13 @@ export enum OperationKind {
    * @generated from enum value: OPERATION_KIND_HEAL = 5;
    */
   HEAL = 5,
+
+  /**
+   * Re-sends the previous spec to the clusters a failed update reached.
+   *
+   * @generated from enum value: OPERATION_KIND_REVERT = 6;
+   */
+  REVERT = 6,
 }
 
 /**
@@ -699,8 +995,46 @@ export const DeploymentService: GenService<{
     output: typeof GetDeploymentResponseSchema;
   },
   /**
+   * UpdateDeployment changes a deployment's spec: a new spec revision, a
+   * re-plan, and a rolling redeploy one cluster at a time that reverts to
+   * the previous revision when a cluster fails. The same spec again changes
+   * nothing. With expected_revision (REST: If-Match) a stale revision fails
+   * with ABORTED (409).
+   *
+   * @generated from rpc oaas.pm.v1.DeploymentService.UpdateDeployment
+   */
+  updateDeployment: {
+    methodKind: "unary";
+    input: typeof UpdateDeploymentRequestSchema;
+    output: typeof UpdateDeploymentResponseSchema;
+  },
+  /**
+   * RollbackDeployment rolls a deployment back to an earlier spec revision
+   * (the previous one by default), as an update to that spec.
+   *
+   * @generated from rpc oaas.pm.v1.DeploymentService.RollbackDeployment
+   */
+  rollbackDeployment: {
+    methodKind: "unary";
+    input: typeof RollbackDeploymentRequestSchema;
+    output: typeof RollbackDeploymentResponseSchema;
+  },
+  /**
+   * ListDeploymentRevisions lists the spec revisions PM keeps of a
+   * deployment, newest first.
+   *
+   * @generated from rpc oaas.pm.v1.DeploymentService.ListDeploymentRevisions
+   */
+  listDeploymentRevisions: {
+    methodKind: "unary";
+    input: typeof ListDeploymentRevisionsRequestSchema;
+    output: typeof ListDeploymentRevisionsResponseSchema;
+  },
+  /**
    * DeleteDeployment deletes one cluster's unit (cluster set) or the whole
-   * deployment (cluster empty).
+   * deployment (cluster empty). A key no deployment has, with cluster set,
+   * names a unit id (as first-generation OaaS clients send it): that unit
+   * is deleted.
    *
    * @generated from rpc oaas.pm.v1.DeploymentService.DeleteDeployment
    */
@@ -710,7 +1044,9 @@ export const DeploymentService: GenService<{
     output: typeof DeleteDeploymentResponseSchema;
   },
   /**
-   * GetClusterMappings returns the cluster → unit id mapping of a deployment.
+   * GetClusterMappings returns the cluster → unit id mapping of a deployment,
+   * under PM's name (cluster_mappings) and the names OaaS uses (cluster_ids,
+   * env_ids).
    *
    * @generated from rpc oaas.pm.v1.DeploymentService.GetClusterMappings
    */

@@ -2,154 +2,22 @@
 // @generated from file oaas/pm/v1/topology_service.proto (package oaas.pm.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenFile, GenService } from "@bufbuild/protobuf/codegenv2";
+import { fileDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_google_api_annotations } from "../../../google/api/annotations_pb.js";
-import type { Timestamp } from "../../common/common_pb.js";
-import { file_oaas_common_common } from "../../common/common_pb.js";
-import type { Message } from "@bufbuild/protobuf";
+import type { TopologyRequestSchema, TopologySnapshotSchema } from "../../topology/topology_pb.js";
+import { file_oaas_topology_topology } from "../../topology/topology_pb.js";
 
 /**
  * Describes the file oaas/pm/v1/topology_service.proto.
  */
 export const file_oaas_pm_v1_topology_service: GenFile = /*@__PURE__*/
-  fileDesc("CiFvYWFzL3BtL3YxL3RvcG9sb2d5X3NlcnZpY2UucHJvdG8SCm9hYXMucG0udjEiJAoSR2V0VG9wb2xvZ3lSZXF1ZXN0Eg4KBnNvdXJjZRgBIAEoCSKSAQoTR2V0VG9wb2xvZ3lSZXNwb25zZRInCgVub2RlcxgBIAMoCzIYLm9hYXMucG0udjEuVG9wb2xvZ3lOb2RlEicKBWVkZ2VzGAIgAygLMhgub2Fhcy5wbS52MS5Ub3BvbG9neUVkZ2USKQoJdGltZXN0YW1wGAMgASgLMhYub2Fhcy5jb21tb24uVGltZXN0YW1wIsIBCgxUb3BvbG9neU5vZGUSCgoCaWQYASABKAkSEQoJbm9kZV90eXBlGAIgASgJEg4KBnN0YXR1cxgDIAEoCRI4CghtZXRhZGF0YRgEIAMoCzImLm9hYXMucG0udjEuVG9wb2xvZ3lOb2RlLk1ldGFkYXRhRW50cnkSGAoQZGVwbG95ZWRfY2xhc3NlcxgFIAMoCRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEimQEKDFRvcG9sb2d5RWRnZRIPCgdmcm9tX2lkGAEgASgJEg0KBXRvX2lkGAIgASgJEjgKCG1ldGFkYXRhGAMgAygLMiYub2Fhcy5wbS52MS5Ub3BvbG9neUVkZ2UuTWV0YWRhdGFFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEyfgoPVG9wb2xvZ3lTZXJ2aWNlEmsKC0dldFRvcG9sb2d5Eh4ub2Fhcy5wbS52MS5HZXRUb3BvbG9neVJlcXVlc3QaHy5vYWFzLnBtLnYxLkdldFRvcG9sb2d5UmVzcG9uc2UiG5ACAYLT5JMCEhIQL2FwaS92MS90b3BvbG9neUKbAQoOY29tLm9hYXMucG0udjFCFFRvcG9sb2d5U2VydmljZVByb3RvUAFaKWdpdGh1Yi5jb20vb2Fhcy9wbS9nZW4vZ28vb2Fhcy9wbS92MTtwbXYxogIDT1BYqgIKT2Fhcy5QbS5WMcoCCk9hYXNcUG1cVjHiAhZPYWFzXFBtXFYxXEdQQk1ldGFkYXRh6gIMT2Fhczo6UG06OlYxYgZwcm90bzM", [file_google_api_annotations, file_oaas_common_common]);
-
-/**
- * GetTopologyRequest is OaaS's TopologyRequest.
- *
- * @generated from message oaas.pm.v1.GetTopologyRequest
- */
-export type GetTopologyRequest = Message<"oaas.pm.v1.GetTopologyRequest"> & {
-  /**
-   * source selects the view: "deployments" (the default, also when empty)
-   * is the graph of PM's stored deployments. "zenoh" (OaaS asks a CRM's
-   * live view) is not served.
-   *
-   * @generated from field: string source = 1;
-   */
-  source: string;
-};
-
-/**
- * Describes the message oaas.pm.v1.GetTopologyRequest.
- * Use `create(GetTopologyRequestSchema)` to create a new message.
- */
-export const GetTopologyRequestSchema: GenMessage<GetTopologyRequest> = /*@__PURE__*/
-  messageDesc(file_oaas_pm_v1_topology_service, 0);
-
-/**
- * GetTopologyResponse is OaaS's TopologySnapshot, field for field.
- *
- * @generated from message oaas.pm.v1.GetTopologyResponse
- */
-export type GetTopologyResponse = Message<"oaas.pm.v1.GetTopologyResponse"> & {
-  /**
-   * @generated from field: repeated oaas.pm.v1.TopologyNode nodes = 1;
-   */
-  nodes: TopologyNode[];
-
-  /**
-   * @generated from field: repeated oaas.pm.v1.TopologyEdge edges = 2;
-   */
-  edges: TopologyEdge[];
-
-  /**
-   * timestamp is when the graph was built.
-   *
-   * @generated from field: oaas.common.Timestamp timestamp = 3;
-   */
-  timestamp?: Timestamp | undefined;
-};
-
-/**
- * Describes the message oaas.pm.v1.GetTopologyResponse.
- * Use `create(GetTopologyResponseSchema)` to create a new message.
- */
-export const GetTopologyResponseSchema: GenMessage<GetTopologyResponse> = /*@__PURE__*/
-  messageDesc(file_oaas_pm_v1_topology_service, 1);
-
-/**
- * TopologyNode is one node of the graph.
- *
- * @generated from message oaas.pm.v1.TopologyNode
- */
-export type TopologyNode = Message<"oaas.pm.v1.TopologyNode"> & {
-  /**
-   * id is package::P, class::C, function::C::F or env::E.
-   *
-   * @generated from field: string id = 1;
-   */
-  id: string;
-
-  /**
-   * node_type is package, class, function or environment.
-   *
-   * @generated from field: string node_type = 2;
-   */
-  nodeType: string;
-
-  /**
-   * status is healthy, degraded or down.
-   *
-   * @generated from field: string status = 3;
-   */
-  status: string;
-
-  /**
-   * metadata: a class node carries package and, when set, partitions.
-   *
-   * @generated from field: map<string, string> metadata = 4;
-   */
-  metadata: { [key: string]: string };
-
-  /**
-   * deployed_classes: an environment node lists the classes deployed there.
-   *
-   * @generated from field: repeated string deployed_classes = 5;
-   */
-  deployedClasses: string[];
-};
-
-/**
- * Describes the message oaas.pm.v1.TopologyNode.
- * Use `create(TopologyNodeSchema)` to create a new message.
- */
-export const TopologyNodeSchema: GenMessage<TopologyNode> = /*@__PURE__*/
-  messageDesc(file_oaas_pm_v1_topology_service, 2);
-
-/**
- * TopologyEdge connects two nodes by id.
- *
- * @generated from message oaas.pm.v1.TopologyEdge
- */
-export type TopologyEdge = Message<"oaas.pm.v1.TopologyEdge"> & {
-  /**
-   * @generated from field: string from_id = 1;
-   */
-  fromId: string;
-
-  /**
-   * @generated from field: string to_id = 2;
-   */
-  toId: string;
-
-  /**
-   * @generated from field: map<string, string> metadata = 3;
-   */
-  metadata: { [key: string]: string };
-};
-
-/**
- * Describes the message oaas.pm.v1.TopologyEdge.
- * Use `create(TopologyEdgeSchema)` to create a new message.
- */
-export const TopologyEdgeSchema: GenMessage<TopologyEdge> = /*@__PURE__*/
-  messageDesc(file_oaas_pm_v1_topology_service, 3);
+  fileDesc("CiFvYWFzL3BtL3YxL3RvcG9sb2d5X3NlcnZpY2UucHJvdG8SCm9hYXMucG0udjEyfgoPVG9wb2xvZ3lTZXJ2aWNlEmsKC0dldFRvcG9sb2d5Eh4ub2Fhcy50b3BvbG9neS5Ub3BvbG9neVJlcXVlc3QaHy5vYWFzLnRvcG9sb2d5LlRvcG9sb2d5U25hcHNob3QiG5ACAYLT5JMCEhIQL2FwaS92MS90b3BvbG9neUKbAQoOY29tLm9hYXMucG0udjFCFFRvcG9sb2d5U2VydmljZVByb3RvUAFaKWdpdGh1Yi5jb20vb2Fhcy9wbS9nZW4vZ28vb2Fhcy9wbS92MTtwbXYxogIDT1BYqgIKT2Fhcy5QbS5WMcoCCk9hYXNcUG1cVjHiAhZPYWFzXFBtXFYxXEdQQk1ldGFkYXRh6gIMT2Fhczo6UG06OlYxYgZwcm90bzM", [file_google_api_annotations, file_oaas_topology_topology]);
 
 /**
  * TopologyService serves the graph of what is deployed where, in the shape
- * the current OaaS generation's PM serves at /api/v1/topology.
+ * the current OaaS generation's PM serves at /api/v1/topology: the CRMs'
+ * own oaas.topology messages.
  *
  * @generated from service oaas.pm.v1.TopologyService
  */
@@ -157,14 +25,16 @@ export const TopologyService: GenService<{
   /**
    * GetTopology returns the graph: packages → classes → functions, and
    * classes → environments, built from PM's stored packages and
-   * deployments.
+   * deployments. source "deployments" (the default, also when empty or
+   * unknown, as OaaS does) is that graph; "zenoh" (OaaS asks a CRM's live
+   * view) is not served.
    *
    * @generated from rpc oaas.pm.v1.TopologyService.GetTopology
    */
   getTopology: {
     methodKind: "unary";
-    input: typeof GetTopologyRequestSchema;
-    output: typeof GetTopologyResponseSchema;
+    input: typeof TopologyRequestSchema;
+    output: typeof TopologySnapshotSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_oaas_pm_v1_topology_service, 0);

@@ -42,6 +42,15 @@ const (
 	// DeploymentServiceGetDeploymentProcedure is the fully-qualified name of the DeploymentService's
 	// GetDeployment RPC.
 	DeploymentServiceGetDeploymentProcedure = "/oaas.pm.v1.DeploymentService/GetDeployment"
+	// DeploymentServiceUpdateDeploymentProcedure is the fully-qualified name of the DeploymentService's
+	// UpdateDeployment RPC.
+	DeploymentServiceUpdateDeploymentProcedure = "/oaas.pm.v1.DeploymentService/UpdateDeployment"
+	// DeploymentServiceRollbackDeploymentProcedure is the fully-qualified name of the
+	// DeploymentService's RollbackDeployment RPC.
+	DeploymentServiceRollbackDeploymentProcedure = "/oaas.pm.v1.DeploymentService/RollbackDeployment"
+	// DeploymentServiceListDeploymentRevisionsProcedure is the fully-qualified name of the
+	// DeploymentService's ListDeploymentRevisions RPC.
+	DeploymentServiceListDeploymentRevisionsProcedure = "/oaas.pm.v1.DeploymentService/ListDeploymentRevisions"
 	// DeploymentServiceDeleteDeploymentProcedure is the fully-qualified name of the DeploymentService's
 	// DeleteDeployment RPC.
 	DeploymentServiceDeleteDeploymentProcedure = "/oaas.pm.v1.DeploymentService/DeleteDeployment"
@@ -65,10 +74,26 @@ type DeploymentServiceClient interface {
 	ListDeployments(context.Context, *v1.ListDeploymentsRequest) (*v1.ListDeploymentsResponse, error)
 	// GetDeployment returns one deployment with its current condition.
 	GetDeployment(context.Context, *v1.GetDeploymentRequest) (*v1.GetDeploymentResponse, error)
+	// UpdateDeployment changes a deployment's spec: a new spec revision, a
+	// re-plan, and a rolling redeploy one cluster at a time that reverts to
+	// the previous revision when a cluster fails. The same spec again changes
+	// nothing. With expected_revision (REST: If-Match) a stale revision fails
+	// with ABORTED (409).
+	UpdateDeployment(context.Context, *v1.UpdateDeploymentRequest) (*v1.UpdateDeploymentResponse, error)
+	// RollbackDeployment rolls a deployment back to an earlier spec revision
+	// (the previous one by default), as an update to that spec.
+	RollbackDeployment(context.Context, *v1.RollbackDeploymentRequest) (*v1.RollbackDeploymentResponse, error)
+	// ListDeploymentRevisions lists the spec revisions PM keeps of a
+	// deployment, newest first.
+	ListDeploymentRevisions(context.Context, *v1.ListDeploymentRevisionsRequest) (*v1.ListDeploymentRevisionsResponse, error)
 	// DeleteDeployment deletes one cluster's unit (cluster set) or the whole
-	// deployment (cluster empty).
+	// deployment (cluster empty). A key no deployment has, with cluster set,
+	// names a unit id (as first-generation OaaS clients send it): that unit
+	// is deleted.
 	DeleteDeployment(context.Context, *v1.DeleteDeploymentRequest) (*v1.DeleteDeploymentResponse, error)
-	// GetClusterMappings returns the cluster → unit id mapping of a deployment.
+	// GetClusterMappings returns the cluster → unit id mapping of a deployment,
+	// under PM's name (cluster_mappings) and the names OaaS uses (cluster_ids,
+	// env_ids).
 	GetClusterMappings(context.Context, *v1.GetClusterMappingsRequest) (*v1.GetClusterMappingsResponse, error)
 	// ListOrphans returns the units that carry PM's id scheme but that PM does
 	// not know, as the last reconcile passes found them.
@@ -109,6 +134,25 @@ func NewDeploymentServiceClient(httpClient connect.HTTPClient, baseURL string, o
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		updateDeployment: connect.NewClient[v1.UpdateDeploymentRequest, v1.UpdateDeploymentResponse](
+			httpClient,
+			baseURL+DeploymentServiceUpdateDeploymentProcedure,
+			connect.WithSchema(deploymentServiceMethods.ByName("UpdateDeployment")),
+			connect.WithClientOptions(opts...),
+		),
+		rollbackDeployment: connect.NewClient[v1.RollbackDeploymentRequest, v1.RollbackDeploymentResponse](
+			httpClient,
+			baseURL+DeploymentServiceRollbackDeploymentProcedure,
+			connect.WithSchema(deploymentServiceMethods.ByName("RollbackDeployment")),
+			connect.WithClientOptions(opts...),
+		),
+		listDeploymentRevisions: connect.NewClient[v1.ListDeploymentRevisionsRequest, v1.ListDeploymentRevisionsResponse](
+			httpClient,
+			baseURL+DeploymentServiceListDeploymentRevisionsProcedure,
+			connect.WithSchema(deploymentServiceMethods.ByName("ListDeploymentRevisions")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 		deleteDeployment: connect.NewClient[v1.DeleteDeploymentRequest, v1.DeleteDeploymentResponse](
 			httpClient,
 			baseURL+DeploymentServiceDeleteDeploymentProcedure,
@@ -141,13 +185,16 @@ func NewDeploymentServiceClient(httpClient connect.HTTPClient, baseURL string, o
 
 // deploymentServiceClient implements DeploymentServiceClient.
 type deploymentServiceClient struct {
-	createDeployment   *connect.Client[v1.CreateDeploymentRequest, v1.CreateDeploymentResponse]
-	listDeployments    *connect.Client[v1.ListDeploymentsRequest, v1.ListDeploymentsResponse]
-	getDeployment      *connect.Client[v1.GetDeploymentRequest, v1.GetDeploymentResponse]
-	deleteDeployment   *connect.Client[v1.DeleteDeploymentRequest, v1.DeleteDeploymentResponse]
-	getClusterMappings *connect.Client[v1.GetClusterMappingsRequest, v1.GetClusterMappingsResponse]
-	listOrphans        *connect.Client[v1.ListOrphansRequest, v1.ListOrphansResponse]
-	listOperations     *connect.Client[v1.ListOperationsRequest, v1.ListOperationsResponse]
+	createDeployment        *connect.Client[v1.CreateDeploymentRequest, v1.CreateDeploymentResponse]
+	listDeployments         *connect.Client[v1.ListDeploymentsRequest, v1.ListDeploymentsResponse]
+	getDeployment           *connect.Client[v1.GetDeploymentRequest, v1.GetDeploymentResponse]
+	updateDeployment        *connect.Client[v1.UpdateDeploymentRequest, v1.UpdateDeploymentResponse]
+	rollbackDeployment      *connect.Client[v1.RollbackDeploymentRequest, v1.RollbackDeploymentResponse]
+	listDeploymentRevisions *connect.Client[v1.ListDeploymentRevisionsRequest, v1.ListDeploymentRevisionsResponse]
+	deleteDeployment        *connect.Client[v1.DeleteDeploymentRequest, v1.DeleteDeploymentResponse]
+	getClusterMappings      *connect.Client[v1.GetClusterMappingsRequest, v1.GetClusterMappingsResponse]
+	listOrphans             *connect.Client[v1.ListOrphansRequest, v1.ListOrphansResponse]
+	listOperations          *connect.Client[v1.ListOperationsRequest, v1.ListOperationsResponse]
 }
 
 // CreateDeployment calls oaas.pm.v1.DeploymentService.CreateDeployment.
@@ -171,6 +218,33 @@ func (c *deploymentServiceClient) ListDeployments(ctx context.Context, req *v1.L
 // GetDeployment calls oaas.pm.v1.DeploymentService.GetDeployment.
 func (c *deploymentServiceClient) GetDeployment(ctx context.Context, req *v1.GetDeploymentRequest) (*v1.GetDeploymentResponse, error) {
 	response, err := c.getDeployment.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// UpdateDeployment calls oaas.pm.v1.DeploymentService.UpdateDeployment.
+func (c *deploymentServiceClient) UpdateDeployment(ctx context.Context, req *v1.UpdateDeploymentRequest) (*v1.UpdateDeploymentResponse, error) {
+	response, err := c.updateDeployment.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// RollbackDeployment calls oaas.pm.v1.DeploymentService.RollbackDeployment.
+func (c *deploymentServiceClient) RollbackDeployment(ctx context.Context, req *v1.RollbackDeploymentRequest) (*v1.RollbackDeploymentResponse, error) {
+	response, err := c.rollbackDeployment.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// ListDeploymentRevisions calls oaas.pm.v1.DeploymentService.ListDeploymentRevisions.
+func (c *deploymentServiceClient) ListDeploymentRevisions(ctx context.Context, req *v1.ListDeploymentRevisionsRequest) (*v1.ListDeploymentRevisionsResponse, error) {
+	response, err := c.listDeploymentRevisions.CallUnary(ctx, connect.NewRequest(req))
 	if response != nil {
 		return response.Msg, err
 	}
@@ -222,10 +296,26 @@ type DeploymentServiceHandler interface {
 	ListDeployments(context.Context, *v1.ListDeploymentsRequest) (*v1.ListDeploymentsResponse, error)
 	// GetDeployment returns one deployment with its current condition.
 	GetDeployment(context.Context, *v1.GetDeploymentRequest) (*v1.GetDeploymentResponse, error)
+	// UpdateDeployment changes a deployment's spec: a new spec revision, a
+	// re-plan, and a rolling redeploy one cluster at a time that reverts to
+	// the previous revision when a cluster fails. The same spec again changes
+	// nothing. With expected_revision (REST: If-Match) a stale revision fails
+	// with ABORTED (409).
+	UpdateDeployment(context.Context, *v1.UpdateDeploymentRequest) (*v1.UpdateDeploymentResponse, error)
+	// RollbackDeployment rolls a deployment back to an earlier spec revision
+	// (the previous one by default), as an update to that spec.
+	RollbackDeployment(context.Context, *v1.RollbackDeploymentRequest) (*v1.RollbackDeploymentResponse, error)
+	// ListDeploymentRevisions lists the spec revisions PM keeps of a
+	// deployment, newest first.
+	ListDeploymentRevisions(context.Context, *v1.ListDeploymentRevisionsRequest) (*v1.ListDeploymentRevisionsResponse, error)
 	// DeleteDeployment deletes one cluster's unit (cluster set) or the whole
-	// deployment (cluster empty).
+	// deployment (cluster empty). A key no deployment has, with cluster set,
+	// names a unit id (as first-generation OaaS clients send it): that unit
+	// is deleted.
 	DeleteDeployment(context.Context, *v1.DeleteDeploymentRequest) (*v1.DeleteDeploymentResponse, error)
-	// GetClusterMappings returns the cluster → unit id mapping of a deployment.
+	// GetClusterMappings returns the cluster → unit id mapping of a deployment,
+	// under PM's name (cluster_mappings) and the names OaaS uses (cluster_ids,
+	// env_ids).
 	GetClusterMappings(context.Context, *v1.GetClusterMappingsRequest) (*v1.GetClusterMappingsResponse, error)
 	// ListOrphans returns the units that carry PM's id scheme but that PM does
 	// not know, as the last reconcile passes found them.
@@ -259,6 +349,25 @@ func NewDeploymentServiceHandler(svc DeploymentServiceHandler, opts ...connect.H
 		DeploymentServiceGetDeploymentProcedure,
 		svc.GetDeployment,
 		connect.WithSchema(deploymentServiceMethods.ByName("GetDeployment")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	deploymentServiceUpdateDeploymentHandler := connect.NewUnaryHandlerSimple(
+		DeploymentServiceUpdateDeploymentProcedure,
+		svc.UpdateDeployment,
+		connect.WithSchema(deploymentServiceMethods.ByName("UpdateDeployment")),
+		connect.WithHandlerOptions(opts...),
+	)
+	deploymentServiceRollbackDeploymentHandler := connect.NewUnaryHandlerSimple(
+		DeploymentServiceRollbackDeploymentProcedure,
+		svc.RollbackDeployment,
+		connect.WithSchema(deploymentServiceMethods.ByName("RollbackDeployment")),
+		connect.WithHandlerOptions(opts...),
+	)
+	deploymentServiceListDeploymentRevisionsHandler := connect.NewUnaryHandlerSimple(
+		DeploymentServiceListDeploymentRevisionsProcedure,
+		svc.ListDeploymentRevisions,
+		connect.WithSchema(deploymentServiceMethods.ByName("ListDeploymentRevisions")),
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
@@ -297,6 +406,12 @@ func NewDeploymentServiceHandler(svc DeploymentServiceHandler, opts ...connect.H
 			deploymentServiceListDeploymentsHandler.ServeHTTP(w, r)
 		case DeploymentServiceGetDeploymentProcedure:
 			deploymentServiceGetDeploymentHandler.ServeHTTP(w, r)
+		case DeploymentServiceUpdateDeploymentProcedure:
+			deploymentServiceUpdateDeploymentHandler.ServeHTTP(w, r)
+		case DeploymentServiceRollbackDeploymentProcedure:
+			deploymentServiceRollbackDeploymentHandler.ServeHTTP(w, r)
+		case DeploymentServiceListDeploymentRevisionsProcedure:
+			deploymentServiceListDeploymentRevisionsHandler.ServeHTTP(w, r)
 		case DeploymentServiceDeleteDeploymentProcedure:
 			deploymentServiceDeleteDeploymentHandler.ServeHTTP(w, r)
 		case DeploymentServiceGetClusterMappingsProcedure:
@@ -324,6 +439,18 @@ func (UnimplementedDeploymentServiceHandler) ListDeployments(context.Context, *v
 
 func (UnimplementedDeploymentServiceHandler) GetDeployment(context.Context, *v1.GetDeploymentRequest) (*v1.GetDeploymentResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("oaas.pm.v1.DeploymentService.GetDeployment is not implemented"))
+}
+
+func (UnimplementedDeploymentServiceHandler) UpdateDeployment(context.Context, *v1.UpdateDeploymentRequest) (*v1.UpdateDeploymentResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("oaas.pm.v1.DeploymentService.UpdateDeployment is not implemented"))
+}
+
+func (UnimplementedDeploymentServiceHandler) RollbackDeployment(context.Context, *v1.RollbackDeploymentRequest) (*v1.RollbackDeploymentResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("oaas.pm.v1.DeploymentService.RollbackDeployment is not implemented"))
+}
+
+func (UnimplementedDeploymentServiceHandler) ListDeploymentRevisions(context.Context, *v1.ListDeploymentRevisionsRequest) (*v1.ListDeploymentRevisionsResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("oaas.pm.v1.DeploymentService.ListDeploymentRevisions is not implemented"))
 }
 
 func (UnimplementedDeploymentServiceHandler) DeleteDeployment(context.Context, *v1.DeleteDeploymentRequest) (*v1.DeleteDeploymentResponse, error) {

@@ -9,6 +9,7 @@ import (
 	context "context"
 	errors "errors"
 	v1 "github.com/oaas/pm/gen/go/oaas/pm/v1"
+	topology "github.com/oaas/pm/gen/go/oaas/topology"
 	http "net/http"
 	strings "strings"
 )
@@ -42,8 +43,10 @@ const (
 type TopologyServiceClient interface {
 	// GetTopology returns the graph: packages → classes → functions, and
 	// classes → environments, built from PM's stored packages and
-	// deployments.
-	GetTopology(context.Context, *v1.GetTopologyRequest) (*v1.GetTopologyResponse, error)
+	// deployments. source "deployments" (the default, also when empty or
+	// unknown, as OaaS does) is that graph; "zenoh" (OaaS asks a CRM's live
+	// view) is not served.
+	GetTopology(context.Context, *topology.TopologyRequest) (*topology.TopologySnapshot, error)
 }
 
 // NewTopologyServiceClient constructs a client for the oaas.pm.v1.TopologyService service. By
@@ -57,7 +60,7 @@ func NewTopologyServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 	baseURL = strings.TrimRight(baseURL, "/")
 	topologyServiceMethods := v1.File_oaas_pm_v1_topology_service_proto.Services().ByName("TopologyService").Methods()
 	return &topologyServiceClient{
-		getTopology: connect.NewClient[v1.GetTopologyRequest, v1.GetTopologyResponse](
+		getTopology: connect.NewClient[topology.TopologyRequest, topology.TopologySnapshot](
 			httpClient,
 			baseURL+TopologyServiceGetTopologyProcedure,
 			connect.WithSchema(topologyServiceMethods.ByName("GetTopology")),
@@ -69,11 +72,11 @@ func NewTopologyServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 
 // topologyServiceClient implements TopologyServiceClient.
 type topologyServiceClient struct {
-	getTopology *connect.Client[v1.GetTopologyRequest, v1.GetTopologyResponse]
+	getTopology *connect.Client[topology.TopologyRequest, topology.TopologySnapshot]
 }
 
 // GetTopology calls oaas.pm.v1.TopologyService.GetTopology.
-func (c *topologyServiceClient) GetTopology(ctx context.Context, req *v1.GetTopologyRequest) (*v1.GetTopologyResponse, error) {
+func (c *topologyServiceClient) GetTopology(ctx context.Context, req *topology.TopologyRequest) (*topology.TopologySnapshot, error) {
 	response, err := c.getTopology.CallUnary(ctx, connect.NewRequest(req))
 	if response != nil {
 		return response.Msg, err
@@ -85,8 +88,10 @@ func (c *topologyServiceClient) GetTopology(ctx context.Context, req *v1.GetTopo
 type TopologyServiceHandler interface {
 	// GetTopology returns the graph: packages → classes → functions, and
 	// classes → environments, built from PM's stored packages and
-	// deployments.
-	GetTopology(context.Context, *v1.GetTopologyRequest) (*v1.GetTopologyResponse, error)
+	// deployments. source "deployments" (the default, also when empty or
+	// unknown, as OaaS does) is that graph; "zenoh" (OaaS asks a CRM's live
+	// view) is not served.
+	GetTopology(context.Context, *topology.TopologyRequest) (*topology.TopologySnapshot, error)
 }
 
 // NewTopologyServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -116,6 +121,6 @@ func NewTopologyServiceHandler(svc TopologyServiceHandler, opts ...connect.Handl
 // UnimplementedTopologyServiceHandler returns CodeUnimplemented from all methods.
 type UnimplementedTopologyServiceHandler struct{}
 
-func (UnimplementedTopologyServiceHandler) GetTopology(context.Context, *v1.GetTopologyRequest) (*v1.GetTopologyResponse, error) {
+func (UnimplementedTopologyServiceHandler) GetTopology(context.Context, *topology.TopologyRequest) (*topology.TopologySnapshot, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("oaas.pm.v1.TopologyService.GetTopology is not implemented"))
 }
