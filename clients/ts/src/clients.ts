@@ -6,6 +6,7 @@ import { ClusterService } from "./gen/oaas/pm/v1/cluster_service_pb.js";
 import { DeploymentService } from "./gen/oaas/pm/v1/deployment_service_pb.js";
 import { PackageService } from "./gen/oaas/pm/v1/package_service_pb.js";
 import { ClassRuntimeService } from "./gen/oaas/pm/v1/runtime_service_pb.js";
+import { TopologyService } from "./gen/oaas/pm/v1/topology_service_pb.js";
 import { WatchService } from "./gen/oaas/pm/v1/watch_service_pb.js";
 
 /**
@@ -20,6 +21,7 @@ export const pmServices = {
   runtimes: ClassRuntimeService,
   audit: AuditService,
   watch: WatchService,
+  topology: TopologyService,
 } as const;
 
 /** PmClients holds a typed client for every PM service, all on one transport. */
@@ -41,6 +43,7 @@ export function createPmClients(transport: Transport): PmClients {
     deployments: createClient(DeploymentService, transport),
     runtimes: createClient(ClassRuntimeService, transport),
     watch: createClient(WatchService, transport),
+    topology: createClient(TopologyService, transport),
     audit: createClient(AuditService, transport),
   };
 }

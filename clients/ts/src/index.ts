@@ -14,6 +14,7 @@ export * from "./gen/oaas/pm/v1/deployment_service_pb.js";
 export * from "./gen/oaas/pm/v1/package_pb.js";
 export * from "./gen/oaas/pm/v1/package_service_pb.js";
 export * from "./gen/oaas/pm/v1/runtime_service_pb.js";
+export * from "./gen/oaas/pm/v1/topology_service_pb.js";
 export * from "./gen/oaas/pm/v1/watch_service_pb.js";
 
 export { createPmClients, pmServices, type PmClients } from "./clients.js";
