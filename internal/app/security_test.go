@@ -5,7 +5,6 @@ package app_test
 // secret in the logs. internal/auth has the exhaustive role matrix.
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -17,9 +16,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/oaas/pm/internal/logtest"
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpcreflect"
@@ -32,24 +32,6 @@ import (
 	"github.com/oaas/pm/internal/store/pgtest"
 	"github.com/oaas/pm/internal/tlsreload/tlstest"
 )
-
-// lockedBuffer collects PM's log lines from many goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func newToken(t testing.TB) string {
 	t.Helper()
@@ -102,7 +84,7 @@ func bearer(token string) connect.ClientOption {
 func TestSecurityTokensAndRolesEveryProtocol(t *testing.T) {
 	t.Parallel()
 	file, tok := tokens(t, "")
-	logs := &lockedBuffer{}
+	logs := &logtest.Buffer{}
 	e := setupLogged(t, "memory", logs, withTokens(file), withDefaultCluster(t))
 	auth := func(role string) []string { return []string{"Authorization", "Bearer " + tok[role]} }
 
@@ -196,7 +178,7 @@ func TestSecurityListenDefault(t *testing.T) {
 	}
 	cfg := base()
 	cfg.Auth.Mode = "none"
-	logs := &lockedBuffer{}
+	logs := &logtest.Buffer{}
 	a, err := app.New(context.Background(), cfg, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatalf("AUTH_MODE=none: %v", err)

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oaas/pm/internal/logtest"
+
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/protobuf/proto"
 
@@ -74,7 +76,7 @@ func TestTracingExportsSpansAndLogsCarryTraceIDs(t *testing.T) {
 	if err != nil || !cfg.Tracing.Enabled || cfg.Tracing.Protocol != "http/protobuf" {
 		t.Fatalf("config: %v %+v", err, cfg.Tracing)
 	}
-	logs := &lockedBuffer{}
+	logs := &logtest.Buffer{}
 	cfg.Server.Host, cfg.Server.Port, cfg.Metrics.Port = "127.0.0.1", 0, 0
 	cfg.CRM.EmbeddedSimulator = true
 	log := app.NewLogger(config.Log{Level: slog.LevelDebug, Format: "json"}, logs)

@@ -1,7 +1,6 @@
 package audit_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -13,9 +12,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/oaas/pm/internal/logtest"
 
 	"connectrpc.com/connect"
 	"connectrpc.com/vanguard"
@@ -30,24 +30,6 @@ import (
 	"github.com/oaas/pm/internal/store"
 	"github.com/oaas/pm/internal/store/memory"
 )
-
-// syncBuffer collects log output from concurrent handlers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // secretText is what a failing handler's raw error carries; it must reach
 // neither a record nor a client.
@@ -116,7 +98,7 @@ type harness struct {
 	url    string
 	st     *memory.Store
 	rec    *audit.Recorder
-	logs   *syncBuffer
+	logs   *logtest.Buffer
 	tokens map[auth.Role]string
 	client *http.Client
 }
@@ -130,7 +112,7 @@ const (
 
 func setup(t *testing.T, o options) *harness {
 	t.Helper()
-	h := &harness{st: memory.New(nil), logs: &syncBuffer{}, tokens: map[auth.Role]string{}}
+	h := &harness{st: memory.New(nil), logs: &logtest.Buffer{}, tokens: map[auth.Role]string{}}
 	t.Cleanup(h.st.Close)
 	log := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 

@@ -1,7 +1,6 @@
 package auth_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -14,9 +13,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/oaas/pm/internal/logtest"
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
@@ -36,24 +36,6 @@ import (
 	"github.com/oaas/pm/internal/tlsreload"
 	"github.com/oaas/pm/internal/tlsreload/tlstest"
 )
-
-// syncBuffer collects log output from concurrent handlers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // packages answers GetPackage with the caller's principal in Revision
 // ("name/role/method"); every other RPC is unimplemented, so an allowed
@@ -88,14 +70,14 @@ type harness struct {
 	clientCA   *tlstest.CA
 	tokens     map[auth.Role]string // a valid API token per role
 	tokensFile string
-	logs       *syncBuffer
+	logs       *logtest.Buffer
 }
 
 // setup starts a harness; tokens are random per test, so a log grep
 // cannot pass by accident.
 func setup(t *testing.T, o harnessOptions) *harness {
 	t.Helper()
-	h := &harness{serverCA: tlstest.NewCA(t, "server CA"), clientCA: tlstest.NewCA(t, "client CA"), logs: &syncBuffer{}, tokens: map[auth.Role]string{}}
+	h := &harness{serverCA: tlstest.NewCA(t, "server CA"), clientCA: tlstest.NewCA(t, "client CA"), logs: &logtest.Buffer{}, tokens: map[auth.Role]string{}}
 	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	dir := t.TempDir()
 

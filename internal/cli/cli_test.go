@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oaas/pm/internal/logtest"
+
 	"connectrpc.com/connect"
 	"sigs.k8s.io/yaml"
 
@@ -393,7 +395,7 @@ func TestWaitReportsAFailedCluster(t *testing.T) {
 	if err := e.sims["east"].SetDelays(0, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	var out, errb syncBuffer
+	var out, errb logtest.Buffer
 	var r result
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -514,7 +516,7 @@ func TestWatch(t *testing.T) {
 	e.ok("apply", "-f", fixture("valid", "echo.json"))
 	e.ok("deploy", "echo-pkg", "Echo", "--key", "w1", "--env", "default")
 
-	var out, errb syncBuffer
+	var out, errb logtest.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup
@@ -551,7 +553,7 @@ func TestWatch(t *testing.T) {
 }
 
 // waitFor waits until out contains s.
-func waitFor(t *testing.T, out *syncBuffer, s string) {
+func waitFor(t *testing.T, out *logtest.Buffer, s string) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for !strings.Contains(out.String(), s) {

@@ -1,7 +1,6 @@
 package cli_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -11,9 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/oaas/pm/internal/logtest"
 
 	"github.com/oaas/pm/gen/go/oaas/pm/v1/pmv1connect"
 	"github.com/oaas/pm/internal/app"
@@ -120,11 +120,11 @@ func (e *env) run(args ...string) result {
 // runIn runs pmctl with ctx and stdin.
 func (e *env) runIn(ctx context.Context, stdin string, args ...string) result {
 	e.t.Helper()
-	var out, errb syncBuffer
+	var out, errb logtest.Buffer
 	return e.runTo(ctx, stdin, &out, &errb, args...)
 }
 
-func (e *env) runTo(ctx context.Context, stdin string, out, errb *syncBuffer, args ...string) result {
+func (e *env) runTo(ctx context.Context, stdin string, out, errb *logtest.Buffer, args ...string) result {
 	e.t.Helper()
 	vars := e.vars
 	environ := cli.Env{
@@ -166,25 +166,6 @@ func (r result) expect(t *testing.T, code int, wants ...string) {
 			t.Errorf("output lacks %q\nstdout:\n%s\nstderr:\n%s", w, r.stdout, r.stderr)
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a command writing while the test
-// reads (watch).
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // fixture is the path of a file under testdata/fixtures.
