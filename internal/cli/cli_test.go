@@ -521,7 +521,9 @@ func TestWatch(t *testing.T) {
 	defer cancel()
 	var wg sync.WaitGroup
 	var r result
-	wg.Go(func() { r = e.runTo(ctx, "", &out, &errb, "watch", "deployments", "--interval", "50ms", "-o", "json") })
+	// An hour between polls: the changes below can only arrive in time
+	// through PM's watch stream.
+	wg.Go(func() { r = e.runTo(ctx, "", &out, &errb, "watch", "deployments", "--interval", "1h", "-o", "json") })
 	waitFor(t, &out, `"type":"ADDED"`)
 	e.ok("deploy", "echo-pkg", "Echo", "--key", "w2", "--env", "east")
 	waitFor(t, &out, `"key":"w2"`)

@@ -40,6 +40,7 @@ type conn struct {
 	deployments pmv1connect.DeploymentServiceClient
 	clusters    pmv1connect.ClusterServiceClient
 	runtimes    pmv1connect.ClassRuntimeServiceClient
+	watches     pmv1connect.WatchServiceClient
 }
 
 // validation modes of --validate, as the Field-Validation header spells them.
@@ -109,6 +110,7 @@ func dial(t target, mode string, timeout time.Duration, warnTo io.Writer) (*conn
 	c.deployments = pmv1connect.NewDeploymentServiceClient(hc, base, opts...)
 	c.clusters = pmv1connect.NewClusterServiceClient(hc, base, opts...)
 	c.runtimes = pmv1connect.NewClassRuntimeServiceClient(hc, base, opts...)
+	c.watches = pmv1connect.NewWatchServiceClient(hc, base, opts...)
 	return c, nil
 }
 

@@ -25,7 +25,8 @@ func (a *app) watchCommand() *cobra.Command {
 		Short: "Print changes to deployments (or one) as they happen, until Ctrl-C or --timeout",
 		Long: `Print changes to every deployment, or to one, as they happen: the current
 state first, then each change of condition or of a cluster's rollout, and
-deletions. It asks PM every --interval (PM serves no change stream yet).
+deletions. It follows PM's watch stream (resuming after a cut from the last
+event it saw); a PM without one is asked every --interval instead.
 Ctrl-C or --timeout ends it with exit code 0.
 
 With -o json each change is one JSON object per line:
@@ -53,7 +54,7 @@ same as YAML documents.`,
 			return a.watch(ctx, c, key, max(interval, 10*time.Millisecond))
 		}),
 	}
-	cmd.Flags().DurationVar(&interval, "interval", 2*time.Second, "how often to ask PM")
+	cmd.Flags().DurationVar(&interval, "interval", 2*time.Second, "how often to ask a PM that serves no watch stream")
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "stop after this long (default: until Ctrl-C)")
 	return cmd
 }
@@ -82,11 +83,95 @@ func (a *app) snapshot(ctx context.Context, c *conn, key string) (map[string]*pm
 	return out, nil
 }
 
-// watch polls until ctx ends, printing what changed since the last poll.
-// When PM gains change streams, snapshot gives way to a stream and the
-// printing stays.
+// watch prints changes until ctx ends: from PM's watch stream, or, when PM
+// serves none (an older PM), by polling.
 func (a *app) watch(ctx context.Context, c *conn, key string, interval time.Duration) error {
 	prev := map[string]string{}
+	err := a.stream(ctx, c, key, prev)
+	if !isCode(err, connect.CodeUnimplemented) && !isCode(err, connect.CodeNotFound) {
+		return err
+	}
+	return a.poll(ctx, c, key, interval, prev)
+}
+
+// stream follows WatchDeployments, reconnecting from the last cursor when
+// the stream is cut; it returns unimplemented when PM has no stream.
+func (a *app) stream(ctx context.Context, c *conn, key string, prev map[string]string) error {
+	cursor, synced := "", false
+	for {
+		st, err := c.watches.WatchDeployments(ctx, &pmv1.WatchRequest{Key: key, ResumeFrom: cursor})
+		if err == nil {
+			seen := map[string]bool{}
+			for st.Receive() {
+				ev := st.Msg()
+				if ev.GetCursor() != "" {
+					cursor = ev.GetCursor()
+				}
+				d := ev.GetDeployment()
+				switch ev.GetType() {
+				case pmv1.EventType_EVENT_TYPE_SNAPSHOT, pmv1.EventType_EVENT_TYPE_ADDED, pmv1.EventType_EVENT_TYPE_CHANGED:
+					seen[d.GetKey()] = true
+					if err := a.show(d.GetKey(), d, prev); err != nil {
+						return err
+					}
+				case pmv1.EventType_EVENT_TYPE_DELETED:
+					if err := a.show(d.GetKey(), nil, prev); err != nil {
+						return err
+					}
+				case pmv1.EventType_EVENT_TYPE_SYNCED:
+					if !synced && key != "" && !seen[key] {
+						return failf(ExitNotFound, "deployment %q not found", key)
+					}
+					synced = true
+				}
+			}
+			err = st.Err()
+			_ = st.Close()
+		}
+		switch {
+		case ctx.Err() != nil:
+			return nil //nolint:nilerr // Ctrl-C or --timeout ends a watch normally
+		case isCode(err, connect.CodeUnimplemented) || isCode(err, connect.CodeNotFound):
+			return err
+		case isCode(err, connect.CodeOutOfRange) || isCode(err, connect.CodeInvalidArgument):
+			cursor = "" // the cursor is too old: start again from a snapshot
+		case err != nil && !synced:
+			return c.apiError("watching deployments", err)
+		case err != nil:
+			_, _ = fmt.Fprintf(a.streams.Err, "warning: %v (reconnecting)\n", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// show prints d (nil: deleted) when it differs from what was printed last.
+func (a *app) show(key string, d *pmv1.OClassDeployment, prev map[string]string) error {
+	if d == nil {
+		if _, ok := prev[key]; !ok {
+			return nil
+		}
+		delete(prev, key)
+		return a.emit("DELETED", key, nil)
+	}
+	line := watchLine(d)
+	old, seen := prev[key]
+	if seen && old == line {
+		return nil
+	}
+	prev[key] = line
+	typ := "MODIFIED"
+	if !seen {
+		typ = "ADDED"
+	}
+	return a.emit(typ, key, d)
+}
+
+// poll asks PM every interval until ctx ends, printing what changed.
+func (a *app) poll(ctx context.Context, c *conn, key string, interval time.Duration, prev map[string]string) error {
 	first := true
 	for {
 		snap, err := a.snapshot(ctx, c, key)
@@ -108,25 +193,7 @@ func (a *app) watch(ctx context.Context, c *conn, key string, interval time.Dura
 				}
 			}
 			for _, k := range keys {
-				d, ok := snap[k]
-				if !ok {
-					delete(prev, k)
-					if err := a.emit("DELETED", k, nil); err != nil {
-						return err
-					}
-					continue
-				}
-				line := watchLine(d)
-				old, seen := prev[k]
-				if seen && old == line {
-					continue
-				}
-				prev[k] = line
-				typ := "MODIFIED"
-				if !seen {
-					typ = "ADDED"
-				}
-				if err := a.emit(typ, k, d); err != nil {
+				if err := a.show(k, snap[k], prev); err != nil {
 					return err
 				}
 			}
