@@ -198,6 +198,17 @@ func (g *gen) route(r *restmodel.Route) {
 	op.Parameters = append(op.Parameters,
 		&openapi3.ParameterRef{Ref: ref("parameters", "field_validation")},
 		&openapi3.ParameterRef{Ref: ref("parameters", "Field-Validation")})
+	_, watchable := restmodel.WatchOf[md.FullName()]
+	if watchable {
+		op.AddParameter(openapi3.NewQueryParameter(restmodel.WatchParam).WithSchema(openapi3.NewBoolSchema()).
+			WithDescription("true: stream changes as Server-Sent Events (Accept: text/event-stream) instead of one page: "+
+				"a snapshot, then added/changed/deleted events whose id is the cursor; Last-Event-ID (or resume_from) resumes. "+
+				"With watch, only key, resume_from and heartbeat_seconds apply."))
+		op.AddParameter(openapi3.NewQueryParameter("resume_from").WithSchema(openapi3.NewStringSchema()).
+			WithDescription("With watch: the cursor of the last event seen."))
+		op.AddParameter(openapi3.NewHeaderParameter("Last-Event-ID").WithSchema(openapi3.NewStringSchema()).
+			WithDescription("With watch: the cursor to resume after (what browsers send on reconnect)."))
+	}
 	in := md.Input().Fields()
 	if in.ByName("idempotency_key") != nil || (mutating && strings.HasPrefix(string(md.Name()), "Update")) {
 		op.Parameters = append(op.Parameters, &openapi3.ParameterRef{Ref: ref("parameters", "Idempotency-Key")})
@@ -237,6 +248,11 @@ func (g *gen) route(r *restmodel.Route) {
 			body = g.message(md.Output())
 		}
 		ok.Content = openapi3.NewContentWithJSONSchemaRef(body)
+		if watchable {
+			sse := openapi3.NewStringSchema()
+			sse.Description = "with watch=true: event: SNAPSHOT|SYNCED|ADDED|CHANGED|DELETED, id: the cursor, data: the object's REST JSON"
+			ok.Content["text/event-stream"] = openapi3.NewMediaType().WithSchema(sse)
+		}
 	} else {
 		ok.Description = ptr("Deleted")
 	}

@@ -37,28 +37,17 @@ import (
 // resumes after a cursor.
 
 // WatchParam is the query parameter that turns a list route into a watch.
-const WatchParam = "watch"
-
-// watchService is the service whose RPCs serve the watches, and watchOf
-// maps each watchable list RPC to its watch RPC.
-const watchService = "oaas.pm.v1.WatchService"
-
-var watchOf = map[protoreflect.FullName]protoreflect.Name{
-	"oaas.pm.v1.PackageService.ListPackages":       "WatchPackages",
-	"oaas.pm.v1.DeploymentService.ListDeployments": "WatchDeployments",
-	"oaas.pm.v1.DeploymentService.ListOperations":  "WatchOperations",
-	"oaas.pm.v1.ClusterService.ListClusters":       "WatchClusters",
-}
+const WatchParam = restmodel.WatchParam
 
 // watchRoutes finds the watch RPC of each watchable list RPC among the
 // mounted services (none when WatchService is not mounted).
 func watchRoutes(services []protoreflect.ServiceDescriptor) map[protoreflect.FullName]protoreflect.MethodDescriptor {
 	out := map[protoreflect.FullName]protoreflect.MethodDescriptor{}
 	for _, sd := range services {
-		if sd.FullName() != watchService {
+		if sd.FullName() != restmodel.WatchService {
 			continue
 		}
-		for list, name := range watchOf {
+		for list, name := range restmodel.WatchOf {
 			if md := sd.Methods().ByName(name); md != nil {
 				out[list] = md
 			}
