@@ -201,8 +201,8 @@ func (g *gen) route(r *restmodel.Route) {
 	_, watchable := restmodel.WatchOf[md.FullName()]
 	if watchable {
 		op.AddParameter(openapi3.NewQueryParameter(restmodel.WatchParam).WithSchema(openapi3.NewBoolSchema()).
-			WithDescription("true: stream changes as Server-Sent Events (Accept: text/event-stream) instead of one page: "+
-				"a snapshot, then added/changed/deleted events whose id is the cursor; Last-Event-ID (or resume_from) resumes. "+
+			WithDescription("true: stream changes as Server-Sent Events (Accept: text/event-stream) instead of one page: " +
+				"a snapshot, then added/changed/deleted events whose id is the cursor; Last-Event-ID (or resume_from) resumes. " +
 				"With watch, only key, resume_from and heartbeat_seconds apply."))
 		op.AddParameter(openapi3.NewQueryParameter("resume_from").WithSchema(openapi3.NewStringSchema()).
 			WithDescription("With watch: the cursor of the last event seen."))
